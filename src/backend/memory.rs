@@ -1,0 +1,120 @@
+//! An in-memory backend. Nothing persists; it serves `Store::open_in_memory`
+//! (for applications' own tests), and, marked shared, it stands for a
+//! database server several engines hold at once: it keeps a change feed,
+//! so the engine's index coherence is tested without a server.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
+use crate::key::KeyId;
+
+/// Longest change feed kept; a reader further behind reloads everything.
+const FEED_CAP: usize = 4096;
+
+pub(crate) struct MemoryBackend {
+    state: Mutex<State>,
+    shared: bool,
+}
+
+#[derive(Default)]
+struct State {
+    tables: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
+    next_seq: u64,
+    /// (version, key changed by that commit)
+    feed: Vec<(u64, KeyId)>,
+    /// Entries up to this version were trimmed from `feed`.
+    trimmed_to: u64,
+    version: u64,
+}
+
+impl MemoryBackend {
+    /// `shared`: whether engines must follow its change feed.
+    pub(crate) fn new(shared: bool) -> Self {
+        MemoryBackend { state: Mutex::default(), shared }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.state().tables.get(&(table, key.to_vec())).cloned())
+    }
+
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError> {
+        Ok(self
+            .state()
+            .tables
+            .range((table, prefix.to_vec())..)
+            .take_while(|((t, k), _)| *t == table && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn range_from(&self, table: Table, start: &[u8], limit: usize) -> Result<KvPairs, StorageError> {
+        Ok(self
+            .state()
+            .tables
+            .range((table, start.to_vec())..)
+            .take_while(|((t, _), _)| *t == table)
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn commit(&self, batch: Batch, _durability: Durability) -> Result<u64, CommitError> {
+        let mut st = self.state();
+        for op in &batch.ops {
+            if let Op::Expect { table, key, expected } = op
+                && st.tables.get(&(*table, key.clone())) != expected.as_ref()
+            {
+                return Err(CommitError::Conflict);
+            }
+        }
+        for op in batch.ops {
+            match op {
+                Op::Put { table, key, value } => {
+                    st.tables.insert((table, key), value);
+                }
+                Op::Delete { table, key } => {
+                    st.tables.remove(&(table, key));
+                }
+                Op::Expect { .. } => {}
+                Op::Append { table, value } => {
+                    st.next_seq += 1;
+                    let seq = st.next_seq;
+                    st.tables.insert((table, seq.to_be_bytes().to_vec()), value);
+                }
+            }
+        }
+        st.version += 1;
+        let version = st.version;
+        st.feed.extend(batch.touched.into_iter().map(|id| (version, id)));
+        if st.feed.len() > FEED_CAP {
+            let cut = st.feed.len() - FEED_CAP / 2;
+            st.trimmed_to = st.feed[cut - 1].0;
+            st.feed.drain(..cut);
+        }
+        Ok(version)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn changes_since(&self, seen: u64) -> Result<Changes, StorageError> {
+        let st = self.state();
+        if seen < st.trimmed_to {
+            return Ok(Changes::Reload { version: st.version });
+        }
+        let ids = st.feed.iter().filter(|(v, _)| *v > seen).map(|(_, id)| *id).collect();
+        Ok(Changes::Keys { version: st.version, ids })
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+}

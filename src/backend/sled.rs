@@ -1,0 +1,150 @@
+//! The default backend: one sled tree, one process.
+//!
+//! Every table lives in the one tree under a one-byte table tag, so a batch
+//! touching several tables is a single-tree transaction, atomic on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
+use crate::error::OpenError;
+
+pub(crate) struct SledBackend {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Serialises commits, so appended sequence numbers become visible in order.
+    commit_lock: Mutex<()>,
+    next_seq: AtomicU64,
+    version: AtomicU64,
+}
+
+fn storage(e: &sled::Error) -> StorageError {
+    StorageError::new(e.to_string())
+}
+
+fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(table.tag());
+    k.extend_from_slice(key);
+    k
+}
+
+impl SledBackend {
+    /// Opens (creating if needed) the sled database in `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                OpenError::StoreLocked {
+                    path: PathBuf::from(dir),
+                }
+            }
+            other => OpenError::Storage(storage(other)),
+        })?;
+        let tree = db
+            .open_tree("keyward")
+            .map_err(|e| OpenError::Storage(storage(&e)))?;
+        let last_event = tree
+            .scan_prefix([Table::Events.tag()])
+            .next_back()
+            .transpose()
+            .map_err(|e| OpenError::Storage(storage(&e)))?
+            .and_then(|(k, _)| k.get(1..9).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))));
+        Ok(SledBackend {
+            db,
+            tree,
+            commit_lock: Mutex::new(()),
+            next_seq: AtomicU64::new(last_event.map_or(1, |s| s + 1)),
+            version: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.tree
+            .get(full_key(table, key))
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| storage(&e))
+    }
+
+    fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError> {
+        self.tree
+            .scan_prefix(full_key(table, prefix))
+            .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| storage(&e)))
+            .collect()
+    }
+
+    fn range_from(&self, table: Table, start: &[u8], limit: usize) -> Result<KvPairs, StorageError> {
+        let end = [table.tag() + 1];
+        self.tree
+            .range(full_key(table, start)..end.to_vec())
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| storage(&e)))
+            .collect()
+    }
+
+    fn commit(&self, batch: Batch, durability: Durability) -> Result<u64, CommitError> {
+        let _serial = self.commit_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first_seq = self.next_seq.load(Ordering::Acquire);
+        let appended = batch.ops.iter().filter(|op| matches!(op, Op::Append { .. })).count() as u64;
+        let result = self.tree.transaction(|tx| {
+            let mut seq = first_seq;
+            for op in &batch.ops {
+                match op {
+                    Op::Put { table, key, value } => {
+                        tx.insert(full_key(*table, key), value.as_slice())?;
+                    }
+                    Op::Delete { table, key } => {
+                        tx.remove(full_key(*table, key))?;
+                    }
+                    Op::Expect { table, key, expected } => {
+                        let current = tx.get(full_key(*table, key))?;
+                        if current.as_deref() != expected.as_deref() {
+                            return Err(ConflictableTransactionError::Abort(()));
+                        }
+                    }
+                    Op::Append { table, value } => {
+                        tx.insert(full_key(*table, &seq.to_be_bytes()), value.as_slice())?;
+                        seq += 1;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(())) => return Err(CommitError::Conflict),
+            Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(&e))),
+        }
+        self.next_seq.store(first_seq + appended, Ordering::Release);
+        if durability == Durability::Durable {
+            self.db.flush().map_err(|e| storage(&e))?;
+        }
+        Ok(self.version.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush().map(drop).map_err(|e| storage(&e))
+    }
+
+    fn changes_since(&self, _seen: u64) -> Result<Changes, StorageError> {
+        // One process per sled store: nobody else writes, so nothing to learn.
+        Ok(Changes::Keys {
+            version: self.version.load(Ordering::Acquire),
+            ids: Vec::new(),
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for SledBackend {
+    fn drop(&mut self) {
+        let _ = self.db.flush();
+    }
+}

@@ -1,0 +1,192 @@
+//! Errors: one enum per kind of operation, all converting into [`Error`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use crate::backend::StorageError;
+use crate::key::KeyId;
+
+/// Opening a store failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process (or another handle in this one) holds the store.
+    StoreLocked {
+        /// The store that is held.
+        path: PathBuf,
+    },
+    /// An option is out of range, or conflicts with the existing store.
+    InvalidOptions(String),
+    /// The store was written by a newer keyward with a format this one cannot read.
+    UnsupportedVersion(u32),
+    /// The storage layer failed.
+    Storage(StorageError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::StoreLocked { path } => write!(
+                f,
+                "store {} is locked: another process holds it open",
+                path.display()
+            ),
+            OpenError::InvalidOptions(m) => write!(f, "invalid options: {m}"),
+            OpenError::UnsupportedVersion(v) => {
+                write!(f, "store format version {v} is newer than this keyward supports")
+            }
+            OpenError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// A key operation (create, regenerate, delete, update, usage) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No key has this id (or it was deleted).
+    NotFound(KeyId),
+    /// A name, metadata, expiry or grace value was rejected; nothing was changed.
+    InvalidInput(String),
+    /// The storage layer failed; nothing was changed.
+    Storage(StorageError),
+    /// An internal failure (hashing); nothing was changed.
+    Internal(String),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::NotFound(id) => write!(f, "no key with id {id}"),
+            KeyError::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            KeyError::Storage(e) => e.fmt(f),
+            KeyError::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<StorageError> for KeyError {
+    fn from(e: StorageError) -> Self {
+        KeyError::Storage(e)
+    }
+}
+
+/// A whitelist operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WhitelistError {
+    /// No key has this id.
+    KeyNotFound(KeyId),
+    /// The key has no whitelist entry with this id.
+    EntryNotFound {
+        /// The key whose whitelist was searched.
+        key_id: KeyId,
+        /// The entry id that was not there.
+        entry_id: String,
+    },
+    /// The address or network was rejected (syntax, host bits set in a CIDR).
+    InvalidNetwork(String),
+    /// A name was rejected, or the whitelist is full; nothing was changed.
+    InvalidInput(String),
+    /// The storage layer failed; nothing was changed.
+    Storage(StorageError),
+}
+
+impl fmt::Display for WhitelistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WhitelistError::KeyNotFound(id) => write!(f, "no key with id {id}"),
+            WhitelistError::EntryNotFound { key_id, entry_id } => {
+                write!(f, "key {key_id} has no whitelist entry {entry_id:?}")
+            }
+            WhitelistError::InvalidNetwork(m) => write!(f, "invalid network: {m}"),
+            WhitelistError::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            WhitelistError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WhitelistError {}
+
+impl From<StorageError> for WhitelistError {
+    fn from(e: StorageError) -> Self {
+        WhitelistError::Storage(e)
+    }
+}
+
+impl From<KeyError> for WhitelistError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::NotFound(id) => WhitelistError::KeyNotFound(id),
+            KeyError::InvalidInput(m) => WhitelistError::InvalidInput(m),
+            KeyError::Storage(s) => WhitelistError::Storage(s),
+            KeyError::Internal(m) => WhitelistError::Storage(StorageError::new(m)),
+        }
+    }
+}
+
+/// Any keyward error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// From [`Store::open`](crate::Store::open).
+    Open(OpenError),
+    /// From a key operation.
+    Key(KeyError),
+    /// From a whitelist operation.
+    Whitelist(WhitelistError),
+}
+
+impl Error {
+    /// Whether the error means "no such key or entry".
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Key(KeyError::NotFound(_))
+                | Error::Whitelist(WhitelistError::KeyNotFound(_) | WhitelistError::EntryNotFound { .. })
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Open(e) => e.fmt(f),
+            Error::Key(e) => e.fmt(f),
+            Error::Whitelist(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Open(e) => Some(e),
+            Error::Key(e) => Some(e),
+            Error::Whitelist(e) => Some(e),
+        }
+    }
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        Error::Open(e)
+    }
+}
+
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Self {
+        Error::Key(e)
+    }
+}
+
+impl From<WhitelistError> for Error {
+    fn from(e: WhitelistError) -> Self {
+        Error::Whitelist(e)
+    }
+}

@@ -1,0 +1,561 @@
+//! Per-key usage: where a key is used, by whom, how often, what was denied.
+//!
+//! The verify path adds to an in-memory aggregate (one small mutex-guarded
+//! map per shard, never a storage write); a flusher merges the aggregates
+//! into the stored records on an interval and on close. The stored record
+//! and the pending delta are the same type, so merging is one function.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::KeyId;
+use crate::time::Timestamp;
+use crate::verdict::Denial;
+
+const HOUR_MS: i64 = 3_600_000;
+/// Longest integration name kept; longer ones are cut at a character boundary.
+pub const MAX_INTEGRATION_LEN: usize = 128;
+/// Client IPs remembered per integration.
+const IPS_PER_INTEGRATION: usize = 16;
+const SHARDS: usize = 32;
+
+/// How much usage history a key keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageLimits {
+    /// Most client IPs remembered per key (the least recently seen go first).
+    pub max_ips: usize,
+    /// Most integrations remembered per key (the least recently seen go first).
+    pub max_integrations: usize,
+    /// How long hourly buckets are kept.
+    pub retention: Duration,
+}
+
+impl Default for UsageLimits {
+    fn default() -> Self {
+        UsageLimits {
+            max_ips: 1000,
+            max_integrations: 100,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Verifications of one key by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    /// Admitted (including an old secret inside its grace period).
+    pub allowed: u64,
+    /// Denied, for any reason below.
+    pub denied: u64,
+    /// Denied: the secret matched no generation.
+    pub wrong_secret: u64,
+    /// Denied: the secret of a regenerated-away generation.
+    pub rotated: u64,
+    /// Denied: the key had expired.
+    pub expired: u64,
+    /// Denied: the key was disabled.
+    pub disabled: u64,
+    /// Denied: the client IP was not whitelisted.
+    pub ip_not_allowed: u64,
+    /// Denied: too many cold verifications at once.
+    pub busy: u64,
+}
+
+impl UsageTotals {
+    fn add(&mut self, o: &UsageTotals) {
+        self.allowed += o.allowed;
+        self.denied += o.denied;
+        self.wrong_secret += o.wrong_secret;
+        self.rotated += o.rotated;
+        self.expired += o.expired;
+        self.disabled += o.disabled;
+        self.ip_not_allowed += o.ip_not_allowed;
+        self.busy += o.busy;
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        let Outcome::Denied(d) = outcome else {
+            self.allowed += 1;
+            return;
+        };
+        self.denied += 1;
+        let slot = match d {
+            Denial::WrongSecret => &mut self.wrong_secret,
+            Denial::Rotated { .. } => &mut self.rotated,
+            Denial::Expired => &mut self.expired,
+            Denial::Disabled => &mut self.disabled,
+            Denial::IpNotAllowed => &mut self.ip_not_allowed,
+            Denial::Busy => &mut self.busy,
+            // Never recorded: no key to record them against.
+            Denial::Malformed | Denial::UnknownKey => return,
+        };
+        *slot += 1;
+    }
+}
+
+/// The last admitted use of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LastUse {
+    /// When.
+    pub at: Timestamp,
+    /// From which client address.
+    pub ip: IpAddr,
+}
+
+/// One client IP that presented the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpUsage {
+    /// The client address (IPv4-mapped IPv6 shown as IPv4).
+    pub ip: IpAddr,
+    /// First request seen.
+    pub first_seen: Timestamp,
+    /// Latest request seen.
+    pub last_seen: Timestamp,
+    /// Requests admitted.
+    pub allowed: u64,
+    /// Requests denied.
+    pub denied: u64,
+    /// The integration named by its latest request, if any.
+    pub last_integration: Option<String>,
+    /// Its latest secret was of an older generation: this client must be
+    /// updated with the regenerated key.
+    pub stale_secret: bool,
+}
+
+/// One integration (a CRM, an automation platform) that presented the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntegrationUsage {
+    /// The name the application passed (often a User-Agent).
+    pub name: String,
+    /// First request seen.
+    pub first_seen: Timestamp,
+    /// Latest request seen.
+    pub last_seen: Timestamp,
+    /// Requests, admitted or not.
+    pub count: u64,
+    /// Of which denied.
+    pub denied: u64,
+    /// Client IPs it used, most recent first (at most 16).
+    pub ips: Vec<IpAddr>,
+    /// Its latest secret was of an older generation.
+    pub stale_secret: bool,
+}
+
+/// Requests in one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HourlyUsage {
+    /// Start of the hour.
+    pub hour: Timestamp,
+    /// Requests admitted.
+    pub allowed: u64,
+    /// Requests denied.
+    pub denied: u64,
+}
+
+/// The Usage tab of one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Which key.
+    pub key_id: KeyId,
+    /// Counts by outcome, since the key was created.
+    pub totals: UsageTotals,
+    /// The last admitted request.
+    pub last_used: Option<LastUse>,
+    /// Client IPs, most recently seen first.
+    pub ips: Vec<IpUsage>,
+    /// Integrations, most recently seen first.
+    pub integrations: Vec<IntegrationUsage>,
+    /// Hourly counts inside the retention window, oldest first.
+    pub hourly: Vec<HourlyUsage>,
+}
+
+/// What one verification of a known key came to, as usage sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allowed,
+    Denied(Denial),
+}
+
+/// Whether the presented secret was current, old, or never compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Current,
+    Stale,
+    /// Denied before the secret was looked at (IP, disabled, expired).
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct IpAgg {
+    first: i64,
+    last: i64,
+    allowed: u64,
+    denied: u64,
+    integration: Option<Box<str>>,
+    stale: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct IntegrationAgg {
+    first: i64,
+    last: i64,
+    count: u64,
+    denied: u64,
+    ips: Vec<IpAddr>,
+    stale: bool,
+}
+
+/// Usage of one key: the stored record, or a pending delta not yet flushed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct UsageAgg {
+    #[serde(default)]
+    v: u32,
+    totals: UsageTotals,
+    last_used: Option<(i64, IpAddr)>,
+    ips: HashMap<IpAddr, IpAgg>,
+    integrations: HashMap<Box<str>, IntegrationAgg>,
+    /// hour number (ms / 3 600 000) → (allowed, denied)
+    hourly: BTreeMap<i64, (u64, u64)>,
+}
+
+fn clip(name: &str) -> &str {
+    if name.len() <= MAX_INTEGRATION_LEN {
+        return name;
+    }
+    let mut end = MAX_INTEGRATION_LEN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+fn touch_ip(ips: &mut Vec<IpAddr>, ip: IpAddr) {
+    if let Some(pos) = ips.iter().position(|x| *x == ip) {
+        ips.remove(pos);
+    }
+    ips.insert(0, ip);
+    ips.truncate(IPS_PER_INTEGRATION);
+}
+
+impl UsageAgg {
+    const VERSION: u32 = 1;
+
+    pub(crate) fn record(
+        &mut self,
+        now: i64,
+        ip: IpAddr,
+        integration: Option<&str>,
+        outcome: Outcome,
+        freshness: Freshness,
+    ) {
+        let allowed = outcome == Outcome::Allowed;
+        self.totals.count(outcome);
+        if allowed && self.last_used.is_none_or(|(t, _)| t <= now) {
+            self.last_used = Some((now, ip));
+        }
+        let hour = self.hourly.entry(now.div_euclid(HOUR_MS)).or_default();
+        if allowed { hour.0 += 1 } else { hour.1 += 1 }
+
+        let integration = integration.map(clip).filter(|s| !s.is_empty());
+        let row = self.ips.entry(ip).or_insert_with(|| IpAgg { first: now, ..IpAgg::default() });
+        row.last = row.last.max(now);
+        if allowed { row.allowed += 1 } else { row.denied += 1 }
+        if row.integration.as_deref() != integration {
+            row.integration = integration.map(Box::from);
+        }
+        if freshness != Freshness::Unknown {
+            row.stale = freshness == Freshness::Stale;
+        }
+
+        if let Some(name) = integration {
+            let row = match self.integrations.get_mut(name) {
+                Some(row) => row,
+                None => self
+                    .integrations
+                    .entry(Box::from(name))
+                    .or_insert_with(|| IntegrationAgg { first: now, ..IntegrationAgg::default() }),
+            };
+            row.last = row.last.max(now);
+            row.count += 1;
+            if !allowed {
+                row.denied += 1;
+            }
+            if row.ips.first() != Some(&ip) {
+                touch_ip(&mut row.ips, ip);
+            }
+            if freshness != Freshness::Unknown {
+                row.stale = freshness == Freshness::Stale;
+            }
+        }
+    }
+
+    /// Adds `newer` (a later delta) into `self`.
+    pub(crate) fn absorb(&mut self, newer: &UsageAgg) {
+        self.totals.add(&newer.totals);
+        if let Some((t, ip)) = newer.last_used
+            && self.last_used.is_none_or(|(mine, _)| mine <= t)
+        {
+            self.last_used = Some((t, ip));
+        }
+        for (h, (a, d)) in &newer.hourly {
+            let slot = self.hourly.entry(*h).or_default();
+            slot.0 += a;
+            slot.1 += d;
+        }
+        for (ip, n) in &newer.ips {
+            match self.ips.get_mut(ip) {
+                None => {
+                    self.ips.insert(*ip, n.clone());
+                }
+                Some(o) => {
+                    o.first = o.first.min(n.first);
+                    o.allowed += n.allowed;
+                    o.denied += n.denied;
+                    if n.last >= o.last {
+                        o.last = n.last;
+                        o.integration.clone_from(&n.integration);
+                        o.stale = n.stale;
+                    }
+                }
+            }
+        }
+        for (name, n) in &newer.integrations {
+            match self.integrations.get_mut(name) {
+                None => {
+                    self.integrations.insert(name.clone(), n.clone());
+                }
+                Some(o) => {
+                    o.first = o.first.min(n.first);
+                    o.count += n.count;
+                    o.denied += n.denied;
+                    for ip in n.ips.iter().rev() {
+                        touch_ip(&mut o.ips, *ip);
+                    }
+                    if n.last >= o.last {
+                        o.last = n.last;
+                        o.stale = n.stale;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the bounds: drops hourly buckets past retention and the least
+    /// recently seen IPs and integrations past their caps. Totals stay exact.
+    pub(crate) fn trim(&mut self, limits: &UsageLimits, now: i64) {
+        let retention_ms = i64::try_from(limits.retention.as_millis()).unwrap_or(i64::MAX);
+        let oldest_hour = now.saturating_sub(retention_ms).div_euclid(HOUR_MS);
+        self.hourly = self.hourly.split_off(&oldest_hour);
+        if self.ips.len() > limits.max_ips {
+            let mut seen: Vec<i64> = self.ips.values().map(|r| r.last).collect();
+            seen.sort_unstable_by(|a, b| b.cmp(a));
+            let cutoff = seen[limits.max_ips - 1];
+            self.ips.retain(|_, r| r.last >= cutoff);
+            // Ties at the cutoff: drop arbitrary extras to honour the cap.
+            while self.ips.len() > limits.max_ips {
+                let victim = *self.ips.iter().find(|(_, r)| r.last == cutoff).map(|(ip, _)| ip).expect("a tie exists");
+                self.ips.remove(&victim);
+            }
+        }
+        if self.integrations.len() > limits.max_integrations {
+            let mut rows: Vec<(Box<str>, i64)> =
+                self.integrations.iter().map(|(k, r)| (k.clone(), r.last)).collect();
+            rows.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            for (name, _) in rows.into_iter().skip(limits.max_integrations) {
+                self.integrations.remove(&name);
+            }
+        }
+    }
+
+    pub(crate) fn last_used_at(&self) -> Option<Timestamp> {
+        self.last_used.map(|(t, _)| Timestamp::from_unix_millis(t))
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut copy = self.clone();
+        copy.v = Self::VERSION;
+        serde_json::to_vec(&copy).expect("usage serialises")
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("unreadable usage record: {e}"))
+    }
+
+    pub(crate) fn to_usage(&self, key_id: KeyId) -> Usage {
+        let ts = Timestamp::from_unix_millis;
+        let mut ips: Vec<IpUsage> = self
+            .ips
+            .iter()
+            .map(|(ip, r)| IpUsage {
+                ip: *ip,
+                first_seen: ts(r.first),
+                last_seen: ts(r.last),
+                allowed: r.allowed,
+                denied: r.denied,
+                last_integration: r.integration.as_deref().map(String::from),
+                stale_secret: r.stale,
+            })
+            .collect();
+        ips.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.ip.cmp(&b.ip)));
+        let mut integrations: Vec<IntegrationUsage> = self
+            .integrations
+            .iter()
+            .map(|(name, r)| IntegrationUsage {
+                name: name.to_string(),
+                first_seen: ts(r.first),
+                last_seen: ts(r.last),
+                count: r.count,
+                denied: r.denied,
+                ips: r.ips.clone(),
+                stale_secret: r.stale,
+            })
+            .collect();
+        integrations.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.name.cmp(&b.name)));
+        Usage {
+            key_id,
+            totals: self.totals,
+            last_used: self.last_used.map(|(t, ip)| LastUse { at: ts(t), ip }),
+            ips,
+            integrations,
+            hourly: self
+                .hourly
+                .iter()
+                .map(|(h, (a, d))| HourlyUsage { hour: ts(h * HOUR_MS), allowed: *a, denied: *d })
+                .collect(),
+        }
+    }
+}
+
+/// Pending usage deltas of every key, sharded so threads verifying
+/// different keys rarely meet on a lock.
+pub(crate) struct UsageLog {
+    shards: Box<[Mutex<HashMap<KeyId, UsageAgg>>]>,
+}
+
+fn shard_of(id: &KeyId) -> usize {
+    let b = id.as_bytes();
+    (usize::from(b[0]) * 31 + usize::from(b[1])) % SHARDS
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl UsageLog {
+    pub(crate) fn new() -> Self {
+        UsageLog { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    pub(crate) fn record(
+        &self,
+        id: KeyId,
+        now: i64,
+        ip: IpAddr,
+        integration: Option<&str>,
+        outcome: Outcome,
+        freshness: Freshness,
+    ) {
+        lock(&self.shards[shard_of(&id)])
+            .entry(id)
+            .or_default()
+            .record(now, ip, integration, outcome, freshness);
+    }
+
+    /// A copy of the pending delta of one key.
+    pub(crate) fn pending(&self, id: &KeyId) -> Option<UsageAgg> {
+        lock(&self.shards[shard_of(id)]).get(id).cloned()
+    }
+
+    pub(crate) fn discard(&self, id: &KeyId) {
+        lock(&self.shards[shard_of(id)]).remove(id);
+    }
+
+    /// Takes every pending delta, leaving the log empty.
+    pub(crate) fn take_all(&self) -> Vec<(KeyId, UsageAgg)> {
+        self.shards.iter().flat_map(|s| std::mem::take(&mut *lock(s))).collect()
+    }
+
+    /// Puts deltas back after a failed flush, ahead of anything newer.
+    pub(crate) fn restore(&self, deltas: Vec<(KeyId, UsageAgg)>) {
+        for (id, mut older) in deltas {
+            let mut shard = lock(&self.shards[shard_of(&id)]);
+            if let Some(newer) = shard.remove(&id) {
+                older.absorb(&newer);
+            }
+            shard.insert(id, older);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn record_then_absorb_is_the_same_as_recording_everything_in_one() {
+        let mut a = UsageAgg::default();
+        let mut b = UsageAgg::default();
+        let mut all = UsageAgg::default();
+        let steps = [
+            (1_000, "10.0.0.1", Some("crm"), Outcome::Allowed, Freshness::Current),
+            (2_000, "10.0.0.2", None, Outcome::Denied(Denial::WrongSecret), Freshness::Unknown),
+            (3_600_500, "10.0.0.1", Some("crm"), Outcome::Denied(Denial::Rotated { at: Timestamp::from_unix_millis(5) }), Freshness::Stale),
+            (3_700_000, "10.0.0.3", Some("zap"), Outcome::Allowed, Freshness::Current),
+        ];
+        for (i, (t, addr, integ, out, fresh)) in steps.into_iter().enumerate() {
+            let target = if i < 2 { &mut a } else { &mut b };
+            target.record(t, ip(addr), integ, out, fresh);
+            all.record(t, ip(addr), integ, out, fresh);
+        }
+        a.absorb(&b);
+        assert_eq!(a.to_usage(KeyId::random()).totals, all.to_usage(KeyId::random()).totals);
+        let (ua, uall) = (a.to_usage(KeyId::random()), all.to_usage(KeyId::random()));
+        assert_eq!(ua.ips, uall.ips);
+        assert_eq!(ua.integrations, uall.integrations);
+        assert_eq!(ua.hourly, uall.hourly);
+        assert_eq!(ua.totals.allowed, 2);
+        assert_eq!(ua.totals.rotated, 1);
+        let crm = ua.integrations.iter().find(|i| i.name == "crm").unwrap();
+        assert!(crm.stale_secret);
+        assert_eq!(crm.count, 2);
+        assert_eq!(ua.hourly.len(), 2);
+    }
+
+    #[test]
+    fn trim_bounds_ips_and_hours_but_not_totals() {
+        let mut u = UsageAgg::default();
+        for i in 0..50u8 {
+            u.record(i64::from(i) * HOUR_MS, IpAddr::from([10, 0, 0, i]), None, Outcome::Allowed, Freshness::Current);
+        }
+        let limits = UsageLimits { max_ips: 10, max_integrations: 5, retention: Duration::from_secs(24 * 3600) };
+        u.trim(&limits, 49 * HOUR_MS);
+        let view = u.to_usage(KeyId::random());
+        assert_eq!(view.ips.len(), 10);
+        assert_eq!(view.ips[0].ip, IpAddr::from([10, 0, 0, 49]), "most recent kept");
+        assert_eq!(view.hourly.len(), 25);
+        assert_eq!(view.totals.allowed, 50);
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let mut u = UsageAgg::default();
+        u.record(5, ip("2001:db8::1"), Some("n8n"), Outcome::Allowed, Freshness::Current);
+        let back = UsageAgg::from_bytes(&u.to_bytes()).unwrap();
+        assert_eq!(back.to_usage(KeyId::random()).ips, u.to_usage(KeyId::random()).ips);
+    }
+
+    #[test]
+    fn long_integration_names_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(100);
+        assert!(clip(&long).len() <= MAX_INTEGRATION_LEN);
+        assert!(long.starts_with(clip(&long)));
+    }
+}

@@ -1,0 +1,204 @@
+//! Secret verifiers: argon2id at rest, a 32-bit pre-check tag, and the warm
+//! cache digest.
+//!
+//! The warm digest is a BLAKE3 hash keyed with a random per-process key that
+//! never leaves memory, so a cache entry is useless to anyone who reads it
+//! from outside the process.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
+use zeroize::Zeroizing;
+
+use crate::key::os_random;
+
+/// argon2id cost parameters for newly hashed secrets.
+///
+/// Each stored hash records its own parameters, so raising them later only
+/// affects keys created or regenerated afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    /// argon2's defaults: 19 MiB, 2 iterations, 1 lane (≈ 20 ms here).
+    fn default() -> Self {
+        Argon2Params {
+            memory_kib: argon2::Params::DEFAULT_M_COST,
+            iterations: argon2::Params::DEFAULT_T_COST,
+            parallelism: argon2::Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+impl Argon2Params {
+    pub(crate) fn hasher(self) -> Result<Argon2<'static>, String> {
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters {self:?}: {e}"))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+/// Hashes a secret to an argon2id PHC string with a fresh random salt.
+pub(crate) fn hash_secret(hasher: &Argon2<'_>, secret: &[u8]) -> Result<String, String> {
+    let mut salt = Zeroizing::new([0u8; 16]);
+    os_random(salt.as_mut());
+    hasher
+        .hash_password_with_salt(secret, salt.as_ref())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("argon2 hashing failed: {e}"))
+}
+
+/// Checks a secret against a PHC string, with the parameters the string records.
+pub(crate) fn verify_secret(phc: &str, secret: &[u8]) -> bool {
+    PasswordVerifier::<str>::verify_password(&Argon2::default(), secret, phc).is_ok()
+}
+
+/// The 32-bit pre-check tag kept at rest beside the hash: a truncated fast
+/// hash. A secret whose tag differs cannot match, so no argon2 runs for it.
+pub(crate) fn precheck_tag(secret: &[u8]) -> u32 {
+    let mut h = blake3::Hasher::new_derive_key("keyward 2026-11 pre-check tag v1");
+    h.update(secret);
+    let out = h.finalize();
+    u32::from_le_bytes(out.as_bytes()[..4].try_into().expect("4 bytes"))
+}
+
+/// The key of the warm cache, random per process.
+pub(crate) struct WarmKey(Zeroizing<[u8; 32]>);
+
+impl WarmKey {
+    pub(crate) fn random() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        os_random(k.as_mut());
+        WarmKey(k)
+    }
+
+    pub(crate) fn digest(&self, secret: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.0, secret).as_bytes()
+    }
+}
+
+/// Bounds how many argon2 verifications run at once, with a short queue.
+///
+/// A flood of cold or forged keys must not take every core: past the bound
+/// and the queue, verification answers `Busy` at once.
+pub(crate) struct HashGate {
+    state: Mutex<GateState>,
+    freed: Condvar,
+    max_running: usize,
+    max_waiting: usize,
+}
+
+struct GateState {
+    running: usize,
+    waiting: usize,
+}
+
+pub(crate) struct GatePass<'a>(&'a HashGate);
+
+impl HashGate {
+    pub(crate) fn new(max_running: usize, max_waiting: usize) -> Self {
+        HashGate {
+            state: Mutex::new(GateState {
+                running: 0,
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
+            max_running: max_running.max(1),
+            max_waiting,
+        }
+    }
+
+    /// A pass to run one argon2 verification, or `None` when over the bound.
+    pub(crate) fn enter(&self) -> Option<GatePass<'_>> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if st.running < self.max_running {
+            st.running += 1;
+            return Some(GatePass(self));
+        }
+        if st.waiting >= self.max_waiting {
+            return None;
+        }
+        st.waiting += 1;
+        // A queued caller waits at most about two hash times.
+        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        while st.running >= self.max_running {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                st.waiting -= 1;
+                return None;
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        st.waiting -= 1;
+        st.running += 1;
+        Some(GatePass(self))
+    }
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.running -= 1;
+        drop(st);
+        self.0.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Argon2Params = Argon2Params {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    #[test]
+    fn hash_then_verify_records_parameters() {
+        let h = FAST.hasher().unwrap();
+        let phc = hash_secret(&h, b"s3cret").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
+        assert!(verify_secret(&phc, b"s3cret"));
+        assert!(!verify_secret(&phc, b"s3cres"));
+        assert_ne!(phc, hash_secret(&h, b"s3cret").unwrap(), "salts differ");
+    }
+
+    #[test]
+    fn bad_parameters_are_an_error() {
+        let bad = Argon2Params {
+            memory_kib: 1,
+            ..FAST
+        };
+        assert!(bad.hasher().is_err());
+    }
+
+    #[test]
+    fn gate_refuses_past_running_and_waiting_bounds() {
+        let gate = HashGate::new(1, 0);
+        let first = gate.enter().expect("first pass");
+        assert!(gate.enter().is_none(), "no room, no queue: refused");
+        drop(first);
+        assert!(gate.enter().is_some(), "room again after release");
+    }
+
+    #[test]
+    fn warm_digests_are_keyed_per_process() {
+        let a = WarmKey::random();
+        let b = WarmKey::random();
+        assert_eq!(a.digest(b"x"), a.digest(b"x"));
+        assert_ne!(a.digest(b"x"), b.digest(b"x"));
+    }
+}
