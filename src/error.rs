@@ -33,7 +33,10 @@ impl fmt::Display for OpenError {
             ),
             OpenError::InvalidOptions(m) => write!(f, "invalid options: {m}"),
             OpenError::UnsupportedVersion(v) => {
-                write!(f, "store format version {v} is newer than this keyward supports")
+                write!(
+                    f,
+                    "store format version {v} is newer than this keyward supports"
+                )
             }
             OpenError::Storage(e) => e.fmt(f),
         }
@@ -148,7 +151,9 @@ impl Error {
         matches!(
             self,
             Error::Key(KeyError::NotFound(_))
-                | Error::Whitelist(WhitelistError::KeyNotFound(_) | WhitelistError::EntryNotFound { .. })
+                | Error::Whitelist(
+                    WhitelistError::KeyNotFound(_) | WhitelistError::EntryNotFound { .. }
+                )
         )
     }
 }

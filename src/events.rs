@@ -70,7 +70,9 @@ impl Event {
     pub(crate) fn from_stored(seq_key: &[u8], bytes: &[u8]) -> Result<Self, String> {
         let mut e: Event =
             serde_json::from_slice(bytes).map_err(|e| format!("unreadable event: {e}"))?;
-        let seq: [u8; 8] = seq_key.try_into().map_err(|_| "bad event key".to_string())?;
+        let seq: [u8; 8] = seq_key
+            .try_into()
+            .map_err(|_| "bad event key".to_string())?;
         e.seq = u64::from_be_bytes(seq);
         Ok(e)
     }

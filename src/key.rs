@@ -308,12 +308,18 @@ mod tests {
         let id = KeyId::random();
         let g = generate("acme_live", &id);
         let k = g.key.as_str();
-        assert_eq!(k.len(), "acme_live".len() + 2 + ID_LEN + SECRET_LEN + CHECK_LEN);
+        assert_eq!(
+            k.len(),
+            "acme_live".len() + 2 + ID_LEN + SECRET_LEN + CHECK_LEN
+        );
         assert!(k.starts_with(&format!("acme_live_{id}_")));
         let parsed = parse(k.as_bytes(), "acme_live").unwrap();
         assert_eq!(parsed.id, id);
         assert_eq!(parsed.secret, g.secret.as_slice());
-        assert_eq!(g.key.masked(), format!("acme_live_{id}_\u{2026}{}", &k[k.len() - 4..]));
+        assert_eq!(
+            g.key.masked(),
+            format!("acme_live_{id}_\u{2026}{}", &k[k.len() - 4..])
+        );
     }
 
     #[test]
@@ -321,8 +327,14 @@ mod tests {
         let id = KeyId::random();
         let g = generate("kw", &id);
         let k = g.key.as_str().to_string();
-        assert_eq!(parse(&k.as_bytes()[..k.len() - 1], "kw").err(), Some(Malformed::Length));
-        assert_eq!(parse(format!("{k}x").as_bytes(), "kw").err(), Some(Malformed::Length));
+        assert_eq!(
+            parse(&k.as_bytes()[..k.len() - 1], "kw").err(),
+            Some(Malformed::Length)
+        );
+        assert_eq!(
+            parse(format!("{k}x").as_bytes(), "kw").err(),
+            Some(Malformed::Length)
+        );
         let other = format!("kx{}", &k[2..]);
         assert_eq!(parse(other.as_bytes(), "kw").err(), Some(Malformed::Prefix));
         let mut bad_char = k.clone().into_bytes();

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::backend::{
-    Backend, Batch, Changes, CommitError, Durability, MemoryBackend, SledBackend, StorageError, Table,
+    Backend, Batch, Changes, CommitError, Durability, MemoryBackend, SledBackend, StorageError,
+    Table,
 };
 use crate::error::{KeyError, OpenError, WhitelistError};
 use crate::events::{Event, EventKind};
@@ -37,7 +38,7 @@ pub const MAX_NAME_LEN: usize = 200;
 /// Largest metadata object accepted, serialised, in bytes.
 pub const MAX_METADATA_LEN: usize = 16 * 1024;
 /// Longest grace period a regeneration may give the old secret.
-pub const MAX_GRACE: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_GRACE: Duration = Duration::from_hours(366 * 24);
 
 const SCHEMA_VERSION: u32 = 1;
 const INDEX_SHARDS: usize = 64;
@@ -197,7 +198,10 @@ impl KeyRecord {
         let rec: KeyRecord = serde_json::from_slice(bytes)
             .map_err(|e| StorageError::new(format!("unreadable key record: {e}")))?;
         if rec.v > SCHEMA_VERSION || rec.generations.is_empty() {
-            return Err(StorageError::new(format!("key record {} has an unknown format", rec.id)));
+            return Err(StorageError::new(format!(
+                "key record {} has an unknown format",
+                rec.id
+            )));
         }
         Ok(rec)
     }
@@ -284,7 +288,10 @@ impl Live {
         Live {
             disabled: rec.disabled,
             expires_at: rec.expires_at,
-            rules: rec.whitelist.enabled.then(|| Rules::from_entries(&rec.whitelist.entries)),
+            rules: rec
+                .whitelist
+                .enabled
+                .then(|| Rules::from_entries(&rec.whitelist.entries)),
             gens,
         }
     }
@@ -313,21 +320,36 @@ impl Live {
     fn decide(&self, id: KeyId, i: usize, now: i64) -> (Verdict, Freshness) {
         let g = &self.gens[i];
         if i == 0 {
-            let grant = Grant { key_id: id, generation: g.n, in_grace: false };
+            let grant = Grant {
+                key_id: id,
+                generation: g.n,
+                in_grace: false,
+            };
             return (Verdict::Valid(grant), Freshness::Current);
         }
         if g.grace_until.is_some_and(|until| until > now) {
-            let grant = Grant { key_id: id, generation: g.n, in_grace: true };
+            let grant = Grant {
+                key_id: id,
+                generation: g.n,
+                in_grace: true,
+            };
             return (Verdict::Valid(grant), Freshness::Stale);
         }
         // It stopped working at the end of its grace, or when it was retired.
         let at = g.grace_until.unwrap_or(g.retired_at);
-        (Verdict::Denied(Denial::Rotated { at: Timestamp::from_unix_millis(at) }), Freshness::Stale)
+        (
+            Verdict::Denied(Denial::Rotated {
+                at: Timestamp::from_unix_millis(at),
+            }),
+            Freshness::Stale,
+        )
     }
 }
 
+type Shard = RwLock<HashMap<KeyId, Arc<Live>>>;
+
 struct Index {
-    shards: Box<[RwLock<HashMap<KeyId, Arc<Live>>>]>,
+    shards: Box<[Shard]>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -344,7 +366,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Index {
     fn new() -> Self {
-        Index { shards: (0..INDEX_SHARDS).map(|_| RwLock::new(HashMap::new())).collect() }
+        Index {
+            shards: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+        }
     }
 
     fn shard_index(id: &KeyId) -> usize {
@@ -352,7 +378,7 @@ impl Index {
         (usize::from(b[2]) * 61 + usize::from(b[3])) % INDEX_SHARDS
     }
 
-    fn shard(&self, id: &KeyId) -> &RwLock<HashMap<KeyId, Arc<Live>>> {
+    fn shard(&self, id: &KeyId) -> &Shard {
         &self.shards[Self::shard_index(id)]
     }
 
@@ -429,7 +455,9 @@ fn now_ms() -> i64 {
 
 fn validate_name(name: &str) -> Result<(), KeyError> {
     if name.trim().is_empty() {
-        return Err(KeyError::InvalidInput("a key name must not be empty".into()));
+        return Err(KeyError::InvalidInput(
+            "a key name must not be empty".into(),
+        ));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(KeyError::InvalidInput(format!(
@@ -438,7 +466,9 @@ fn validate_name(name: &str) -> Result<(), KeyError> {
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(KeyError::InvalidInput("a key name must not contain control characters".into()));
+        return Err(KeyError::InvalidInput(
+            "a key name must not contain control characters".into(),
+        ));
     }
     Ok(())
 }
@@ -446,7 +476,9 @@ fn validate_name(name: &str) -> Result<(), KeyError> {
 fn validate_metadata(metadata: Option<&Value>) -> Result<(), KeyError> {
     let Some(m) = metadata else { return Ok(()) };
     if !m.is_object() {
-        return Err(KeyError::InvalidInput("metadata must be a JSON object".into()));
+        return Err(KeyError::InvalidInput(
+            "metadata must be a JSON object".into(),
+        ));
     }
     let len = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
     if len > MAX_METADATA_LEN {
@@ -504,7 +536,9 @@ fn new_entry(
 /// this runs after open, on every flush and on close.
 fn secure_tree(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     for entry in entries.flatten() {
         let Ok(ft) = entry.file_type() else { continue };
@@ -522,7 +556,12 @@ fn create_private_dir(path: &Path) -> Result<(), OpenError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|e| OpenError::Storage(StorageError::new(format!("cannot create {}: {e}", path.display()))))
+        .map_err(|e| {
+            OpenError::Storage(StorageError::new(format!(
+                "cannot create {}: {e}",
+                path.display()
+            )))
+        })
 }
 
 impl Store {
@@ -533,16 +572,16 @@ impl Store {
     /// [`OpenError::StoreLocked`] when another process holds the store;
     /// [`OpenError::Storage`] when it cannot be read or created.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
-        Self::open_with(path, Options::default())
+        Self::open_with(path, &Options::default())
     }
 
     /// Opens the sled store in directory `path`.
     ///
     /// # Errors
     /// As [`Store::open`], and [`OpenError::InvalidOptions`].
-    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Store, OpenError> {
+    pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Store, OpenError> {
         let path = path.as_ref();
-        check_options(&options)?;
+        check_options(options)?;
         create_private_dir(path)?;
         let backend = SledBackend::open(path)?;
         secure_tree(path);
@@ -554,7 +593,7 @@ impl Store {
     ///
     /// # Errors
     /// [`OpenError::InvalidOptions`].
-    pub fn open_in_memory(options: Options) -> Result<Store, OpenError> {
+    pub fn open_in_memory(options: &Options) -> Result<Store, OpenError> {
         Self::open_backend(Arc::new(MemoryBackend::new(false)), None, options)
     }
 
@@ -563,9 +602,9 @@ impl Store {
     pub(crate) fn open_backend(
         backend: Arc<dyn Backend>,
         path: Option<PathBuf>,
-        options: Options,
+        options: &Options,
     ) -> Result<Store, OpenError> {
-        check_options(&options)?;
+        check_options(options)?;
         let hasher = options.argon2.hasher().map_err(OpenError::InvalidOptions)?;
         let prefix = settle_prefix(backend.as_ref(), options.prefix.as_deref())?;
         let version = match backend.changes_since(0).map_err(OpenError::Storage)? {
@@ -586,8 +625,11 @@ impl Store {
             seen_version: AtomicU64::new(version),
         });
         inner.reload_all().map_err(OpenError::Storage)?;
-        let worker = spawn_worker(&inner, &options);
-        Ok(Store { inner, worker: Some(worker) })
+        let worker = spawn_worker(&inner, options);
+        Ok(Store {
+            inner,
+            worker: Some(worker),
+        })
     }
 
     /// The key prefix of this store (`kw` unless chosen at creation).
@@ -614,7 +656,12 @@ impl Store {
 
     /// [`Store::verify`] for a key given as bytes (from C or the network):
     /// anything that is not a well-formed key is `Malformed`.
-    pub fn verify_bytes(&self, key: &[u8], client_ip: IpAddr, integration: Option<&str>) -> Verdict {
+    pub fn verify_bytes(
+        &self,
+        key: &[u8],
+        client_ip: IpAddr,
+        integration: Option<&str>,
+    ) -> Verdict {
         self.inner.verify(key, client_ip, integration)
     }
 
@@ -690,7 +737,11 @@ impl Store {
     ///
     /// # Errors
     /// [`KeyError::NotFound`]; storage errors.
-    pub fn set_expiry(&self, id: &KeyId, expires_at: Option<Timestamp>) -> Result<KeyInfo, KeyError> {
+    pub fn set_expiry(
+        &self,
+        id: &KeyId,
+        expires_at: Option<Timestamp>,
+    ) -> Result<KeyInfo, KeyError> {
         self.inner.update(id, EventKind::KeyUpdated, |rec, _| {
             rec.expires_at = expires_at.map(Timestamp::unix_millis);
             Ok(json!({ "expires_at": expires_at }))
@@ -701,6 +752,7 @@ impl Store {
     ///
     /// # Errors
     /// [`KeyError::NotFound`], [`KeyError::InvalidInput`]; storage errors.
+    #[allow(clippy::needless_pass_by_value)] // the caller hands the object over
     pub fn set_metadata(&self, id: &KeyId, metadata: Option<Value>) -> Result<KeyInfo, KeyError> {
         validate_metadata(metadata.as_ref())?;
         self.inner.update(id, EventKind::KeyUpdated, |rec, _| {
@@ -724,11 +776,16 @@ impl Store {
     ///
     /// # Errors
     /// [`WhitelistError::KeyNotFound`]; storage errors.
-    pub fn set_whitelist_enabled(&self, id: &KeyId, enabled: bool) -> Result<Whitelist, WhitelistError> {
-        self.inner.update(id, EventKind::WhitelistUpdated, |rec, _| {
-            rec.whitelist.enabled = enabled;
-            Ok(json!({ "enabled": enabled }))
-        })?;
+    pub fn set_whitelist_enabled(
+        &self,
+        id: &KeyId,
+        enabled: bool,
+    ) -> Result<Whitelist, WhitelistError> {
+        self.inner
+            .update(id, EventKind::WhitelistUpdated, |rec, _| {
+                rec.whitelist.enabled = enabled;
+                Ok(json!({ "enabled": enabled }))
+            })?;
         self.whitelist(id)
     }
 
@@ -784,7 +841,10 @@ impl Store {
             Ok(json!({ "removed": { "id": gone.id, "name": gone.name, "network": gone.network } }))
         });
         if missing {
-            return Err(WhitelistError::EntryNotFound { key_id: *id, entry_id: entry_id.to_string() });
+            return Err(WhitelistError::EntryNotFound {
+                key_id: *id,
+                entry_id: entry_id.to_string(),
+            });
         }
         result.map(drop).map_err(Into::into)
     }
@@ -837,7 +897,10 @@ impl Store {
             let _ = w.stop.send(());
             let _ = w.handle.join();
         }
-        let result = self.inner.flush_usage().and_then(|()| self.inner.backend.flush());
+        let result = self
+            .inner
+            .flush_usage()
+            .and_then(|()| self.inner.backend.flush());
         if let Some(p) = &self.inner.path {
             secure_tree(p);
         }
@@ -865,19 +928,30 @@ fn check_options(o: &Options) -> Result<(), OpenError> {
         key::validate_prefix(p).map_err(OpenError::InvalidOptions)?;
     }
     if o.usage_flush_interval.is_zero() || o.sync_interval.is_zero() {
-        return Err(OpenError::InvalidOptions("intervals must be greater than zero".into()));
+        return Err(OpenError::InvalidOptions(
+            "intervals must be greater than zero".into(),
+        ));
     }
     if o.usage_limits.max_ips == 0 || o.usage_limits.max_integrations == 0 {
-        return Err(OpenError::InvalidOptions("usage limits must be greater than zero".into()));
+        return Err(OpenError::InvalidOptions(
+            "usage limits must be greater than zero".into(),
+        ));
     }
-    o.argon2.hasher().map(drop).map_err(OpenError::InvalidOptions)
+    o.argon2
+        .hasher()
+        .map(drop)
+        .map_err(OpenError::InvalidOptions)
 }
 
 /// The prefix is fixed when a store is created; later opens must agree.
 fn settle_prefix(backend: &dyn Backend, wanted: Option<&str>) -> Result<String, OpenError> {
-    if let Some(bytes) = backend.get(Table::Meta, b"store").map_err(OpenError::Storage)? {
-        let meta: MetaRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| OpenError::Storage(StorageError::new(format!("unreadable store record: {e}"))))?;
+    if let Some(bytes) = backend
+        .get(Table::Meta, b"store")
+        .map_err(OpenError::Storage)?
+    {
+        let meta: MetaRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            OpenError::Storage(StorageError::new(format!("unreadable store record: {e}")))
+        })?;
         if meta.v > SCHEMA_VERSION {
             return Err(OpenError::UnsupportedVersion(meta.v));
         }
@@ -891,10 +965,17 @@ fn settle_prefix(backend: &dyn Backend, wanted: Option<&str>) -> Result<String, 
         }
         return Ok(meta.prefix);
     }
-    let meta = MetaRecord { v: SCHEMA_VERSION, prefix: wanted.unwrap_or("kw").to_string() };
+    let meta = MetaRecord {
+        v: SCHEMA_VERSION,
+        prefix: wanted.unwrap_or("kw").to_string(),
+    };
     let mut batch = Batch::default();
     batch.expect(Table::Meta, b"store".to_vec(), None);
-    batch.put(Table::Meta, b"store".to_vec(), serde_json::to_vec(&meta).expect("serialises"));
+    batch.put(
+        Table::Meta,
+        b"store".to_vec(),
+        serde_json::to_vec(&meta).expect("serialises"),
+    );
     match backend.commit(batch, Durability::Durable) {
         Ok(_) => Ok(meta.prefix),
         // Another process created it first: read what it chose.
@@ -909,7 +990,11 @@ fn spawn_worker(inner: &Arc<Inner>, options: &Options) -> Worker {
     let flush_every = options.usage_flush_interval;
     let sync_every = options.sync_interval;
     let shared = inner.backend.is_shared();
-    let tick = if shared { flush_every.min(sync_every) } else { flush_every };
+    let tick = if shared {
+        flush_every.min(sync_every)
+    } else {
+        flush_every
+    };
     let handle = std::thread::Builder::new()
         .name("keyward-flusher".into())
         .spawn(move || {
@@ -979,13 +1064,16 @@ impl Inner {
         };
         let (verdict, freshness) = match step {
             Step::Done(v, f) => (v, f),
-            Step::Cold(live, candidates) => self.verify_cold(id, parsed.secret, ip, &live, &candidates),
+            Step::Cold(live, candidates) => {
+                self.verify_cold(id, parsed.secret, ip, &live, &candidates)
+            }
         };
         let outcome = match verdict {
             Verdict::Valid(_) => Outcome::Allowed,
             Verdict::Denied(d) => Outcome::Denied(d),
         };
-        self.usage.record(id, now, ip, integration, outcome, freshness);
+        self.usage
+            .record(id, now, ip, integration, outcome, freshness);
         verdict
     }
 
@@ -1028,11 +1116,15 @@ impl Inner {
 
     fn reload_all(&self) -> Result<(), StorageError> {
         let rows = self.backend.scan(Table::Keys, b"")?;
-        let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> = (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
+        let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> =
+            (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
         for (_, bytes) in rows {
             let rec = KeyRecord::decode(&bytes)?;
             let previous = self.index.get(&rec.id);
-            fresh[Index::shard_index(&rec.id)].insert(rec.id, Arc::new(Live::from_record(&rec, previous.as_deref())));
+            fresh[Index::shard_index(&rec.id)].insert(
+                rec.id,
+                Arc::new(Live::from_record(&rec, previous.as_deref())),
+            );
         }
         for (shard, map) in self.index.shards.iter().zip(fresh) {
             *write(shard) = map;
@@ -1067,7 +1159,10 @@ impl Inner {
     }
 
     fn record_bytes(&self, id: &KeyId) -> Result<(KeyRecord, Vec<u8>), KeyError> {
-        let bytes = self.backend.get(Table::Keys, id.as_bytes())?.ok_or(KeyError::NotFound(*id))?;
+        let bytes = self
+            .backend
+            .get(Table::Keys, id.as_bytes())?
+            .ok_or(KeyError::NotFound(*id))?;
         Ok((KeyRecord::decode(&bytes)?, bytes))
     }
 
@@ -1103,7 +1198,10 @@ impl Inner {
             let now = now_ms();
             let data = change(&mut rec, now)?;
             rec.updated_at = now;
-            let mut batch = Batch { touched: vec![*id], ..Batch::default() };
+            let mut batch = Batch {
+                touched: vec![*id],
+                ..Batch::default()
+            };
             batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
             batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
             batch.append(Table::Events, self.event(kind, &rec, now, data));
@@ -1116,14 +1214,19 @@ impl Inner {
                 Err(CommitError::Storage(e)) => return Err(e.into()),
             }
         }
-        Err(KeyError::Storage(StorageError::new("too many concurrent writers to one key; try again")))
+        Err(KeyError::Storage(StorageError::new(
+            "too many concurrent writers to one key; try again",
+        )))
     }
 
     fn create(&self, name: &str, options: CreateOptions) -> Result<CreatedKey, KeyError> {
         validate_name(name)?;
         validate_metadata(options.metadata.as_ref())?;
         let now = now_ms();
-        let mut wl = Whitelist { enabled: !options.whitelist.is_empty(), entries: Vec::new() };
+        let mut wl = Whitelist {
+            enabled: !options.whitelist.is_empty(),
+            entries: Vec::new(),
+        };
         for (entry_name, network) in &options.whitelist {
             let entry = new_entry(&wl, entry_name, network, now)
                 .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
@@ -1131,7 +1234,8 @@ impl Inner {
         }
         let id = KeyId::random();
         let generated = key::generate(&self.prefix, &id);
-        let phc = verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
+        let phc =
+            verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
         let rec = KeyRecord {
             v: SCHEMA_VERSION,
             id,
@@ -1157,19 +1261,30 @@ impl Inner {
             "expires_at": options.expires_at,
             "whitelist_enabled": rec.whitelist.enabled,
         });
-        let mut batch = Batch { touched: vec![id], ..Batch::default() };
+        let mut batch = Batch {
+            touched: vec![id],
+            ..Batch::default()
+        };
         // Ids are random; a collision is astronomically unlikely, and refused.
         batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
         batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
-        batch.append(Table::Events, self.event(EventKind::KeyCreated, &rec, now, data));
+        batch.append(
+            Table::Events,
+            self.event(EventKind::KeyCreated, &rec, now, data),
+        );
         let _w = lock(&self.write_lock);
         match self.backend.commit(batch, Durability::Durable) {
             Ok(_) => {}
-            Err(CommitError::Conflict) => return Err(KeyError::Internal("key id collision; try again".into())),
+            Err(CommitError::Conflict) => {
+                return Err(KeyError::Internal("key id collision; try again".into()));
+            }
             Err(CommitError::Storage(e)) => return Err(e.into()),
         }
         self.index.install(&rec);
-        Ok(CreatedKey { info: rec.info(&self.prefix, None, now), key: generated.key })
+        Ok(CreatedKey {
+            info: rec.info(&self.prefix, None, now),
+            key: generated.key,
+        })
     }
 
     fn regenerate(&self, id: &KeyId, grace: Duration) -> Result<CreatedKey, KeyError> {
@@ -1184,10 +1299,12 @@ impl Inner {
         }
         // Hash outside the write lock: argon2 takes tens of milliseconds.
         let generated = key::generate(&self.prefix, id);
-        let phc = verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
+        let phc =
+            verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
         let tag = verifier::precheck_tag(&generated.secret);
         let info = self.update(id, EventKind::KeyRegenerated, |rec, now| {
-            let grace_until = (!grace.is_zero()).then(|| Timestamp::from_unix_millis(now).plus(grace).unix_millis());
+            let grace_until = (!grace.is_zero())
+                .then(|| Timestamp::from_unix_millis(now).plus(grace).unix_millis());
             for (i, g) in rec.generations.iter_mut().enumerate() {
                 if i == 0 {
                     g.retired_at = Some(now);
@@ -1201,15 +1318,18 @@ impl Inner {
                 }
             }
             let n = rec.current().n + 1;
-            rec.generations.insert(0, GenRecord {
-                n,
-                created_at: now,
-                retired_at: None,
-                grace_until: None,
-                phc: phc.clone(),
-                tag,
-                last4: generated.last4.clone(),
-            });
+            rec.generations.insert(
+                0,
+                GenRecord {
+                    n,
+                    created_at: now,
+                    retired_at: None,
+                    grace_until: None,
+                    phc: phc.clone(),
+                    tag,
+                    last4: generated.last4.clone(),
+                },
+            );
             rec.generations.truncate(1 + PAST_GENERATIONS_KEPT);
             rec.rotated_at = Some(now);
             Ok(json!({
@@ -1217,7 +1337,10 @@ impl Inner {
                 "grace_until": grace_until.map(Timestamp::from_unix_millis),
             }))
         })?;
-        Ok(CreatedKey { info, key: generated.key })
+        Ok(CreatedKey {
+            info,
+            key: generated.key,
+        })
     }
 
     fn delete(&self, id: &KeyId) -> Result<(), KeyError> {
@@ -1225,11 +1348,17 @@ impl Inner {
         for _ in 0..COMMIT_RETRIES {
             let (rec, old) = self.record_bytes(id)?;
             let now = now_ms();
-            let mut batch = Batch { touched: vec![*id], ..Batch::default() };
+            let mut batch = Batch {
+                touched: vec![*id],
+                ..Batch::default()
+            };
             batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
             batch.delete(Table::Keys, id.as_bytes().to_vec());
             batch.delete(Table::Usage, id.as_bytes().to_vec());
-            batch.append(Table::Events, self.event(EventKind::KeyDeleted, &rec, now, json!({})));
+            batch.append(
+                Table::Events,
+                self.event(EventKind::KeyDeleted, &rec, now, json!({})),
+            );
             match self.backend.commit(batch, Durability::Durable) {
                 Ok(_) => {
                     self.index.remove(id);
@@ -1240,7 +1369,9 @@ impl Inner {
                 Err(CommitError::Storage(e)) => return Err(e.into()),
             }
         }
-        Err(KeyError::Storage(StorageError::new("too many concurrent writers to one key; try again")))
+        Err(KeyError::Storage(StorageError::new(
+            "too many concurrent writers to one key; try again",
+        )))
     }
 
     fn get(&self, id: &KeyId) -> Result<KeyInfo, KeyError> {
@@ -1314,7 +1445,9 @@ impl Inner {
             }
         }
         self.usage.restore(deltas);
-        Err(StorageError::new("usage flush kept conflicting with other writers"))
+        Err(StorageError::new(
+            "usage flush kept conflicting with other writers",
+        ))
     }
 
     fn write_usage(&self, deltas: &[(KeyId, UsageAgg)], now: i64) -> Result<(), CommitError> {
@@ -1348,9 +1481,14 @@ mod tests {
     use super::*;
 
     fn fast() -> Options {
-        let mut o = Options::default();
-        o.argon2 = Argon2Params { memory_kib: 64, iterations: 1, parallelism: 1 };
-        o
+        Options {
+            argon2: Argon2Params {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Options::default()
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -1362,35 +1500,50 @@ mod tests {
     #[test]
     fn a_shared_backend_change_feed_reaches_the_other_index() {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
-        let a = Store::open_backend(Arc::clone(&backend), None, fast()).unwrap();
-        let b = Store::open_backend(Arc::clone(&backend), None, fast()).unwrap();
+        let a = Store::open_backend(Arc::clone(&backend), None, &fast()).unwrap();
+        let b = Store::open_backend(Arc::clone(&backend), None, &fast()).unwrap();
         let created = a.create("shared", CreateOptions::new()).unwrap();
         let key = created.key.as_str().to_string();
         b.sync().unwrap();
-        assert!(b.verify(&key, ip("10.0.0.1"), None).is_valid(), "B learned of the new key");
+        assert!(
+            b.verify(&key, ip("10.0.0.1"), None).is_valid(),
+            "B learned of the new key"
+        );
 
         let new = a.regenerate(&created.info.id, Duration::ZERO).unwrap();
         b.sync().unwrap();
-        assert!(matches!(b.verify(&key, ip("10.0.0.1"), None), Verdict::Denied(Denial::Rotated { .. })));
+        assert!(matches!(
+            b.verify(&key, ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Rotated { .. })
+        ));
         assert!(b.verify(new.key.as_str(), ip("10.0.0.1"), None).is_valid());
 
         a.delete(&created.info.id).unwrap();
         b.sync().unwrap();
-        assert_eq!(b.verify(new.key.as_str(), ip("10.0.0.1"), None), Verdict::Denied(Denial::UnknownKey));
+        assert_eq!(
+            b.verify(new.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::UnknownKey)
+        );
     }
 
     #[test]
     fn usage_flushes_from_two_engines_add_up() {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
-        let a = Store::open_backend(Arc::clone(&backend), None, fast()).unwrap();
-        let b = Store::open_backend(Arc::clone(&backend), None, fast()).unwrap();
+        let a = Store::open_backend(Arc::clone(&backend), None, &fast()).unwrap();
+        let b = Store::open_backend(Arc::clone(&backend), None, &fast()).unwrap();
         let created = a.create("shared", CreateOptions::new()).unwrap();
         b.sync().unwrap();
         for _ in 0..3 {
-            assert!(a.verify(created.key.as_str(), ip("10.0.0.1"), None).is_valid());
+            assert!(
+                a.verify(created.key.as_str(), ip("10.0.0.1"), None)
+                    .is_valid()
+            );
         }
         for _ in 0..4 {
-            assert!(b.verify(created.key.as_str(), ip("10.0.0.2"), None).is_valid());
+            assert!(
+                b.verify(created.key.as_str(), ip("10.0.0.2"), None)
+                    .is_valid()
+            );
         }
         a.flush().unwrap();
         b.flush().unwrap();

@@ -72,7 +72,11 @@ impl fmt::Display for Timestamp {
         if self.0 < 0 {
             return write!(f, "@{}ms", self.0);
         }
-        write!(f, "{}", humantime::format_rfc3339_millis(SystemTime::from(*self)))
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(SystemTime::from(*self))
+        )
     }
 }
 

@@ -39,7 +39,7 @@ impl Default for UsageLimits {
         UsageLimits {
             max_ips: 1000,
             max_integrations: 100,
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: Duration::from_hours(7 * 24),
         }
     }
 }
@@ -258,12 +258,23 @@ impl UsageAgg {
             self.last_used = Some((now, ip));
         }
         let hour = self.hourly.entry(now.div_euclid(HOUR_MS)).or_default();
-        if allowed { hour.0 += 1 } else { hour.1 += 1 }
+        if allowed {
+            hour.0 += 1;
+        } else {
+            hour.1 += 1;
+        }
 
         let integration = integration.map(clip).filter(|s| !s.is_empty());
-        let row = self.ips.entry(ip).or_insert_with(|| IpAgg { first: now, ..IpAgg::default() });
+        let row = self.ips.entry(ip).or_insert_with(|| IpAgg {
+            first: now,
+            ..IpAgg::default()
+        });
         row.last = row.last.max(now);
-        if allowed { row.allowed += 1 } else { row.denied += 1 }
+        if allowed {
+            row.allowed += 1;
+        } else {
+            row.denied += 1;
+        }
         if row.integration.as_deref() != integration {
             row.integration = integration.map(Box::from);
         }
@@ -274,10 +285,14 @@ impl UsageAgg {
         if let Some(name) = integration {
             let row = match self.integrations.get_mut(name) {
                 Some(row) => row,
-                None => self
-                    .integrations
-                    .entry(Box::from(name))
-                    .or_insert_with(|| IntegrationAgg { first: now, ..IntegrationAgg::default() }),
+                None => {
+                    self.integrations
+                        .entry(Box::from(name))
+                        .or_insert_with(|| IntegrationAgg {
+                            first: now,
+                            ..IntegrationAgg::default()
+                        })
+                }
             };
             row.last = row.last.max(now);
             row.count += 1;
@@ -357,14 +372,22 @@ impl UsageAgg {
             self.ips.retain(|_, r| r.last >= cutoff);
             // Ties at the cutoff: drop arbitrary extras to honour the cap.
             while self.ips.len() > limits.max_ips {
-                let victim = *self.ips.iter().find(|(_, r)| r.last == cutoff).map(|(ip, _)| ip).expect("a tie exists");
+                let victim = *self
+                    .ips
+                    .iter()
+                    .find(|(_, r)| r.last == cutoff)
+                    .map(|(ip, _)| ip)
+                    .expect("a tie exists");
                 self.ips.remove(&victim);
             }
         }
         if self.integrations.len() > limits.max_integrations {
-            let mut rows: Vec<(Box<str>, i64)> =
-                self.integrations.iter().map(|(k, r)| (k.clone(), r.last)).collect();
-            rows.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            let mut rows: Vec<(Box<str>, i64)> = self
+                .integrations
+                .iter()
+                .map(|(k, r)| (k.clone(), r.last))
+                .collect();
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
             for (name, _) in rows.into_iter().skip(limits.max_integrations) {
                 self.integrations.remove(&name);
             }
@@ -424,7 +447,11 @@ impl UsageAgg {
             hourly: self
                 .hourly
                 .iter()
-                .map(|(h, (a, d))| HourlyUsage { hour: ts(h * HOUR_MS), allowed: *a, denied: *d })
+                .map(|(h, (a, d))| HourlyUsage {
+                    hour: ts(h * HOUR_MS),
+                    allowed: *a,
+                    denied: *d,
+                })
                 .collect(),
         }
     }
@@ -447,7 +474,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl UsageLog {
     pub(crate) fn new() -> Self {
-        UsageLog { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        UsageLog {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
 
     pub(crate) fn record(
@@ -476,7 +505,10 @@ impl UsageLog {
 
     /// Takes every pending delta, leaving the log empty.
     pub(crate) fn take_all(&self) -> Vec<(KeyId, UsageAgg)> {
-        self.shards.iter().flat_map(|s| std::mem::take(&mut *lock(s))).collect()
+        self.shards
+            .iter()
+            .flat_map(|s| std::mem::take(&mut *lock(s)))
+            .collect()
     }
 
     /// Puts deltas back after a failed flush, ahead of anything newer.
@@ -505,10 +537,36 @@ mod tests {
         let mut b = UsageAgg::default();
         let mut all = UsageAgg::default();
         let steps = [
-            (1_000, "10.0.0.1", Some("crm"), Outcome::Allowed, Freshness::Current),
-            (2_000, "10.0.0.2", None, Outcome::Denied(Denial::WrongSecret), Freshness::Unknown),
-            (3_600_500, "10.0.0.1", Some("crm"), Outcome::Denied(Denial::Rotated { at: Timestamp::from_unix_millis(5) }), Freshness::Stale),
-            (3_700_000, "10.0.0.3", Some("zap"), Outcome::Allowed, Freshness::Current),
+            (
+                1_000,
+                "10.0.0.1",
+                Some("crm"),
+                Outcome::Allowed,
+                Freshness::Current,
+            ),
+            (
+                2_000,
+                "10.0.0.2",
+                None,
+                Outcome::Denied(Denial::WrongSecret),
+                Freshness::Unknown,
+            ),
+            (
+                3_600_500,
+                "10.0.0.1",
+                Some("crm"),
+                Outcome::Denied(Denial::Rotated {
+                    at: Timestamp::from_unix_millis(5),
+                }),
+                Freshness::Stale,
+            ),
+            (
+                3_700_000,
+                "10.0.0.3",
+                Some("zap"),
+                Outcome::Allowed,
+                Freshness::Current,
+            ),
         ];
         for (i, (t, addr, integ, out, fresh)) in steps.into_iter().enumerate() {
             let target = if i < 2 { &mut a } else { &mut b };
@@ -516,7 +574,10 @@ mod tests {
             all.record(t, ip(addr), integ, out, fresh);
         }
         a.absorb(&b);
-        assert_eq!(a.to_usage(KeyId::random()).totals, all.to_usage(KeyId::random()).totals);
+        assert_eq!(
+            a.to_usage(KeyId::random()).totals,
+            all.to_usage(KeyId::random()).totals
+        );
         let (ua, uall) = (a.to_usage(KeyId::random()), all.to_usage(KeyId::random()));
         assert_eq!(ua.ips, uall.ips);
         assert_eq!(ua.integrations, uall.integrations);
@@ -533,13 +594,27 @@ mod tests {
     fn trim_bounds_ips_and_hours_but_not_totals() {
         let mut u = UsageAgg::default();
         for i in 0..50u8 {
-            u.record(i64::from(i) * HOUR_MS, IpAddr::from([10, 0, 0, i]), None, Outcome::Allowed, Freshness::Current);
+            u.record(
+                i64::from(i) * HOUR_MS,
+                IpAddr::from([10, 0, 0, i]),
+                None,
+                Outcome::Allowed,
+                Freshness::Current,
+            );
         }
-        let limits = UsageLimits { max_ips: 10, max_integrations: 5, retention: Duration::from_secs(24 * 3600) };
+        let limits = UsageLimits {
+            max_ips: 10,
+            max_integrations: 5,
+            retention: Duration::from_hours(24),
+        };
         u.trim(&limits, 49 * HOUR_MS);
         let view = u.to_usage(KeyId::random());
         assert_eq!(view.ips.len(), 10);
-        assert_eq!(view.ips[0].ip, IpAddr::from([10, 0, 0, 49]), "most recent kept");
+        assert_eq!(
+            view.ips[0].ip,
+            IpAddr::from([10, 0, 0, 49]),
+            "most recent kept"
+        );
         assert_eq!(view.hourly.len(), 25);
         assert_eq!(view.totals.allowed, 50);
     }
@@ -547,9 +622,18 @@ mod tests {
     #[test]
     fn stored_form_round_trips() {
         let mut u = UsageAgg::default();
-        u.record(5, ip("2001:db8::1"), Some("n8n"), Outcome::Allowed, Freshness::Current);
+        u.record(
+            5,
+            ip("2001:db8::1"),
+            Some("n8n"),
+            Outcome::Allowed,
+            Freshness::Current,
+        );
         let back = UsageAgg::from_bytes(&u.to_bytes()).unwrap();
-        assert_eq!(back.to_usage(KeyId::random()).ips, u.to_usage(KeyId::random()).ips);
+        assert_eq!(
+            back.to_usage(KeyId::random()).ips,
+            u.to_usage(KeyId::random()).ips
+        );
     }
 
     #[test]

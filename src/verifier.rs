@@ -118,7 +118,10 @@ impl HashGate {
 
     /// A pass to run one argon2 verification, or `None` when over the bound.
     pub(crate) fn enter(&self) -> Option<GatePass<'_>> {
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if st.running < self.max_running {
             st.running += 1;
             return Some(GatePass(self));
@@ -149,7 +152,11 @@ impl HashGate {
 
 impl Drop for GatePass<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self
+            .0
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.running -= 1;
         drop(st);
         self.0.freed.notify_one();

@@ -31,11 +31,16 @@ struct State {
 impl MemoryBackend {
     /// `shared`: whether engines must follow its change feed.
     pub(crate) fn new(shared: bool) -> Self {
-        MemoryBackend { state: Mutex::default(), shared }
+        MemoryBackend {
+            state: Mutex::default(),
+            shared,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -54,7 +59,12 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    fn range_from(&self, table: Table, start: &[u8], limit: usize) -> Result<KvPairs, StorageError> {
+    fn range_from(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KvPairs, StorageError> {
         Ok(self
             .state()
             .tables
@@ -68,7 +78,11 @@ impl Backend for MemoryBackend {
     fn commit(&self, batch: Batch, _durability: Durability) -> Result<u64, CommitError> {
         let mut st = self.state();
         for op in &batch.ops {
-            if let Op::Expect { table, key, expected } = op
+            if let Op::Expect {
+                table,
+                key,
+                expected,
+            } = op
                 && st.tables.get(&(*table, key.clone())) != expected.as_ref()
             {
                 return Err(CommitError::Conflict);
@@ -92,7 +106,8 @@ impl Backend for MemoryBackend {
         }
         st.version += 1;
         let version = st.version;
-        st.feed.extend(batch.touched.into_iter().map(|id| (version, id)));
+        st.feed
+            .extend(batch.touched.into_iter().map(|id| (version, id)));
         if st.feed.len() > FEED_CAP {
             let cut = st.feed.len() - FEED_CAP / 2;
             st.trimmed_to = st.feed[cut - 1].0;
@@ -108,10 +123,20 @@ impl Backend for MemoryBackend {
     fn changes_since(&self, seen: u64) -> Result<Changes, StorageError> {
         let st = self.state();
         if seen < st.trimmed_to {
-            return Ok(Changes::Reload { version: st.version });
+            return Ok(Changes::Reload {
+                version: st.version,
+            });
         }
-        let ids = st.feed.iter().filter(|(v, _)| *v > seen).map(|(_, id)| *id).collect();
-        Ok(Changes::Keys { version: st.version, ids })
+        let ids = st
+            .feed
+            .iter()
+            .filter(|(v, _)| *v > seen)
+            .map(|(_, id)| *id)
+            .collect();
+        Ok(Changes::Keys {
+            version: st.version,
+            ids,
+        })
     }
 
     fn is_shared(&self) -> bool {

@@ -44,12 +44,26 @@ impl Table {
 /// One write in a batch.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
-    Delete { table: Table, key: Vec<u8> },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
     /// Abort the batch with [`CommitError::Conflict`] unless the current value is `expected`.
-    Expect { table: Table, key: Vec<u8>, expected: Option<Vec<u8>> },
+    Expect {
+        table: Table,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+    },
     /// Append `value` under the table's next sequence number (big-endian u64).
-    Append { table: Table, value: Vec<u8> },
+    Append {
+        table: Table,
+        value: Vec<u8>,
+    },
 }
 
 /// Writes applied all together or not at all.
@@ -63,15 +77,31 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: Vec<u8>) {
-        self.ops.push(Op::Put { table, key: key.into(), value });
+        self.ops.push(Op::Put {
+            table,
+            key: key.into(),
+            value,
+        });
     }
 
     pub(crate) fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Delete { table, key: key.into() });
+        self.ops.push(Op::Delete {
+            table,
+            key: key.into(),
+        });
     }
 
-    pub(crate) fn expect(&mut self, table: Table, key: impl Into<Vec<u8>>, expected: Option<Vec<u8>>) {
-        self.ops.push(Op::Expect { table, key: key.into(), expected });
+    pub(crate) fn expect(
+        &mut self,
+        table: Table,
+        key: impl Into<Vec<u8>>,
+        expected: Option<Vec<u8>>,
+    ) {
+        self.ops.push(Op::Expect {
+            table,
+            key: key.into(),
+            expected,
+        });
     }
 
     pub(crate) fn append(&mut self, table: Table, value: Vec<u8>) {
@@ -105,7 +135,9 @@ pub struct StorageError {
 
 impl StorageError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        StorageError { message: message.into() }
+        StorageError {
+            message: message.into(),
+        }
     }
 }
 
@@ -140,7 +172,8 @@ pub(crate) trait Backend: Send + Sync {
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError>;
 
     /// Up to `limit` entries of `table` with keys `>= start`, in key order.
-    fn range_from(&self, table: Table, start: &[u8], limit: usize) -> Result<KvPairs, StorageError>;
+    fn range_from(&self, table: Table, start: &[u8], limit: usize)
+    -> Result<KvPairs, StorageError>;
 
     /// Applies `batch` atomically; with [`Durability::Durable`] it is on
     /// stable storage before this returns. Returns the backend's version

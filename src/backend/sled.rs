@@ -51,7 +51,10 @@ impl SledBackend {
             .next_back()
             .transpose()
             .map_err(|e| OpenError::Storage(storage(&e)))?
-            .and_then(|(k, _)| k.get(1..9).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))));
+            .and_then(|(k, _)| {
+                k.get(1..9)
+                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            });
         Ok(SledBackend {
             db,
             tree,
@@ -73,23 +76,41 @@ impl Backend for SledBackend {
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError> {
         self.tree
             .scan_prefix(full_key(table, prefix))
-            .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| storage(&e)))
+            .map(|r| {
+                r.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
+                    .map_err(|e| storage(&e))
+            })
             .collect()
     }
 
-    fn range_from(&self, table: Table, start: &[u8], limit: usize) -> Result<KvPairs, StorageError> {
+    fn range_from(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<KvPairs, StorageError> {
         let end = [table.tag() + 1];
         self.tree
             .range(full_key(table, start)..end.to_vec())
             .take(limit)
-            .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(|e| storage(&e)))
+            .map(|r| {
+                r.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
+                    .map_err(|e| storage(&e))
+            })
             .collect()
     }
 
     fn commit(&self, batch: Batch, durability: Durability) -> Result<u64, CommitError> {
-        let _serial = self.commit_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let first_seq = self.next_seq.load(Ordering::Acquire);
-        let appended = batch.ops.iter().filter(|op| matches!(op, Op::Append { .. })).count() as u64;
+        let appended = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Append { .. }))
+            .count() as u64;
         let result = self.tree.transaction(|tx| {
             let mut seq = first_seq;
             for op in &batch.ops {
@@ -100,7 +121,11 @@ impl Backend for SledBackend {
                     Op::Delete { table, key } => {
                         tx.remove(full_key(*table, key))?;
                     }
-                    Op::Expect { table, key, expected } => {
+                    Op::Expect {
+                        table,
+                        key,
+                        expected,
+                    } => {
                         let current = tx.get(full_key(*table, key))?;
                         if current.as_deref() != expected.as_deref() {
                             return Err(ConflictableTransactionError::Abort(()));

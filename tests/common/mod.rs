@@ -1,0 +1,53 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use keyward::{Argon2Params, Options, Store};
+
+/// Cheap argon2 parameters: the tests hash thousands of times.
+pub fn fast_options() -> Options {
+    let mut o = Options::default();
+    o.argon2 = Argon2Params {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    o
+}
+
+pub fn open(path: &Path) -> Store {
+    Store::open_with(path, &fast_options()).expect("open store")
+}
+
+/// A fresh store in a temporary directory (kept alive by the returned guard).
+pub fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let store = open(&path);
+    (dir, path, store)
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP")
+}
+
+/// Every byte of every file under `dir`.
+pub fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_file_bytes(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).expect("read")));
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
