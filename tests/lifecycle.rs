@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{all_file_bytes, contains, ip, open, temp_store};
+use common::{all_file_bytes, contains, forge, ip, open, temp_store};
 use keyward::{CreateOptions, Denial, KeyError, KeyId, Store, Timestamp, Verdict};
 use serde_json::json;
 
@@ -106,26 +106,6 @@ fn rotated_is_told_apart_from_a_wrong_secret_even_for_a_cold_old_secret() {
     // A well-formed key with this id but a secret of no generation.
     let forged = forge(&store, &created.info.id);
     assert_eq!(store.verify(&forged, ip("10.0.0.1"), None), Verdict::Denied(Denial::WrongSecret));
-}
-
-/// A checksummed key with `id` and a random secret: reaches the secret check.
-fn forge(store: &Store, id: &KeyId) -> String {
-    // Take a real key's shape from a throwaway key and swap in the id.
-    let other = store.create("throwaway", CreateOptions::new()).unwrap();
-    let k = other.key.as_str();
-    let body = format!("{}_{}_{}", store.prefix(), id, &k[k.len() - 49..k.len() - 6]);
-    let crc = crc32fast::hash(body.as_bytes());
-    format!("{body}{}", base62_6(crc))
-}
-
-fn base62_6(mut n: u32) -> String {
-    const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut out = [b'0'; 6];
-    for slot in out.iter_mut().rev() {
-        *slot = A[(n % 62) as usize];
-        n /= 62;
-    }
-    String::from_utf8(out.to_vec()).unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use keyward::{Argon2Params, Options, Store};
+use keyward::{Argon2Params, CreateOptions, KeyId, Options, Store};
 
 /// Cheap argon2 parameters: the tests hash thousands of times.
 pub fn fast_options() -> Options {
@@ -51,3 +51,24 @@ pub fn all_file_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A checksummed key with `id` and a random secret: reaches the secret check.
+pub fn forge(store: &Store, id: &KeyId) -> String {
+    // Take a real key's shape from a throwaway key and swap in the id.
+    let other = store.create("throwaway", CreateOptions::new()).unwrap();
+    let k = other.key.as_str();
+    let body = format!("{}_{}_{}", store.prefix(), id, &k[k.len() - 49..k.len() - 6]);
+    let crc = crc32fast::hash(body.as_bytes());
+    format!("{body}{}", base62_6(crc))
+}
+
+fn base62_6(mut n: u32) -> String {
+    const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = A[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
