@@ -1,0 +1,147 @@
+//! Usage: exact counts across threads, per-IP and per-integration rows,
+//! stale-secret clients, hourly buckets, bounds, and persistence.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::{fast_options, ip, open, temp_store};
+use keyward::{CreateOptions, Store, UsageLimits};
+
+#[test]
+fn counts_are_exact_across_threads_and_after_reopen() {
+    let (_dir, path, store) = temp_store();
+    let a = store.create("a", CreateOptions::new()).unwrap();
+    let b = store.create("b", CreateOptions::new()).unwrap();
+    const THREADS: u8 = 4;
+    const PER_THREAD: u64 = 5_000;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = &store;
+            let (ka, kb) = (a.key.as_str(), b.key.as_str());
+            s.spawn(move || {
+                let addr = IpAddr::from([10, 0, 0, t]);
+                for i in 0..PER_THREAD {
+                    let integration = if i % 2 == 0 { Some("crm") } else { Some("zapier") };
+                    assert!(store.verify(ka, addr, integration).is_valid());
+                    if i % 5 == 0 {
+                        assert!(store.verify(kb, addr, None).is_valid());
+                    }
+                }
+            });
+        }
+    });
+    // Flushes happen on their own meanwhile (1 s interval); read mid-way too.
+    let usage = store.usage(&a.info.id).unwrap();
+    let total = u64::from(THREADS) * PER_THREAD;
+    assert_eq!(usage.totals.allowed, total);
+    assert_eq!(usage.ips.len(), usize::from(THREADS));
+    assert!(usage.ips.iter().all(|r| r.allowed == PER_THREAD && r.denied == 0));
+    let crm = usage.integrations.iter().find(|i| i.name == "crm").unwrap();
+    let zap = usage.integrations.iter().find(|i| i.name == "zapier").unwrap();
+    assert_eq!(crm.count + zap.count, total);
+    assert_eq!(crm.ips.len(), usize::from(THREADS));
+    assert_eq!(usage.hourly.iter().map(|h| h.allowed).sum::<u64>(), total);
+    assert_eq!(store.usage(&b.info.id).unwrap().totals.allowed, total / 5);
+
+    store.close().unwrap();
+    let store = open(&path);
+    let again = store.usage(&a.info.id).unwrap();
+    assert_eq!(again, usage, "identical after close and reopen");
+}
+
+#[test]
+fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
+    let (_dir, _path, store) = temp_store();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    let id = c.info.id;
+    assert!(store.verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1")).is_valid());
+    assert!(store.verify(c.key.as_str(), ip("198.51.100.2"), Some("n8n")).is_valid());
+    let fresh = store.regenerate(&id, Duration::ZERO).unwrap();
+    // The CRM still presents the old secret; n8n was updated.
+    assert!(!store.verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1")).is_valid());
+    assert!(store.verify(fresh.key.as_str(), ip("198.51.100.2"), Some("n8n")).is_valid());
+
+    let u = store.usage(&id).unwrap();
+    assert_eq!(u.key_id, id);
+    assert_eq!((u.totals.allowed, u.totals.denied, u.totals.rotated), (3, 1, 1));
+    let last = u.last_used.unwrap();
+    assert_eq!(last.ip, ip("198.51.100.2"));
+    let crm = u.ips.iter().find(|r| r.ip == ip("203.0.113.7")).unwrap();
+    assert_eq!((crm.allowed, crm.denied), (1, 1));
+    assert!(crm.stale_secret);
+    assert_eq!(crm.last_integration.as_deref(), Some("HubSpot/3.1"));
+    assert!(crm.first_seen <= crm.last_seen);
+    let n8n = u.ips.iter().find(|r| r.ip == ip("198.51.100.2")).unwrap();
+    assert!(!n8n.stale_secret, "updated client is not stale");
+    let hub = u.integrations.iter().find(|i| i.name == "HubSpot/3.1").unwrap();
+    assert!(hub.stale_secret);
+    assert_eq!((hub.count, hub.denied), (2, 1));
+    assert_eq!(hub.ips, [ip("203.0.113.7")]);
+    assert_eq!(u.ips[0].ip, ip("198.51.100.2"), "most recent first");
+    assert_eq!(u.hourly.len(), 1);
+    assert_eq!((u.hourly[0].allowed, u.hourly[0].denied), (3, 1));
+}
+
+#[test]
+fn ips_per_key_are_bounded_but_totals_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = fast_options();
+    o.usage_limits = UsageLimits { max_ips: 50, ..UsageLimits::default() };
+    let store = Store::open_with(dir.path().join("s"), &o).unwrap();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    for i in 0..200u32 {
+        let addr = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+        assert!(store.verify(c.key.as_str(), addr, None).is_valid());
+        if i % 64 == 0 {
+            store.flush().unwrap();
+        }
+    }
+    store.flush().unwrap();
+    let u = store.usage(&c.info.id).unwrap();
+    assert_eq!(u.ips.len(), 50);
+    assert_eq!(u.totals.allowed, 200);
+    assert!(u.ips.iter().any(|r| r.ip == IpAddr::from((0x0a00_0000u32 + 199).to_be_bytes())), "newest kept");
+}
+
+#[test]
+fn usage_is_flushed_on_the_interval_without_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut o = fast_options();
+    o.usage_flush_interval = Duration::from_millis(50);
+    let store = Store::open_with(&path, &o).unwrap();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    assert!(store.verify(c.key.as_str(), ip("10.0.0.1"), None).is_valid());
+    std::thread::sleep(Duration::from_millis(400));
+    // Leak the store: no close, no drop. What is on disk must already hold the use.
+    std::mem::forget(store);
+    let copy = dir.path().join("copy");
+    copy_dir(&path, &copy);
+    let store = open(&copy);
+    assert_eq!(store.usage(&c.info.id).unwrap().totals.allowed, 1);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn long_integration_names_are_cut_not_refused() {
+    let (_dir, _path, store) = temp_store();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    let long = "x".repeat(10_000);
+    assert!(store.verify(c.key.as_str(), ip("10.0.0.1"), Some(&long)).is_valid());
+    let u = store.usage(&c.info.id).unwrap();
+    assert_eq!(u.integrations[0].name.len(), keyward::MAX_INTEGRATION_LEN);
+}
