@@ -17,8 +17,14 @@ fn create_returns_the_plaintext_once_and_stores_only_a_hash() {
     assert!(key.starts_with(&format!("kw_{}_", created.info.id)));
     assert_eq!(key.len(), 2 + 1 + 12 + 1 + 43 + 6);
     assert_eq!(created.info.generation, 1);
-    assert_eq!(created.info.masked, format!("kw_{}_\u{2026}{}", created.info.id, &key[key.len() - 4..]));
-    assert!(!format!("{created:?}").contains(&key[16..]), "Debug shows no secret");
+    assert_eq!(
+        created.info.masked,
+        format!("kw_{}_\u{2026}{}", created.info.id, &key[key.len() - 4..])
+    );
+    assert!(
+        !format!("{created:?}").contains(&key[16..]),
+        "Debug shows no secret"
+    );
 
     let regenerated = store.regenerate(&created.info.id, Duration::ZERO).unwrap();
     let key2 = regenerated.key.as_str().to_string();
@@ -30,11 +36,19 @@ fn create_returns_the_plaintext_once_and_stores_only_a_hash() {
     for k in [&key, &key2] {
         let secret = &k[16..16 + 43];
         for (file, bytes) in &files {
-            assert!(!contains(bytes, secret.as_bytes()), "secret found in {}", file.display());
+            assert!(
+                !contains(bytes, secret.as_bytes()),
+                "secret found in {}",
+                file.display()
+            );
         }
     }
     // What is there is an argon2id hash.
-    assert!(files.iter().any(|(_, b)| contains(b, b"$argon2id$v=19$m=64,t=1,p=1$")));
+    assert!(
+        files
+            .iter()
+            .any(|(_, b)| contains(b, b"$argon2id$v=19$m=64,t=1,p=1$"))
+    );
 }
 
 #[test]
@@ -59,13 +73,23 @@ fn get_and_list_show_the_overview() {
     );
     let got = store.get(&b.info.id).unwrap();
     assert_eq!(got, b.info);
-    assert_eq!(got.metadata, Some(json!({"customer": "acme", "plan": "pro"})));
+    assert_eq!(
+        got.metadata,
+        Some(json!({"customer": "acme", "plan": "pro"}))
+    );
     assert!(got.expires_at.is_some());
     assert_eq!(got.last_used_at, None);
 
-    assert!(store.verify(a.key.as_str(), ip("203.0.113.7"), None).is_valid());
+    assert!(
+        store
+            .verify(a.key.as_str(), ip("203.0.113.7"), None)
+            .is_valid()
+    );
     let used = store.get(&a.info.id).unwrap();
-    assert!(used.last_used_at.is_some(), "last used shows pending usage too");
+    assert!(
+        used.last_used_at.is_some(),
+        "last used shows pending usage too"
+    );
 }
 
 #[test]
@@ -75,7 +99,10 @@ fn regenerate_without_grace_kills_the_old_secret_at_once() {
     let old = created.key.as_str().to_string();
     assert!(store.verify(&old, ip("10.0.0.1"), None).is_valid());
     let fresh = store.regenerate(&created.info.id, Duration::ZERO).unwrap();
-    assert_eq!(fresh.info.id, created.info.id, "id is stable across regenerations");
+    assert_eq!(
+        fresh.info.id, created.info.id,
+        "id is stable across regenerations"
+    );
     assert_eq!(fresh.info.generation, 2);
     assert!(fresh.info.rotated_at.is_some());
     assert_ne!(fresh.info.masked, created.info.masked);
@@ -105,7 +132,10 @@ fn rotated_is_told_apart_from_a_wrong_secret_even_for_a_cold_old_secret() {
     ));
     // A well-formed key with this id but a secret of no generation.
     let forged = forge(&store, &created.info.id);
-    assert_eq!(store.verify(&forged, ip("10.0.0.1"), None), Verdict::Denied(Denial::WrongSecret));
+    assert_eq!(
+        store.verify(&forged, ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::WrongSecret)
+    );
 }
 
 #[test]
@@ -114,7 +144,9 @@ fn grace_keeps_the_old_secret_working_until_it_ends() {
     let created = store.create("k", CreateOptions::new()).unwrap();
     let old = created.key.as_str().to_string();
     assert!(store.verify(&old, ip("10.0.0.1"), Some("crm")).is_valid());
-    let fresh = store.regenerate(&created.info.id, Duration::from_millis(600)).unwrap();
+    let fresh = store
+        .regenerate(&created.info.id, Duration::from_millis(600))
+        .unwrap();
     assert!(fresh.info.grace_until.is_some());
     match store.verify(&old, ip("10.0.0.1"), Some("crm")) {
         Verdict::Valid(g) => {
@@ -123,7 +155,11 @@ fn grace_keeps_the_old_secret_working_until_it_ends() {
         }
         other => panic!("old secret should work during grace, got {other:?}"),
     }
-    assert!(store.verify(fresh.key.as_str(), ip("10.0.0.2"), None).is_valid());
+    assert!(
+        store
+            .verify(fresh.key.as_str(), ip("10.0.0.2"), None)
+            .is_valid()
+    );
     let usage = store.usage(&created.info.id).unwrap();
     let crm_ip = usage.ips.iter().find(|r| r.ip == ip("10.0.0.1")).unwrap();
     assert!(crm_ip.stale_secret, "a client on the old secret is flagged");
@@ -133,7 +169,11 @@ fn grace_keeps_the_old_secret_working_until_it_ends() {
         store.verify(&old, ip("10.0.0.1"), None),
         Verdict::Denied(Denial::Rotated { .. })
     ));
-    assert!(store.verify(fresh.key.as_str(), ip("10.0.0.2"), None).is_valid());
+    assert!(
+        store
+            .verify(fresh.key.as_str(), ip("10.0.0.2"), None)
+            .is_valid()
+    );
 }
 
 #[test]
@@ -141,7 +181,9 @@ fn an_immediate_regeneration_ends_an_earlier_grace() {
     let (_dir, _path, store) = temp_store();
     let created = store.create("k", CreateOptions::new()).unwrap();
     let first = created.key.as_str().to_string();
-    store.regenerate(&created.info.id, Duration::from_secs(3600)).unwrap();
+    store
+        .regenerate(&created.info.id, Duration::from_secs(3600))
+        .unwrap();
     assert!(store.verify(&first, ip("10.0.0.1"), None).is_valid());
     // Leak response: rotate again with no grace; nothing old may work.
     let third = store.regenerate(&created.info.id, Duration::ZERO).unwrap();
@@ -153,16 +195,29 @@ fn an_immediate_regeneration_ends_an_earlier_grace() {
 fn delete_makes_the_key_unknown_and_removes_usage() {
     let (_dir, path, store) = temp_store();
     let created = store.create("k", CreateOptions::new()).unwrap();
-    assert!(store.verify(created.key.as_str(), ip("10.0.0.1"), None).is_valid());
+    assert!(
+        store
+            .verify(created.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
     store.flush().unwrap();
     store.delete(&created.info.id).unwrap();
     assert_eq!(
         store.verify(created.key.as_str(), ip("10.0.0.1"), None),
         Verdict::Denied(Denial::UnknownKey)
     );
-    assert!(matches!(store.get(&created.info.id), Err(KeyError::NotFound(_))));
-    assert!(matches!(store.usage(&created.info.id), Err(KeyError::NotFound(_))));
-    assert!(matches!(store.delete(&created.info.id), Err(KeyError::NotFound(_))));
+    assert!(matches!(
+        store.get(&created.info.id),
+        Err(KeyError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.usage(&created.info.id),
+        Err(KeyError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete(&created.info.id),
+        Err(KeyError::NotFound(_))
+    ));
     drop(store);
     let store = open(&path);
     assert!(store.list().unwrap().is_empty());
@@ -179,7 +234,10 @@ fn disable_enable_rename_expiry_and_metadata() {
     let (id, key) = (c.info.id, c.key.as_str().to_string());
 
     assert!(store.set_disabled(&id, true).unwrap().disabled);
-    assert_eq!(store.verify(&key, ip("10.0.0.1"), None), Verdict::Denied(Denial::Disabled));
+    assert_eq!(
+        store.verify(&key, ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Disabled)
+    );
     assert!(!store.set_disabled(&id, false).unwrap().disabled);
     assert!(store.verify(&key, ip("10.0.0.1"), None).is_valid());
 
@@ -188,11 +246,16 @@ fn disable_enable_rename_expiry_and_metadata() {
 
     let past = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 1000);
     store.set_expiry(&id, Some(past)).unwrap();
-    assert_eq!(store.verify(&key, ip("10.0.0.1"), None), Verdict::Denied(Denial::Expired));
+    assert_eq!(
+        store.verify(&key, ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Expired)
+    );
     store.set_expiry(&id, None).unwrap();
     assert!(store.verify(&key, ip("10.0.0.1"), None).is_valid());
 
-    let info = store.set_metadata(&id, Some(json!({"tier": "gold"}))).unwrap();
+    let info = store
+        .set_metadata(&id, Some(json!({"tier": "gold"})))
+        .unwrap();
     assert_eq!(info.metadata, Some(json!({"tier": "gold"})));
     assert_eq!(store.set_metadata(&id, None).unwrap().metadata, None);
 }
@@ -201,33 +264,58 @@ fn disable_enable_rename_expiry_and_metadata() {
 fn bad_input_is_a_typed_error_and_changes_nothing() {
     let (_dir, _path, store) = temp_store();
     for bad in ["", "   ", "tab\there", &"x".repeat(201)] {
-        assert!(matches!(store.create(bad, CreateOptions::new()), Err(KeyError::InvalidInput(_))), "{bad:?}");
+        assert!(
+            matches!(
+                store.create(bad, CreateOptions::new()),
+                Err(KeyError::InvalidInput(_))
+            ),
+            "{bad:?}"
+        );
     }
     assert!(matches!(
         store.create("k", CreateOptions::new().metadata(json!([1, 2]))),
         Err(KeyError::InvalidInput(_))
     ));
     assert!(matches!(
-        store.create("k", CreateOptions::new().metadata(json!({"big": "x".repeat(20_000)}))),
+        store.create(
+            "k",
+            CreateOptions::new().metadata(json!({"big": "x".repeat(20_000)}))
+        ),
         Err(KeyError::InvalidInput(_))
     ));
     assert!(matches!(
-        store.create("k", CreateOptions::new().restrict_to("office", "10.0.0.1/8")),
+        store.create(
+            "k",
+            CreateOptions::new().restrict_to("office", "10.0.0.1/8")
+        ),
         Err(KeyError::InvalidInput(_))
     ));
     assert!(store.list().unwrap().is_empty(), "nothing was stored");
 
     let c = store.create("k", CreateOptions::new()).unwrap();
-    assert!(matches!(store.rename(&c.info.id, ""), Err(KeyError::InvalidInput(_))));
+    assert!(matches!(
+        store.rename(&c.info.id, ""),
+        Err(KeyError::InvalidInput(_))
+    ));
     assert!(matches!(
         store.regenerate(&c.info.id, Duration::from_secs(400 * 86_400)),
         Err(KeyError::InvalidInput(_))
     ));
-    assert_eq!(store.get(&c.info.id).unwrap(), c.info, "failed calls changed nothing");
+    assert_eq!(
+        store.get(&c.info.id).unwrap(),
+        c.info,
+        "failed calls changed nothing"
+    );
     assert!("not-an-id".parse::<KeyId>().is_err());
     let unknown: KeyId = "AAAAAAAAAAAA".parse().unwrap();
-    assert!(matches!(store.regenerate(&unknown, Duration::ZERO), Err(KeyError::NotFound(_))));
-    assert!(matches!(store.set_disabled(&unknown, true), Err(KeyError::NotFound(_))));
+    assert!(matches!(
+        store.regenerate(&unknown, Duration::ZERO),
+        Err(KeyError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_disabled(&unknown, true),
+        Err(KeyError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -245,25 +333,47 @@ fn malformed_keys_are_rejected_before_lookup() {
         key.replacen("kw_", "xx_", 1),
         huge,
     ] {
-        assert_eq!(store.verify(&bad, ip("10.0.0.1"), None), Verdict::Denied(Denial::Malformed));
+        assert_eq!(
+            store.verify(&bad, ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Malformed)
+        );
     }
     assert_eq!(
         store.verify_bytes(&[0xff, 0xfe, 0x00], ip("10.0.0.1"), None),
         Verdict::Denied(Denial::Malformed)
     );
-    assert_eq!(store.usage(&c.info.id).unwrap().totals.denied, 0, "nothing recorded against the key");
+    assert_eq!(
+        store.usage(&c.info.id).unwrap().totals.denied,
+        0,
+        "nothing recorded against the key"
+    );
 }
 
 #[test]
 fn reopen_keeps_keys_generations_whitelists_and_usage() {
     let (_dir, path, store) = temp_store();
     let a = store
-        .create("a", CreateOptions::new().metadata(json!({"n": 1})).restrict_to("office", "198.51.100.0/24"))
+        .create(
+            "a",
+            CreateOptions::new()
+                .metadata(json!({"n": 1}))
+                .restrict_to("office", "198.51.100.0/24"),
+        )
         .unwrap();
     let b = store.create("b", CreateOptions::new()).unwrap();
-    let b2 = store.regenerate(&b.info.id, Duration::from_secs(3600)).unwrap();
-    assert!(store.verify(a.key.as_str(), ip("198.51.100.5"), Some("zapier")).is_valid());
-    assert!(!store.verify(a.key.as_str(), ip("203.0.113.1"), None).is_valid());
+    let b2 = store
+        .regenerate(&b.info.id, Duration::from_secs(3600))
+        .unwrap();
+    assert!(
+        store
+            .verify(a.key.as_str(), ip("198.51.100.5"), Some("zapier"))
+            .is_valid()
+    );
+    assert!(
+        !store
+            .verify(a.key.as_str(), ip("203.0.113.1"), None)
+            .is_valid()
+    );
     let before: Vec<_> = store.list().unwrap();
     let usage_before = store.usage(&a.info.id).unwrap();
     let events_before = store.events(0, 100).unwrap();
@@ -273,13 +383,26 @@ fn reopen_keeps_keys_generations_whitelists_and_usage() {
     assert_eq!(store.list().unwrap(), before);
     assert_eq!(store.usage(&a.info.id).unwrap(), usage_before);
     assert_eq!(store.events(0, 100).unwrap(), events_before);
-    assert!(store.verify(a.key.as_str(), ip("198.51.100.5"), None).is_valid());
+    assert!(
+        store
+            .verify(a.key.as_str(), ip("198.51.100.5"), None)
+            .is_valid()
+    );
     assert_eq!(
         store.verify(a.key.as_str(), ip("203.0.113.1"), None),
         Verdict::Denied(Denial::IpNotAllowed)
     );
-    assert!(store.verify(b.key.as_str(), ip("10.0.0.1"), None).is_valid(), "grace survives reopen");
-    assert!(store.verify(b2.key.as_str(), ip("10.0.0.1"), None).is_valid());
+    assert!(
+        store
+            .verify(b.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid(),
+        "grace survives reopen"
+    );
+    assert!(
+        store
+            .verify(b2.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
 }
 
 #[test]
@@ -291,31 +414,52 @@ fn the_prefix_is_chosen_at_creation_and_fixed() {
     let store = Store::open_with(&path, &o).unwrap();
     let c = store.create("k", CreateOptions::new()).unwrap();
     assert!(c.key.as_str().starts_with("acme_live_"));
-    assert!(store.verify(c.key.as_str(), ip("10.0.0.1"), None).is_valid());
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
     drop(store);
     o.prefix = Some("acme_test".into());
-    assert!(matches!(Store::open_with(&path, &o), Err(keyward::OpenError::InvalidOptions(_))));
+    assert!(matches!(
+        Store::open_with(&path, &o),
+        Err(keyward::OpenError::InvalidOptions(_))
+    ));
     let store = open(&path);
     assert_eq!(store.prefix(), "acme_live");
     o.prefix = Some("Bad-Prefix".into());
     drop(store);
-    assert!(matches!(Store::open_with(&path, &o), Err(keyward::OpenError::InvalidOptions(_))));
+    assert!(matches!(
+        Store::open_with(&path, &o),
+        Err(keyward::OpenError::InvalidOptions(_))
+    ));
 }
 
 #[test]
 fn events_record_each_mutation_without_secrets() {
     let (_dir, _path, store) = temp_store();
     let c = store.create("k", CreateOptions::new()).unwrap();
-    let r = store.regenerate(&c.info.id, Duration::from_secs(60)).unwrap();
+    let r = store
+        .regenerate(&c.info.id, Duration::from_secs(60))
+        .unwrap();
     store.set_disabled(&c.info.id, true).unwrap();
-    let wl = store.add_whitelist_entry(&c.info.id, "office", "10.1.0.0/16").unwrap();
+    let wl = store
+        .add_whitelist_entry(&c.info.id, "office", "10.1.0.0/16")
+        .unwrap();
     store.remove_whitelist_entry(&c.info.id, &wl.id).unwrap();
     store.delete(&c.info.id).unwrap();
     let events = store.events(0, 100).unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["key.created", "key.regenerated", "key.updated", "whitelist.updated", "whitelist.updated", "key.deleted"]
+        [
+            "key.created",
+            "key.regenerated",
+            "key.updated",
+            "whitelist.updated",
+            "whitelist.updated",
+            "key.deleted"
+        ]
     );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
     let text = serde_json::to_string(&events).unwrap();
@@ -323,5 +467,9 @@ fn events_record_each_mutation_without_secrets() {
         assert!(!text.contains(&k[16..59]), "no secret in events");
     }
     assert!(!text.contains("argon2"), "no hash in events");
-    assert_eq!(store.events(events[2].seq, 100).unwrap().len(), 3, "since is exclusive");
+    assert_eq!(
+        store.events(events[2].seq, 100).unwrap().len(),
+        3,
+        "since is exclusive"
+    );
 }

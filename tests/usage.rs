@@ -23,7 +23,11 @@ fn counts_are_exact_across_threads_and_after_reopen() {
             s.spawn(move || {
                 let addr = IpAddr::from([10, 0, 0, t]);
                 for i in 0..PER_THREAD {
-                    let integration = if i % 2 == 0 { Some("crm") } else { Some("zapier") };
+                    let integration = if i % 2 == 0 {
+                        Some("crm")
+                    } else {
+                        Some("zapier")
+                    };
                     assert!(store.verify(ka, addr, integration).is_valid());
                     if i % 5 == 0 {
                         assert!(store.verify(kb, addr, None).is_valid());
@@ -37,9 +41,18 @@ fn counts_are_exact_across_threads_and_after_reopen() {
     let total = u64::from(THREADS) * PER_THREAD;
     assert_eq!(usage.totals.allowed, total);
     assert_eq!(usage.ips.len(), usize::from(THREADS));
-    assert!(usage.ips.iter().all(|r| r.allowed == PER_THREAD && r.denied == 0));
+    assert!(
+        usage
+            .ips
+            .iter()
+            .all(|r| r.allowed == PER_THREAD && r.denied == 0)
+    );
     let crm = usage.integrations.iter().find(|i| i.name == "crm").unwrap();
-    let zap = usage.integrations.iter().find(|i| i.name == "zapier").unwrap();
+    let zap = usage
+        .integrations
+        .iter()
+        .find(|i| i.name == "zapier")
+        .unwrap();
     assert_eq!(crm.count + zap.count, total);
     assert_eq!(crm.ips.len(), usize::from(THREADS));
     assert_eq!(usage.hourly.iter().map(|h| h.allowed).sum::<u64>(), total);
@@ -56,16 +69,35 @@ fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
     let (_dir, _path, store) = temp_store();
     let c = store.create("k", CreateOptions::new()).unwrap();
     let id = c.info.id;
-    assert!(store.verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1")).is_valid());
-    assert!(store.verify(c.key.as_str(), ip("198.51.100.2"), Some("n8n")).is_valid());
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1"))
+            .is_valid()
+    );
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("198.51.100.2"), Some("n8n"))
+            .is_valid()
+    );
     let fresh = store.regenerate(&id, Duration::ZERO).unwrap();
     // The CRM still presents the old secret; n8n was updated.
-    assert!(!store.verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1")).is_valid());
-    assert!(store.verify(fresh.key.as_str(), ip("198.51.100.2"), Some("n8n")).is_valid());
+    assert!(
+        !store
+            .verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1"))
+            .is_valid()
+    );
+    assert!(
+        store
+            .verify(fresh.key.as_str(), ip("198.51.100.2"), Some("n8n"))
+            .is_valid()
+    );
 
     let u = store.usage(&id).unwrap();
     assert_eq!(u.key_id, id);
-    assert_eq!((u.totals.allowed, u.totals.denied, u.totals.rotated), (3, 1, 1));
+    assert_eq!(
+        (u.totals.allowed, u.totals.denied, u.totals.rotated),
+        (3, 1, 1)
+    );
     let last = u.last_used.unwrap();
     assert_eq!(last.ip, ip("198.51.100.2"));
     let crm = u.ips.iter().find(|r| r.ip == ip("203.0.113.7")).unwrap();
@@ -75,7 +107,11 @@ fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
     assert!(crm.first_seen <= crm.last_seen);
     let n8n = u.ips.iter().find(|r| r.ip == ip("198.51.100.2")).unwrap();
     assert!(!n8n.stale_secret, "updated client is not stale");
-    let hub = u.integrations.iter().find(|i| i.name == "HubSpot/3.1").unwrap();
+    let hub = u
+        .integrations
+        .iter()
+        .find(|i| i.name == "HubSpot/3.1")
+        .unwrap();
     assert!(hub.stale_secret);
     assert_eq!((hub.count, hub.denied), (2, 1));
     assert_eq!(hub.ips, [ip("203.0.113.7")]);
@@ -88,7 +124,10 @@ fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
 fn ips_per_key_are_bounded_but_totals_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = fast_options();
-    o.usage_limits = UsageLimits { max_ips: 50, ..UsageLimits::default() };
+    o.usage_limits = UsageLimits {
+        max_ips: 50,
+        ..UsageLimits::default()
+    };
     let store = Store::open_with(dir.path().join("s"), &o).unwrap();
     let c = store.create("k", CreateOptions::new()).unwrap();
     for i in 0..200u32 {
@@ -102,7 +141,12 @@ fn ips_per_key_are_bounded_but_totals_stay_exact() {
     let u = store.usage(&c.info.id).unwrap();
     assert_eq!(u.ips.len(), 50);
     assert_eq!(u.totals.allowed, 200);
-    assert!(u.ips.iter().any(|r| r.ip == IpAddr::from((0x0a00_0000u32 + 199).to_be_bytes())), "newest kept");
+    assert!(
+        u.ips
+            .iter()
+            .any(|r| r.ip == IpAddr::from((0x0a00_0000u32 + 199).to_be_bytes())),
+        "newest kept"
+    );
 }
 
 #[test]
@@ -113,7 +157,11 @@ fn usage_is_flushed_on_the_interval_without_close() {
     o.usage_flush_interval = Duration::from_millis(50);
     let store = Store::open_with(&path, &o).unwrap();
     let c = store.create("k", CreateOptions::new()).unwrap();
-    assert!(store.verify(c.key.as_str(), ip("10.0.0.1"), None).is_valid());
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
     std::thread::sleep(Duration::from_millis(400));
     // Leak the store: no close, no drop. What is on disk must already hold the use.
     std::mem::forget(store);
@@ -141,7 +189,11 @@ fn long_integration_names_are_cut_not_refused() {
     let (_dir, _path, store) = temp_store();
     let c = store.create("k", CreateOptions::new()).unwrap();
     let long = "x".repeat(10_000);
-    assert!(store.verify(c.key.as_str(), ip("10.0.0.1"), Some(&long)).is_valid());
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), Some(&long))
+            .is_valid()
+    );
     let u = store.usage(&c.info.id).unwrap();
     assert_eq!(u.integrations[0].name.len(), keyward::MAX_INTEGRATION_LEN);
 }

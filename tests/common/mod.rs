@@ -57,7 +57,12 @@ pub fn forge(store: &Store, id: &KeyId) -> String {
     // Take a real key's shape from a throwaway key and swap in the id.
     let other = store.create("throwaway", CreateOptions::new()).unwrap();
     let k = other.key.as_str();
-    let body = format!("{}_{}_{}", store.prefix(), id, &k[k.len() - 49..k.len() - 6]);
+    let body = format!(
+        "{}_{}_{}",
+        store.prefix(),
+        id,
+        &k[k.len() - 49..k.len() - 6]
+    );
     let crc = crc32fast::hash(body.as_bytes());
     format!("{body}{}", base62_6(crc))
 }
@@ -71,4 +76,3 @@ fn base62_6(mut n: u32) -> String {
     }
     String::from_utf8(out.to_vec()).unwrap()
 }
-

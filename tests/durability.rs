@@ -1,0 +1,207 @@
+//! Durability and ownership of the store on disk: acknowledged revocations
+//! survive SIGKILL, a held store is refused with `StoreLocked`, and the
+//! files are private to their owner.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ip, open, temp_store};
+use keyward::{CreateOptions, Denial, KeyId, OpenError, Store, Verdict};
+
+const CRASH_DIR: &str = "KEYWARD_TEST_CRASH_DIR";
+const CRASH_KEY: &str = "KEYWARD_TEST_CRASH_KEY";
+const HOLD_DIR: &str = "KEYWARD_TEST_HOLD_DIR";
+
+/// Child half of the crash test: regenerates forever, printing each
+/// generation once `regenerate` has returned. Run only by the parent.
+#[test]
+#[ignore = "child process of acknowledged_revocations_survive_sigkill"]
+fn crash_child() {
+    let dir = std::env::var(CRASH_DIR).expect("run by acknowledged_revocations_survive_sigkill");
+    let id: KeyId = std::env::var(CRASH_KEY).unwrap().parse().unwrap();
+    let store = open(Path::new(&dir));
+    let mut out = std::io::stdout().lock();
+    loop {
+        let fresh = store.regenerate(&id, Duration::ZERO).unwrap();
+        writeln!(out, "ack {} {}", fresh.info.generation, fresh.key.as_str()).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+fn child(test: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
+}
+
+#[test]
+fn acknowledged_revocations_survive_sigkill() {
+    let (_dir, path, store) = temp_store();
+    let created = store.create("crashy", CreateOptions::new()).unwrap();
+    let id = created.info.id;
+    let mut acked: Vec<(u32, String)> = vec![(1, created.key.as_str().to_string())];
+    drop(store);
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rounds_with_acks = 0;
+    for round in 0..24 {
+        let mut proc = child("crash_child")
+            .env(CRASH_DIR, &path)
+            .env(CRASH_KEY, id.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = proc.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            // libtest may print "test crash_child ... " on the same line as the first ack.
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.find("ack ").map(|at| l[at..].to_string()))
+                .collect::<Vec<_>>()
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(20 + seed % 200));
+        proc.kill().unwrap(); // SIGKILL: no destructor, no flush.
+        proc.wait().unwrap();
+        let lines = reader.join().unwrap();
+        if !lines.is_empty() {
+            rounds_with_acks += 1;
+        }
+        for line in lines {
+            let mut parts = line.split(' ').skip(1);
+            let generation: u32 = parts.next().unwrap().parse().unwrap();
+            acked.push((generation, parts.next().unwrap().to_string()));
+        }
+
+        let store = open(&path);
+        let info = store.get(&id).unwrap();
+        let (last_gen, last_key) = acked.last().unwrap().clone();
+        assert!(
+            info.generation >= last_gen,
+            "round {round}: acknowledged generation {last_gen} lost (store has {})",
+            info.generation
+        );
+        for (generation, key) in &acked {
+            let v = store.verify(key, ip("10.0.0.1"), None);
+            if *generation < info.generation {
+                assert!(
+                    matches!(
+                        v,
+                        Verdict::Denied(Denial::Rotated { .. })
+                            | Verdict::Denied(Denial::WrongSecret)
+                    ),
+                    "round {round}: revoked generation {generation} verified as {v:?}"
+                );
+            }
+        }
+        if info.generation == last_gen {
+            assert!(store.verify(&last_key, ip("10.0.0.1"), None).is_valid());
+        }
+    }
+    assert!(
+        rounds_with_acks >= 20,
+        "the child made progress in most rounds ({rounds_with_acks})"
+    );
+}
+
+/// Child half of the lock test: holds the store until stdin closes.
+#[test]
+#[ignore = "child process of a_store_held_by_another_process_is_refused"]
+fn lock_holder() {
+    let dir = std::env::var(HOLD_DIR).expect("run by a_store_held_by_another_process_is_refused");
+    let _store = open(Path::new(&dir));
+    println!("ready");
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink).unwrap() > 0 {}
+}
+
+#[test]
+fn a_store_held_by_another_process_is_refused() {
+    let (_dir, path, store) = temp_store();
+    drop(store);
+    let mut holder = child("lock_holder")
+        .env(HOLD_DIR, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.ends_with("ready"))
+    );
+
+    match Store::open(&path) {
+        Err(OpenError::StoreLocked { path: locked }) => assert_eq!(locked, path),
+        other => panic!("expected StoreLocked, got {other:?}"),
+    }
+    let msg = Store::open(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("locked"),
+        "{msg}"
+    );
+
+    drop(holder.stdin.take()); // the holder exits
+    holder.wait().unwrap();
+    let store = Store::open(&path).expect("free once the holder is gone");
+    drop(store);
+}
+
+#[test]
+fn a_second_open_in_the_same_process_is_refused_too() {
+    let (_dir, path, _store) = temp_store();
+    assert!(matches!(
+        Store::open(&path),
+        Err(OpenError::StoreLocked { .. })
+    ));
+}
+
+fn assert_private(dir: &Path) {
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            assert_private(&e.path());
+        } else {
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", e.path().display());
+        }
+    }
+}
+
+#[test]
+fn the_store_directory_and_files_are_private() {
+    let (_dir, path, store) = temp_store();
+    assert_private(&path);
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    store.regenerate(&c.info.id, Duration::ZERO).unwrap();
+    assert!(
+        !store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    store.close().unwrap();
+    assert_private(&path);
+}
