@@ -638,6 +638,12 @@ impl Store {
         &self.inner.prefix
     }
 
+    /// How many keys the store holds.
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.inner.index.len()
+    }
+
     /// The directory the store lives in, for a sled store.
     #[must_use]
     pub fn path(&self) -> Option<&Path> {

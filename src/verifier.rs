@@ -5,7 +5,7 @@
 //! never leaves memory, so a cache entry is useless to anyone who reads it
 //! from outside the process.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
@@ -64,9 +64,10 @@ pub(crate) fn verify_secret(phc: &str, secret: &[u8]) -> bool {
 /// The 32-bit pre-check tag kept at rest beside the hash: a truncated fast
 /// hash. A secret whose tag differs cannot match, so no argon2 runs for it.
 pub(crate) fn precheck_tag(secret: &[u8]) -> u32 {
-    let mut h = blake3::Hasher::new_derive_key("keyward 2026-11 pre-check tag v1");
-    h.update(secret);
-    let out = h.finalize();
+    // A fixed key derived once, so the tag is a single keyed BLAKE3 call.
+    static TAG_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = TAG_KEY.get_or_init(|| blake3::derive_key("keyward 2026-11 pre-check tag v1", b""));
+    let out = blake3::keyed_hash(key, secret);
     u32::from_le_bytes(out.as_bytes()[..4].try_into().expect("4 bytes"))
 }
 

@@ -54,7 +54,10 @@ fn create_returns_the_plaintext_once_and_stores_only_a_hash() {
 #[test]
 fn get_and_list_show_the_overview() {
     let (_dir, _path, store) = temp_store();
+    // The list is ordered by creation time (milliseconds): keep the three apart.
+    let pause = || std::thread::sleep(Duration::from_millis(3));
     let a = store.create("alpha", CreateOptions::new()).unwrap();
+    pause();
     let b = store
         .create(
             "beta",
@@ -63,6 +66,7 @@ fn get_and_list_show_the_overview() {
                 .expires_at(Timestamp::now().plus(Duration::from_secs(3600))),
         )
         .unwrap();
+    pause();
     let dup = store.create("alpha", CreateOptions::new()).unwrap();
     assert_ne!(a.info.id, dup.info.id, "names need not be unique; ids are");
 

@@ -86,6 +86,7 @@ fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
             .verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1"))
             .is_valid()
     );
+    std::thread::sleep(Duration::from_millis(3)); // "most recent" has millisecond resolution
     assert!(
         store
             .verify(fresh.key.as_str(), ip("198.51.100.2"), Some("n8n"))

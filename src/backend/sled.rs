@@ -12,6 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
 use crate::error::OpenError;
 
+const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 pub(crate) struct SledBackend {
     db: sled::Db,
     tree: sled::Tree,
@@ -35,14 +37,20 @@ fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
 impl SledBackend {
     /// Opens (creating if needed) the sled database in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                OpenError::StoreLocked {
-                    path: PathBuf::from(dir),
+        // The engine keeps what verification needs in its own index, so
+        // sled's page cache only serves mutations and usage: keep it small.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    OpenError::StoreLocked {
+                        path: PathBuf::from(dir),
+                    }
                 }
-            }
-            other => OpenError::Storage(storage(other)),
-        })?;
+                other => OpenError::Storage(storage(other)),
+            })?;
         let tree = db
             .open_tree("keyward")
             .map_err(|e| OpenError::Storage(storage(&e)))?;
