@@ -73,8 +73,16 @@ fn base62_fixed(bytes: &[u8], width: usize) -> String {
     digits.iter().map(|&d| d as char).collect()
 }
 
-fn checksum(body: &str) -> String {
-    base62_fixed(&crc32fast::hash(body.as_bytes()).to_be_bytes(), CHECK_LEN)
+/// The CRC32 of `body` as six base62 digits, on the stack: parsing runs on
+/// every verification and allocates nothing.
+fn checksum(body: &[u8]) -> [u8; CHECK_LEN] {
+    let mut crc = crc32fast::hash(body);
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(crc % 62) as usize];
+        crc /= 62;
+    }
+    out
 }
 
 /// Checks a store prefix: `[a-z][a-z0-9_]{0,15}`, not ending in `_`.
@@ -236,8 +244,8 @@ pub(crate) fn generate(prefix: &str, id: &KeyId) -> Generated {
     body.push_str(id.as_str());
     body.push('_');
     body.push_str(&secret);
-    let check = checksum(&body);
-    body.push_str(&check);
+    let check = checksum(body.as_bytes());
+    body.push_str(std::str::from_utf8(&check).expect("base62 is ASCII"));
     let last4 = body[body.len() - 4..].to_string();
     Generated {
         key: PlaintextKey(body),
@@ -287,8 +295,7 @@ pub(crate) fn parse<'a>(key: &'a [u8], prefix: &str) -> Result<Parsed<'a>, Malfo
         return Err(Malformed::Syntax);
     }
     let (secret, check) = tail.split_at(SECRET_LEN);
-    let body = std::str::from_utf8(&key[..expected - CHECK_LEN]).map_err(|_| Malformed::Syntax)?;
-    if checksum(body).as_bytes() != check {
+    if checksum(&key[..expected - CHECK_LEN]) != check {
         return Err(Malformed::Checksum);
     }
     let mut id = [0u8; ID_LEN];
