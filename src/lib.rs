@@ -58,6 +58,7 @@
 mod backend;
 mod error;
 mod events;
+mod ffi;
 mod key;
 mod store;
 mod time;

@@ -524,7 +524,7 @@ fn new_entry(
         )));
     }
     Ok(WhitelistEntry {
-        id: key::random_base62(10),
+        id: key::random_base62(whitelist::ENTRY_ID_LEN),
         name: name.to_string(),
         network,
         created_at: Timestamp::from_unix_millis(now),

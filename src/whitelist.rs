@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::time::Timestamp;
 
 /// Longest entry name accepted.
-pub const MAX_ENTRY_NAME_LEN: usize = 200;
+pub(crate) const MAX_ENTRY_NAME_LEN: usize = 200;
+/// Length of a whitelist entry id (base62).
+pub(crate) const ENTRY_ID_LEN: usize = 10;
 /// Most entries one key's whitelist may hold.
-pub const MAX_ENTRIES: usize = 1000;
+pub(crate) const MAX_ENTRIES: usize = 1000;
 
 /// One named whitelist entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

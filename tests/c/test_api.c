@@ -1,0 +1,297 @@
+/* Every function of the C ABI: success, NULL for every pointer, non-UTF-8
+ * and 1 MiB strings, buffers too small, and the errors of each kind.
+ * Usage: test_api STORE_DIR */
+#include <stdlib.h>
+
+#include "check.h"
+
+static kw_options cheap(void) {
+    kw_options o;
+    memset(&o, 0, sizeof o);
+    o.argon2_memory_kib = 64;
+    o.argon2_iterations = 1;
+    o.argon2_parallelism = 1;
+    return o;
+}
+
+static kw_verdict verify(const kw_store *s, const char *key, const char *ip) {
+    kw_verdict v;
+    memset(&v, 0xAB, sizeof v);
+    kw_status st = kw_verify(s, key, strlen(key), ip, "c-test", &v);
+    CHECK(st == KW_STATUS_OK);
+    return v;
+}
+
+static int json_has(const kw_store *s, const char *id, const char *needle) {
+    char *json = NULL;
+    if (kw_key_get_json(s, id, &json) != KW_STATUS_OK) return 0;
+    int found = strstr(json, needle) != NULL;
+    kw_string_free(json);
+    return found;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s STORE_DIR\n", argv[0]);
+        return 2;
+    }
+    const char *path = argv[1];
+    const char bad_utf8[] = {'k', (char)0xff, (char)0xfe, 0};
+    char *huge = malloc((1 << 20) + 1);
+    memset(huge, 'a', 1 << 20);
+    huge[1 << 20] = 0;
+
+    /* --- version, open ------------------------------------------------ */
+    CHECK(kw_version() != NULL && kw_version()[0] >= '0' && kw_version()[0] <= '9');
+
+    kw_options o = cheap();
+    kw_store *store = NULL;
+    CHECK_STATUS(kw_store_open(NULL, &o, &store), KW_STATUS_NULL_ARGUMENT);
+    CHECK(strstr(last_error(), "path") != NULL);
+    CHECK_STATUS(kw_store_open(path, &o, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_open(bad_utf8, &o, &store), KW_STATUS_INVALID_UTF8);
+    kw_options bad = cheap();
+    bad.prefix = "Not-A-Prefix";
+    CHECK_STATUS(kw_store_open(path, &bad, &store), KW_STATUS_INVALID_OPTIONS);
+    bad = cheap();
+    bad.argon2_memory_kib = 1;
+    CHECK_STATUS(kw_store_open(path, &bad, &store), KW_STATUS_INVALID_OPTIONS);
+    CHECK(store == NULL); /* outputs only on success */
+
+    o.prefix = "acme_live";
+    CHECK_STATUS(kw_store_open(path, &o, &store), KW_STATUS_OK);
+    CHECK(store != NULL);
+    kw_store *second = NULL;
+    CHECK_STATUS(kw_store_open(path, NULL, &second), KW_STATUS_STORE_LOCKED);
+    CHECK(strstr(last_error(), path) != NULL);
+    CHECK(second == NULL);
+
+    size_t key_len = kw_key_buffer_len(store);
+    CHECK(key_len == strlen("acme_live") + 2 + 12 + 43 + 6 + 1);
+    CHECK(key_len <= KW_KEY_BUFFER_LEN);
+    CHECK(kw_key_buffer_len(NULL) == 0);
+
+    /* --- create ------------------------------------------------------- */
+    char key[KW_KEY_BUFFER_LEN], id[KW_KEY_ID_BUFFER_LEN];
+    CHECK_STATUS(kw_key_create(NULL, "k", key, sizeof key, id, sizeof id), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_create(store, NULL, key, sizeof key, id, sizeof id), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_create(store, "k", NULL, sizeof key, id, sizeof id), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_create(store, "k", key, sizeof key, NULL, sizeof id), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_create(store, bad_utf8, key, sizeof key, id, sizeof id), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_key_create(store, "", key, sizeof key, id, sizeof id), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_create(store, huge, key, sizeof key, id, sizeof id), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_create(store, "k", key, 10, id, sizeof id), KW_STATUS_BUFFER_TOO_SMALL);
+    CHECK(strstr(last_error(), "73") != NULL); /* says the size needed: 9 + 2 + 12 + 43 + 6 + NUL */
+    CHECK_STATUS(kw_key_create(store, "k", key, sizeof key, id, 12), KW_STATUS_BUFFER_TOO_SMALL);
+    char *list = NULL;
+    CHECK_STATUS(kw_key_list_json(store, &list), KW_STATUS_OK);
+    CHECK(list != NULL && strcmp(list, "[]") == 0); /* failed calls created nothing */
+    kw_string_free(list);
+
+    CHECK_STATUS(kw_key_create(store, "c key", key, key_len, id, 13), KW_STATUS_OK);
+    CHECK(strncmp(key, "acme_live_", 10) == 0 && strlen(key) == key_len - 1);
+    CHECK(strlen(id) == 12 && strncmp(key + 10, id, 12) == 0);
+
+    /* --- verify ------------------------------------------------------- */
+    kw_verdict v = verify(store, key, "203.0.113.7");
+    CHECK(v.valid && v.denial == KW_DENIAL_NONE && v.generation == 1 && !v.in_grace);
+    CHECK(strcmp(v.key_id, id) == 0);
+    kw_verdict untouched;
+    memset(&untouched, 0x5A, sizeof untouched);
+    CHECK_STATUS(kw_verify(NULL, key, strlen(key), "10.0.0.1", NULL, &untouched), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_verify(store, NULL, 0, "10.0.0.1", NULL, &untouched), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_verify(store, key, strlen(key), NULL, NULL, &untouched), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_verify(store, key, strlen(key), "10.0.0.1", NULL, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_verify(store, key, strlen(key), "not-an-ip", NULL, &untouched), KW_STATUS_INVALID_IP);
+    CHECK_STATUS(kw_verify(store, key, strlen(key), bad_utf8, NULL, &untouched), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_verify(store, key, strlen(key), "10.0.0.1", bad_utf8, &untouched), KW_STATUS_INVALID_UTF8);
+    CHECK(untouched.generation == 0x5A5A5A5Au); /* outputs only on success */
+    kw_verdict m;
+    CHECK_STATUS(kw_verify(store, bad_utf8, 3, "10.0.0.1", NULL, &m), KW_STATUS_OK);
+    CHECK(!m.valid && m.denial == KW_DENIAL_MALFORMED && m.key_id[0] == 0);
+    CHECK_STATUS(kw_verify(store, huge, 1 << 20, "10.0.0.1", NULL, &m), KW_STATUS_OK);
+    CHECK(m.denial == KW_DENIAL_MALFORMED);
+    CHECK_STATUS(kw_verify(store, key, strlen(key) - 1, "10.0.0.1", NULL, &m), KW_STATUS_OK);
+    CHECK(m.denial == KW_DENIAL_MALFORMED);
+    CHECK_STATUS(kw_verify(store, "", 0, "::1", NULL, &m), KW_STATUS_OK);
+    CHECK(m.denial == KW_DENIAL_MALFORMED);
+    CHECK_STATUS(kw_verify(store, key, strlen(key), "::ffff:10.0.0.1", NULL, &m), KW_STATUS_OK);
+    CHECK(m.valid);
+
+    /* --- create_ex, get, list ----------------------------------------- */
+    char key2[KW_KEY_BUFFER_LEN], id2[KW_KEY_ID_BUFFER_LEN];
+    CHECK_STATUS(kw_key_create_ex(store, "with options", "{\"metadata\": {\"plan\": \"pro\"}, "
+                 "\"whitelist\": [{\"name\": \"office\", \"network\": \"198.51.100.0/24\"}]}",
+                 key2, sizeof key2, id2, sizeof id2), KW_STATUS_OK);
+    CHECK(json_has(store, id2, "\"plan\":\"pro\""));
+    CHECK(json_has(store, id2, "\"whitelist_enabled\":true"));
+    CHECK(!verify(store, key2, "203.0.113.7").valid);
+    CHECK(verify(store, key2, "198.51.100.7").valid);
+    CHECK_STATUS(kw_key_create_ex(store, "x", "{not json", key2, sizeof key2, id2, sizeof id2), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_create_ex(store, "x", "{\"whitelist\": [{\"name\": \"n\", \"network\": \"10.0.0.1/8\"}]}",
+                 key2, sizeof key2, id2, sizeof id2), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_create_ex(store, "x", bad_utf8, key2, sizeof key2, id2, sizeof id2), KW_STATUS_INVALID_UTF8);
+
+    char *json = NULL;
+    CHECK_STATUS(kw_key_get_json(store, id, &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"name\":\"c key\"") && strstr(json, "\"generation\":1"));
+    CHECK(json && strstr(json, "\"last_used_at\":\"") != NULL);
+    CHECK(json && strstr(json, key + 17) == NULL); /* no secret */
+    kw_string_free(json);
+    json = NULL;
+    CHECK_STATUS(kw_key_get_json(NULL, id, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_get_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_get_json(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_get_json(store, "short", &json), KW_STATUS_INVALID_KEY_ID);
+    CHECK_STATUS(kw_key_get_json(store, huge, &json), KW_STATUS_INVALID_KEY_ID);
+    CHECK_STATUS(kw_key_get_json(store, bad_utf8, &json), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_key_get_json(store, "AAAAAAAAAAAA", &json), KW_STATUS_NOT_FOUND);
+    CHECK(json == NULL);
+    CHECK_STATUS(kw_key_list_json(NULL, &list), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_list_json(store, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_list_json(store, &list), KW_STATUS_OK);
+    CHECK(list && strstr(list, id) && strstr(list, id2));
+    kw_string_free(list);
+
+    /* --- whitelist ---------------------------------------------------- */
+    char entry[KW_ENTRY_ID_BUFFER_LEN];
+    CHECK_STATUS(kw_whitelist_add(store, id, "office", "10.0.0.1/8", entry, sizeof entry), KW_STATUS_INVALID_NETWORK);
+    CHECK(strstr(last_error(), "10.0.0.0/8") != NULL);
+    CHECK_STATUS(kw_whitelist_add(store, id, "office", "nope", entry, sizeof entry), KW_STATUS_INVALID_NETWORK);
+    CHECK_STATUS(kw_whitelist_add(store, id, "office", "10.0.0.0/8", entry, 4), KW_STATUS_BUFFER_TOO_SMALL);
+    CHECK_STATUS(kw_whitelist_add(NULL, id, "office", "10.0.0.0/8", entry, sizeof entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_add(store, NULL, "office", "10.0.0.0/8", entry, sizeof entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_add(store, id, NULL, "10.0.0.0/8", entry, sizeof entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_add(store, id, "office", NULL, entry, sizeof entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_add(store, id, "office", "10.0.0.0/8", NULL, sizeof entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_add(store, id, huge, "10.0.0.0/8", entry, sizeof entry), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_whitelist_add(store, id, "office", "10.0.0.0/8", entry, sizeof entry), KW_STATUS_OK);
+    CHECK(strlen(entry) == 10);
+    CHECK_STATUS(kw_whitelist_set_enabled(NULL, id, true), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_set_enabled(store, NULL, true), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_set_enabled(store, id, true), KW_STATUS_OK);
+    v = verify(store, key, "203.0.113.7");
+    CHECK(!v.valid && v.denial == KW_DENIAL_IP_NOT_ALLOWED && strcmp(v.key_id, id) == 0);
+    CHECK(verify(store, key, "10.20.30.40").valid);
+    CHECK_STATUS(kw_whitelist_json(store, id, &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"enabled\":true") && strstr(json, entry) && strstr(json, "\"network\":\"10.0.0.0/8\""));
+    kw_string_free(json);
+    CHECK_STATUS(kw_whitelist_json(NULL, id, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_json(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_remove(store, id, "nope"), KW_STATUS_ENTRY_NOT_FOUND);
+    CHECK_STATUS(kw_whitelist_remove(NULL, id, entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_remove(store, NULL, entry), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_remove(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_whitelist_remove(store, id, entry), KW_STATUS_OK);
+    CHECK(!verify(store, key, "10.20.30.40").valid); /* enabled, no entries: nobody */
+    CHECK_STATUS(kw_whitelist_set_enabled(store, id, false), KW_STATUS_OK);
+    CHECK(verify(store, key, "10.20.30.40").valid);
+
+    /* --- updates ------------------------------------------------------ */
+    CHECK_STATUS(kw_key_set_disabled(NULL, id, true), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_set_disabled(store, NULL, true), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_set_disabled(store, id, true), KW_STATUS_OK);
+    CHECK(verify(store, key, "10.0.0.1").denial == KW_DENIAL_DISABLED);
+    CHECK_STATUS(kw_key_set_disabled(store, id, false), KW_STATUS_OK);
+    CHECK(verify(store, key, "10.0.0.1").valid);
+    CHECK_STATUS(kw_key_rename(store, id, "renamed"), KW_STATUS_OK);
+    CHECK(json_has(store, id, "\"name\":\"renamed\""));
+    CHECK_STATUS(kw_key_rename(store, id, ""), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_rename(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_rename(NULL, id, "x"), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_rename(store, NULL, "x"), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_set_expiry(store, id, "2001-01-01T00:00:00Z"), KW_STATUS_OK);
+    CHECK(verify(store, key, "10.0.0.1").denial == KW_DENIAL_EXPIRED);
+    CHECK_STATUS(kw_key_set_expiry(store, id, NULL), KW_STATUS_OK);
+    CHECK(verify(store, key, "10.0.0.1").valid);
+    CHECK_STATUS(kw_key_set_expiry(store, id, "next tuesday"), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_set_expiry(NULL, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_set_expiry(store, NULL, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_set_metadata(store, id, "{\"tier\": 3}"), KW_STATUS_OK);
+    CHECK(json_has(store, id, "\"tier\":3"));
+    CHECK_STATUS(kw_key_set_metadata(store, id, "[1]"), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_set_metadata(store, id, "{"), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_set_metadata(store, id, NULL), KW_STATUS_OK);
+    CHECK(json_has(store, id, "\"metadata\":null"));
+    CHECK_STATUS(kw_key_set_metadata(NULL, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_set_metadata(store, NULL, NULL), KW_STATUS_NULL_ARGUMENT);
+
+    /* --- regenerate --------------------------------------------------- */
+    char fresh[KW_KEY_BUFFER_LEN];
+    CHECK_STATUS(kw_key_regenerate(store, id, 0, fresh, 20), KW_STATUS_BUFFER_TOO_SMALL);
+    CHECK(json_has(store, id, "\"generation\":1")); /* nothing changed */
+    CHECK(verify(store, key, "10.0.0.1").valid);
+    CHECK_STATUS(kw_key_regenerate(NULL, id, 0, fresh, sizeof fresh), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_regenerate(store, NULL, 0, fresh, sizeof fresh), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_regenerate(store, id, 0, NULL, sizeof fresh), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_regenerate(store, "AAAAAAAAAAAA", 0, fresh, sizeof fresh), KW_STATUS_NOT_FOUND);
+    CHECK_STATUS(kw_key_regenerate(store, id, 400ull * 86400, fresh, sizeof fresh), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_key_regenerate(store, id, 0, fresh, sizeof fresh), KW_STATUS_OK);
+    CHECK(strcmp(fresh, key) != 0 && strncmp(fresh, key, 23) == 0); /* same prefix and id */
+    v = verify(store, key, "10.0.0.1");
+    CHECK(!v.valid && v.denial == KW_DENIAL_ROTATED && v.rotated_at_unix_ms > 0);
+    v = verify(store, fresh, "10.0.0.1");
+    CHECK(v.valid && v.generation == 2);
+    char graced[KW_KEY_BUFFER_LEN];
+    CHECK_STATUS(kw_key_regenerate(store, id, 3600, graced, sizeof graced), KW_STATUS_OK);
+    v = verify(store, fresh, "10.0.0.1");
+    CHECK(v.valid && v.in_grace && v.generation == 2);
+
+    /* --- usage, events, flush ----------------------------------------- */
+    CHECK_STATUS(kw_usage_json(store, id, &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"rotated\":1") && strstr(json, "\"c-test\"") && strstr(json, "\"stale_secret\":true"));
+    kw_string_free(json);
+    CHECK_STATUS(kw_usage_json(NULL, id, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_usage_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_usage_json(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_usage_json(store, "AAAAAAAAAAAA", &json), KW_STATUS_NOT_FOUND);
+    CHECK_STATUS(kw_events_json(store, 0, 1000, &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"key.created\"") && strstr(json, "\"key.regenerated\"") && strstr(json, "\"whitelist.updated\""));
+    CHECK(json && strstr(json, fresh + 23) == NULL && strstr(json, "argon2") == NULL);
+    kw_string_free(json);
+    CHECK_STATUS(kw_events_json(store, 1000000, 10, &json), KW_STATUS_OK);
+    CHECK(json && strcmp(json, "[]") == 0);
+    kw_string_free(json);
+    CHECK_STATUS(kw_events_json(NULL, 0, 10, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_events_json(store, 0, 10, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_flush(store), KW_STATUS_OK);
+    CHECK_STATUS(kw_store_flush(NULL), KW_STATUS_NULL_ARGUMENT);
+
+    /* --- last error --------------------------------------------------- */
+    CHECK_STATUS(kw_key_delete(store, "AAAAAAAAAAAA"), KW_STATUS_NOT_FOUND);
+    size_t full = kw_last_error_message(NULL, 0);
+    CHECK(full > 10);
+    char small[5];
+    CHECK(kw_last_error_message(small, sizeof small) == full);
+    CHECK(strlen(small) == 4);
+    char *whole = malloc(full + 1);
+    CHECK(kw_last_error_message(whole, full + 1) == full && strlen(whole) == full);
+    CHECK(strstr(whole, "AAAAAAAAAAAA") != NULL);
+    free(whole);
+
+    /* --- delete, close, reopen ---------------------------------------- */
+    CHECK_STATUS(kw_key_delete(NULL, id), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_delete(store, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_delete(store, bad_utf8), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_key_delete(store, id), KW_STATUS_OK);
+    CHECK(verify(store, graced, "10.0.0.1").denial == KW_DENIAL_UNKNOWN_KEY);
+    CHECK_STATUS(kw_key_delete(store, id), KW_STATUS_NOT_FOUND);
+
+    kw_string_free(NULL);
+    kw_store_free(NULL);
+    CHECK_STATUS(kw_store_close(NULL), KW_STATUS_OK);
+    CHECK_STATUS(kw_store_close(store), KW_STATUS_OK);
+
+    kw_options plain;
+    memset(&plain, 0, sizeof plain);
+    plain.argon2_memory_kib = 64;
+    plain.argon2_iterations = 1;
+    CHECK_STATUS(kw_store_open(path, &plain, &store), KW_STATUS_OK);
+    CHECK(verify(store, key2, "198.51.100.7").valid); /* persisted; prefix kept */
+    CHECK_STATUS(kw_key_get_json(store, id, &json), KW_STATUS_NOT_FOUND);
+    kw_store_free(store);
+
+    free(huge);
+    return report();
+}

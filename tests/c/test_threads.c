@@ -1,0 +1,80 @@
+/* Two threads verify while a third regenerates: once kw_key_regenerate has
+ * returned, no thread may accept the old secret.
+ * Usage: test_threads STORE_DIR */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <time.h>
+#include <stdatomic.h>
+
+#include "check.h"
+
+#define ROUNDS 60
+
+static kw_store *store;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static char current[KW_KEY_BUFFER_LEN];
+static char revoked[KW_KEY_BUFFER_LEN];
+static atomic_int done;
+static atomic_long old_accepted, checked, current_refused;
+
+static void *verifier(void *arg) {
+    const char *ip = arg;
+    char cur[KW_KEY_BUFFER_LEN], old[KW_KEY_BUFFER_LEN];
+    while (!atomic_load(&done)) {
+        pthread_mutex_lock(&lock);
+        memcpy(cur, current, sizeof cur);
+        memcpy(old, revoked, sizeof old);
+        pthread_mutex_unlock(&lock);
+        kw_verdict v;
+        if (old[0]) {
+            if (kw_verify(store, old, strlen(old), ip, "thread", &v) != KW_STATUS_OK || v.valid ||
+                v.denial != KW_DENIAL_ROTATED)
+                atomic_fetch_add(&old_accepted, 1);
+            atomic_fetch_add(&checked, 1);
+        }
+        if (kw_verify(store, cur, strlen(cur), ip, "thread", &v) != KW_STATUS_OK ||
+            (!v.valid && v.denial != KW_DENIAL_ROTATED))
+            atomic_fetch_add(&current_refused, 1);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    kw_options o;
+    memset(&o, 0, sizeof o);
+    o.argon2_memory_kib = 64;
+    o.argon2_iterations = 1;
+    CHECK_STATUS(kw_store_open(argv[1], &o, &store), KW_STATUS_OK);
+    char id[KW_KEY_ID_BUFFER_LEN];
+    CHECK_STATUS(kw_key_create(store, "hot", current, sizeof current, id, sizeof id), KW_STATUS_OK);
+
+    pthread_t a, b;
+    pthread_create(&a, NULL, verifier, "10.0.0.1");
+    pthread_create(&b, NULL, verifier, "10.0.0.2");
+    for (int i = 0; i < ROUNDS; i++) {
+        char fresh[KW_KEY_BUFFER_LEN];
+        CHECK_STATUS(kw_key_regenerate(store, id, 0, fresh, sizeof fresh), KW_STATUS_OK);
+        /* regenerate has returned: from now on the old key must be refused */
+        pthread_mutex_lock(&lock);
+        memcpy(revoked, current, sizeof revoked);
+        memcpy(current, fresh, sizeof current);
+        pthread_mutex_unlock(&lock);
+        struct timespec pause = {0, 2 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    atomic_store(&done, 1);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+
+    CHECK(atomic_load(&old_accepted) == 0);
+    CHECK(atomic_load(&current_refused) == 0);
+    CHECK(atomic_load(&checked) > 0);
+    char *json = NULL;
+    CHECK_STATUS(kw_key_get_json(store, id, &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"generation\":61") != NULL);
+    kw_string_free(json);
+    CHECK_STATUS(kw_store_close(store), KW_STATUS_OK);
+    printf("checked %ld revoked-key verifications\n", atomic_load(&checked));
+    return report();
+}

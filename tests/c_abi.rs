@@ -1,0 +1,153 @@
+//! The C ABI from C: the header is fresh and compiles as C99 and C++, and
+//! the C programs in tests/c pass under AddressSanitizer and UBSan, linked
+//! against the shared and the static library.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding libkeyward.so and libkeyward.a, built (once per
+/// test run) with the profile of this test: `cargo test` itself builds only
+/// the rlib.
+fn lib_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--lib", "--manifest-path"])
+                .arg(root().join("Cargo.toml"));
+            if !cfg!(debug_assertions) {
+                cmd.arg("--release");
+            }
+            run(&mut cmd);
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().to_path_buf()
+        })
+        .clone()
+}
+
+fn generated_header() -> String {
+    let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).unwrap();
+    let mut out = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(root())
+        .with_config(config)
+        .generate()
+        .expect("cbindgen runs")
+        .write(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+/// Regenerate with `KEYWARD_BLESS=1 cargo test --test c_abi header`.
+#[test]
+fn header_matches_a_fresh_cbindgen_run() {
+    let fresh = generated_header();
+    let path = root().join("include/keyward.h");
+    if std::env::var_os("KEYWARD_BLESS").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "include/keyward.h is stale: run `KEYWARD_BLESS=1 cargo test --test c_abi header` and commit it"
+    );
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn header_compiles_as_c99_and_as_cpp() {
+    let header = root().join("include/keyward.h");
+    for (compiler, std) in [("cc", "-std=c99"), ("c++", "-std=c++11")] {
+        let lang = if compiler == "cc" { "c" } else { "c++" };
+        run(Command::new(compiler)
+            .args([
+                std,
+                "-Wall",
+                "-Wextra",
+                "-Wpedantic",
+                "-Werror",
+                "-fsyntax-only",
+                "-x",
+                lang,
+            ])
+            .arg(&header));
+    }
+}
+
+/// Native libraries a program linking libkeyward.a also needs.
+const STATIC_DEPS: &[&str] = &["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s", "-lutil"];
+
+fn build_c(source: &str, exe: &Path, link_static: bool) {
+    let mut cmd = Command::new("cc");
+    cmd.args([
+        "-std=c11",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Wpedantic",
+        "-Werror",
+    ])
+    .args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"])
+    .arg("-I")
+    .arg(root().join("include"))
+    .arg(root().join("tests/c").join(source))
+    .arg("-o")
+    .arg(exe);
+    if link_static {
+        cmd.arg(lib_dir().join("libkeyward.a")).args(STATIC_DEPS);
+    } else {
+        cmd.arg("-L")
+            .arg(lib_dir())
+            .arg("-lkeyward")
+            .arg(format!("-Wl,-rpath,{}", lib_dir().display()));
+        cmd.arg("-lpthread");
+    }
+    run(&mut cmd);
+}
+
+fn run_c(source: &str, link_static: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join(source.trim_end_matches(".c"));
+    build_c(source, &exe, link_static);
+    let store = dir.path().join("store");
+    run(Command::new(&exe)
+        .arg(&store)
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:abort_on_error=0:halt_on_error=1",
+        )
+        .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"))
+}
+
+#[test]
+fn c_api_test_passes_linked_against_the_shared_library() {
+    let out = run_c("test_api.c", false);
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn c_api_test_passes_linked_against_the_static_library() {
+    let out = run_c("test_api.c", true);
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn c_threads_verify_while_a_third_regenerates() {
+    let out = run_c("test_threads.c", false);
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
