@@ -1,0 +1,117 @@
+//! The C examples build through pkg-config and the Makefile, and do what
+//! their comments say.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Builds the examples against a debug library into a temp dir.
+fn build(out: &Path) {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--lib", "--manifest-path"])
+        .arg(root().join("Cargo.toml"));
+    run(&mut cargo);
+    let libdir = root().join("target/debug");
+    run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(root().join("examples/c"))
+        .arg(format!("KEYWARD_LIBDIR={}", libdir.display()))
+        .arg(format!("OUT={}", out.display())));
+}
+
+#[test]
+fn admin_and_legacy_server_work_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let store = dir.path().join("store");
+    let admin = |args: &[&str]| {
+        run(Command::new(dir.path().join("admin"))
+            .arg(&store)
+            .args(args))
+    };
+
+    let created = admin(&["create", "legacy CRM"]);
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .to_string()
+    };
+    let (id, key) = (field(&created, "id"), field(&created, "key"));
+    assert!(admin(&["list"]).contains(&format!("\"id\":\"{id}\"")));
+    let wl = admin(&["whitelist", &id, "office", "198.51.100.0/24"]);
+    assert!(
+        wl.contains("\"enabled\":true") && wl.contains("198.51.100.0/24"),
+        "{wl}"
+    );
+
+    let serve = |input: String| {
+        let mut child = Command::new(dir.path().join("legacy_server"))
+            .arg(&store)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let answers = serve(format!(
+        "{key} 198.51.100.9 zapier\n{key} 203.0.113.1\nnot-a-key 198.51.100.9\n{key} not-an-ip\n{key}\n"
+    ));
+    let lines: Vec<&str> = answers.lines().collect();
+    assert_eq!(lines[0], format!("200 {id} generation 1"));
+    assert_eq!(lines[1], format!("403 ip_not_allowed {id}"));
+    assert_eq!(lines[2], "401 malformed -");
+    assert!(lines[3].starts_with("400 client_ip"), "{}", lines[3]);
+    assert!(lines[4].starts_with("400 expected"), "{}", lines[4]);
+
+    let regenerated = admin(&["regenerate", &id]);
+    let fresh = field(&regenerated, "key");
+    let answers = serve(format!("{key} 198.51.100.9\n{fresh} 198.51.100.9\n"));
+    let lines: Vec<&str> = answers.lines().collect();
+    assert_eq!(lines[0], format!("401 rotated {id}"));
+    assert_eq!(lines[1], format!("200 {id} generation 2"));
+
+    let usage = admin(&["usage", &id]);
+    assert!(
+        usage.contains("\"zapier\"") && usage.contains("\"rotated\":1"),
+        "{usage}"
+    );
+}
+
+#[test]
+fn the_c_benchmark_program_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let out = run(Command::new(dir.path().join("bench_verify")).arg("20000"));
+    assert!(
+        out.contains("ns/op over 20000 calls (20000 valid)"),
+        "{out}"
+    );
+}
