@@ -5,9 +5,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- set-up -----------------------------------------------------------------
-# The Rust toolchain (cargo, rustc) is the only prerequisite today; the
-# C, Python and plugin suites add their installs here as they land.
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+# Debian packages the tests use: a C and C++ compiler (with AddressSanitizer),
+# make and pkg-config for the C examples.
+apt_install() {
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    fi
+}
+missing=()
+command -v cc >/dev/null || missing+=(gcc)
+command -v c++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
 
 # --- Rust: unit, integration and doc tests ------------------------------------
 cargo test --lib --bins --tests --examples
