@@ -316,6 +316,23 @@ impl Live {
             .position(|g| g.warm.get().is_some_and(|w| bool::from(w.ct_eq(digest))))
     }
 
+    /// Generations the secret may belong to and needs argon2 for: cold ones
+    /// whose pre-check tag matches. A warm generation cannot be one (its
+    /// digest is compared instead); one that another thread warmed since
+    /// [`Live::warm_match`] looked is compared here, and a match is `Err(i)`.
+    fn cold_candidates(&self, digest: &[u8; 32], tag: u32) -> Result<Vec<usize>, usize> {
+        let mut candidates = Vec::new();
+        for (i, g) in self.gens.iter().enumerate() {
+            match g.warm.get() {
+                Some(w) if bool::from(w.ct_eq(digest)) => return Err(i),
+                Some(_) => {}
+                None if g.tag == tag => candidates.push(i),
+                None => {}
+            }
+        }
+        Ok(candidates)
+    }
+
     /// The verdict for a secret that matched generation `gens[i]`.
     fn decide(&self, id: KeyId, i: usize, now: i64) -> (Verdict, Freshness) {
         let g = &self.gens[i];
@@ -1056,14 +1073,15 @@ impl Inner {
                     Step::Done(v, f)
                 } else {
                     let tag = verifier::precheck_tag(parsed.secret);
-                    // A warm generation whose digest differed cannot match either.
-                    let candidates: Vec<usize> = (0..live.gens.len())
-                        .filter(|&i| live.gens[i].tag == tag && live.gens[i].warm.get().is_none())
-                        .collect();
-                    if candidates.is_empty() {
-                        Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
-                    } else {
-                        Step::Cold(Arc::clone(live), candidates)
+                    match live.cold_candidates(&digest, tag) {
+                        Err(i) => {
+                            let (v, f) = live.decide(id, i, now);
+                            Step::Done(v, f)
+                        }
+                        Ok(c) if c.is_empty() => {
+                            Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
+                        }
+                        Ok(c) => Step::Cold(Arc::clone(live), c),
                     }
                 }
             }

@@ -1,0 +1,62 @@
+"""keyward: an embedded API-key store.
+
+Issue API keys to your customers' integrations, verify them in process,
+regenerate them (the old secret dies at once or after a grace period),
+restrict them to whitelisted IPs, and see where each key is used::
+
+    import keyward
+
+    with keyward.Store("keys.db") as store:
+        created = store.create_key("CRM sync")          # created.key: shown once
+        verdict = store.verify(created.key, ip="203.0.113.7", integration="hubspot")
+        assert verdict
+"""
+
+from keyward._store import (
+    CreatedKey,
+    Denial,
+    Event,
+    HourlyUsage,
+    IntegrationUsage,
+    InternalError,
+    InvalidInput,
+    IpUsage,
+    KeyInfo,
+    KeywardError,
+    NotFound,
+    StorageError,
+    Store,
+    StoreClosed,
+    StoreLocked,
+    Usage,
+    UsageTotals,
+    Verdict,
+    Whitelist,
+    WhitelistEntry,
+)
+from keyward._native import ffi as _ffi, lib as _lib
+
+__version__: str = _ffi.string(_lib.kw_version()).decode()
+
+__all__ = [
+    "CreatedKey",
+    "Denial",
+    "Event",
+    "HourlyUsage",
+    "IntegrationUsage",
+    "InternalError",
+    "InvalidInput",
+    "IpUsage",
+    "KeyInfo",
+    "KeywardError",
+    "NotFound",
+    "StorageError",
+    "Store",
+    "StoreClosed",
+    "StoreLocked",
+    "Usage",
+    "UsageTotals",
+    "Verdict",
+    "Whitelist",
+    "WhitelistEntry",
+]

@@ -1,0 +1,619 @@
+"""The Store and the records it returns, over the C ABI (cffi)."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from keyward._native import ffi, lib
+
+__all__ = [
+    "Store",
+    "Verdict",
+    "Denial",
+    "KeyInfo",
+    "CreatedKey",
+    "Whitelist",
+    "WhitelistEntry",
+    "Usage",
+    "UsageTotals",
+    "IpUsage",
+    "IntegrationUsage",
+    "HourlyUsage",
+    "Event",
+    "KeywardError",
+    "InvalidInput",
+    "NotFound",
+    "StoreLocked",
+    "StorageError",
+    "StoreClosed",
+    "InternalError",
+]
+
+
+# ---------------------------------------------------------------- errors
+
+
+class KeywardError(Exception):
+    """Base of every keyward error. ``status`` is the C ``kw_status`` number."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class InvalidInput(KeywardError):
+    """An argument was rejected (bad name, id, network, IP, JSON, option); nothing changed."""
+
+
+class NotFound(KeywardError):
+    """No key (or whitelist entry) has this id."""
+
+
+class StoreLocked(KeywardError):
+    """Another process holds the store."""
+
+
+class StorageError(KeywardError):
+    """The storage layer failed; nothing was changed."""
+
+
+class StoreClosed(KeywardError):
+    """The store was used after ``close()``."""
+
+
+class InternalError(KeywardError):
+    """An internal failure (or a panic inside the library)."""
+
+
+_STATUS_ERRORS: Dict[int, type] = {
+    100: InvalidInput,  # NULL argument
+    101: InvalidInput,  # invalid UTF-8
+    102: InvalidInput,
+    103: InvalidInput,  # invalid key id
+    104: InvalidInput,  # invalid network
+    105: InvalidInput,  # invalid IP
+    106: InternalError,  # buffer too small: the bindings size every buffer
+    110: NotFound,
+    111: NotFound,  # whitelist entry
+    120: InvalidInput,  # invalid options
+    200: StoreLocked,
+    201: StorageError,
+    202: StorageError,  # unsupported store version
+    900: InternalError,
+    901: InternalError,  # panic
+}
+
+
+def _last_error() -> str:
+    size = lib.kw_last_error_message(ffi.NULL, 0)
+    buf = ffi.new("char[]", size + 1)
+    lib.kw_last_error_message(buf, size + 1)
+    return ffi.string(buf).decode("utf-8", "replace")
+
+
+def _check(status: int) -> None:
+    """Turns a kw_status into an exception of the matching class."""
+    if status != 0:
+        raise _STATUS_ERRORS.get(status, KeywardError)(_last_error(), status)
+
+
+def _text(value: str, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a str, not {type(value).__name__}")
+    if "\0" in value:
+        raise InvalidInput(f"{what} must not contain NUL characters")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates
+        raise InvalidInput(f"{what} is not valid Unicode text: {e}") from None
+
+
+def _time(value: Optional[str]) -> Optional[datetime]:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _rfc3339(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise InvalidInput("datetimes must be timezone-aware")
+    return value.isoformat()
+
+
+# ---------------------------------------------------------------- records
+
+
+class Denial(enum.Enum):
+    """Why a key was refused; the same members and numbers as the C ``kw_denial``."""
+
+    MALFORMED = 1
+    UNKNOWN_KEY = 2
+    WRONG_SECRET = 3
+    ROTATED = 4
+    EXPIRED = 5
+    DISABLED = 6
+    IP_NOT_ALLOWED = 7
+    BUSY = 8
+
+
+_DENIALS = {d.value: d for d in Denial}
+
+
+class Verdict:
+    """The answer of :meth:`Store.verify`. True when the key was admitted."""
+
+    __slots__ = ("valid", "denial", "key_id", "generation", "in_grace", "rotated_at")
+
+    def __init__(
+        self,
+        valid: bool,
+        denial: Optional[Denial],
+        key_id: Optional[str],
+        generation: int,
+        in_grace: bool = False,
+        rotated_at: Optional[datetime] = None,
+    ) -> None:
+        self.valid = valid
+        self.denial = denial
+        self.key_id = key_id
+        self.generation = generation
+        self.in_grace = in_grace
+        self.rotated_at = rotated_at
+
+    def __bool__(self) -> bool:
+        return self.valid
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verdict) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        if self.valid:
+            grace = ", in_grace=True" if self.in_grace else ""
+            return f"Verdict(valid=True, key_id={self.key_id!r}, generation={self.generation}{grace})"
+        return f"Verdict(valid=False, denial={self.denial}, key_id={self.key_id!r})"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """The Overview of one key. Holds no secret."""
+
+    id: str
+    name: str
+    masked: str
+    created_at: datetime
+    rotated_at: Optional[datetime]
+    last_used_at: Optional[datetime]
+    generation: int
+    disabled: bool
+    expires_at: Optional[datetime]
+    whitelist_enabled: bool
+    grace_until: Optional[datetime]
+    metadata: Optional[Dict[str, Any]]
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "KeyInfo":
+        return cls(
+            id=d["id"],
+            name=d["name"],
+            masked=d["masked"],
+            created_at=_time(d["created_at"]),  # type: ignore[arg-type]
+            rotated_at=_time(d["rotated_at"]),
+            last_used_at=_time(d["last_used_at"]),
+            generation=d["generation"],
+            disabled=d["disabled"],
+            expires_at=_time(d["expires_at"]),
+            whitelist_enabled=d["whitelist_enabled"],
+            grace_until=_time(d["grace_until"]),
+            metadata=d["metadata"],
+        )
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A key as created or regenerated: the plaintext ``key`` (shown once) and its info."""
+
+    key: str = field(repr=False)
+    info: KeyInfo
+
+    def __repr__(self) -> str:
+        return f"CreatedKey(key='{self.info.masked} [redacted]', info={self.info!r})"
+
+
+@dataclass(frozen=True)
+class WhitelistEntry:
+    id: str
+    name: str
+    network: str
+    created_at: datetime
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "WhitelistEntry":
+        return cls(d["id"], d["name"], d["network"], _time(d["created_at"]))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Whitelist:
+    enabled: bool
+    entries: List[WhitelistEntry]
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Whitelist":
+        return cls(d["enabled"], [WhitelistEntry._from(e) for e in d["entries"]])
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    allowed: int
+    denied: int
+    wrong_secret: int
+    rotated: int
+    expired: int
+    disabled: int
+    ip_not_allowed: int
+    busy: int
+
+
+@dataclass(frozen=True)
+class IpUsage:
+    ip: str
+    first_seen: datetime
+    last_seen: datetime
+    allowed: int
+    denied: int
+    last_integration: Optional[str]
+    stale_secret: bool
+
+
+@dataclass(frozen=True)
+class IntegrationUsage:
+    name: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    denied: int
+    ips: List[str]
+    stale_secret: bool
+
+
+@dataclass(frozen=True)
+class HourlyUsage:
+    hour: datetime
+    allowed: int
+    denied: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The Usage tab of one key."""
+
+    key_id: str
+    totals: UsageTotals
+    last_used_at: Optional[datetime]
+    last_used_ip: Optional[str]
+    ips: List[IpUsage]
+    integrations: List[IntegrationUsage]
+    hourly: List[HourlyUsage]
+
+    @property
+    def stale_clients(self) -> List[IpUsage]:
+        """Client IPs whose latest request presented an old secret."""
+        return [ip for ip in self.ips if ip.stale_secret]
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Usage":
+        last = d["last_used"]
+        return cls(
+            key_id=d["key_id"],
+            totals=UsageTotals(**d["totals"]),
+            last_used_at=_time(last["at"]) if last else None,
+            last_used_ip=last["ip"] if last else None,
+            ips=[
+                IpUsage(
+                    ip=r["ip"],
+                    first_seen=_time(r["first_seen"]),  # type: ignore[arg-type]
+                    last_seen=_time(r["last_seen"]),  # type: ignore[arg-type]
+                    allowed=r["allowed"],
+                    denied=r["denied"],
+                    last_integration=r["last_integration"],
+                    stale_secret=r["stale_secret"],
+                )
+                for r in d["ips"]
+            ],
+            integrations=[
+                IntegrationUsage(
+                    name=r["name"],
+                    first_seen=_time(r["first_seen"]),  # type: ignore[arg-type]
+                    last_seen=_time(r["last_seen"]),  # type: ignore[arg-type]
+                    count=r["count"],
+                    denied=r["denied"],
+                    ips=list(r["ips"]),
+                    stale_secret=r["stale_secret"],
+                )
+                for r in d["integrations"]
+            ],
+            hourly=[
+                HourlyUsage(_time(h["hour"]), h["allowed"], h["denied"])  # type: ignore[arg-type]
+                for h in d["hourly"]
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the event outbox."""
+
+    seq: int
+    kind: str
+    at: datetime
+    key_id: str
+    name: str
+    masked: str
+    data: Dict[str, Any]
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Event":
+        return cls(d["seq"], d["kind"], _time(d["at"]), d["key_id"], d["name"], d["masked"], d["data"])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the store
+
+_UTC = timezone.utc
+_KEY_BUFFER_LEN = lib.KW_KEY_BUFFER_LEN
+_ID_BUFFER_LEN = lib.KW_KEY_ID_BUFFER_LEN
+_ENTRY_BUFFER_LEN = lib.KW_ENTRY_ID_BUFFER_LEN
+
+
+def _free_handle(handle: Any) -> None:
+    """Finaliser: a forgotten store is still closed (and its usage flushed)."""
+    lib.kw_store_free(handle)
+
+
+class Store:
+    """An open key store: a directory (sled) owned by this process.
+
+    ``Store(path, *, prefix=None, argon2=None, usage_flush_ms=None,
+    max_concurrent_hashes=None)`` where ``argon2`` is a mapping with
+    ``memory_kib``, ``iterations`` and ``parallelism``. Use it as a context
+    manager, or call :meth:`close`. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        prefix: Optional[str] = None,
+        argon2: Optional[Dict[str, int]] = None,
+        usage_flush_ms: Optional[int] = None,
+        max_concurrent_hashes: Optional[int] = None,
+    ) -> None:
+        self._handle = ffi.NULL
+        self._finalizer: Optional[weakref.finalize] = None
+        opts = ffi.new("kw_options *")
+        keep = []
+        if prefix is not None:
+            p = ffi.new("char[]", _text(prefix, "prefix"))
+            keep.append(p)
+            opts.prefix = p
+        if argon2:
+            unknown = set(argon2) - {"memory_kib", "iterations", "parallelism"}
+            if unknown:
+                raise InvalidInput(f"unknown argon2 parameters: {sorted(unknown)}")
+            opts.argon2_memory_kib = _u32(argon2.get("memory_kib", 0), "argon2.memory_kib")
+            opts.argon2_iterations = _u32(argon2.get("iterations", 0), "argon2.iterations")
+            opts.argon2_parallelism = _u32(argon2.get("parallelism", 0), "argon2.parallelism")
+        if usage_flush_ms is not None:
+            opts.usage_flush_interval_ms = _u32(usage_flush_ms, "usage_flush_ms", minimum=1)
+        if max_concurrent_hashes is not None:
+            opts.max_concurrent_hashes = _u32(max_concurrent_hashes, "max_concurrent_hashes", minimum=1)
+        out = ffi.new("kw_store **")
+        _check(lib.kw_store_open(_text(os.fspath(path), "path"), opts, out))
+        self._handle = out[0]
+        self._path = os.fspath(path)
+        self._local = threading.local()
+        self._finalizer = weakref.finalize(self, _free_handle, self._handle)
+        self._key_len = lib.kw_key_buffer_len(self._handle)
+
+    # -- lifetime -----------------------------------------------------
+
+    def close(self) -> None:
+        """Flushes pending usage and releases the store. Idempotent."""
+        if self._finalizer is not None and self._finalizer.detach():
+            handle, self._handle = self._handle, ffi.NULL
+            _check(lib.kw_store_close(handle))
+
+    @property
+    def closed(self) -> bool:
+        return self._handle == ffi.NULL
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<keyward.Store {self._path!r} {state}>"
+
+    def _h(self) -> Any:
+        h = self._handle
+        if h == ffi.NULL:
+            raise StoreClosed("the store is closed")
+        return h
+
+    # -- verify -------------------------------------------------------
+
+    def verify(self, key: str, ip: str, integration: Optional[str] = None) -> Verdict:
+        """Verifies a presented key from client address ``ip``.
+
+        ``integration`` (e.g. the User-Agent) is recorded in usage. A key
+        that is not even well-formed is a ``MALFORMED`` verdict, not an error.
+        """
+        h = self._handle
+        if h == ffi.NULL:
+            raise StoreClosed("the store is closed")
+        try:
+            out = self._local.verdict
+        except AttributeError:
+            out = self._local.verdict = ffi.new("kw_verdict *")
+        kb = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else bytes(key)
+        if isinstance(ip, str):
+            if "\0" in ip:
+                raise InvalidInput("ip must not contain NUL characters")
+            ib = ip.encode("utf-8", "surrogatepass")
+        else:
+            ib = _ip_text(ip)
+        if integration is None:
+            status = lib.kw_verify(h, kb, len(kb), ib, ffi.NULL, out)
+        else:
+            status = lib.kw_verify(h, kb, len(kb), ib, _text(integration, "integration"), out)
+        if status:
+            _check(status)
+        if out.valid:
+            return Verdict(True, None, ffi.string(out.key_id).decode(), out.generation, out.in_grace)
+        denial = _DENIALS[out.denial]
+        key_id = ffi.string(out.key_id).decode() or None
+        rotated = None
+        if denial is Denial.ROTATED:
+            rotated = datetime.fromtimestamp(out.rotated_at_unix_ms / 1000, _UTC)
+        return Verdict(False, denial, key_id, 0, False, rotated)
+
+    # -- lifecycle ----------------------------------------------------
+
+    def create_key(
+        self,
+        name: str,
+        *,
+        expires_at: Optional[datetime] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        whitelist: Sequence[Tuple[str, str]] = (),
+    ) -> CreatedKey:
+        """Creates a key. ``whitelist`` is ``[(name, ip_or_cidr), ...]`` and
+        switches the restriction on. The plaintext is in the result only."""
+        options: Dict[str, Any] = {}
+        if expires_at is not None:
+            options["expires_at"] = _rfc3339(expires_at)
+        if metadata is not None:
+            options["metadata"] = metadata
+        if whitelist:
+            options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
+        opts = _text(json.dumps(options), "options") if options else ffi.NULL
+        key = ffi.new("char[]", _KEY_BUFFER_LEN)
+        kid = ffi.new("char[]", _ID_BUFFER_LEN)
+        _check(lib.kw_key_create_ex(self._h(), _text(name, "name"), opts, key, _KEY_BUFFER_LEN, kid, _ID_BUFFER_LEN))
+        plaintext = ffi.string(key).decode()
+        ffi.memmove(key, b"\0" * _KEY_BUFFER_LEN, _KEY_BUFFER_LEN)
+        return CreatedKey(plaintext, self.key(ffi.string(kid).decode()))
+
+    def regenerate(self, key_id: str, grace: Union[int, float, timedelta] = 0) -> CreatedKey:
+        """Gives the key a new secret. The old one stops working now
+        (``grace=0``) or after ``grace`` (seconds or a timedelta)."""
+        seconds = grace.total_seconds() if isinstance(grace, timedelta) else grace
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise InvalidInput("grace must be a non-negative number of seconds or a timedelta")
+        key = ffi.new("char[]", _KEY_BUFFER_LEN)
+        _check(lib.kw_key_regenerate(self._h(), _text(key_id, "key_id"), int(seconds), key, _KEY_BUFFER_LEN))
+        plaintext = ffi.string(key).decode()
+        ffi.memmove(key, b"\0" * _KEY_BUFFER_LEN, _KEY_BUFFER_LEN)
+        return CreatedKey(plaintext, self.key(key_id))
+
+    def keys(self) -> List[KeyInfo]:
+        """Every key, oldest first."""
+        return [KeyInfo._from(d) for d in self._json(lib.kw_key_list_json, self._h())]
+
+    def key(self, key_id: str) -> KeyInfo:
+        """One key's Overview."""
+        return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), _text(key_id, "key_id")))
+
+    def delete(self, key_id: str) -> None:
+        """Deletes the key and its usage; its secrets stop working now."""
+        _check(lib.kw_key_delete(self._h(), _text(key_id, "key_id")))
+
+    def set_disabled(self, key_id: str, disabled: bool) -> KeyInfo:
+        _check(lib.kw_key_set_disabled(self._h(), _text(key_id, "key_id"), bool(disabled)))
+        return self.key(key_id)
+
+    def rename(self, key_id: str, name: str) -> KeyInfo:
+        _check(lib.kw_key_rename(self._h(), _text(key_id, "key_id"), _text(name, "name")))
+        return self.key(key_id)
+
+    def set_expiry(self, key_id: str, expires_at: Optional[datetime]) -> KeyInfo:
+        at = ffi.NULL if expires_at is None else _text(_rfc3339(expires_at), "expires_at")
+        _check(lib.kw_key_set_expiry(self._h(), _text(key_id, "key_id"), at))
+        return self.key(key_id)
+
+    def set_metadata(self, key_id: str, metadata: Optional[Dict[str, Any]]) -> KeyInfo:
+        m = ffi.NULL if metadata is None else _text(json.dumps(metadata), "metadata")
+        _check(lib.kw_key_set_metadata(self._h(), _text(key_id, "key_id"), m))
+        return self.key(key_id)
+
+    # -- whitelist ----------------------------------------------------
+
+    def whitelist(self, key_id: str) -> Whitelist:
+        return Whitelist._from(self._json(lib.kw_whitelist_json, self._h(), _text(key_id, "key_id")))
+
+    def set_whitelist_enabled(self, key_id: str, enabled: bool) -> Whitelist:
+        _check(lib.kw_whitelist_set_enabled(self._h(), _text(key_id, "key_id"), bool(enabled)))
+        return self.whitelist(key_id)
+
+    def add_whitelist_entry(self, key_id: str, name: str, network: str) -> WhitelistEntry:
+        """Adds a named IP or CIDR network (host bits set is an error)."""
+        out = ffi.new("char[]", _ENTRY_BUFFER_LEN)
+        _check(
+            lib.kw_whitelist_add(
+                self._h(), _text(key_id, "key_id"), _text(name, "name"), _text(network, "network"), out, _ENTRY_BUFFER_LEN
+            )
+        )
+        entry_id = ffi.string(out).decode()
+        return next(e for e in self.whitelist(key_id).entries if e.id == entry_id)
+
+    def remove_whitelist_entry(self, key_id: str, entry_id: str) -> None:
+        _check(lib.kw_whitelist_remove(self._h(), _text(key_id, "key_id"), _text(entry_id, "entry_id")))
+
+    # -- usage, events ------------------------------------------------
+
+    def usage(self, key_id: str) -> Usage:
+        """The key's Usage tab, including requests not yet flushed."""
+        return Usage._from(self._json(lib.kw_usage_json, self._h(), _text(key_id, "key_id")))
+
+    def events(self, since: int = 0, limit: int = 1000) -> List[Event]:
+        """Outbox events after sequence number ``since``, oldest first."""
+        if since < 0 or limit < 0:
+            raise InvalidInput("since and limit must be non-negative")
+        return [Event._from(d) for d in self._json(lib.kw_events_json, self._h(), since, limit)]
+
+    def flush(self) -> None:
+        """Writes pending usage to storage now."""
+        _check(lib.kw_store_flush(self._h()))
+
+    def _json(self, fn: Any, *args: Any) -> Any:
+        out = ffi.new("char **")
+        _check(fn(*args, out))
+        try:
+            return json.loads(ffi.string(out[0]).decode("utf-8"))
+        finally:
+            lib.kw_string_free(out[0])
+
+
+def _u32(value: int, what: str, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= 0xFFFFFFFF:
+        raise InvalidInput(f"{what} must be an integer from {minimum} to 4294967295")
+    return value
+
+
+def _ip_text(ip: object) -> bytes:
+    if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return str(ip).encode()
+    raise InvalidInput(f"ip must be a str or an ipaddress address, not {type(ip).__name__}")
+

@@ -1,0 +1,66 @@
+"""ASGI middleware: every HTTP request must carry a valid API key.
+
+::
+
+    from keyward.asgi import KeyAuthMiddleware
+    app = KeyAuthMiddleware(app, store, header="X-API-Key", trusted_proxies=["10.0.0.0/8"])
+
+Same rules as :mod:`keyward.wsgi`; the verdict is in
+``scope["keyward.verdict"]``. Non-HTTP scopes (lifespan) pass through;
+websocket connections are checked too and closed with code 1008 when refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Dict, Iterable, Optional
+
+from keyward._http import client_ip, denial_response, parse_proxies, presented_key
+from keyward._store import Store
+
+SCOPE_KEY = "keyward.verdict"
+
+Scope = Dict[str, Any]
+Receive = Callable[[], Awaitable[Dict[str, Any]]]
+Send = Callable[[Dict[str, Any]], Awaitable[None]]
+
+
+class KeyAuthMiddleware:
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        store: Store,
+        header: str = "X-API-Key",
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.header = header.lower().encode("latin-1")
+        self.proxies = parse_proxies(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers: Dict[bytes, str] = {}
+        for name, value in scope.get("headers", []):
+            headers.setdefault(name.lower(), value.decode("latin-1"))
+        client = scope.get("client")
+        peer: Optional[str] = client[0] if client else None
+        ip = client_ip(peer, headers.get(b"x-forwarded-for"), self.proxies)
+        key = presented_key(headers.get(self.header), headers.get(b"authorization"))
+        verdict = None
+        reason = "missing_key" if key is None else "unknown_client"
+        if key is not None and ip is not None:
+            verdict = self.store.verify(key, ip, headers.get(b"user-agent"))
+        if verdict:
+            await self.app({**scope, SCOPE_KEY: verdict}, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        status, body = denial_response(verdict, reason)
+        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            response_headers.append((b"www-authenticate", b'Bearer realm="api"'))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,56 @@
+"""WSGI middleware: every request must carry a valid API key.
+
+::
+
+    from keyward.wsgi import KeyAuthMiddleware
+    app = KeyAuthMiddleware(app, store, header="X-API-Key", trusted_proxies=["10.0.0.0/8"])
+
+The key is read from ``header`` or ``Authorization: Bearer``; the client IP
+is ``REMOTE_ADDR`` (or, behind a trusted proxy, the first untrusted
+X-Forwarded-For hop); the User-Agent is passed as the integration. Refused
+requests get 401 (403 for a refused IP) with a JSON reason; admitted ones
+reach the app with the verdict in ``environ["keyward.verdict"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from keyward._http import REASONS, client_ip, denial_response, parse_proxies, presented_key
+from keyward._store import Store
+
+ENVIRON_KEY = "keyward.verdict"
+
+
+class KeyAuthMiddleware:
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        store: Store,
+        header: str = "X-API-Key",
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.environ_header = "HTTP_" + header.upper().replace("-", "_")
+        self.proxies = parse_proxies(trusted_proxies)
+
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        key = presented_key(environ.get(self.environ_header), environ.get("HTTP_AUTHORIZATION"))
+        ip: Optional[str] = client_ip(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.proxies)
+        if key is None or ip is None:
+            return self._refuse(start_response, None, "missing_key" if key is None else "unknown_client")
+        verdict = self.store.verify(key, ip, environ.get("HTTP_USER_AGENT"))
+        if not verdict:
+            return self._refuse(start_response, verdict, None)
+        environ[ENVIRON_KEY] = verdict
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _refuse(start_response: Callable[..., Any], verdict: Any, reason: Optional[str]) -> Iterable[bytes]:
+        status, body = denial_response(verdict, reason)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
+        start_response(f"{status} {REASONS[status]}", headers)
+        return [body]
