@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 
 # Debian packages the tests use: a C and C++ compiler (with AddressSanitizer),
-# make and pkg-config for the C examples.
+# make and pkg-config for the C examples, and Python 3 with venv.
 apt_install() {
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
@@ -21,6 +21,8 @@ command -v cc >/dev/null || missing+=(gcc)
 command -v c++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     apt_install "${missing[@]}"
@@ -34,3 +36,11 @@ cargo run --quiet --example tour > /dev/null
 echo "tour: ok"
 
 cargo test --doc
+
+# --- Python: a real `pip install` of the package into a private venv ---------
+python3 -m venv target/pyenv
+target/pyenv/bin/pip install --quiet --upgrade pip
+target/pyenv/bin/pip install --quiet ./bindings/python pytest
+target/pyenv/bin/python examples/python/app.py --self-test > /dev/null
+echo "python example: ok"
+(cd bindings/python && ../../target/pyenv/bin/python -m pytest -q)

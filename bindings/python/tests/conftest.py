@@ -1,0 +1,37 @@
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+import keyward
+
+CHEAP = {"memory_kib": 64, "iterations": 1, "parallelism": 1}
+REPO = pathlib.Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def store(store_path):
+    with keyward.Store(store_path, argon2=CHEAP) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def store_tool():
+    """The Rust API as a command: `store_tool STORE create NAME | verify KEY IP`."""
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--example", "store_tool"], cwd=REPO, check=True
+    )
+    exe = REPO / "target" / "debug" / "examples" / "store_tool"
+    assert exe.exists()
+
+    def run(*args):
+        out = subprocess.run([str(exe), *args], capture_output=True, text=True, check=True)
+        return out.stdout
+
+    return run

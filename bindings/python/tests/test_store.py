@@ -1,0 +1,246 @@
+"""The Store API: every method, every error class, threads, processes, and
+a store shared with the Rust API."""
+
+import gc
+import multiprocessing
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import keyward
+from keyward import Denial
+
+from conftest import CHEAP
+
+
+def test_create_verify_and_the_overview(store):
+    created = store.create_key("CRM sync", metadata={"customer": "acme"})
+    assert created.key.startswith(f"kw_{created.info.id}_")
+    assert len(created.key) == 2 + 1 + 12 + 1 + 43 + 6
+    assert created.key not in repr(created), "repr never shows the key"
+    info = created.info
+    assert (info.name, info.generation, info.disabled, info.whitelist_enabled) == ("CRM sync", 1, False, False)
+    assert info.masked == f"kw_{info.id}_\u2026{created.key[-4:]}"
+    assert info.created_at.tzinfo is not None and info.last_used_at is None
+    assert info.metadata == {"customer": "acme"}
+
+    v = store.verify(created.key, ip="203.0.113.7", integration="hubspot")
+    assert v and v.valid and v.denial is None
+    assert (v.key_id, v.generation, v.in_grace) == (info.id, 1, False)
+    assert store.key(info.id).last_used_at is not None
+    assert [k.id for k in store.keys()] == [info.id]
+
+
+def test_verdicts_for_each_denial(store):
+    c = store.create_key("k")
+    assert store.verify("nonsense", "10.0.0.1").denial is Denial.MALFORMED
+    assert store.verify(b"\xff\xfe", "10.0.0.1").denial is Denial.MALFORMED
+    assert store.verify("k" * (1 << 20), "10.0.0.1").denial is Denial.MALFORMED
+    assert not store.verify("", "10.0.0.1")
+    store.set_disabled(c.info.id, True)
+    assert store.verify(c.key, "10.0.0.1").denial is Denial.DISABLED
+    store.set_disabled(c.info.id, False)
+    store.set_expiry(c.info.id, datetime(2001, 1, 1, tzinfo=timezone.utc))
+    assert store.verify(c.key, "10.0.0.1").denial is Denial.EXPIRED
+    store.set_expiry(c.info.id, None)
+    assert store.verify(c.key, "::ffff:10.0.0.1")
+    other = store.create_key("other")
+    store.delete(other.info.id)
+    v = store.verify(other.key, "10.0.0.1")
+    assert v.denial is Denial.UNKNOWN_KEY and v.key_id == other.info.id
+    assert {d.name for d in Denial} == {
+        "MALFORMED", "UNKNOWN_KEY", "WRONG_SECRET", "ROTATED", "EXPIRED", "DISABLED", "IP_NOT_ALLOWED", "BUSY"
+    }
+    assert [d.value for d in Denial] == list(range(1, 9)), "same numbers as kw_denial"
+
+
+def test_regenerate_now_and_with_grace(store):
+    c = store.create_key("k")
+    assert store.verify(c.key, "10.0.0.1")
+    fresh = store.regenerate(c.info.id)
+    assert fresh.info.id == c.info.id and fresh.info.generation == 2
+    v = store.verify(c.key, "10.0.0.1")
+    assert v.denial is Denial.ROTATED and v.rotated_at is not None and v.rotated_at.tzinfo is not None
+    assert store.verify(fresh.key, "10.0.0.1").generation == 2
+
+    graced = store.regenerate(c.info.id, grace=timedelta(hours=1))
+    assert graced.info.grace_until is not None
+    v = store.verify(fresh.key, "10.0.0.9", integration="zapier")
+    assert v and v.in_grace and v.generation == 2
+    assert store.verify(graced.key, "10.0.0.1").generation == 3
+    assert [ip.ip for ip in store.usage(c.info.id).stale_clients] == ["10.0.0.9"]
+    store.regenerate(c.info.id, grace=0)
+    assert not store.verify(graced.key, "10.0.0.1")
+    with pytest.raises(keyward.InvalidInput):
+        store.regenerate(c.info.id, grace=-1)
+    with pytest.raises(keyward.InvalidInput):
+        store.regenerate(c.info.id, grace=timedelta(days=400))
+
+
+def test_updates(store):
+    c = store.create_key("before")
+    assert store.rename(c.info.id, "after").name == "after"
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert store.set_expiry(c.info.id, when).expires_at == when
+    assert store.set_metadata(c.info.id, {"plan": "pro"}).metadata == {"plan": "pro"}
+    assert store.set_metadata(c.info.id, None).metadata is None
+    assert store.set_disabled(c.info.id, True).disabled
+
+
+def test_whitelist(store):
+    c = store.create_key("k", whitelist=[("office", "198.51.100.0/24")])
+    wl = store.whitelist(c.info.id)
+    assert wl.enabled and [(e.name, e.network) for e in wl.entries] == [("office", "198.51.100.0/24")]
+    assert store.verify(c.key, "198.51.100.4")
+    assert store.verify(c.key, "203.0.113.1").denial is Denial.IP_NOT_ALLOWED
+    entry = store.add_whitelist_entry(c.info.id, "CRM", "203.0.113.1")
+    assert (entry.name, entry.network) == ("CRM", "203.0.113.1") and entry.created_at.tzinfo
+    assert store.verify(c.key, "203.0.113.1")
+    store.remove_whitelist_entry(c.info.id, entry.id)
+    assert not store.verify(c.key, "203.0.113.1")
+    assert not store.set_whitelist_enabled(c.info.id, False).enabled
+    assert store.verify(c.key, "203.0.113.1")
+    with pytest.raises(keyward.InvalidInput, match="10.0.0.0/8"):
+        store.add_whitelist_entry(c.info.id, "x", "10.0.0.1/8")
+    with pytest.raises(keyward.NotFound):
+        store.remove_whitelist_entry(c.info.id, "nope")
+
+
+def test_usage_and_events(store):
+    c = store.create_key("k")
+    for _ in range(3):
+        assert store.verify(c.key, "10.0.0.1", integration="n8n")
+    store.flush()
+    u = store.usage(c.info.id)
+    assert u.key_id == c.info.id
+    assert (u.totals.allowed, u.totals.denied) == (3, 0)
+    assert u.last_used_ip == "10.0.0.1" and u.last_used_at.tzinfo is not None
+    assert [(i.ip, i.allowed, i.last_integration) for i in u.ips] == [("10.0.0.1", 3, "n8n")]
+    assert [(i.name, i.count, i.ips) for i in u.integrations] == [("n8n", 3, ["10.0.0.1"])]
+    assert sum(h.allowed for h in u.hourly) == 3
+    store.regenerate(c.info.id)
+    events = store.events()
+    assert [e.kind for e in events] == ["key.created", "key.regenerated"]
+    assert store.events(since=events[0].seq) == events[1:]
+    assert c.key[16:59] not in repr(events)
+
+
+def test_every_error_class(store, store_path, tmp_path):
+    with pytest.raises(keyward.NotFound):
+        store.key("AAAAAAAAAAAA")
+    with pytest.raises(keyward.NotFound):
+        store.delete("AAAAAAAAAAAA")
+    for bad in (lambda: store.key("not an id"), lambda: store.create_key(""),
+                lambda: store.create_key("nul\0name"), lambda: store.create_key("x" * 1000),
+                lambda: store.create_key("k", metadata=[1]),
+                lambda: store.create_key("k", expires_at=datetime(2030, 1, 1)),
+                lambda: store.verify("k", "not-an-ip"), lambda: store.verify("k", "10.0.0.1\0"),
+                lambda: store.events(since=-1)):
+        with pytest.raises(keyward.InvalidInput):
+            bad()
+    with pytest.raises(keyward.InvalidInput):
+        keyward.Store(str(tmp_path / "other"), prefix="Bad-Prefix")
+    with pytest.raises(keyward.InvalidInput):
+        keyward.Store(str(tmp_path / "other"), argon2={"memory_kib": 1})
+    with pytest.raises(keyward.InvalidInput):
+        keyward.Store(str(tmp_path / "other"), argon2={"lanes": 1})
+    with pytest.raises(keyward.StoreLocked) as locked:
+        keyward.Store(store_path)
+    assert store_path in str(locked.value) and locked.value.status == 200
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(keyward.StorageError):
+        keyward.Store(str(tmp_path / "a-file" / "store"))
+    for cls in (keyward.InvalidInput, keyward.NotFound, keyward.StoreLocked, keyward.StorageError,
+                keyward.StoreClosed, keyward.InternalError):
+        assert issubclass(cls, keyward.KeywardError)
+
+
+def test_use_after_close_raises_and_close_is_idempotent(store_path):
+    s = keyward.Store(store_path, argon2=CHEAP)
+    c = s.create_key("k")
+    s.close()
+    s.close()
+    assert s.closed
+    for call in (lambda: s.verify(c.key, "10.0.0.1"), lambda: s.keys(), lambda: s.create_key("x"),
+                 lambda: s.usage(c.info.id), lambda: s.flush()):
+        with pytest.raises(keyward.StoreClosed):
+            call()
+    with keyward.Store(store_path, argon2=CHEAP) as again:
+        assert again.verify(c.key, "10.0.0.1")
+
+
+def test_a_forgotten_store_is_closed_by_its_finaliser(store_path):
+    s = keyward.Store(store_path, argon2=CHEAP)
+    key = s.create_key("k").key
+    s.verify(key, "10.0.0.1")
+    del s
+    gc.collect()
+    with keyward.Store(store_path) as again:  # the lock was released
+        info = again.keys()[0]
+        assert again.usage(info.id).totals.allowed == 1, "usage was flushed"
+
+
+def test_threads_verify_while_another_regenerates(store):
+    c = store.create_key("hot")
+    state = {"current": (1, c.key), "revoked": None}
+    lock = threading.Lock()
+    done = threading.Event()
+    failures = []
+
+    def verifier(ip):
+        while not done.is_set():
+            with lock:
+                current, revoked = state["current"], state["revoked"]
+            if revoked:
+                v = store.verify(revoked[1], ip)
+                if v or v.denial not in (Denial.ROTATED, Denial.WRONG_SECRET):
+                    failures.append(("revoked", revoked[0], v))
+            v = store.verify(current[1], ip)
+            if not v and v.denial not in (Denial.ROTATED, Denial.WRONG_SECRET):
+                failures.append(("current", current[0], v))
+
+    threads = [threading.Thread(target=verifier, args=(f"10.0.0.{i}",)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        fresh = store.regenerate(c.info.id)
+        with lock:
+            state["revoked"] = state["current"]
+            state["current"] = (fresh.info.generation, fresh.key)
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert store.key(c.info.id).generation == 31
+
+
+def _try_open(path, queue):
+    try:
+        keyward.Store(path)
+        queue.put("opened")
+    except keyward.StoreLocked as e:
+        queue.put(f"locked: {e}")
+
+
+def test_store_locked_from_a_second_process(store, store_path):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_try_open, args=(store_path, queue))
+    p.start()
+    answer = queue.get(timeout=60)
+    p.join(timeout=60)
+    assert answer.startswith("locked: ") and store_path in answer
+
+
+def test_a_store_is_shared_with_the_rust_api(store_path, store_tool):
+    with keyward.Store(store_path) as s:
+        from_python = s.create_key("made in Python")
+    assert store_tool(store_path, "verify", from_python.key, "10.0.0.1") == f"valid {from_python.info.id} 1\n"
+    out = store_tool(store_path, "create", "made in Rust")
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    with keyward.Store(store_path) as s:
+        v = s.verify(lines["key"], "10.0.0.1")
+        assert v and v.key_id == lines["id"]
+        assert {k.name for k in s.keys()} == {"made in Python", "made in Rust"}
+        assert s.usage(from_python.info.id).integrations[0].name == "store_tool"

@@ -1,0 +1,81 @@
+"""The WSGI middleware served by wsgiref on 127.0.0.1, called over real HTTP."""
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+
+from keyward.wsgi import KeyAuthMiddleware
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def app(environ, start_response):
+    verdict = environ["keyward.verdict"]
+    body = json.dumps({"key_id": verdict.key_id, "generation": verdict.generation}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+@pytest.fixture
+def server(store):
+    httpd = make_server("127.0.0.1", 0, KeyAuthMiddleware(app, store), handler_class=QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def get(url, headers):
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_allowed_bad_key_missing_key_and_refused_ip(store, server):
+    c = store.create_key("web")
+    status, body = get(server, {"X-API-Key": c.key, "User-Agent": "HubSpot/3.1"})
+    assert status == 200 and body == {"key_id": c.info.id, "generation": 1}
+    status, body = get(server, {"Authorization": f"Bearer {c.key}"})
+    assert status == 200
+
+    status, body = get(server, {"X-API-Key": c.key[:-1]})
+    assert (status, body) == (401, {"error": "unauthorized", "reason": "malformed"})
+    status, body = get(server, {})
+    assert (status, body) == (401, {"error": "unauthorized", "reason": "missing_key"})
+
+    store.add_whitelist_entry(c.info.id, "office", "198.51.100.0/24")
+    store.set_whitelist_enabled(c.info.id, True)
+    status, body = get(server, {"X-API-Key": c.key})
+    assert (status, body) == (403, {"error": "forbidden", "reason": "ip_not_allowed"})
+
+    usage = store.usage(c.info.id)
+    assert "HubSpot/3.1" in [i.name for i in usage.integrations]
+    assert usage.ips[0].ip == "127.0.0.1"
+
+
+def test_forwarded_for_is_trusted_only_from_configured_proxies(store):
+    c = store.create_key("proxied")
+    store.add_whitelist_entry(c.info.id, "office", "198.51.100.0/24")
+    store.set_whitelist_enabled(c.info.id, True)
+    seen = []
+
+    def start_response(status, headers):
+        seen.append(status)
+
+    environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_API_KEY": c.key, "HTTP_X_FORWARDED_FOR": "198.51.100.7"}
+    KeyAuthMiddleware(app, store)(dict(environ), start_response)
+    KeyAuthMiddleware(app, store, trusted_proxies=["127.0.0.0/8"])(dict(environ), start_response)
+    spoofed = dict(environ, REMOTE_ADDR="203.0.113.9")
+    KeyAuthMiddleware(app, store, trusted_proxies=["127.0.0.0/8"])(spoofed, start_response)
+    assert seen == ["403 Forbidden", "200 OK", "403 Forbidden"]
