@@ -13,7 +13,12 @@ use keyward::{CreateOptions, Store, Verdict};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match args
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [store, "create", name] => {
                 let store = Store::open(store)?;
                 let created = store.create(name, CreateOptions::new())?;
