@@ -324,10 +324,16 @@ impl Live {
         let mut candidates = Vec::new();
         for (i, g) in self.gens.iter().enumerate() {
             match g.warm.get() {
-                Some(w) if bool::from(w.ct_eq(digest)) => return Err(i),
-                Some(_) => {}
-                None if g.tag == tag => candidates.push(i),
-                None => {}
+                Some(w) => {
+                    if bool::from(w.ct_eq(digest)) {
+                        return Err(i);
+                    }
+                }
+                None => {
+                    if g.tag == tag {
+                        candidates.push(i);
+                    }
+                }
             }
         }
         Ok(candidates)
