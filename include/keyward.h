@@ -95,6 +95,26 @@ typedef enum kw_status {
    */
   KW_STATUS_UNSUPPORTED_VERSION = 202,
   /**
+   * The plugin manifest is not valid TOML or breaks a rule.
+   */
+  KW_STATUS_PLUGIN_INVALID_MANIFEST = 300,
+  /**
+   * The bytes are not a `keyward:notifier` component of the manifest's API version.
+   */
+  KW_STATUS_PLUGIN_INVALID_COMPONENT = 301,
+  /**
+   * A plugin with this name is installed already.
+   */
+  KW_STATUS_PLUGIN_EXISTS = 302,
+  /**
+   * No plugin has this name.
+   */
+  KW_STATUS_PLUGIN_NOT_FOUND = 303,
+  /**
+   * This library was built without the plugin host.
+   */
+  KW_STATUS_PLUGINS_UNSUPPORTED = 304,
+  /**
    * An internal failure; nothing was changed.
    */
   KW_STATUS_INTERNAL = 900,
@@ -416,6 +436,65 @@ enum kw_status kw_events_json(const struct kw_store *store,
                               uint64_t since,
                               size_t limit,
                               char **json_out);
+
+/**
+ * Installs a notifier plugin: `component`, `component_len` are the bytes
+ * of a WebAssembly component (or its WAT text); `manifest_toml` its TOML
+ * manifest (NUL-terminated). It receives subscribed events from now on.
+ * On success, and when `json_out` is not NULL, `*json_out` receives the
+ * plugin as in `kw_plugin_list_json` (free with `kw_string_free`). An
+ * invalid manifest or component stores nothing.
+ */
+enum kw_status kw_plugin_install(struct kw_store *store,
+                                 const uint8_t *component,
+                                 size_t component_len,
+                                 const char *manifest_toml,
+                                 char **json_out);
+
+/**
+ * Every installed plugin with its delivery status, as a JSON array to
+ * `*json_out` (free with `kw_string_free`): `[{"name", "version", "api",
+ * "events", "allowed_hosts", "enabled", "installed_at", "status":
+ * {"cursor", "pending", "delivered", "failed", "dead_letters", "attempts",
+ * "next_attempt_at", "last_error", "last_error_at", "last_success_at"}}]`.
+ */
+enum kw_status kw_plugin_list_json(const struct kw_store *store, char **json_out);
+
+/**
+ * One plugin (the object of `kw_plugin_list_json`) to `*json_out`.
+ */
+enum kw_status kw_plugin_status_json(const struct kw_store *store,
+                                     const char *name,
+                                     char **json_out);
+
+/**
+ * A plugin's dead letters as a JSON array to `*json_out`: `[{"seq",
+ * "kind", "error", "attempts", "at", "requeued"}]`.
+ */
+enum kw_status kw_plugin_dead_letters_json(const struct kw_store *store,
+                                           const char *name,
+                                           char **json_out);
+
+/**
+ * A plugin's recent log lines as a JSON array of strings to `*json_out`.
+ */
+enum kw_status kw_plugin_log_json(const struct kw_store *store, const char *name, char **json_out);
+
+/**
+ * Removes a plugin, its delivery state and its dead letters.
+ */
+enum kw_status kw_plugin_remove(struct kw_store *store, const char *name);
+
+/**
+ * Pauses (`false`: events wait at its cursor) or resumes a plugin.
+ */
+enum kw_status kw_plugin_set_enabled(struct kw_store *store, const char *name, bool enabled);
+
+/**
+ * Queues a plugin's dead letters for another attempt and ends its current
+ * backoff; the number queued goes to `*queued_out` when it is not NULL.
+ */
+enum kw_status kw_plugin_retry(struct kw_store *store, const char *name, size_t *queued_out);
 
 /**
  * Copies the calling thread's last error message into `buf` (truncated to

@@ -26,6 +26,15 @@ pub enum EventKind {
     /// A key's whitelist was switched on or off, or an entry added or removed.
     #[serde(rename = "whitelist.updated")]
     WhitelistUpdated,
+    /// A key was presented from an IP its whitelist refuses (at most once
+    /// per key, IP and hour).
+    #[serde(rename = "key.denied_ip")]
+    KeyDeniedIp,
+    /// A client presented the secret of an older generation (in its grace
+    /// period or after it), at most once per key, IP and hour: it must be
+    /// updated with the regenerated key.
+    #[serde(rename = "key.stale_secret_used")]
+    KeyStaleSecretUsed,
 }
 
 impl EventKind {
@@ -38,6 +47,8 @@ impl EventKind {
             EventKind::KeyDeleted => "key.deleted",
             EventKind::KeyUpdated => "key.updated",
             EventKind::WhitelistUpdated => "whitelist.updated",
+            EventKind::KeyDeniedIp => "key.denied_ip",
+            EventKind::KeyStaleSecretUsed => "key.stale_secret_used",
         }
     }
 }

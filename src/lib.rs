@@ -60,6 +60,8 @@ mod error;
 mod events;
 mod ffi;
 mod key;
+#[cfg(feature = "plugins")]
+mod plugins;
 mod store;
 mod time;
 mod usage;
@@ -70,6 +72,11 @@ mod whitelist;
 pub use crate::error::{Error, KeyError, OpenError, StorageError, WhitelistError};
 pub use crate::events::{Event, EventKind};
 pub use crate::key::{InvalidKeyId, KeyId, PlaintextKey};
+#[cfg(feature = "plugins")]
+pub use crate::plugins::{
+    DeadLetter, EVENT_KINDS, Manifest, PluginError, PluginInfo, PluginStatus, RetryPolicy,
+    SUPPORTED_API_VERSIONS,
+};
 pub use crate::store::{
     CreateOptions, CreatedKey, KeyInfo, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Options,
     PAST_GENERATIONS_KEPT, Store,

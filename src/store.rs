@@ -25,7 +25,7 @@ use crate::error::{KeyError, OpenError, WhitelistError};
 use crate::events::{Event, EventKind};
 use crate::key::{self, KeyId, PlaintextKey};
 use crate::time::Timestamp;
-use crate::usage::{Freshness, Outcome, Usage, UsageAgg, UsageLimits, UsageLog};
+use crate::usage::{Freshness, Notice, Outcome, Usage, UsageAgg, UsageLimits, UsageLog};
 use crate::verdict::{Denial, Grant, Verdict};
 use crate::verifier::{self, Argon2Params, HashGate, WarmKey};
 use crate::whitelist::{self, Rules, Whitelist, WhitelistEntry};
@@ -64,6 +64,9 @@ pub struct Options {
     pub max_queued_hashes: usize,
     /// How often a shared backend's change feed is polled.
     pub sync_interval: Duration,
+    /// How failed plugin deliveries are retried.
+    #[cfg(feature = "plugins")]
+    pub plugin_retry: crate::plugins::RetryPolicy,
 }
 
 impl Default for Options {
@@ -77,6 +80,8 @@ impl Default for Options {
             max_concurrent_hashes: cores,
             max_queued_hashes: cores * 4,
             sync_interval: Duration::from_millis(100),
+            #[cfg(feature = "plugins")]
+            plugin_retry: crate::plugins::RetryPolicy::default(),
         }
     }
 }
@@ -445,6 +450,8 @@ struct Inner {
     /// Held while pending usage moves to storage, so readers never see it in neither place.
     flush_lock: Mutex<()>,
     seen_version: AtomicU64,
+    #[cfg(feature = "plugins")]
+    plugins: crate::plugins::Plugins,
 }
 
 struct Worker {
@@ -633,6 +640,13 @@ impl Store {
         let version = match backend.changes_since(0).map_err(OpenError::Storage)? {
             Changes::Keys { version, .. } | Changes::Reload { version } => version,
         };
+        #[cfg(feature = "plugins")]
+        let plugins = crate::plugins::Plugins::start(
+            Arc::clone(&backend),
+            path.as_ref().map(|p| p.join("plugin-cache")),
+            options.plugin_retry,
+        )
+        .map_err(OpenError::InvalidOptions)?;
         let inner = Arc::new(Inner {
             backend,
             path,
@@ -646,6 +660,8 @@ impl Store {
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             seen_version: AtomicU64::new(version),
+            #[cfg(feature = "plugins")]
+            plugins,
         });
         inner.reload_all().map_err(OpenError::Storage)?;
         let worker = spawn_worker(&inner, options);
@@ -913,6 +929,99 @@ impl Store {
             .collect()
     }
 
+    // ----------------------------------------------------------- plugins
+
+    /// Installs a notifier plugin: a WebAssembly component and its TOML
+    /// manifest. It receives the subscribed events that happen from now on.
+    ///
+    /// # Errors
+    /// [`PluginError::InvalidManifest`], [`PluginError::InvalidComponent`]
+    /// (not a component, not a `keyward:notifier`, wrong API version),
+    /// [`PluginError::AlreadyInstalled`]; nothing is stored then.
+    #[cfg(feature = "plugins")]
+    pub fn install_plugin(
+        &self,
+        component: &[u8],
+        manifest_toml: &str,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.inner.plugins.install(component, manifest_toml)
+    }
+
+    /// Every installed plugin with its delivery status.
+    ///
+    /// # Errors
+    /// Storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugins(&self) -> Result<Vec<crate::plugins::PluginInfo>, crate::plugins::PluginError> {
+        self.inner.plugins.list()
+    }
+
+    /// One plugin with its delivery status.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugin(
+        &self,
+        name: &str,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.inner.plugins.info(name)
+    }
+
+    /// Removes a plugin, its state and its dead letters.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn remove_plugin(&self, name: &str) -> Result<(), crate::plugins::PluginError> {
+        self.inner.plugins.remove(name)
+    }
+
+    /// Pauses (events wait at its cursor) or resumes a plugin.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn set_plugin_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.inner.plugins.set_enabled(name, enabled)
+    }
+
+    /// The events a plugin gave up on.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugin_dead_letters(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::plugins::DeadLetter>, crate::plugins::PluginError> {
+        self.inner.plugins.dead_letters(name)
+    }
+
+    /// Tries a plugin's dead letters once more and ends its current backoff.
+    /// Returns how many events were queued.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn retry_plugin(&self, name: &str) -> Result<usize, crate::plugins::PluginError> {
+        self.inner.plugins.retry(name)
+    }
+
+    /// The plugin's recent log: its own `host.log` lines and the host's
+    /// notes on it (refused HTTP calls, traps, timeouts).
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugin_log(&self, name: &str) -> Result<Vec<String>, crate::plugins::PluginError> {
+        self.inner.plugins.log(name)
+    }
+
     /// Stops the background flusher, writes pending usage and flushes storage.
     ///
     /// # Errors
@@ -922,6 +1031,8 @@ impl Store {
     }
 
     fn shutdown(&mut self) -> Result<(), StorageError> {
+        #[cfg(feature = "plugins")]
+        self.inner.plugins.stop();
         if let Some(w) = self.worker.take() {
             let _ = w.stop.send(());
             let _ = w.handle.join();
@@ -1058,6 +1169,12 @@ enum Step {
 }
 
 impl Inner {
+    /// The outbox grew: plugins should hear of it now, not at the next poll.
+    fn events_appended(&self) {
+        #[cfg(feature = "plugins")]
+        self.plugins.wake();
+    }
+
     fn verify(&self, key: &[u8], client_ip: IpAddr, integration: Option<&str>) -> Verdict {
         let Ok(parsed) = key::parse(key, &self.prefix) else {
             return Verdict::Denied(Denial::Malformed);
@@ -1102,6 +1219,25 @@ impl Inner {
             Verdict::Valid(_) => Outcome::Allowed,
             Verdict::Denied(d) => Outcome::Denied(d),
         };
+        // Rare paths only: a refused IP, an old secret.
+        let notice_kind = match (verdict, freshness) {
+            (Verdict::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
+            (_, Freshness::Stale) => Some(EventKind::KeyStaleSecretUsed),
+            _ => None,
+        };
+        if let Some(kind) = notice_kind {
+            self.usage.notice(Notice {
+                kind,
+                key_id: id,
+                ip,
+                integration: integration.map(String::from),
+                generation: match verdict {
+                    Verdict::Valid(g) => Some(g.generation),
+                    Verdict::Denied(_) => None,
+                },
+                at: now,
+            });
+        }
         self.usage
             .record(id, now, ip, integration, outcome, freshness);
         verdict
@@ -1238,6 +1374,7 @@ impl Inner {
             match self.backend.commit(batch, Durability::Durable) {
                 Ok(_) => {
                     self.index.install(&rec);
+                    self.events_appended();
                     return Ok(rec.info(&self.prefix, self.last_used(id)?, now));
                 }
                 Err(CommitError::Conflict) => {}
@@ -1311,6 +1448,7 @@ impl Inner {
             Err(CommitError::Storage(e)) => return Err(e.into()),
         }
         self.index.install(&rec);
+        self.events_appended();
         Ok(CreatedKey {
             info: rec.info(&self.prefix, None, now),
             key: generated.key,
@@ -1393,6 +1531,7 @@ impl Inner {
                 Ok(_) => {
                     self.index.remove(id);
                     self.usage.discard(id);
+                    self.events_appended();
                     return Ok(());
                 }
                 Err(CommitError::Conflict) => {}
@@ -1460,27 +1599,40 @@ impl Inner {
     fn flush_usage(&self) -> Result<(), StorageError> {
         let _f = lock(&self.flush_lock);
         let deltas = self.usage.take_all();
-        if deltas.is_empty() {
+        let notices = self.usage.take_notices();
+        if deltas.is_empty() && notices.is_empty() {
             return Ok(());
         }
         let now = now_ms();
+        let mut failure = StorageError::new("usage flush kept conflicting with other writers");
         for _ in 0..COMMIT_RETRIES {
-            match self.write_usage(&deltas, now) {
-                Ok(()) => return Ok(()),
+            match self.write_usage(&deltas, &notices, now) {
+                Ok(()) => {
+                    if !notices.is_empty() {
+                        self.events_appended();
+                    }
+                    return Ok(());
+                }
                 Err(CommitError::Conflict) => {}
                 Err(CommitError::Storage(e)) => {
-                    self.usage.restore(deltas);
-                    return Err(e);
+                    failure = e;
+                    break;
                 }
             }
         }
         self.usage.restore(deltas);
-        Err(StorageError::new(
-            "usage flush kept conflicting with other writers",
-        ))
+        self.usage.restore_notices(notices);
+        Err(failure)
     }
 
-    fn write_usage(&self, deltas: &[(KeyId, UsageAgg)], now: i64) -> Result<(), CommitError> {
+    /// One batch: the usage deltas merged into their records, and the
+    /// notices of verification as outbox events.
+    fn write_usage(
+        &self,
+        deltas: &[(KeyId, UsageAgg)],
+        notices: &[Notice],
+        now: i64,
+    ) -> Result<(), CommitError> {
         let mut batch = Batch::default();
         for (id, delta) in deltas {
             // Usage of a key deleted since it was recorded goes with it.
@@ -1496,6 +1648,18 @@ impl Inner {
             agg.trim(&self.limits, now);
             batch.expect(Table::Usage, id.as_bytes().to_vec(), old);
             batch.put(Table::Usage, id.as_bytes().to_vec(), agg.to_bytes());
+        }
+        for n in notices {
+            let Some(bytes) = self.backend.get(Table::Keys, n.key_id.as_bytes())? else {
+                continue;
+            };
+            let rec = KeyRecord::decode(&bytes)?;
+            let data = json!({
+                "ip": n.ip.to_string(),
+                "integration": n.integration,
+                "generation": n.generation,
+            });
+            batch.append(Table::Events, self.event(n.kind, &rec, n.at, data));
         }
         if batch.ops.is_empty() {
             return Ok(());

@@ -457,10 +457,35 @@ impl UsageAgg {
     }
 }
 
+/// Something verification noticed that becomes an outbox event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Notice {
+    pub kind: crate::events::EventKind,
+    pub key_id: KeyId,
+    pub ip: IpAddr,
+    pub integration: Option<String>,
+    pub generation: Option<u32>,
+    pub at: i64,
+}
+
+/// Notices waiting for the next flush, and which (key, IP, kind) already
+/// gave one this hour.
+#[derive(Default)]
+struct Notices {
+    hour: i64,
+    given: std::collections::HashSet<(KeyId, IpAddr, crate::events::EventKind)>,
+    pending: Vec<Notice>,
+}
+
+/// Pending notices kept at most; past this a flood of refused IPs is counted
+/// in usage but not each given its own event.
+const MAX_PENDING_NOTICES: usize = 10_000;
+
 /// Pending usage deltas of every key, sharded so threads verifying
 /// different keys rarely meet on a lock.
 pub(crate) struct UsageLog {
     shards: Box<[Mutex<HashMap<KeyId, UsageAgg>>]>,
+    notices: Mutex<Notices>,
 }
 
 fn shard_of(id: &KeyId) -> usize {
@@ -476,6 +501,7 @@ impl UsageLog {
     pub(crate) fn new() -> Self {
         UsageLog {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            notices: Mutex::new(Notices::default()),
         }
     }
 
@@ -492,6 +518,32 @@ impl UsageLog {
             .entry(id)
             .or_default()
             .record(now, ip, integration, outcome, freshness);
+    }
+
+    /// Queues `notice` unless its key, IP and kind gave one this hour.
+    pub(crate) fn notice(&self, notice: Notice) {
+        let mut n = lock(&self.notices);
+        let hour = notice.at.div_euclid(HOUR_MS);
+        if n.hour != hour {
+            n.hour = hour;
+            n.given.clear();
+        }
+        if n.pending.len() < MAX_PENDING_NOTICES
+            && n.given.insert((notice.key_id, notice.ip, notice.kind))
+        {
+            n.pending.push(notice);
+        }
+    }
+
+    pub(crate) fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(&mut lock(&self.notices).pending)
+    }
+
+    /// Puts notices back after a failed flush.
+    pub(crate) fn restore_notices(&self, mut older: Vec<Notice>) {
+        let mut n = lock(&self.notices);
+        older.append(&mut n.pending);
+        n.pending = older;
     }
 
     /// A copy of the pending delta of one key.

@@ -380,7 +380,9 @@ fn reopen_keeps_keys_generations_whitelists_and_usage() {
     );
     let before: Vec<_> = store.list().unwrap();
     let usage_before = store.usage(&a.info.id).unwrap();
+    store.flush().unwrap(); // the refused IP's key.denied_ip event is written with usage
     let events_before = store.events(0, 100).unwrap();
+    assert_eq!(events_before.last().unwrap().kind.as_str(), "key.denied_ip");
     store.close().unwrap();
 
     let store = open(&path);

@@ -198,3 +198,77 @@ fn long_integration_names_are_cut_not_refused() {
     let u = store.usage(&c.info.id).unwrap();
     assert_eq!(u.integrations[0].name.len(), keyward::MAX_INTEGRATION_LEN);
 }
+
+#[test]
+fn refused_ips_and_stale_secrets_become_events_once_per_ip_and_hour() {
+    let (_dir, _path, store) = temp_store();
+    let c = store
+        .create(
+            "k",
+            CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    for _ in 0..5 {
+        assert!(
+            !store
+                .verify(c.key.as_str(), ip("203.0.113.9"), Some("curl"))
+                .is_valid()
+        );
+    }
+    assert!(
+        !store
+            .verify(c.key.as_str(), ip("203.0.113.10"), None)
+            .is_valid()
+    );
+    let fresh = store
+        .regenerate(&c.info.id, Duration::from_secs(3600))
+        .unwrap();
+    for _ in 0..3 {
+        assert!(
+            store
+                .verify(c.key.as_str(), ip("198.51.100.7"), Some("HubSpot"))
+                .is_valid()
+        );
+    }
+    assert!(
+        store
+            .verify(fresh.key.as_str(), ip("198.51.100.8"), None)
+            .is_valid()
+    );
+    store.flush().unwrap();
+    let events = store.events(0, 100).unwrap();
+    let noticed: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| {
+            e.kind.as_str().starts_with("key.denied") || e.kind.as_str().starts_with("key.stale")
+        })
+        .map(|e| {
+            (
+                e.kind.as_str().to_string(),
+                e.data["ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        noticed,
+        [
+            ("key.denied_ip".to_string(), "203.0.113.9".to_string()),
+            ("key.denied_ip".to_string(), "203.0.113.10".to_string()),
+            (
+                "key.stale_secret_used".to_string(),
+                "198.51.100.7".to_string()
+            ),
+        ]
+    );
+    let stale = events
+        .iter()
+        .find(|e| e.kind.as_str() == "key.stale_secret_used")
+        .unwrap();
+    assert_eq!(stale.data["generation"], 1);
+    assert_eq!(stale.data["integration"], "HubSpot");
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains(&c.key.as_str()[16..])
+    );
+}

@@ -18,6 +18,7 @@ pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::sled::SledBackend;
 
 /// The tables of a store.
+#[cfg_attr(not(feature = "plugins"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Table {
     /// Store-wide settings: schema version, key prefix.
@@ -28,6 +29,14 @@ pub(crate) enum Table {
     Usage,
     /// The event outbox, keyed by sequence number (big-endian u64).
     Events,
+    /// Installed plugins: manifest and settings, by name.
+    Plugins,
+    /// Installed plugins' component bytes, by name.
+    PluginCode,
+    /// Per-plugin delivery state (cursor, attempts, last error), by name.
+    PluginState,
+    /// Per-plugin dead letters, by name, NUL, sequence number.
+    DeadLetters,
 }
 
 impl Table {
@@ -37,6 +46,10 @@ impl Table {
             Table::Keys => b'k',
             Table::Usage => b'u',
             Table::Events => b'e',
+            Table::Plugins => b'p',
+            Table::PluginCode => b'c',
+            Table::PluginState => b's',
+            Table::DeadLetters => b'd',
         }
     }
 }

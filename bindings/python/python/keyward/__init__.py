@@ -14,6 +14,9 @@ restrict them to whitelisted IPs, and see where each key is used::
 
 from keyward._store import (
     CreatedKey,
+    DeadLetter,
+    PluginInfo,
+    PluginStatus,
     Denial,
     Event,
     HourlyUsage,
@@ -40,6 +43,9 @@ __version__: str = _ffi.string(_lib.kw_version()).decode()
 
 __all__ = [
     "CreatedKey",
+    "DeadLetter",
+    "PluginInfo",
+    "PluginStatus",
     "Denial",
     "Event",
     "HourlyUsage",

@@ -28,6 +28,9 @@ __all__ = [
     "IntegrationUsage",
     "HourlyUsage",
     "Event",
+    "PluginInfo",
+    "PluginStatus",
+    "DeadLetter",
     "KeywardError",
     "InvalidInput",
     "NotFound",
@@ -88,6 +91,11 @@ _STATUS_ERRORS: Dict[int, type] = {
     200: StoreLocked,
     201: StorageError,
     202: StorageError,  # unsupported store version
+    300: InvalidInput,  # plugin manifest
+    301: InvalidInput,  # plugin component
+    302: InvalidInput,  # plugin already installed
+    303: NotFound,  # plugin
+    304: InternalError,  # built without the plugin host
     900: InternalError,
     901: InternalError,  # panic
 }
@@ -366,6 +374,64 @@ class Event:
         return cls(d["seq"], d["kind"], _time(d["at"]), d["key_id"], d["name"], d["masked"], d["data"])  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class PluginStatus:
+    """Delivery state of one plugin."""
+
+    cursor: int
+    pending: int
+    delivered: int
+    failed: int
+    dead_letters: int
+    attempts: int
+    next_attempt_at: Optional[datetime]
+    last_error: Optional[str]
+    last_error_at: Optional[datetime]
+    last_success_at: Optional[datetime]
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """An installed notifier plugin and how its deliveries are going."""
+
+    name: str
+    version: str
+    api: str
+    events: List[str]
+    allowed_hosts: List[str]
+    enabled: bool
+    installed_at: datetime
+    status: PluginStatus
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "PluginInfo":
+        st = dict(d["status"])
+        for k in ("next_attempt_at", "last_error_at", "last_success_at"):
+            st[k] = _time(st[k])
+        return cls(
+            name=d["name"],
+            version=d["version"],
+            api=d["api"],
+            events=list(d["events"]),
+            allowed_hosts=list(d["allowed_hosts"]),
+            enabled=d["enabled"],
+            installed_at=_time(d["installed_at"]),  # type: ignore[arg-type]
+            status=PluginStatus(**st),
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a plugin could not take after all its attempts."""
+
+    seq: int
+    kind: str
+    error: str
+    attempts: int
+    at: datetime
+    requeued: bool
+
+
 # ---------------------------------------------------------------- the store
 
 _UTC = timezone.utc
@@ -592,6 +658,50 @@ class Store:
         if since < 0 or limit < 0:
             raise InvalidInput("since and limit must be non-negative")
         return [Event._from(d) for d in self._json(lib.kw_events_json, self._h(), since, limit)]
+
+    # -- plugins ------------------------------------------------------
+
+    def install_plugin(self, component: Union[bytes, str, "os.PathLike[str]"], manifest: str) -> PluginInfo:
+        """Installs a notifier plugin: a WebAssembly component (bytes, or a
+        path to a .wasm file) and its TOML manifest (text)."""
+        if not isinstance(component, (bytes, bytearray)):
+            with open(component, "rb") as f:
+                component = f.read()
+        data = bytes(component)
+        out = ffi.new("char **")
+        _check(lib.kw_plugin_install(self._h(), data, len(data), _text(manifest, "manifest"), out))
+        try:
+            return PluginInfo._from(json.loads(ffi.string(out[0]).decode()))
+        finally:
+            lib.kw_string_free(out[0])
+
+    def plugins(self) -> List[PluginInfo]:
+        return [PluginInfo._from(d) for d in self._json(lib.kw_plugin_list_json, self._h())]
+
+    def plugin(self, name: str) -> PluginInfo:
+        return PluginInfo._from(self._json(lib.kw_plugin_status_json, self._h(), _text(name, "name")))
+
+    def remove_plugin(self, name: str) -> None:
+        _check(lib.kw_plugin_remove(self._h(), _text(name, "name")))
+
+    def set_plugin_enabled(self, name: str, enabled: bool) -> PluginInfo:
+        _check(lib.kw_plugin_set_enabled(self._h(), _text(name, "name"), bool(enabled)))
+        return self.plugin(name)
+
+    def retry_plugin(self, name: str) -> int:
+        """Queues the plugin's dead letters again; returns how many."""
+        out = ffi.new("size_t *")
+        _check(lib.kw_plugin_retry(self._h(), _text(name, "name"), out))
+        return int(out[0])
+
+    def dead_letters(self, name: str) -> List[DeadLetter]:
+        return [
+            DeadLetter(d["seq"], d["kind"], d["error"], d["attempts"], _time(d["at"]), d["requeued"])  # type: ignore[arg-type]
+            for d in self._json(lib.kw_plugin_dead_letters_json, self._h(), _text(name, "name"))
+        ]
+
+    def plugin_log(self, name: str) -> List[str]:
+        return list(self._json(lib.kw_plugin_log_json, self._h(), _text(name, "name")))
 
     def flush(self) -> None:
         """Writes pending usage to storage now."""

@@ -1,0 +1,724 @@
+//! Notifier plugins: WebAssembly components, installed into the store, that
+//! tell outside systems about key events.
+//!
+//! Delivery is at least once and in order, per plugin: each plugin has a
+//! durable cursor into the event outbox; a background dispatcher delivers
+//! the events after it, retries with exponential backoff, and after
+//! `max_attempts` moves an event to the plugin's dead-letter list. A plugin
+//! that fails, traps, loops or runs out of memory costs the key operations
+//! nothing: they only wake the dispatcher.
+
+mod host;
+mod http;
+mod manifest;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::manifest::{EVENT_KINDS, Manifest, SUPPORTED_API_VERSIONS};
+
+use self::host::{Delivery, Loaded, Runtime};
+use crate::backend::{Backend, Batch, Durability, StorageError, Table};
+use crate::events::Event;
+use crate::time::Timestamp;
+
+/// A plugin operation failed; nothing was stored or changed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The manifest is not valid TOML or breaks a rule (name, API version, events, hosts, limits).
+    InvalidManifest(String),
+    /// The bytes are not a WebAssembly component implementing `keyward:notifier`.
+    InvalidComponent(String),
+    /// A plugin with this name is installed already.
+    AlreadyInstalled(String),
+    /// No plugin has this name.
+    NotFound(String),
+    /// This build of keyward has no plugin host.
+    Unsupported,
+    /// The storage layer failed.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginError::InvalidManifest(m) => write!(f, "invalid plugin manifest: {m}"),
+            PluginError::InvalidComponent(m) => write!(f, "invalid plugin component: {m}"),
+            PluginError::AlreadyInstalled(n) => {
+                write!(f, "a plugin named {n:?} is installed already")
+            }
+            PluginError::NotFound(n) => write!(f, "no plugin named {n:?}"),
+            PluginError::Unsupported => {
+                f.write_str("this keyward was built without the plugin host")
+            }
+            PluginError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+impl From<StorageError> for PluginError {
+    fn from(e: StorageError) -> Self {
+        PluginError::Storage(e)
+    }
+}
+
+/// One installed plugin and how its deliveries are going.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginInfo {
+    /// Its unique name.
+    pub name: String,
+    /// Its own version.
+    pub version: String,
+    /// The notifier API version it was built against.
+    pub api: String,
+    /// Event kinds it receives.
+    pub events: Vec<String>,
+    /// Origins it may call.
+    pub allowed_hosts: Vec<String>,
+    /// Disabled plugins receive nothing (their cursor waits).
+    pub enabled: bool,
+    /// When it was installed.
+    pub installed_at: Timestamp,
+    /// Delivery state.
+    pub status: PluginStatus,
+}
+
+/// Delivery state of one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    /// Sequence number of the last event it has been given (delivered,
+    /// skipped as unsubscribed, or dead-lettered).
+    pub cursor: u64,
+    /// Events in the outbox after the cursor (subscribed or not).
+    #[serde(default)]
+    pub pending: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Failed attempts, all told.
+    pub failed: u64,
+    /// Events on the dead-letter list now.
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// Failed attempts at the event after the cursor.
+    pub attempts: u32,
+    /// When the next attempt is due, while backing off.
+    pub next_attempt_at: Option<Timestamp>,
+    /// The latest failure.
+    pub last_error: Option<String>,
+    /// When the latest failure happened.
+    pub last_error_at: Option<Timestamp>,
+    /// When an event was last delivered.
+    pub last_success_at: Option<Timestamp>,
+}
+
+/// An event a plugin could not take after all its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Why the last attempt failed.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was given up on (or last retried).
+    pub at: Timestamp,
+    /// Queued for another attempt by a retry.
+    #[serde(default)]
+    pub requeued: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PluginRecord {
+    v: u32,
+    manifest: String,
+    enabled: bool,
+    installed_at: Timestamp,
+}
+
+/// How deliveries are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait after the first failure; doubles per further failure.
+    pub base: Duration,
+    /// Longest wait between attempts.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_millis(500),
+            max: Duration::from_mins(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempts: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempts.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn dead_key(name: &str, seq: u64) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn dead_prefix(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn storage(e: impl std::fmt::Display) -> StorageError {
+    StorageError::new(e.to_string())
+}
+
+/// The plugin side of a store: the runtime, the compiled plugins, and the
+/// dispatcher thread.
+pub(crate) struct Plugins {
+    inner: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    backend: Arc<dyn Backend>,
+    /// Started on first use: a store without plugins runs no engine and no epoch thread.
+    runtime: Mutex<Option<Arc<Runtime>>>,
+    cache_dir: Option<std::path::PathBuf>,
+    retry: RetryPolicy,
+    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    wake: Mutex<bool>,
+    woken: Condvar,
+    stop: AtomicBool,
+}
+
+impl Plugins {
+    pub(crate) fn start(
+        backend: Arc<dyn Backend>,
+        cache_dir: Option<std::path::PathBuf>,
+        retry: RetryPolicy,
+    ) -> Result<Plugins, String> {
+        let shared = Arc::new(Shared {
+            backend,
+            runtime: Mutex::new(None),
+            cache_dir,
+            retry,
+            loaded: Mutex::new(HashMap::new()),
+            wake: Mutex::new(false),
+            woken: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("keyward-plugins".into())
+            .spawn(move || worker.run())
+            .map_err(|e| format!("starting the plugin dispatcher: {e}"))?;
+        Ok(Plugins {
+            inner: shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// New events are in the outbox: deliver them now rather than at the next poll.
+    pub(crate) fn wake(&self) {
+        *lock(&self.inner.wake) = true;
+        self.inner.woken.notify_all();
+    }
+
+    /// Stops the dispatcher; a delivery in progress finishes (within its time limit).
+    pub(crate) fn stop(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        self.wake();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+
+    pub(crate) fn install(
+        &self,
+        wasm: &[u8],
+        manifest_toml: &str,
+    ) -> Result<PluginInfo, PluginError> {
+        let manifest = Manifest::parse(manifest_toml).map_err(PluginError::InvalidManifest)?;
+        let name = manifest.name.clone();
+        if self
+            .inner
+            .backend
+            .get(Table::Plugins, name.as_bytes())?
+            .is_some()
+        {
+            return Err(PluginError::AlreadyInstalled(name));
+        }
+        let loaded = self
+            .inner
+            .runtime()?
+            .load(wasm, manifest)
+            .map_err(PluginError::InvalidComponent)?;
+        // Deliver what happens from now on, not the store's history.
+        let cursor = self.inner.last_event_seq()?;
+        let record = PluginRecord {
+            v: 1,
+            manifest: manifest_toml.to_string(),
+            enabled: true,
+            installed_at: Timestamp::now(),
+        };
+        let status = PluginStatus {
+            cursor,
+            ..PluginStatus::default()
+        };
+        let mut batch = Batch::default();
+        batch.expect(Table::Plugins, name.as_bytes().to_vec(), None);
+        batch.put(
+            Table::Plugins,
+            name.as_bytes().to_vec(),
+            serde_json::to_vec(&record).map_err(storage)?,
+        );
+        batch.put(Table::PluginCode, name.as_bytes().to_vec(), wasm.to_vec());
+        batch.put(
+            Table::PluginState,
+            name.as_bytes().to_vec(),
+            serde_json::to_vec(&status).map_err(storage)?,
+        );
+        match self.inner.backend.commit(batch, Durability::Durable) {
+            Ok(_) => {}
+            Err(crate::backend::CommitError::Conflict) => {
+                return Err(PluginError::AlreadyInstalled(name));
+            }
+            Err(crate::backend::CommitError::Storage(e)) => return Err(e.into()),
+        }
+        lock(&self.inner.loaded).insert(name.clone(), Arc::new(loaded));
+        self.wake();
+        self.info(&name)
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<PluginInfo>, PluginError> {
+        let names: Vec<String> = self
+            .inner
+            .backend
+            .scan(Table::Plugins, b"")?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        names.iter().map(|n| self.info(n)).collect()
+    }
+
+    pub(crate) fn info(&self, name: &str) -> Result<PluginInfo, PluginError> {
+        let record = self.inner.record(name)?;
+        let manifest =
+            Manifest::parse(&record.manifest).map_err(|e| PluginError::Storage(storage(e)))?;
+        let mut status = self.inner.status(name)?;
+        status.dead_letters = self
+            .inner
+            .backend
+            .scan(Table::DeadLetters, &dead_prefix(name))?
+            .len() as u64;
+        status.pending = self.inner.last_event_seq()?.saturating_sub(status.cursor);
+        Ok(PluginInfo {
+            name: manifest.name,
+            version: manifest.version,
+            api: manifest.api,
+            events: manifest.events,
+            allowed_hosts: manifest.allowed_hosts,
+            enabled: record.enabled,
+            installed_at: record.installed_at,
+            status,
+        })
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> Result<(), PluginError> {
+        self.inner.record(name)?;
+        let mut batch = Batch::default();
+        batch.delete(Table::Plugins, name.as_bytes().to_vec());
+        batch.delete(Table::PluginCode, name.as_bytes().to_vec());
+        batch.delete(Table::PluginState, name.as_bytes().to_vec());
+        for (k, _) in self
+            .inner
+            .backend
+            .scan(Table::DeadLetters, &dead_prefix(name))?
+        {
+            batch.delete(Table::DeadLetters, k);
+        }
+        self.inner
+            .backend
+            .commit(batch, Durability::Durable)
+            .map_err(|e| PluginError::Storage(storage(format!("{e:?}"))))?;
+        lock(&self.inner.loaded).remove(name);
+        Ok(())
+    }
+
+    pub(crate) fn set_enabled(&self, name: &str, enabled: bool) -> Result<PluginInfo, PluginError> {
+        let mut record = self.inner.record(name)?;
+        record.enabled = enabled;
+        let mut batch = Batch::default();
+        batch.put(
+            Table::Plugins,
+            name.as_bytes().to_vec(),
+            serde_json::to_vec(&record).map_err(storage)?,
+        );
+        self.inner
+            .backend
+            .commit(batch, Durability::Durable)
+            .map_err(|e| PluginError::Storage(storage(format!("{e:?}"))))?;
+        self.wake();
+        self.info(name)
+    }
+
+    pub(crate) fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, PluginError> {
+        self.inner.record(name)?;
+        self.inner
+            .backend
+            .scan(Table::DeadLetters, &dead_prefix(name))?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| PluginError::Storage(storage(e))))
+            .collect()
+    }
+
+    /// Queues every dead letter of `name` for another attempt, and ends the
+    /// current backoff. Returns how many were queued.
+    pub(crate) fn retry(&self, name: &str) -> Result<usize, PluginError> {
+        let letters = self.dead_letters(name)?;
+        let mut batch = Batch::default();
+        for mut l in letters.iter().cloned() {
+            l.requeued = true;
+            batch.put(
+                Table::DeadLetters,
+                dead_key(name, l.seq),
+                serde_json::to_vec(&l).map_err(storage)?,
+            );
+        }
+        let mut status = self.inner.status(name)?;
+        status.next_attempt_at = None;
+        batch.put(
+            Table::PluginState,
+            name.as_bytes().to_vec(),
+            serde_json::to_vec(&status).map_err(storage)?,
+        );
+        self.inner
+            .backend
+            .commit(batch, Durability::Durable)
+            .map_err(|e| PluginError::Storage(storage(format!("{e:?}"))))?;
+        self.wake();
+        Ok(letters.len())
+    }
+
+    /// The plugin's recent log lines (its own and the host's about it).
+    pub(crate) fn log(&self, name: &str) -> Result<Vec<String>, PluginError> {
+        self.inner.record(name)?;
+        Ok(self
+            .inner
+            .loaded(name)?
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lines())
+    }
+}
+
+impl Drop for Plugins {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn runtime(&self) -> Result<Arc<Runtime>, PluginError> {
+        let mut slot = lock(&self.runtime);
+        if let Some(r) = slot.as_ref() {
+            return Ok(Arc::clone(r));
+        }
+        let r =
+            Arc::new(Runtime::new(self.cache_dir.clone()).map_err(PluginError::InvalidComponent)?);
+        *slot = Some(Arc::clone(&r));
+        Ok(r)
+    }
+
+    fn record(&self, name: &str) -> Result<PluginRecord, PluginError> {
+        let bytes = self
+            .backend
+            .get(Table::Plugins, name.as_bytes())?
+            .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| PluginError::Storage(storage(e)))
+    }
+
+    fn status(&self, name: &str) -> Result<PluginStatus, PluginError> {
+        match self.backend.get(Table::PluginState, name.as_bytes())? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| PluginError::Storage(storage(e))),
+            None => Ok(PluginStatus::default()),
+        }
+    }
+
+    fn last_event_seq(&self) -> Result<u64, StorageError> {
+        // Events are keyed by big-endian sequence numbers: the last key is the newest.
+        let mut last = 0;
+        let mut from = 0u64;
+        loop {
+            let page = self
+                .backend
+                .range_from(Table::Events, &from.to_be_bytes(), 1024)?;
+            let Some((k, _)) = page.last() else {
+                return Ok(last);
+            };
+            last = u64::from_be_bytes(k.as_slice().try_into().map_err(storage)?);
+            if page.len() < 1024 {
+                return Ok(last);
+            }
+            from = last + 1;
+        }
+    }
+
+    fn loaded(&self, name: &str) -> Result<Arc<Loaded>, PluginError> {
+        if let Some(l) = lock(&self.loaded).get(name) {
+            return Ok(Arc::clone(l));
+        }
+        let record = self.record(name)?;
+        let manifest = Manifest::parse(&record.manifest).map_err(PluginError::InvalidManifest)?;
+        let wasm = self
+            .backend
+            .get(Table::PluginCode, name.as_bytes())?
+            .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
+        let loaded = Arc::new(
+            self.runtime()?
+                .load(&wasm, manifest)
+                .map_err(PluginError::InvalidComponent)?,
+        );
+        lock(&self.loaded).insert(name.to_string(), Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    fn save(
+        &self,
+        name: &str,
+        status: &PluginStatus,
+        letter: Option<&DeadLetter>,
+        drop_letter: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let mut batch = Batch::default();
+        batch.put(
+            Table::PluginState,
+            name.as_bytes().to_vec(),
+            serde_json::to_vec(status).map_err(storage)?,
+        );
+        if let Some(l) = letter {
+            batch.put(
+                Table::DeadLetters,
+                dead_key(name, l.seq),
+                serde_json::to_vec(l).map_err(storage)?,
+            );
+        }
+        if let Some(seq) = drop_letter {
+            batch.delete(Table::DeadLetters, dead_key(name, seq));
+        }
+        // Durable: after a crash, delivery resumes exactly after the last acknowledged event.
+        self.backend
+            .commit(batch, Durability::Durable)
+            .map(drop)
+            .map_err(|e| storage(format!("{e:?}")))
+    }
+
+    fn run(&self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let wait = match self.round() {
+                Ok(Some(due)) => due.min(Duration::from_millis(500)),
+                Ok(None) | Err(_) => Duration::from_millis(500),
+            };
+            let mut woken = lock(&self.wake);
+            if !*woken && !self.stop.load(Ordering::Acquire) {
+                woken = self
+                    .woken
+                    .wait_timeout(woken, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            *woken = false;
+        }
+    }
+
+    /// One pass over every enabled plugin; returns how soon a backoff ends.
+    fn round(&self) -> Result<Option<Duration>, PluginError> {
+        let mut soonest: Option<Duration> = None;
+        for (key, value) in self.backend.scan(Table::Plugins, b"")? {
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let record: PluginRecord =
+                serde_json::from_slice(&value).map_err(|e| PluginError::Storage(storage(e)))?;
+            if !record.enabled {
+                continue;
+            }
+            let Ok(plugin) = self.loaded(&name) else {
+                continue;
+            };
+            let runtime = self.runtime()?;
+            if let Some(wait) = self.serve(&runtime, &name, &plugin)? {
+                soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+            }
+        }
+        Ok(soonest)
+    }
+
+    /// Delivers what is due to one plugin: requeued dead letters, then the
+    /// events after its cursor, in order, until one fails.
+    fn serve(
+        &self,
+        runtime: &Runtime,
+        name: &str,
+        plugin: &Loaded,
+    ) -> Result<Option<Duration>, PluginError> {
+        let mut status = self.status(name)?;
+        let now = Timestamp::now();
+        if let Some(at) = status.next_attempt_at
+            && at > now
+        {
+            let ms = u64::try_from(at.unix_millis() - now.unix_millis()).unwrap_or(0);
+            return Ok(Some(Duration::from_millis(ms)));
+        }
+        // Requeued dead letters: one attempt each.
+        for (_, v) in self.backend.scan(Table::DeadLetters, &dead_prefix(name))? {
+            let mut letter: DeadLetter =
+                serde_json::from_slice(&v).map_err(|e| PluginError::Storage(storage(e)))?;
+            if !letter.requeued {
+                continue;
+            }
+            let Some(event) = self.event(letter.seq)? else {
+                self.save(name, &status, None, Some(letter.seq))?;
+                continue;
+            };
+            match runtime.deliver(plugin, &event) {
+                Delivery::Delivered => {
+                    status.delivered += 1;
+                    status.last_success_at = Some(Timestamp::now());
+                    self.save(name, &status, None, Some(letter.seq))?;
+                }
+                Delivery::Retryable(e) | Delivery::Permanent(e) => {
+                    status.failed += 1;
+                    letter.attempts += 1;
+                    letter.requeued = false;
+                    letter.at = Timestamp::now();
+                    letter.error.clone_from(&e);
+                    status.last_error = Some(e);
+                    status.last_error_at = Some(letter.at);
+                    self.save(name, &status, Some(&letter), None)?;
+                }
+            }
+        }
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            let page =
+                self.backend
+                    .range_from(Table::Events, &(status.cursor + 1).to_be_bytes(), 64)?;
+            if page.is_empty() {
+                return Ok(None);
+            }
+            for (k, v) in page {
+                let event =
+                    Event::from_stored(&k, &v).map_err(|e| PluginError::Storage(storage(e)))?;
+                if !plugin.manifest.subscribes(event.kind.as_str()) {
+                    status.cursor = event.seq;
+                    continue;
+                }
+                match runtime.deliver(plugin, &event) {
+                    Delivery::Delivered => {
+                        status.cursor = event.seq;
+                        status.delivered += 1;
+                        status.attempts = 0;
+                        status.next_attempt_at = None;
+                        status.last_success_at = Some(Timestamp::now());
+                        self.save(name, &status, None, None)?;
+                    }
+                    Delivery::Permanent(e) => {
+                        self.give_up(name, &mut status, &event, e)?;
+                    }
+                    Delivery::Retryable(e) => {
+                        status.attempts += 1;
+                        status.failed += 1;
+                        status.last_error = Some(e.clone());
+                        status.last_error_at = Some(Timestamp::now());
+                        if status.attempts >= plugin.manifest.max_attempts {
+                            self.give_up(name, &mut status, &event, e)?;
+                        } else {
+                            let wait = self.retry.delay(status.attempts);
+                            status.next_attempt_at = Some(Timestamp::now().plus(wait));
+                            self.save(name, &status, None, None)?;
+                            return Ok(Some(wait));
+                        }
+                    }
+                }
+            }
+            // Unsubscribed events advanced the cursor: keep it.
+            self.save(name, &status, None, None)?;
+        }
+    }
+
+    fn give_up(
+        &self,
+        name: &str,
+        status: &mut PluginStatus,
+        event: &Event,
+        error: String,
+    ) -> Result<(), StorageError> {
+        let letter = DeadLetter {
+            seq: event.seq,
+            kind: event.kind.as_str().to_string(),
+            error: error.clone(),
+            attempts: status.attempts.max(1),
+            at: Timestamp::now(),
+            requeued: false,
+        };
+        if status.attempts == 0 {
+            status.failed += 1;
+        }
+        status.cursor = event.seq;
+        status.attempts = 0;
+        status.next_attempt_at = None;
+        status.last_error = Some(error);
+        status.last_error_at = Some(letter.at);
+        self.save(name, status, Some(&letter), None)
+    }
+
+    fn event(&self, seq: u64) -> Result<Option<Event>, PluginError> {
+        match self.backend.get(Table::Events, &seq.to_be_bytes())? {
+            Some(v) => Event::from_stored(&seq.to_be_bytes(), &v)
+                .map(Some)
+                .map_err(|e| PluginError::Storage(storage(e))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let delays: Vec<u128> = (1..=6).map(|a| p.delay(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+    }
+}
