@@ -120,13 +120,32 @@ fn build_c(source: &str, exe: &Path, link_static: bool) {
     run(&mut cmd);
 }
 
+/// A notifier component (WAT text) that logs each event kind.
+fn logger_component(dir: &Path) -> PathBuf {
+    let wat = std::fs::read_to_string(root().join("tests/fixtures/notifier.wat.in"))
+        .unwrap()
+        .replace(
+            "{BODY}",
+            "(call $log (i32.const 1) (local.get $kind) (local.get $kind_len)) (call $ok)",
+        )
+        .replace("{URL_LEN}", "1")
+        .replace("{URL}", "x");
+    let path = dir.join("logger.wat");
+    std::fs::write(&path, wat).unwrap();
+    path
+}
+
 fn run_c(source: &str, link_static: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join(source.trim_end_matches(".c"));
     build_c(source, &exe, link_static);
     let store = dir.path().join("store");
-    run(Command::new(&exe)
-        .arg(&store)
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&store);
+    if source == "test_api.c" {
+        cmd.arg(logger_component(dir.path()));
+    }
+    run(&mut cmd
         .env(
             "ASAN_OPTIONS",
             "detect_leaks=1:abort_on_error=0:halt_on_error=1",

@@ -1,6 +1,6 @@
 /* Every function of the C ABI: success, NULL for every pointer, non-UTF-8
  * and 1 MiB strings, buffers too small, and the errors of each kind.
- * Usage: test_api STORE_DIR */
+ * Usage: test_api STORE_DIR [NOTIFIER_COMPONENT_FILE] */
 #include <stdlib.h>
 
 #include "check.h"
@@ -31,11 +31,20 @@ static int json_has(const kw_store *s, const char *id, const char *needle) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s STORE_DIR\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s STORE_DIR [NOTIFIER_COMPONENT_FILE]\n", argv[0]);
         return 2;
     }
     const char *path = argv[1];
+    unsigned char *component = NULL;
+    size_t component_len = 0;
+    if (argc == 3) {
+        FILE *f = fopen(argv[2], "rb");
+        if (!f) return 2;
+        component = malloc(1 << 20);
+        component_len = fread(component, 1, 1 << 20, f);
+        fclose(f);
+    }
     const char bad_utf8[] = {'k', (char)0xff, (char)0xfe, 0};
     char *huge = malloc((1 << 20) + 1);
     memset(huge, 'a', 1 << 20);
@@ -258,6 +267,59 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_store_flush(store), KW_STATUS_OK);
     CHECK_STATUS(kw_store_flush(NULL), KW_STATUS_NULL_ARGUMENT);
 
+    /* --- plugins ------------------------------------------------------ */
+    const char *manifest = "name = \"c-logger\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\n";
+    const unsigned char junk[] = "not a component";
+    CHECK_STATUS(kw_plugin_install(store, junk, sizeof junk, manifest, NULL), KW_STATUS_PLUGIN_INVALID_COMPONENT);
+    CHECK_STATUS(kw_plugin_install(store, junk, sizeof junk, "name = 1", NULL), KW_STATUS_PLUGIN_INVALID_MANIFEST);
+    CHECK_STATUS(kw_plugin_install(NULL, junk, sizeof junk, manifest, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_install(store, NULL, 0, manifest, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_install(store, junk, sizeof junk, NULL, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_install(store, junk, sizeof junk, bad_utf8, NULL), KW_STATUS_INVALID_UTF8);
+    if (component_len > 0) {
+        CHECK_STATUS(kw_plugin_install(store, component, component_len, manifest, &json), KW_STATUS_OK);
+        CHECK(json && strstr(json, "\"name\":\"c-logger\"") && strstr(json, "\"enabled\":true"));
+        kw_string_free(json);
+        CHECK_STATUS(kw_plugin_install(store, component, component_len, manifest, NULL), KW_STATUS_PLUGIN_EXISTS);
+        CHECK_STATUS(kw_plugin_set_enabled(store, "c-logger", false), KW_STATUS_OK);
+        CHECK_STATUS(kw_plugin_status_json(store, "c-logger", &json), KW_STATUS_OK);
+        CHECK(json && strstr(json, "\"enabled\":false"));
+        kw_string_free(json);
+        size_t queued = 99;
+        CHECK_STATUS(kw_plugin_retry(store, "c-logger", &queued), KW_STATUS_OK);
+        CHECK(queued == 0);
+        CHECK_STATUS(kw_plugin_retry(store, "c-logger", NULL), KW_STATUS_OK);
+        CHECK_STATUS(kw_plugin_dead_letters_json(store, "c-logger", &json), KW_STATUS_OK);
+        CHECK(json && strcmp(json, "[]") == 0);
+        kw_string_free(json);
+        CHECK_STATUS(kw_plugin_log_json(store, "c-logger", &json), KW_STATUS_OK);
+        CHECK(json && json[0] == '[');
+        kw_string_free(json);
+        CHECK_STATUS(kw_plugin_list_json(store, &json), KW_STATUS_OK);
+        CHECK(json && strstr(json, "c-logger"));
+        kw_string_free(json);
+        CHECK_STATUS(kw_plugin_remove(store, "c-logger"), KW_STATUS_OK);
+    }
+    CHECK_STATUS(kw_plugin_list_json(store, &json), KW_STATUS_OK);
+    CHECK(json && strcmp(json, "[]") == 0);
+    kw_string_free(json);
+    CHECK_STATUS(kw_plugin_list_json(NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_list_json(store, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_status_json(store, "nope", &json), KW_STATUS_PLUGIN_NOT_FOUND);
+    CHECK_STATUS(kw_plugin_status_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_status_json(store, "nope", NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_dead_letters_json(store, "nope", &json), KW_STATUS_PLUGIN_NOT_FOUND);
+    CHECK_STATUS(kw_plugin_dead_letters_json(NULL, "nope", &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_log_json(store, "nope", &json), KW_STATUS_PLUGIN_NOT_FOUND);
+    CHECK_STATUS(kw_plugin_log_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_remove(store, "nope"), KW_STATUS_PLUGIN_NOT_FOUND);
+    CHECK_STATUS(kw_plugin_remove(NULL, "nope"), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_remove(store, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_set_enabled(store, "nope", true), KW_STATUS_PLUGIN_NOT_FOUND);
+    CHECK_STATUS(kw_plugin_set_enabled(NULL, "nope", true), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_plugin_retry(store, "nope", NULL), KW_STATUS_PLUGIN_NOT_FOUND);
+    CHECK_STATUS(kw_plugin_retry(store, NULL, NULL), KW_STATUS_NULL_ARGUMENT);
+
     /* --- last error --------------------------------------------------- */
     CHECK_STATUS(kw_key_delete(store, "AAAAAAAAAAAA"), KW_STATUS_NOT_FOUND);
     size_t full = kw_last_error_message(NULL, 0);
@@ -293,5 +355,6 @@ int main(int argc, char **argv) {
     kw_store_free(store);
 
     free(huge);
+    free(component);
     return report();
 }
