@@ -145,12 +145,12 @@ fn run_c(source: &str, link_static: bool) -> String {
     if source == "test_api.c" {
         cmd.arg(logger_component(dir.path()));
     }
-    run(&mut cmd
-        .env(
-            "ASAN_OPTIONS",
-            "detect_leaks=1:abort_on_error=0:halt_on_error=1",
-        )
-        .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"))
+    cmd.env(
+        "ASAN_OPTIONS",
+        "detect_leaks=1:abort_on_error=0:halt_on_error=1",
+    )
+    .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1");
+    run(&mut cmd)
 }
 
 #[test]
