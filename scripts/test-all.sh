@@ -28,6 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
+# --- The shipped plugins (C, Python), which the plugin tests load -----------
+bash plugins/build.sh
+
 # --- Rust: unit, integration and doc tests ------------------------------------
 cargo test --lib --bins --tests --examples
 

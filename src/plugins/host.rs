@@ -195,11 +195,13 @@ impl Runtime {
     pub(crate) fn load(&self, wasm: &[u8], manifest: Manifest) -> Result<Loaded, String> {
         let component = self.compile(wasm)?;
         let ty = component.component_type();
-        let wanted = format!("keyward:notifier/host@{}", manifest.api);
+        // Every keyward:notifier interface it imports must be of the manifest's version.
         for (name, _) in ty.imports(&self.engine) {
-            if name.starts_with("keyward:notifier/") && name != wanted {
+            if let Some(rest) = name.strip_prefix("keyward:notifier/")
+                && rest.rsplit_once('@').is_none_or(|(_, v)| v != manifest.api)
+            {
                 return Err(format!(
-                    "the component imports {name}, but its manifest declares api {} ({wanted})",
+                    "the component imports {name}, but its manifest declares api {}",
                     manifest.api
                 ));
             }

@@ -1,0 +1,153 @@
+//! The plugins shipped in plugins/, built by plugins/build.sh, against a
+//! real HTTP server on 127.0.0.1.
+
+mod common;
+#[path = "common/webhook.rs"]
+mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use keyward::{CreateOptions, Options, RetryPolicy, Store};
+use webhook::Webhook;
+
+fn built(name: &str) -> Vec<u8> {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "target", "plugins", name]
+        .iter()
+        .collect();
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the shipped plugins first: bash plugins/build.sh",
+            path.display()
+        )
+    })
+}
+
+fn manifest(hook: &Webhook, path: &str) -> String {
+    format!(
+        r#"name = "crm-webhook"
+version = "0.1.0"
+api = "0.1.0"
+events = ["key.created", "key.regenerated", "key.deleted"]
+allowed_hosts = ["{origin}"]
+max_attempts = 3
+
+[config]
+url = "{url}"
+auth_header = "Bearer s3cr3t-crm-token"
+"#,
+        origin = hook.origin(),
+        url = hook.url(path)
+    )
+}
+
+fn open(path: &Path) -> Store {
+    let mut o: Options = common::fast_options();
+    o.plugin_retry = RetryPolicy {
+        base: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    Store::open_with(path, &o).unwrap()
+}
+
+fn wait(mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// regenerate → the plugin POSTs the event as JSON, with the configured
+/// auth header, and no secret anywhere.
+fn posts_regeneration(component: &str) {
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("s"));
+    store
+        .install_plugin(&built(component), &manifest(&hook, "/hooks/keyward"))
+        .unwrap();
+    let c = store
+        .create("Acme \"CRM\" sync", CreateOptions::new())
+        .unwrap();
+    let fresh = store
+        .regenerate(&c.info.id, Duration::from_secs(60))
+        .unwrap();
+    let got = hook.wait_for(2, Duration::from_secs(60));
+    assert_eq!(got.len(), 2, "{got:?}");
+    let r = &got[1];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/hooks/keyward")
+    );
+    assert_eq!(r.header("Authorization"), Some("Bearer s3cr3t-crm-token"));
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("the body is JSON");
+    assert_eq!(body["kind"], "key.regenerated");
+    assert_eq!(body["key_id"], c.info.id.as_str());
+    assert_eq!(body["key_name"], "Acme \"CRM\" sync");
+    assert_eq!(body["masked_key"], fresh.info.masked.as_str());
+    assert_eq!(body["data"]["generation"], 2);
+    assert!(body["data"]["grace_until"].is_string());
+    assert!(body["seq"].as_u64().unwrap() > 0);
+    assert!(body["at"].as_str().unwrap().ends_with('Z'));
+    for secret in [&c.key.as_str()[16..59], &fresh.key.as_str()[16..59]] {
+        for req in &got {
+            assert!(
+                !req.body_text().contains(secret),
+                "no secret in what the plugin sent"
+            );
+            assert!(req.headers.iter().all(|(_, v)| !v.contains(secret)));
+        }
+    }
+    assert!(
+        !serde_json::to_string(&got[0].body_text())
+            .unwrap()
+            .contains("argon2")
+    );
+    wait(|| store.plugin("crm-webhook").unwrap().status.delivered == 2);
+    let log = store.plugin_log("crm-webhook").unwrap();
+    assert!(log.iter().any(|l| l.contains("event delivered")), "{log:?}");
+}
+
+/// 4xx is permanent (dead letter, one attempt); 5xx is retried.
+fn sorts_failures(component: &str) {
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("s"));
+    store
+        .install_plugin(&built(component), &manifest(&hook, "/h"))
+        .unwrap();
+    hook.status.store(403, Ordering::Release);
+    store.create("k", CreateOptions::new()).unwrap();
+    wait(|| store.plugin("crm-webhook").unwrap().status.dead_letters == 1);
+    assert_eq!(hook.requests().len(), 1, "a 4xx is not retried");
+    let letters = store.plugin_dead_letters("crm-webhook").unwrap();
+    assert!(letters[0].error.contains("4xx"), "{letters:?}");
+
+    hook.status.store(503, Ordering::Release);
+    store.create("k2", CreateOptions::new()).unwrap();
+    wait(|| store.plugin("crm-webhook").unwrap().status.dead_letters == 2);
+    assert_eq!(
+        hook.requests().len(),
+        1 + 3,
+        "a 5xx is retried up to max_attempts"
+    );
+    let letters = store.plugin_dead_letters("crm-webhook").unwrap();
+    assert!(letters[1].error.contains("5xx"), "{letters:?}");
+
+    hook.status.store(200, Ordering::Release);
+    assert_eq!(store.retry_plugin("crm-webhook").unwrap(), 2);
+    wait(|| store.plugin("crm-webhook").unwrap().status.dead_letters == 0);
+    assert_eq!(store.plugin("crm-webhook").unwrap().status.delivered, 2);
+}
+
+#[test]
+fn c_plugin_posts_the_regeneration_to_the_crm() {
+    posts_regeneration("crm-webhook-c.wasm");
+}
+
+#[test]
+fn c_plugin_dead_letters_4xx_and_retries_5xx() {
+    sorts_failures("crm-webhook-c.wasm");
+}
