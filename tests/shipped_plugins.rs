@@ -151,3 +151,13 @@ fn c_plugin_posts_the_regeneration_to_the_crm() {
 fn c_plugin_dead_letters_4xx_and_retries_5xx() {
     sorts_failures("crm-webhook-c.wasm");
 }
+
+#[test]
+fn python_plugin_posts_the_regeneration_to_the_crm() {
+    posts_regeneration("crm-webhook-py.wasm");
+}
+
+#[test]
+fn python_plugin_dead_letters_4xx_and_retries_5xx() {
+    sorts_failures("crm-webhook-py.wasm");
+}

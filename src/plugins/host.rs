@@ -253,9 +253,9 @@ impl Runtime {
             origins: m.origins(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory)
-                .instances(16)
-                .tables(64)
-                .memories(16)
+                .instances(256)
+                .tables(256)
+                .memories(64)
                 .build(),
             http_limits: self.http_limits,
             log: Arc::clone(&plugin.log),
