@@ -47,12 +47,19 @@ fn server() -> (u16, mpsc::Receiver<Instant>) {
 }
 
 fn regenerate_to_webhook(c: &mut Criterion) {
-    let wasm_path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/plugins/crm-webhook-c.wasm");
+    let wasm_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/plugins/crm-webhook-c.wasm"
+    );
     let wasm = std::fs::read(wasm_path).expect("run plugins/build.sh first");
     let (port, arrivals) = server();
     let dir = tempfile::tempdir().unwrap();
     let mut o = Options::default();
-    o.argon2 = Argon2Params { memory_kib: 64, iterations: 1, parallelism: 1 };
+    o.argon2 = Argon2Params {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
     let store = Store::open_with(dir.path().join("s"), &o).unwrap();
     let manifest = format!(
         "name = \"crm-webhook\"\nversion = \"0.1.0\"\napi = \"0.1.0\"\nevents = [\"key.regenerated\"]\n\
@@ -64,7 +71,9 @@ fn regenerate_to_webhook(c: &mut Criterion) {
     let mut one = || {
         store.regenerate(&id, Duration::ZERO).unwrap();
         let returned = Instant::now();
-        let arrived = arrivals.recv_timeout(Duration::from_secs(10)).expect("delivery");
+        let arrived = arrivals
+            .recv_timeout(Duration::from_secs(10))
+            .expect("delivery");
         arrived.saturating_duration_since(returned)
     };
 

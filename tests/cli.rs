@@ -1,0 +1,480 @@
+//! The `keyward` binary, driven as an operator would: every command, JSON
+//! parsed and checked, confirmations through a pseudo terminal, errors.
+
+mod common;
+#[path = "common/webhook.rs"]
+mod webhook;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+struct Cli {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keys.db");
+        Cli { _dir: dir, db }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        c.arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .stdin(Stdio::null())
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "keyward {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("valid JSON")
+    }
+
+    /// Runs and expects failure with `code`; returns stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(code), "keyward {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
+        err
+    }
+
+    /// Runs under a pseudo terminal (util-linux `script`), typing `input`.
+    fn on_terminal(&self, args: &[&str], input: &str) -> (i32, String) {
+        let line = std::iter::once(env!("CARGO_BIN_EXE_keyward").to_string())
+            .chain(["--db".to_string(), self.db.display().to_string()])
+            .chain(args.iter().map(|a| (*a).to_string()))
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+fn create(cli: &Cli, name: &str) -> (String, String) {
+    let v = cli.json(&["key", "create", name]);
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["key"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn key_lifecycle_commands() {
+    let cli = Cli::new();
+    let text = cli.ok(&[
+        "key",
+        "create",
+        "CRM sync",
+        "--expires",
+        "30d",
+        "--metadata",
+        r#"{"plan":"pro"}"#,
+    ]);
+    assert!(text.contains("Store it now"), "{text}");
+    let key_line = text
+        .lines()
+        .find(|l| l.trim().starts_with("kw_"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let created = cli.json(&[
+        "key",
+        "create",
+        "Zapier",
+        "--expires",
+        "2099-01-01T00:00:00Z",
+    ]);
+    for field in [
+        "id",
+        "name",
+        "masked",
+        "created_at",
+        "generation",
+        "disabled",
+        "expires_at",
+        "whitelist_enabled",
+        "key",
+    ] {
+        assert!(
+            created.get(field).is_some(),
+            "create --json has {field}: {created}"
+        );
+    }
+    assert_eq!(created["expires_at"], "2099-01-01T00:00:00.000Z");
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let list = cli.json(&["key", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["name"], "CRM sync");
+    assert_eq!(list[0]["metadata"]["plan"], "pro");
+    assert!(list[0].get("key").is_none(), "list never shows a key");
+    let table = cli.ok(&["key", "list"]);
+    assert!(table.contains("CRM sync") && table.contains("Zapier") && table.contains("active"));
+
+    let show = cli.json(&["key", "show", &id]);
+    assert_eq!(show["name"], "Zapier");
+    assert!(
+        cli.ok(&["key", "show", &id])
+            .contains("last rotated  never")
+    );
+
+    assert_eq!(cli.json(&["key", "disable", &id])["disabled"], true);
+    let denied = cli.run(&[
+        "verify",
+        created["key"].as_str().unwrap(),
+        "--ip",
+        "10.0.0.1",
+    ]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("denied: disabled"));
+    assert_eq!(cli.json(&["key", "enable", &id])["disabled"], false);
+    assert_eq!(
+        cli.json(&["key", "rename", &id, "Zapier prod"])["name"],
+        "Zapier prod"
+    );
+
+    let first = cli.json(&[
+        "verify",
+        &key_line,
+        "--ip",
+        "203.0.113.7",
+        "--integration",
+        "HubSpot",
+    ]);
+    assert_eq!(
+        (first["valid"].as_bool(), first["generation"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert!(
+        cli.ok(&["verify", &key_line, "--ip", "203.0.113.7"])
+            .starts_with("valid: key")
+    );
+}
+
+#[test]
+fn regenerate_warns_and_lists_clients_to_update() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "CRM sync");
+    cli.ok(&[
+        "verify",
+        &key,
+        "--ip",
+        "198.51.100.7",
+        "--integration",
+        "HubSpot/3.1",
+    ]);
+    let text = cli.ok(&["key", "regenerate", &id, "--yes"]);
+    assert!(text.contains("The old key has stopped working."), "{text}");
+    assert!(
+        text.contains("198.51.100.7") && text.contains("HubSpot/3.1"),
+        "{text}"
+    );
+    let fresh = text
+        .lines()
+        .find(|l| l.trim().starts_with("kw_"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let old = cli.run(&["verify", &key, "--ip", "198.51.100.7"]);
+    assert_eq!(old.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&old.stdout).contains("denied: rotated"));
+    cli.ok(&["verify", &fresh, "--ip", "198.51.100.7"]);
+
+    let graced = cli.json(&["key", "regenerate", &id, "--grace", "24h", "--yes"]);
+    assert_eq!(graced["generation"], 3);
+    assert!(graced["grace_until"].is_string() && graced["key"].is_string());
+    let v = cli.json(&["verify", &fresh, "--ip", "198.51.100.7"]);
+    assert_eq!(
+        (v["valid"].as_bool(), v["in_grace"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let text = cli.ok(&["key", "regenerate", &id, "--grace", "1h", "-y"]);
+    assert!(text.contains("keeps working until"), "{text}");
+}
+
+#[test]
+fn confirmation_is_asked_on_a_terminal_and_refused_without_one() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "to delete");
+    let err = cli.fails(&["key", "delete", &id], 2);
+    assert!(err.contains("--yes"), "{err}");
+    cli.fails(&["key", "regenerate", &id], 2);
+
+    let (code, screen) = cli.on_terminal(&["key", "regenerate", &id], "n\n");
+    assert_eq!(code, 2, "{screen}");
+    assert!(screen.contains("[y/N]"), "{screen}");
+    cli.ok(&["verify", &key, "--ip", "10.0.0.1"]); // nothing changed
+
+    let (code, screen) = cli.on_terminal(&["key", "delete", &id], "y\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("Deleted key"), "{screen}");
+    cli.fails(&["key", "show", &id], 3);
+}
+
+#[test]
+fn whitelist_commands() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "k");
+    let entry = cli.json(&[
+        "whitelist",
+        "add",
+        &id,
+        "198.51.100.0/24",
+        "--name",
+        "office",
+    ]);
+    assert_eq!(
+        (entry["name"].as_str(), entry["network"].as_str()),
+        (Some("office"), Some("198.51.100.0/24"))
+    );
+    let wl = cli.json(&["whitelist", "enable", &id]);
+    assert_eq!(wl["enabled"], true);
+    assert_eq!(wl["entries"].as_array().unwrap().len(), 1);
+    let out = cli.run(&["verify", &key, "--ip", "203.0.113.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ip_not_allowed"));
+    cli.ok(&["verify", &key, "--ip", "198.51.100.3"]);
+    let shown = cli.ok(&["whitelist", "show", &id]);
+    assert!(shown.contains("office") && shown.contains("on"), "{shown}");
+    let removed = cli.json(&["whitelist", "remove", &id, entry["id"].as_str().unwrap()]);
+    assert!(removed["entries"].as_array().unwrap().is_empty());
+    assert!(
+        cli.ok(&["whitelist", "show", &id])
+            .contains("No entries: every request is refused.")
+    );
+    assert_eq!(cli.json(&["whitelist", "disable", &id])["enabled"], false);
+    cli.fails(&["whitelist", "add", &id, "10.0.0.1/8", "--name", "bad"], 4);
+    cli.fails(&["whitelist", "add", &id, "nope", "--name", "bad"], 4);
+    cli.fails(&["whitelist", "remove", &id, "nope"], 3);
+}
+
+#[test]
+fn usage_shows_ips_integrations_stale_clients_and_a_chart() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "k");
+    for _ in 0..3 {
+        cli.ok(&[
+            "verify",
+            &key,
+            "--ip",
+            "203.0.113.7",
+            "--integration",
+            "n8n",
+        ]);
+    }
+    let fresh = cli.json(&["key", "regenerate", &id, "--grace", "1h", "--yes"]);
+    cli.ok(&[
+        "verify",
+        &key,
+        "--ip",
+        "203.0.113.7",
+        "--integration",
+        "n8n",
+    ]);
+    cli.ok(&[
+        "verify",
+        fresh["key"].as_str().unwrap(),
+        "--ip",
+        "198.51.100.1",
+    ]);
+    let u = cli.json(&["usage", &id]);
+    assert_eq!(u["totals"]["allowed"], 5);
+    assert_eq!(u["ips"].as_array().unwrap().len(), 2);
+    assert_eq!(u["integrations"][0]["name"], "n8n");
+    let table = cli.ok(&["usage", &id, "--days", "2"]);
+    assert!(
+        table.contains("Still presenting an old secret") && table.contains("203.0.113.7"),
+        "{table}"
+    );
+    assert!(
+        table.chars().any(|c| "▁▂▃▄▅▆▇█".contains(c)),
+        "a bar chart: {table}"
+    );
+    let chart_days = table
+        .lines()
+        .filter(|l| l.trim_start().get(4..5) == Some("-") && l.contains(" allowed "))
+        .count();
+    assert_eq!(chart_days, 2, "one line per day: {table}");
+}
+
+#[test]
+fn events_and_follow() {
+    let cli = Cli::new();
+    let (id, _) = create(&cli, "k");
+    cli.ok(&["key", "disable", &id]);
+    let events = cli.json(&["events"]);
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["key.created", "key.updated"]);
+    let after = cli.json(&["events", "--since", &events[0]["seq"].to_string()]);
+    assert_eq!(after.as_array().unwrap().len(), 1);
+
+    let mut follower = cli
+        .cmd(&["--json", "events", "--follow", "--since", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    cli.ok(&["key", "enable", &id]); // waits while the follower holds the store
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let e: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (e["kind"].as_str(), e["seq"].as_u64()),
+        (Some("key.updated"), Some(3))
+    );
+}
+
+#[test]
+fn plugin_commands() {
+    let cli = Cli::new();
+    let hook = webhook::Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = hook.url("/h");
+    let wat = include_str!("fixtures/notifier.wat.in")
+        .replace(
+            "{BODY}",
+            "(call $post (local.get $kind) (local.get $kind_len))",
+        )
+        .replace("{URL_LEN}", &url.len().to_string())
+        .replace("{URL}", &url);
+    let wasm = dir.path().join("p.wat");
+    std::fs::write(&wasm, wat).unwrap();
+    let manifest = dir.path().join("p.toml");
+    std::fs::write(
+        &manifest,
+        format!("name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n", hook.origin()),
+    )
+    .unwrap();
+    let (w, m) = (wasm.to_str().unwrap(), manifest.to_str().unwrap());
+    let installed = cli.json(&["plugin", "install", w, "--manifest", m]);
+    assert_eq!(
+        (installed["name"].as_str(), installed["enabled"].as_bool()),
+        (Some("crm"), Some(true))
+    );
+    cli.fails(&["plugin", "install", w, "--manifest", m], 7);
+    std::fs::write(dir.path().join("bad.toml"), "name = 1").unwrap();
+    cli.fails(
+        &[
+            "plugin",
+            "install",
+            w,
+            "--manifest",
+            dir.path().join("bad.toml").to_str().unwrap(),
+        ],
+        7,
+    );
+
+    // Events are delivered while a command holds the store.
+    let _ = cli.ok(&["key", "create", "k"]);
+    let list = cli.json(&["plugin", "list"]);
+    assert_eq!(list[0]["name"], "crm");
+    let status = cli.json(&["plugin", "status", "crm"]);
+    assert!(
+        status["plugin"]["status"].is_object()
+            && status["dead_letters"].is_array()
+            && status["log"].is_array()
+    );
+    assert!(cli.ok(&["plugin", "status", "crm"]).contains("delivered"));
+    assert_eq!(cli.json(&["plugin", "retry", "crm"])["queued"], 0);
+    cli.ok(&["plugin", "remove", "crm"]);
+    cli.fails(&["plugin", "status", "crm"], 3);
+    assert!(cli.ok(&["plugin", "list"]).contains("No plugins"));
+}
+
+#[test]
+fn errors_are_one_line_with_documented_exit_codes() {
+    let cli = Cli::new();
+    let (id, _) = create(&cli, "k");
+    cli.fails(&["key", "show", "AAAAAAAAAAAA"], 3);
+    cli.fails(&["key", "show", "not-an-id"], 4);
+    cli.fails(&["key", "regenerate", &id, "--grace", "soon", "--yes"], 4);
+    cli.fails(&["key", "create", "x", "--expires", "whenever"], 4);
+    cli.fails(&["key", "create", "x", "--metadata", "{nope"], 4);
+    cli.fails(&["key", "create", ""], 4);
+    cli.fails(&["verify", "kw_x", "--ip", "not-an-ip"], 4);
+    let usage_error = cli.run(&["key", "frobnicate"]);
+    assert_eq!(usage_error.status.code(), Some(2));
+
+    let held = keyward::Store::open(&cli.db).unwrap();
+    let err = cli.fails(&["key", "list"], 5);
+    assert!(
+        err.contains("locked") && err.contains(&cli.db.display().to_string()),
+        "{err}"
+    );
+    drop(held);
+    cli.ok(&["key", "list"]);
+}
+
+#[test]
+fn the_default_store_is_keyward_db_db_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envdb: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        c.current_dir(dir.path())
+            .args(["key", "create", "k"])
+            .stdin(Stdio::null());
+        match envdb {
+            Some(p) => c.env("KEYWARD_DB", p),
+            None => c.env_remove("KEYWARD_DB"),
+        };
+        assert!(c.output().unwrap().status.success());
+    };
+    run(None);
+    assert!(dir.path().join("keyward.db").is_dir());
+    let elsewhere = dir.path().join("from-env");
+    run(Some(&elsewhere));
+    assert!(elsewhere.is_dir());
+}
