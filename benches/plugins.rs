@@ -68,7 +68,7 @@ fn regenerate_to_webhook(c: &mut Criterion) {
     store.install_plugin(&wasm, &manifest).unwrap();
     let id = store.create("bench", CreateOptions::new()).unwrap().info.id;
 
-    let mut one = || {
+    let one = || {
         store.regenerate(&id, Duration::ZERO).unwrap();
         let returned = Instant::now();
         let arrived = arrivals
