@@ -28,6 +28,36 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
+# --- PostgreSQL for the shared-store tests (unless KEYWARD_TEST_PG is given) --
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ -z "${KEYWARD_TEST_PG:-}" ]; then
+    if [ ! -d /usr/lib/postgresql ]; then
+        apt_install postgresql
+    fi
+    pg_version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+    started_pg=""
+    if ! pg_lsclusters -h 2>/dev/null | awk '{print $4}' | grep -q online; then
+        as_root pg_ctlcluster "$pg_version" main start
+        started_pg=1
+    fi
+    me=$(id -un)
+    as_root su postgres -c "psql -v ON_ERROR_STOP=1 -qAt" <<SQL
+do \$\$ begin
+    if not exists (select 1 from pg_roles where rolname = '$me') then
+        execute format('create role %I superuser login', '$me');
+    end if;
+end \$\$;
+drop database if exists keyward_test;
+SQL
+    as_root su postgres -c "createdb -O '$me' keyward_test"
+    export KEYWARD_TEST_PG="postgresql:///keyward_test?host=/var/run/postgresql&user=$me"
+    cleanup_pg() {
+        as_root su postgres -c "dropdb --if-exists keyward_test" || true
+        if [ -n "$started_pg" ]; then as_root pg_ctlcluster "$pg_version" main stop || true; fi
+    }
+    trap cleanup_pg EXIT
+fi
+
 # --- The shipped plugins (C, Python), which the plugin tests load -----------
 bash plugins/build.sh
 

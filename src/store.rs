@@ -64,6 +64,8 @@ pub struct Options {
     pub max_queued_hashes: usize,
     /// How often a shared backend's change feed is polled.
     pub sync_interval: Duration,
+    /// How long opening a PostgreSQL store waits for the server.
+    pub connect_timeout: Duration,
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]
     pub plugin_retry: crate::plugins::RetryPolicy,
@@ -80,6 +82,7 @@ impl Default for Options {
             max_concurrent_hashes: cores,
             max_queued_hashes: cores * 4,
             sync_interval: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(5),
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
         }
@@ -595,8 +598,9 @@ fn create_private_dir(path: &Path) -> Result<(), OpenError> {
 }
 
 impl Store {
-    /// Opens the sled store in directory `path` with default options,
-    /// creating it (mode 0700) if needed.
+    /// Opens the store at `path` with default options: a sled directory
+    /// (created 0700 if needed), or, for `postgres://user@host:port/db?schema=NAME`,
+    /// a store shared through PostgreSQL (schema created and migrated on open).
     ///
     /// # Errors
     /// [`OpenError::StoreLocked`] when another process holds the store;
@@ -612,6 +616,14 @@ impl Store {
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Store, OpenError> {
         let path = path.as_ref();
         check_options(options)?;
+        #[cfg(feature = "postgres")]
+        if let Some(url) = path
+            .to_str()
+            .filter(|p| p.starts_with("postgres://") || p.starts_with("postgresql://"))
+        {
+            let backend = crate::backend::PostgresBackend::connect(url, options.connect_timeout)?;
+            return Self::open_backend(Arc::new(backend), None, options);
+        }
         create_private_dir(path)?;
         let backend = SledBackend::open(path)?;
         secure_tree(path);
@@ -637,9 +649,7 @@ impl Store {
         check_options(options)?;
         let hasher = options.argon2.hasher().map_err(OpenError::InvalidOptions)?;
         let prefix = settle_prefix(backend.as_ref(), options.prefix.as_deref())?;
-        let version = match backend.changes_since(0).map_err(OpenError::Storage)? {
-            Changes::Keys { version, .. } | Changes::Reload { version } => version,
-        };
+        let version = backend.version().map_err(OpenError::Storage)?;
         #[cfg(feature = "plugins")]
         let plugins = crate::plugins::Plugins::start(
             Arc::clone(&backend),

@@ -139,6 +139,10 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn version(&self) -> Result<u64, StorageError> {
+        Ok(self.state().version)
+    }
+
     fn is_shared(&self) -> bool {
         self.shared
     }

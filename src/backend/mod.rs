@@ -8,6 +8,8 @@
 //! shared backend fills and a single-writer backend leaves empty.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sled;
 
 use std::fmt;
@@ -15,6 +17,8 @@ use std::fmt;
 use crate::key::KeyId;
 
 pub(crate) use self::memory::MemoryBackend;
+#[cfg(feature = "postgres")]
+pub(crate) use self::postgres::PostgresBackend;
 pub(crate) use self::sled::SledBackend;
 
 /// The tables of a store.
@@ -199,6 +203,10 @@ pub(crate) trait Backend: Send + Sync {
     /// Keys changed by *other* writers after `seen`. A backend with a single
     /// writer (sled) answers `Keys { ids: [] }` with its own version.
     fn changes_since(&self, seen: u64) -> Result<Changes, StorageError>;
+
+    /// Where the change feed stands now (the engine reads this on open,
+    /// when it loads every key anyway).
+    fn version(&self) -> Result<u64, StorageError>;
 
     /// Whether other processes may write to this store, so the engine must
     /// follow the change feed.

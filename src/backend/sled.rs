@@ -171,6 +171,10 @@ impl Backend for SledBackend {
         })
     }
 
+    fn version(&self) -> Result<u64, StorageError> {
+        Ok(self.version.load(Ordering::Acquire))
+    }
+
     fn is_shared(&self) -> bool {
         false
     }

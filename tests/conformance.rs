@@ -1,0 +1,314 @@
+//! One backend conformance suite, run against every backend: sled (a
+//! directory) and PostgreSQL (a schema of its own per test). The
+//! PostgreSQL half needs `KEYWARD_TEST_PG` (a URL such as
+//! `postgresql:///keyward_test?host=/var/run/postgresql`); scripts/test-all.sh
+//! starts a server and sets it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fast_options, ip};
+use keyward::{CreateOptions, Denial, KeyError, Store, Verdict};
+use serde_json::json;
+
+trait Harness {
+    fn open(&self) -> Store;
+}
+
+struct Sled(tempfile::TempDir);
+
+impl Harness for Sled {
+    fn open(&self) -> Store {
+        Store::open_with(self.0.path().join("store"), &fast_options()).unwrap()
+    }
+}
+
+struct Postgres(String);
+
+impl Harness for Postgres {
+    fn open(&self) -> Store {
+        Store::open_with(&self.0, &fast_options()).unwrap()
+    }
+}
+
+fn sled() -> Sled {
+    Sled(tempfile::tempdir().unwrap())
+}
+
+/// A PostgreSQL store in a fresh schema, or `None` (said loudly) when no
+/// server was configured.
+fn postgres() -> Option<Postgres> {
+    let Ok(base) = std::env::var("KEYWARD_TEST_PG") else {
+        eprintln!(
+            "\n*** KEYWARD_TEST_PG is not set: the PostgreSQL half of this test did not run ***\n"
+        );
+        return None;
+    };
+    let schema = format!("t_{}", keyward_test_suffix());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(Postgres(format!("{base}{sep}schema={schema}")))
+}
+
+fn keyward_test_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $( #[test] fn $name() { super::$name(&super::sled()); } )*
+        }
+        mod on_postgres {
+            $( #[test] fn $name() { if let Some(h) = super::postgres() { super::$name(&h); } } )*
+        }
+    };
+}
+
+conformance!(
+    lifecycle,
+    grace_and_rotation,
+    whitelist,
+    usage_is_exact_after_reopen,
+    events_in_order,
+    bad_input_changes_nothing
+);
+
+fn lifecycle(h: &dyn Harness) {
+    let store = h.open();
+    let a = store
+        .create(
+            "alpha",
+            CreateOptions::new().metadata(json!({"plan": "pro"})),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3));
+    let b = store.create("beta", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .verify(a.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    assert_eq!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .map(|k| k.id)
+            .collect::<Vec<_>>(),
+        [a.info.id, b.info.id]
+    );
+    store.set_disabled(&b.info.id, true).unwrap();
+    assert_eq!(
+        store.verify(b.key.as_str(), ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Disabled)
+    );
+    store.rename(&a.info.id, "alpha 2").unwrap();
+    store.delete(&b.info.id).unwrap();
+    assert_eq!(
+        store.verify(b.key.as_str(), ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::UnknownKey)
+    );
+    assert!(matches!(store.get(&b.info.id), Err(KeyError::NotFound(_))));
+    store.close().unwrap();
+
+    let store = h.open();
+    let got = store.get(&a.info.id).unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.metadata.clone()),
+        ("alpha 2", Some(json!({"plan": "pro"})))
+    );
+    assert!(
+        store
+            .verify(a.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+fn grace_and_rotation(h: &dyn Harness) {
+    let store = h.open();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    let second = store.regenerate(&c.info.id, Duration::ZERO).unwrap();
+    assert!(matches!(
+        store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Rotated { .. })
+    ));
+    let third = store
+        .regenerate(&c.info.id, Duration::from_secs(3600))
+        .unwrap();
+    assert!(
+        store
+            .verify(second.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid(),
+        "in grace"
+    );
+    assert!(
+        store
+            .verify(third.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    store.close().unwrap();
+    let store = h.open();
+    assert!(
+        store
+            .verify(second.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid(),
+        "grace survives reopen"
+    );
+    assert!(matches!(
+        store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Rotated { .. })
+    ));
+    assert_eq!(store.get(&c.info.id).unwrap().generation, 3);
+}
+
+fn whitelist(h: &dyn Harness) {
+    let store = h.open();
+    let c = store
+        .create(
+            "k",
+            CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("198.51.100.9"), None)
+            .is_valid()
+    );
+    assert_eq!(
+        store.verify(c.key.as_str(), ip("203.0.113.1"), None),
+        Verdict::Denied(Denial::IpNotAllowed)
+    );
+    let e = store
+        .add_whitelist_entry(&c.info.id, "v6", "2001:db8::/32")
+        .unwrap();
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("2001:db8::7"), None)
+            .is_valid()
+    );
+    store.remove_whitelist_entry(&c.info.id, &e.id).unwrap();
+    store.close().unwrap();
+    let store = h.open();
+    let wl = store.whitelist(&c.info.id).unwrap();
+    assert!(wl.enabled);
+    assert_eq!(wl.entries.len(), 1);
+    assert!(
+        !store
+            .verify(c.key.as_str(), ip("2001:db8::7"), None)
+            .is_valid()
+    );
+}
+
+fn usage_is_exact_after_reopen(h: &dyn Harness) {
+    let store = h.open();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..2u8 {
+            let (store, key) = (&store, c.key.as_str());
+            s.spawn(move || {
+                for _ in 0..500 {
+                    assert!(
+                        store
+                            .verify(key, std::net::IpAddr::from([10, 0, 0, t]), Some("n8n"))
+                            .is_valid()
+                    );
+                }
+            });
+        }
+    });
+    store.close().unwrap();
+    let store = h.open();
+    let u = store.usage(&c.info.id).unwrap();
+    assert_eq!(u.totals.allowed, 1000);
+    assert_eq!(u.ips.len(), 2);
+    assert_eq!(u.integrations[0].count, 1000);
+}
+
+fn events_in_order(h: &dyn Harness) {
+    let store = h.open();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    store.regenerate(&c.info.id, Duration::ZERO).unwrap();
+    store.set_whitelist_enabled(&c.info.id, true).unwrap();
+    store.delete(&c.info.id).unwrap();
+    let events = store.events(0, 100).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "key.created",
+            "key.regenerated",
+            "whitelist.updated",
+            "key.deleted"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(store.events(events[1].seq, 100).unwrap().len(), 2);
+}
+
+fn bad_input_changes_nothing(h: &dyn Harness) {
+    let store = h.open();
+    assert!(matches!(
+        store.create("", CreateOptions::new()),
+        Err(KeyError::InvalidInput(_))
+    ));
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .add_whitelist_entry(&c.info.id, "x", "10.0.0.1/8")
+            .is_err()
+    );
+    assert_eq!(store.whitelist(&c.info.id).unwrap().entries.len(), 0);
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+/// Two engines on one PostgreSQL store (as two processes would be): a
+/// regeneration in one is refused by the other within the bound.
+#[test]
+fn postgres_revocation_reaches_another_store_within_a_second() {
+    let Some(h) = postgres() else { return };
+    let a = h.open();
+    let b = h.open();
+    let c = a.create("shared", CreateOptions::new()).unwrap();
+    let until = Instant::now() + Duration::from_secs(1);
+    while !b.verify(c.key.as_str(), ip("10.0.0.1"), None).is_valid() {
+        assert!(Instant::now() < until, "B never learned of the new key");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fresh = a.regenerate(&c.info.id, Duration::ZERO).unwrap();
+    let until = Instant::now() + Duration::from_secs(1);
+    while b.verify(c.key.as_str(), ip("10.0.0.1"), None).is_valid() {
+        assert!(
+            Instant::now() < until,
+            "B still accepts the old secret after 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        b.verify(fresh.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+}
+
+#[test]
+fn postgres_bad_urls_and_unreachable_servers_fail_quickly_with_a_typed_error() {
+    let mut o = fast_options();
+    o.connect_timeout = Duration::from_secs(2);
+    let e = Store::open_with("postgres://nobody@127.0.0.1:1/nothing", &o).unwrap_err();
+    assert!(matches!(e, keyward::OpenError::Storage(_)), "{e:?}");
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+    let e = Store::open_with("postgres://h/db?schema=Bad-Schema", &o).unwrap_err();
+    assert!(matches!(e, keyward::OpenError::InvalidOptions(_)), "{e:?}");
+}
