@@ -164,6 +164,11 @@ typedef enum kw_denial {
    * Too many cold verifications at once; retry shortly.
    */
   KW_DENIAL_BUSY = 8,
+  /**
+   * A shared store could not confirm it is current (database unreachable
+   * longer than the staleness bound); refused to fail closed.
+   */
+  KW_DENIAL_UNAVAILABLE = 9,
 } kw_denial;
 
 /**

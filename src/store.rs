@@ -66,6 +66,9 @@ pub struct Options {
     pub sync_interval: Duration,
     /// How long opening a PostgreSQL store waits for the server.
     pub connect_timeout: Duration,
+    /// A shared store that has not confirmed it is current for this long
+    /// refuses every key (`Denial::Unavailable`) until it has.
+    pub staleness_bound: Duration,
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]
     pub plugin_retry: crate::plugins::RetryPolicy,
@@ -83,6 +86,7 @@ impl Default for Options {
             max_queued_hashes: cores * 4,
             sync_interval: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(5),
+            staleness_bound: Duration::from_secs(5),
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
         }
@@ -453,6 +457,11 @@ struct Inner {
     /// Held while pending usage moves to storage, so readers never see it in neither place.
     flush_lock: Mutex<()>,
     seen_version: AtomicU64,
+    /// Shared backends: when the change feed was last read successfully
+    /// (ms since the epoch), and how stale that may get before verify fails closed.
+    shared: bool,
+    synced_at: std::sync::atomic::AtomicI64,
+    staleness_ms: i64,
     #[cfg(feature = "plugins")]
     plugins: crate::plugins::Plugins,
 }
@@ -650,6 +659,7 @@ impl Store {
         let hasher = options.argon2.hasher().map_err(OpenError::InvalidOptions)?;
         let prefix = settle_prefix(backend.as_ref(), options.prefix.as_deref())?;
         let version = backend.version().map_err(OpenError::Storage)?;
+        let backend_shared = backend.is_shared();
         #[cfg(feature = "plugins")]
         let plugins = crate::plugins::Plugins::start(
             Arc::clone(&backend),
@@ -670,6 +680,9 @@ impl Store {
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             seen_version: AtomicU64::new(version),
+            shared: backend_shared,
+            synced_at: std::sync::atomic::AtomicI64::new(now_ms()),
+            staleness_ms: i64::try_from(options.staleness_bound.as_millis()).unwrap_or(i64::MAX),
             #[cfg(feature = "plugins")]
             plugins,
         });
@@ -1149,13 +1162,29 @@ fn spawn_worker(inner: &Arc<Inner>, options: &Options) -> Worker {
         .name("keyward-flusher".into())
         .spawn(move || {
             let mut last_flush = std::time::Instant::now();
+            let mut last_sync = std::time::Instant::now();
             loop {
-                match stopped.recv_timeout(tick) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-                }
+                let changed = if shared {
+                    // Woken by another writer's NOTIFY, or the periodic check.
+                    let Some(inner) = weak.upgrade() else { return };
+                    let backend = Arc::clone(&inner.backend);
+                    drop(inner);
+                    let changed = backend.wait_for_change(tick);
+                    match stopped.try_recv() {
+                        Err(mpsc::TryRecvError::Empty) => {}
+                        Ok(()) | Err(mpsc::TryRecvError::Disconnected) => return,
+                    }
+                    changed
+                } else {
+                    match stopped.recv_timeout(tick) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    false
+                };
                 let Some(inner) = weak.upgrade() else { return };
-                if shared {
+                if shared && (changed || last_sync.elapsed() >= sync_every) {
+                    last_sync = std::time::Instant::now();
                     let _ = inner.sync();
                 }
                 if last_flush.elapsed() >= flush_every {
@@ -1192,6 +1221,19 @@ impl Inner {
         let id = parsed.id;
         let ip = whitelist::normalise_ip(client_ip);
         let now = now_ms();
+        // Fail closed: a shared store that cannot confirm it is current
+        // could be missing a revocation.
+        if self.shared && now - self.synced_at.load(Ordering::Acquire) > self.staleness_ms {
+            self.usage.record(
+                id,
+                now,
+                ip,
+                integration,
+                Outcome::Denied(Denial::Unavailable),
+                Freshness::Unknown,
+            );
+            return Verdict::Denied(Denial::Unavailable);
+        }
         let step = {
             let shard = read(self.index.shard(&id));
             let Some(live) = shard.get(&id) else {
@@ -1311,6 +1353,7 @@ impl Inner {
     /// Follows the change feed of a shared backend into the index.
     fn sync(&self) -> Result<(), StorageError> {
         let seen = self.seen_version.load(Ordering::Acquire);
+        let asked_at = now_ms();
         match self.backend.changes_since(seen)? {
             Changes::Keys { version, ids } => {
                 for id in ids {
@@ -1323,6 +1366,8 @@ impl Inner {
                 self.seen_version.fetch_max(version, Ordering::AcqRel);
             }
         }
+        // Everything committed before `asked_at` is now in the index.
+        self.synced_at.fetch_max(asked_at, Ordering::AcqRel);
         Ok(())
     }
 

@@ -63,6 +63,9 @@ pub struct UsageTotals {
     pub ip_not_allowed: u64,
     /// Denied: too many cold verifications at once.
     pub busy: u64,
+    /// Denied: a shared store could not confirm it was current.
+    #[serde(default)]
+    pub unavailable: u64,
 }
 
 impl UsageTotals {
@@ -75,6 +78,7 @@ impl UsageTotals {
         self.disabled += o.disabled;
         self.ip_not_allowed += o.ip_not_allowed;
         self.busy += o.busy;
+        self.unavailable += o.unavailable;
     }
 
     fn count(&mut self, outcome: Outcome) {
@@ -90,6 +94,7 @@ impl UsageTotals {
             Denial::Disabled => &mut self.disabled,
             Denial::IpNotAllowed => &mut self.ip_not_allowed,
             Denial::Busy => &mut self.busy,
+            Denial::Unavailable => &mut self.unavailable,
             // Never recorded: no key to record them against.
             Denial::Malformed | Denial::UnknownKey => return,
         };

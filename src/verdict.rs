@@ -68,6 +68,10 @@ pub enum Denial {
     IpNotAllowed,
     /// Too many cold verifications at once; retry shortly.
     Busy,
+    /// A shared store could not confirm it is current (its database has
+    /// been unreachable longer than the staleness bound): refused rather
+    /// than risk admitting a revoked key. Recovers by itself.
+    Unavailable,
 }
 
 impl Denial {
@@ -83,6 +87,7 @@ impl Denial {
             Denial::Disabled => "disabled",
             Denial::IpNotAllowed => "ip_not_allowed",
             Denial::Busy => "busy",
+            Denial::Unavailable => "unavailable",
         }
     }
 }

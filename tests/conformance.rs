@@ -312,3 +312,134 @@ fn postgres_bad_urls_and_unreachable_servers_fail_quickly_with_a_typed_error() {
     let e = Store::open_with("postgres://h/db?schema=Bad-Schema", &o).unwrap_err();
     assert!(matches!(e, keyward::OpenError::InvalidOptions(_)), "{e:?}");
 }
+
+/// An admin connection to the test server, for what the tests do to it.
+fn admin(base: &str) -> postgres::Client {
+    let (url, _) = base
+        .split_once("?schema=")
+        .map_or((base.to_string(), ()), |(u, _)| (u.to_string(), ()));
+    postgres::Client::connect(&url, postgres::NoTls).expect("admin connection")
+}
+
+/// Cut off from its database longer than the staleness bound, a store
+/// refuses every key; when the database is back, it recovers by itself.
+#[test]
+fn postgres_outage_fails_closed_and_recovers() {
+    let Ok(base) = std::env::var("KEYWARD_TEST_PG") else {
+        eprintln!("\n*** KEYWARD_TEST_PG is not set: the PostgreSQL outage test did not run ***\n");
+        return;
+    };
+    let db = format!("keyward_outage_{}", std::process::id());
+    let mut admin = admin(&base);
+    admin
+        .batch_execute(&format!("drop database if exists {db}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("create database {db}"))
+        .unwrap();
+    // The same server, another database.
+    let url = {
+        let (head, query) = base.split_once('?').unwrap_or((&base, ""));
+        let head = head.rsplit_once('/').map_or(head, |(h, _)| h);
+        format!("{head}/{db}?{query}")
+    };
+    let mut o = fast_options();
+    o.staleness_bound = Duration::from_secs(1);
+    let store = Store::open_with(&url, &o).unwrap();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+
+    // First refuse new connections (committed), then cut the existing ones.
+    admin.batch_execute(&format!("alter database {db} allow_connections false")).unwrap();
+    admin
+        .batch_execute(&format!("select pg_terminate_backend(pid) from pg_stat_activity where datname = '{db}'"))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = store.verify(c.key.as_str(), ip("10.0.0.1"), None);
+        if v == Verdict::Denied(Denial::Unavailable) {
+            break;
+        }
+        assert!(v.is_valid(), "only valid until the bound passes: {v:?}");
+        assert!(Instant::now() < until, "never failed closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    admin
+        .batch_execute(&format!("alter database {db} allow_connections true"))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !store
+        .verify(c.key.as_str(), ip("10.0.0.1"), None)
+        .is_valid()
+    {
+        assert!(Instant::now() < until, "never recovered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fresh = store.regenerate(&c.info.id, Duration::ZERO).unwrap();
+    assert!(
+        store
+            .verify(fresh.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid(),
+        "nothing lost"
+    );
+    assert!(store.usage(&c.info.id).unwrap().totals.unavailable > 0);
+    drop(store);
+    admin
+        .batch_execute(&format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{db}'"
+        ))
+        .unwrap();
+    admin.batch_execute(&format!("drop database {db}")).unwrap();
+}
+
+#[path = "common/webhook.rs"]
+mod webhook;
+
+/// Two engines share a PostgreSQL store with a plugin: each event is
+/// delivered once (one dispatcher), and when the dispatcher's holder goes,
+/// the other takes over.
+#[test]
+fn postgres_one_dispatcher_and_failover() {
+    let Some(h) = postgres() else { return };
+    let hook = webhook::Webhook::start();
+    let url = hook.url("/h");
+    let wat = include_str!("fixtures/notifier.wat.in")
+        .replace(
+            "{BODY}",
+            "(call $post (local.get $kind) (local.get $kind_len))",
+        )
+        .replace("{URL_LEN}", &url.len().to_string())
+        .replace("{URL}", &url);
+    let manifest = format!(
+        "name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n",
+        hook.origin()
+    );
+    let a = h.open();
+    a.install_plugin(wat.as_bytes(), &manifest).unwrap();
+    a.create("first", CreateOptions::new()).unwrap();
+    assert_eq!(
+        hook.wait_for(1, Duration::from_secs(30)).len(),
+        1,
+        "A delivers (it holds the lease)"
+    );
+
+    let b = h.open();
+    for i in 0..3 {
+        b.create(&format!("from b {i}"), CreateOptions::new())
+            .unwrap();
+    }
+    assert_eq!(hook.wait_for(4, Duration::from_secs(30)).len(), 4);
+    std::thread::sleep(Duration::from_millis(1500)); // a second dispatcher would duplicate by now
+    assert_eq!(hook.requests().len(), 4, "each event delivered once");
+
+    drop(a); // the lease holder goes away
+    b.create("after failover", CreateOptions::new()).unwrap();
+    let got = hook.wait_for(5, Duration::from_secs(30));
+    assert_eq!(got.len(), 5, "B took over: {got:?}");
+    assert!(got.iter().all(|r| r.body_text() == "key.created"));
+}

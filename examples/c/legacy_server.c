@@ -25,6 +25,7 @@ static const char *reason(kw_denial d) {
     case KW_DENIAL_DISABLED: return "disabled";
     case KW_DENIAL_IP_NOT_ALLOWED: return "ip_not_allowed";
     case KW_DENIAL_BUSY: return "busy";
+    case KW_DENIAL_UNAVAILABLE: return "unavailable";
     }
     return "unknown";
 }

@@ -211,4 +211,19 @@ pub(crate) trait Backend: Send + Sync {
     /// Whether other processes may write to this store, so the engine must
     /// follow the change feed.
     fn is_shared(&self) -> bool;
+
+    /// Blocks up to `timeout` for word that another writer committed
+    /// (LISTEN/NOTIFY); true when some came. Without such word the engine
+    /// still polls the change feed.
+    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
+
+    /// Whether this process may run the plugin dispatcher: exactly one
+    /// process of a shared store does (it holds a lease that its death
+    /// releases). Always true for a single-writer store.
+    fn hold_dispatcher_lease(&self) -> bool {
+        true
+    }
 }

@@ -10,6 +10,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
@@ -43,6 +44,16 @@ pub(crate) struct PostgresBackend {
     /// Idle connections; a caller takes one and gives it back.
     pool: Mutex<Vec<Client>>,
     lock_key: i64,
+    /// The connection that LISTENs for other writers' commits.
+    listener: Mutex<Option<Client>>,
+    /// The connection holding (or trying for) the dispatcher lease, a
+    /// session advisory lock that the server releases when the session ends.
+    lease: Mutex<Option<Lease>>,
+}
+
+struct Lease {
+    client: Client,
+    held: bool,
 }
 
 fn storage(e: &postgres::Error) -> StorageError {
@@ -102,6 +113,8 @@ impl PostgresBackend {
             config,
             schema,
             pool: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+            lease: Mutex::new(None),
         };
         let mut client = backend.connect_one().map_err(OpenError::Storage)?;
         backend.migrate(&mut client).map_err(OpenError::Storage)?;
@@ -330,6 +343,76 @@ impl Backend for PostgresBackend {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn wait_for_change(&self, timeout: Duration) -> bool {
+        let mut slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = None;
+            let listening = self.connect_one().ok().and_then(|mut c| {
+                c.batch_execute(&format!("listen {}", self.channel()))
+                    .ok()
+                    .map(|()| c)
+            });
+            let Some(c) = listening else {
+                drop(slot);
+                std::thread::sleep(timeout);
+                return false;
+            };
+            *slot = Some(c);
+            // Connected anew: changes may have been missed, look now.
+            return true;
+        }
+        let outcome = {
+            let client = slot.as_mut().expect("connected above");
+            let mut notifications = client.notifications();
+            let first = notifications.timeout_iter(timeout).next();
+            match first {
+                Ok(Some(_)) => {
+                    // Drain the rest without waiting: one sync covers them all.
+                    let mut rest = notifications.iter();
+                    while let Ok(Some(_)) = rest.next() {}
+                    Some(true)
+                }
+                Ok(None) => Some(false),
+                Err(_) => None,
+            }
+        };
+        if outcome.is_none() {
+            // The listener connection broke: reconnect next time.
+            *slot = None;
+        }
+        outcome.unwrap_or(false)
+    }
+
+    fn hold_dispatcher_lease(&self) -> bool {
+        let key = self.lock_key ^ 0x5a5a_5a5a;
+        let mut slot = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|l| l.client.is_closed()) {
+            *slot = self.connect_one().ok().map(|client| Lease {
+                client,
+                held: false,
+            });
+        }
+        let Some(lease) = slot.as_mut() else {
+            return false;
+        };
+        let answer = if lease.held {
+            // Still ours while the session lives.
+            lease.client.simple_query("select 1").map(|_| true)
+        } else {
+            lease
+                .client
+                .query_one("select pg_try_advisory_lock($1)", &[&key])
+                .map(|r| r.get::<_, bool>(0))
+        };
+        if let Ok(held) = answer {
+            lease.held = held;
+            held
+        } else {
+            *slot = None;
+            false
+        }
     }
 }
 

@@ -113,6 +113,9 @@ pub enum kw_denial {
     KW_DENIAL_IP_NOT_ALLOWED = 7,
     /// Too many cold verifications at once; retry shortly.
     KW_DENIAL_BUSY = 8,
+    /// A shared store could not confirm it is current (database unreachable
+    /// longer than the staleness bound); refused to fail closed.
+    KW_DENIAL_UNAVAILABLE = 9,
 }
 
 /// The answer of `kw_verify`.
@@ -491,6 +494,7 @@ pub unsafe extern "C" fn kw_verify(
                     Denial::Disabled => kw_denial::KW_DENIAL_DISABLED,
                     Denial::IpNotAllowed => kw_denial::KW_DENIAL_IP_NOT_ALLOWED,
                     Denial::Busy => kw_denial::KW_DENIAL_BUSY,
+                    Denial::Unavailable => kw_denial::KW_DENIAL_UNAVAILABLE,
                 };
                 if d == Denial::Malformed {
                     &[]

@@ -555,6 +555,11 @@ impl Shared {
 
     /// One pass over every enabled plugin; returns how soon a backoff ends.
     fn round(&self) -> Result<Option<Duration>, PluginError> {
+        // One dispatcher per store: with a shared store, the process
+        // holding the lease delivers; the others stand by.
+        if !self.backend.hold_dispatcher_lease() {
+            return Ok(Some(Duration::from_secs(1)));
+        }
         let mut soonest: Option<Duration> = None;
         for (key, value) in self.backend.scan(Table::Plugins, b"")? {
             if self.stop.load(Ordering::Acquire) {

@@ -50,9 +50,10 @@ def test_verdicts_for_each_denial(store):
     v = store.verify(other.key, "10.0.0.1")
     assert v.denial is Denial.UNKNOWN_KEY and v.key_id == other.info.id
     assert {d.name for d in Denial} == {
-        "MALFORMED", "UNKNOWN_KEY", "WRONG_SECRET", "ROTATED", "EXPIRED", "DISABLED", "IP_NOT_ALLOWED", "BUSY"
+        "MALFORMED", "UNKNOWN_KEY", "WRONG_SECRET", "ROTATED", "EXPIRED", "DISABLED", "IP_NOT_ALLOWED", "BUSY",
+        "UNAVAILABLE",
     }
-    assert [d.value for d in Denial] == list(range(1, 9)), "same numbers as kw_denial"
+    assert [d.value for d in Denial] == list(range(1, 10)), "same numbers as kw_denial"
 
 
 def test_regenerate_now_and_with_grace(store):

@@ -151,6 +151,7 @@ class Denial(enum.Enum):
     DISABLED = 6
     IP_NOT_ALLOWED = 7
     BUSY = 8
+    UNAVAILABLE = 9
 
 
 _DENIALS = {d.value: d for d in Denial}
@@ -270,6 +271,7 @@ class UsageTotals:
     disabled: int
     ip_not_allowed: int
     busy: int
+    unavailable: int
 
 
 @dataclass(frozen=True)
