@@ -354,9 +354,13 @@ fn postgres_outage_fails_closed_and_recovers() {
     );
 
     // First refuse new connections (committed), then cut the existing ones.
-    admin.batch_execute(&format!("alter database {db} allow_connections false")).unwrap();
     admin
-        .batch_execute(&format!("select pg_terminate_backend(pid) from pg_stat_activity where datname = '{db}'"))
+        .batch_execute(&format!("alter database {db} allow_connections false"))
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{db}'"
+        ))
         .unwrap();
     let until = Instant::now() + Duration::from_secs(20);
     loop {
