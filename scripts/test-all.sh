@@ -51,6 +51,13 @@ drop database if exists keyward_test;
 SQL
     as_root su postgres -c "createdb -O '$me' keyward_test"
     export KEYWARD_TEST_PG="postgresql:///keyward_test?host=/var/run/postgresql&user=$me"
+    if [ "$(id -u)" = 0 ]; then
+        export KEYWARD_TEST_PG_STOP="pg_ctlcluster $pg_version main stop -m immediate"
+        export KEYWARD_TEST_PG_START="pg_ctlcluster $pg_version main start"
+    else
+        export KEYWARD_TEST_PG_STOP="sudo pg_ctlcluster $pg_version main stop -m immediate"
+        export KEYWARD_TEST_PG_START="sudo pg_ctlcluster $pg_version main start"
+    fi
     cleanup_pg() {
         as_root su postgres -c "dropdb --if-exists keyward_test" || true
         if [ -n "$started_pg" ]; then as_root pg_ctlcluster "$pg_version" main stop || true; fi
@@ -77,3 +84,6 @@ target/pyenv/bin/pip install --quiet ./bindings/python pytest
 target/pyenv/bin/python examples/python/app.py --self-test > /dev/null
 echo "python example: ok"
 (cd bindings/python && ../../target/pyenv/bin/python -m pytest -q)
+
+# --- Last, alone: the PostgreSQL server is stopped and restarted mid-run -----
+cargo test --test pg_server_kill -- --ignored --test-threads=1

@@ -24,7 +24,7 @@ impl Harness for Sled {
     }
 }
 
-struct Postgres(String);
+struct Postgres(pub String);
 
 impl Harness for Postgres {
     fn open(&self) -> Store {
@@ -446,4 +446,70 @@ fn postgres_one_dispatcher_and_failover() {
     let got = hook.wait_for(5, Duration::from_secs(30));
     assert_eq!(got.len(), 5, "B took over: {got:?}");
     assert!(got.iter().all(|r| r.body_text() == "key.created"));
+}
+
+const CHILD_URL: &str = "KEYWARD_TEST_DISPATCHER_URL";
+
+/// Child half of the failover test: delivers one event (so it holds the
+/// dispatcher lease), says so, and waits to be killed.
+#[test]
+#[ignore = "child process of postgres_dispatcher_fails_over_when_its_process_is_killed"]
+fn dispatcher_holder_child() {
+    let url = std::env::var(CHILD_URL).expect("run by the failover test");
+    let store = Store::open_with(&url, &fast_options()).unwrap();
+    store
+        .create("from the child", CreateOptions::new())
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while store.plugin("crm").unwrap().status.delivered == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("\nholding");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn postgres_dispatcher_fails_over_when_its_process_is_killed() {
+    use std::io::{BufRead, BufReader};
+    let Some(h) = postgres() else { return };
+    let hook = webhook::Webhook::start();
+    let url = hook.url("/h");
+    let wat = include_str!("fixtures/notifier.wat.in")
+        .replace(
+            "{BODY}",
+            "(call $post (local.get $kind) (local.get $kind_len))",
+        )
+        .replace("{URL_LEN}", &url.len().to_string())
+        .replace("{URL}", &url);
+    let manifest = format!(
+        "name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n",
+        hook.origin()
+    );
+    {
+        let s = h.open();
+        s.install_plugin(wat.as_bytes(), &manifest).unwrap();
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "dispatcher_holder_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, &h.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "holding"));
+    let survivor = h.open();
+    child.kill().unwrap(); // SIGKILL: its sessions, and the lease, die with it
+    child.wait().unwrap();
+    survivor
+        .create("after the kill", CreateOptions::new())
+        .unwrap();
+    let got = hook.wait_for(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "the survivor took over delivery: {got:?}");
 }

@@ -1,0 +1,84 @@
+//! The PostgreSQL server itself goes down mid-run: verification fails
+//! closed after the staleness bound, and everything recovers when the
+//! server is back. It stops the whole server, so scripts/test-all.sh runs
+//! it alone, after every other test, with the commands to stop and start
+//! the server in KEYWARD_TEST_PG_STOP and KEYWARD_TEST_PG_START.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{fast_options, ip};
+use keyward::{CreateOptions, Denial, Store, Verdict};
+
+fn sh(cmd: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{cmd} failed");
+}
+
+#[test]
+#[ignore = "stops the PostgreSQL server: run alone by scripts/test-all.sh"]
+fn server_killed_mid_run_fails_closed_and_recovers() {
+    let (Ok(base), Ok(stop), Ok(start)) = (
+        std::env::var("KEYWARD_TEST_PG"),
+        std::env::var("KEYWARD_TEST_PG_STOP"),
+        std::env::var("KEYWARD_TEST_PG_START"),
+    ) else {
+        eprintln!(
+            "\n*** KEYWARD_TEST_PG, _STOP and _START are not all set: the server-kill test did not run ***\n"
+        );
+        return;
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}schema=kill_{}", std::process::id());
+    let mut o = fast_options();
+    o.staleness_bound = Duration::from_secs(1);
+    let store = Store::open_with(&url, &o).unwrap();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+
+    sh(&stop);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.verify(c.key.as_str(), ip("10.0.0.1"), None) {
+            Verdict::Denied(Denial::Unavailable) => break,
+            v => assert!(v.is_valid(), "{v:?}"),
+        }
+        assert!(Instant::now() < until, "never failed closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        store.regenerate(&c.info.id, Duration::ZERO).is_err(),
+        "a change needs the server"
+    );
+
+    sh(&start);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !store
+        .verify(c.key.as_str(), ip("10.0.0.1"), None)
+        .is_valid()
+    {
+        assert!(Instant::now() < until, "never recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fresh = store.regenerate(&c.info.id, Duration::ZERO).unwrap();
+    assert!(
+        store
+            .verify(fresh.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    assert!(matches!(
+        store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Rotated { .. })
+    ));
+    assert_eq!(store.list().unwrap().len(), 1, "nothing lost");
+}
