@@ -56,8 +56,16 @@ struct Lease {
     held: bool,
 }
 
+/// The error with its cause ("db error" alone says little).
+fn describe(e: &postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 fn storage(e: &postgres::Error) -> StorageError {
-    StorageError::new(format!("postgres: {e}"))
+    StorageError::new(format!("postgres: {}", describe(e)))
 }
 
 fn table_id(t: Table) -> i16 {
@@ -123,9 +131,9 @@ impl PostgresBackend {
     }
 
     fn connect_one(&self) -> Result<Client, StorageError> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| StorageError::new(format!("cannot connect to PostgreSQL: {e}")))
+        self.config.connect(NoTls).map_err(|e| {
+            StorageError::new(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+        })
     }
 
     fn take(&self) -> Result<Client, StorageError> {
