@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -122,14 +124,7 @@ fn build_c(source: &str, exe: &Path, link_static: bool) {
 
 /// A notifier component (WAT text) that logs each event kind.
 fn logger_component(dir: &Path) -> PathBuf {
-    let wat = std::fs::read_to_string(root().join("tests/fixtures/notifier.wat.in"))
-        .unwrap()
-        .replace(
-            "{BODY}",
-            "(call $log (i32.const 1) (local.get $kind) (local.get $kind_len)) (call $ok)",
-        )
-        .replace("{URL_LEN}", "1")
-        .replace("{URL}", "x");
+    let wat = common::notifier_component(common::LOG_KIND, "x");
     let path = dir.join("logger.wat");
     std::fs::write(&path, wat).unwrap();
     path

@@ -383,13 +383,7 @@ fn plugin_commands() {
     let hook = webhook::Webhook::start();
     let dir = tempfile::tempdir().unwrap();
     let url = hook.url("/h");
-    let wat = include_str!("fixtures/notifier.wat.in")
-        .replace(
-            "{BODY}",
-            "(call $post (local.get $kind) (local.get $kind_len))",
-        )
-        .replace("{URL_LEN}", &url.len().to_string())
-        .replace("{URL}", &url);
+    let wat = common::notifier_component(common::POST_KIND, &url);
     let wasm = dir.path().join("p.wat");
     std::fs::write(&wasm, wat).unwrap();
     let manifest = dir.path().join("p.toml");

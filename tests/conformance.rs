@@ -404,6 +404,16 @@ fn postgres_outage_fails_closed_and_recovers() {
 #[path = "common/webhook.rs"]
 mod webhook;
 
+/// A plugin named `crm` that POSTs every event kind to `hook`, and its manifest.
+fn crm_plugin(hook: &webhook::Webhook) -> (Vec<u8>, String) {
+    let wat = common::notifier_component(common::POST_KIND, &hook.url("/h"));
+    let manifest = format!(
+        "name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n",
+        hook.origin()
+    );
+    (wat, manifest)
+}
+
 /// Two engines share a PostgreSQL store with a plugin: each event is
 /// delivered once (one dispatcher), and when the dispatcher's holder goes,
 /// the other takes over.
@@ -411,20 +421,9 @@ mod webhook;
 fn postgres_one_dispatcher_and_failover() {
     let Some(h) = postgres() else { return };
     let hook = webhook::Webhook::start();
-    let url = hook.url("/h");
-    let wat = include_str!("fixtures/notifier.wat.in")
-        .replace(
-            "{BODY}",
-            "(call $post (local.get $kind) (local.get $kind_len))",
-        )
-        .replace("{URL_LEN}", &url.len().to_string())
-        .replace("{URL}", &url);
-    let manifest = format!(
-        "name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n",
-        hook.origin()
-    );
+    let (wat, manifest) = crm_plugin(&hook);
     let a = h.open();
-    a.install_plugin(wat.as_bytes(), &manifest).unwrap();
+    a.install_plugin(&wat, &manifest).unwrap();
     a.create("first", CreateOptions::new()).unwrap();
     assert_eq!(
         hook.wait_for(1, Duration::from_secs(30)).len(),
@@ -473,21 +472,10 @@ fn postgres_dispatcher_fails_over_when_its_process_is_killed() {
     use std::io::{BufRead, BufReader};
     let Some(h) = postgres() else { return };
     let hook = webhook::Webhook::start();
-    let url = hook.url("/h");
-    let wat = include_str!("fixtures/notifier.wat.in")
-        .replace(
-            "{BODY}",
-            "(call $post (local.get $kind) (local.get $kind_len))",
-        )
-        .replace("{URL_LEN}", &url.len().to_string())
-        .replace("{URL}", &url);
-    let manifest = format!(
-        "name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n",
-        hook.origin()
-    );
+    let (wat, manifest) = crm_plugin(&hook);
     {
         let s = h.open();
-        s.install_plugin(wat.as_bytes(), &manifest).unwrap();
+        s.install_plugin(&wat, &manifest).unwrap();
     }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

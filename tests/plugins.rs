@@ -11,25 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fast_options, ip};
+use common::{LOG_KIND, NOTIFIER_WAT, POST_KIND, fast_options, ip, notifier_component as fixture};
 use keyward::{CreateOptions, Options, PluginError, PluginInfo, RetryPolicy, Store};
 use webhook::Webhook;
-
-const FIXTURE: &str = include_str!("fixtures/notifier.wat.in");
-
-/// A WAT component whose core `on-event` runs `body`; `http` fixtures POST
-/// the event kind to `url`.
-fn fixture(body: &str, url: &str) -> Vec<u8> {
-    FIXTURE
-        .replace("{BODY}", body)
-        .replace("{URL_LEN}", &url.len().to_string())
-        .replace("{URL}", url)
-        .into_bytes()
-}
-
-const POST_KIND: &str = "(call $post (local.get $kind) (local.get $kind_len))";
-const LOG_KIND: &str =
-    "(call $log (i32.const 1) (local.get $kind) (local.get $kind_len)) (call $ok)";
 
 fn manifest(name: &str, events: &[&str], allowed: &[String], extra: &str) -> String {
     let q = |v: &[String]| {
@@ -99,7 +83,7 @@ fn bad_plugins_are_refused_at_install_and_nothing_is_stored() {
             "not a keyward notifier",
         ),
         (
-            FIXTURE
+            NOTIFIER_WAT
                 .replace("keyward:notifier/host@0.1.0", "keyward:notifier/host@0.2.0")
                 .replace("{BODY}", "(call $ok)")
                 .replace("{URL_LEN}", "1")

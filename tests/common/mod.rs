@@ -76,3 +76,21 @@ fn base62_6(mut n: u32) -> String {
     }
     String::from_utf8(out.to_vec()).unwrap()
 }
+
+/// The hand-written notifier component template (see tests/fixtures).
+pub const NOTIFIER_WAT: &str = include_str!("../fixtures/notifier.wat.in");
+/// A fixture body that POSTs the event kind to the fixture's URL.
+pub const POST_KIND: &str = "(call $post (local.get $kind) (local.get $kind_len))";
+/// A fixture body that logs the event kind through the host.
+pub const LOG_KIND: &str =
+    "(call $log (i32.const 1) (local.get $kind) (local.get $kind_len)) (call $ok)";
+
+/// A WAT component whose core `on-event` runs `body`; `http` fixtures POST
+/// the event kind to `url`.
+pub fn notifier_component(body: &str, url: &str) -> Vec<u8> {
+    NOTIFIER_WAT
+        .replace("{BODY}", body)
+        .replace("{URL_LEN}", &url.len().to_string())
+        .replace("{URL}", url)
+        .into_bytes()
+}
