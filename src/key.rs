@@ -143,6 +143,14 @@ impl fmt::Display for InvalidKeyId {
 
 impl std::error::Error for InvalidKeyId {}
 
+impl InvalidKeyId {
+    /// How the bindings report it: [`ErrorKind::InvalidKeyId`](crate::ErrorKind::InvalidKeyId).
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidKeyId
+    }
+}
+
 impl FromStr for KeyId {
     type Err = InvalidKeyId;
 

@@ -56,10 +56,12 @@
 )]
 
 mod backend;
+mod clock;
 mod error;
 mod events;
 mod ffi;
 mod key;
+mod locks;
 #[cfg(feature = "plugins")]
 mod plugins;
 mod store;
@@ -69,7 +71,8 @@ mod verdict;
 mod verifier;
 mod whitelist;
 
-pub use crate::error::{Error, KeyError, OpenError, StorageError, WhitelistError};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::error::{Error, ErrorKind, KeyError, OpenError, StorageError, WhitelistError};
 pub use crate::events::{Event, EventKind};
 pub use crate::key::{InvalidKeyId, KeyId, PlaintextKey};
 #[cfg(feature = "plugins")]

@@ -1,4 +1,14 @@
-//! The answer of `verify`.
+//! The answer of `verify`, and the one list of reasons for a refusal.
+//!
+//! [`with_denials!`] holds every denial once: its variant, its stable
+//! number (the C `kw_denial`, Python's `Denial`), its snake_case name, the
+//! words the CLI shows, the HTTP status the bundled middleware answers,
+//! and the usage counter it adds to. Everything else about denials — the
+//! Rust enum, [`UsageTotals`](crate::UsageTotals), the C enum and its
+//! conversion (generated into `src/ffi/generated.rs`), Python's `Denial`
+//! and `UsageTotals` (generated into the package) — is built from it.
+//! Adding a denial is one row here, then regenerating
+//! (`KEYWARD_BLESS=1 cargo test --lib generated`).
 
 use std::fmt;
 
@@ -6,6 +16,40 @@ use serde::Serialize;
 
 use crate::key::KeyId;
 use crate::time::Timestamp;
+
+/// Calls `$then!` with every denial's row: `Variant [{ field: Type =
+/// placeholder }] = number, "name", "words", http STATUS [, counted FIELD];`.
+/// Rows without `counted` are never recorded against a key (there is none).
+macro_rules! with_denials {
+    ($then:ident) => {
+        $then! {
+            /// Wrong length, prefix, characters or checksum: never looked up.
+            Malformed = 1, "malformed", "malformed", http 401;
+            /// No key has this id (never issued, or deleted).
+            UnknownKey = 2, "unknown_key", "unknown key", http 401;
+            /// The secret matches no generation of this key.
+            WrongSecret = 3, "wrong_secret", "wrong secret", http 401, counted wrong_secret;
+            /// The secret of a generation that was regenerated away (grace over).
+            Rotated {
+                /// When that generation stopped working.
+                at: Timestamp = Timestamp::from_unix_millis(0)
+            } = 4, "rotated", "old secret", http 401, counted rotated;
+            /// The key is past its expiry.
+            Expired = 5, "expired", "expired", http 401, counted expired;
+            /// The key is disabled.
+            Disabled = 6, "disabled", "disabled", http 401, counted disabled;
+            /// The key is restricted to whitelisted IPs and this one is not.
+            IpNotAllowed = 7, "ip_not_allowed", "refused IP", http 403, counted ip_not_allowed;
+            /// Too many cold verifications at once; retry shortly.
+            Busy = 8, "busy", "busy", http 503, counted busy;
+            /// A shared store could not confirm it is current (its database has
+            /// been unreachable longer than the staleness bound): refused rather
+            /// than risk admitting a revoked key. Recovers by itself.
+            Unavailable = 9, "unavailable", "store unavailable", http 401, counted unavailable;
+        }
+    };
+}
+pub(crate) use with_denials;
 
 /// Whether a presented key is admitted, and if not, why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,59 +88,103 @@ pub struct Grant {
     pub in_grace: bool,
 }
 
-/// Why a key was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Denial {
-    /// Wrong length, prefix, characters or checksum: never looked up.
-    Malformed,
-    /// No key has this id (never issued, or deleted).
-    UnknownKey,
-    /// The secret matches no generation of this key.
-    WrongSecret,
-    /// The secret of a generation that was regenerated away (grace over).
-    Rotated {
-        /// When that generation stopped working.
-        at: Timestamp,
-    },
-    /// The key is past its expiry.
-    Expired,
-    /// The key is disabled.
-    Disabled,
-    /// The key is restricted to whitelisted IPs and this one is not.
-    IpNotAllowed,
-    /// Too many cold verifications at once; retry shortly.
-    Busy,
-    /// A shared store could not confirm it is current (its database has
-    /// been unreachable longer than the staleness bound): refused rather
-    /// than risk admitting a revoked key. Recovers by itself.
-    Unavailable,
+macro_rules! define_denial {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident $({ $(#[doc = $fdoc:literal])* $field:ident: $fty:ty = $placeholder:expr })?
+            = $code:literal, $name:literal, $words:literal, http $http:literal
+            $(, counted $counter:ident)?;
+    )*) => {
+        /// Why a key was refused.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[serde(tag = "reason")]
+        #[non_exhaustive]
+        pub enum Denial {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $name)]
+                $variant $({ $(#[doc = $fdoc])* $field: $fty })?,
+            )*
+        }
+
+        impl Denial {
+            /// Every denial in the order of its number; data fields hold placeholders.
+            pub(crate) const ALL: &'static [Denial] = &[$(Denial::$variant $({ $field: $placeholder })?),*];
+
+            /// A stable snake_case name: `wrong_secret`, `ip_not_allowed`, ...
+            #[must_use]
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Denial::$variant { .. } => $name,)*
+                }
+            }
+
+            /// The stable number of this reason: the C `kw_denial` value
+            /// (`KW_DENIAL_NONE` is 0) and Python's `Denial` value.
+            #[must_use]
+            pub const fn code(&self) -> u32 {
+                match self {
+                    $(Denial::$variant { .. } => $code,)*
+                }
+            }
+
+            /// A few words for people ("refused IP", "old secret").
+            #[must_use]
+            pub fn words(&self) -> &'static str {
+                match self {
+                    $(Denial::$variant { .. } => $words,)*
+                }
+            }
+
+            /// The HTTP status the bundled middleware answers with: 403 for a
+            /// refused IP, 503 while busy, 401 otherwise.
+            #[must_use]
+            pub fn http_status(&self) -> u16 {
+                match self {
+                    $(Denial::$variant { .. } => $http,)*
+                }
+            }
+
+            /// The variant's Rust name, and its documentation.
+            #[cfg(test)]
+            pub(crate) fn described(&self) -> (&'static str, &'static str) {
+                match self {
+                    $(Denial::$variant { .. } => (stringify!($variant), concat!($($doc, "\n"),*)),)*
+                }
+            }
+        }
+    };
 }
 
-impl Denial {
-    /// A stable snake_case name: `wrong_secret`, `ip_not_allowed`, ...
-    #[must_use]
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Denial::Malformed => "malformed",
-            Denial::UnknownKey => "unknown_key",
-            Denial::WrongSecret => "wrong_secret",
-            Denial::Rotated { .. } => "rotated",
-            Denial::Expired => "expired",
-            Denial::Disabled => "disabled",
-            Denial::IpNotAllowed => "ip_not_allowed",
-            Denial::Busy => "busy",
-            Denial::Unavailable => "unavailable",
-        }
-    }
-}
+with_denials!(define_denial);
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Denial::Rotated { at } => write!(f, "rotated (stopped working at {at})"),
             other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+// Numbers are 1..=N in row order: `code() - 1` indexes `ALL`.
+const _: () = {
+    let mut i = 0;
+    while i < Denial::ALL.len() {
+        assert!(Denial::ALL[i].code() as usize == i + 1);
+        i += 1;
+    }
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_serde_tag_is_the_stable_name() {
+        for d in Denial::ALL {
+            let v = serde_json::to_value(d).unwrap();
+            assert_eq!(v["reason"], d.as_str(), "{d:?}");
         }
     }
 }

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::error::WhitelistError;
+use crate::key;
 use crate::time::Timestamp;
 
 /// Longest entry name accepted.
@@ -35,6 +37,49 @@ pub struct Whitelist {
     pub enabled: bool,
     /// The named entries, oldest first.
     pub entries: Vec<WhitelistEntry>,
+}
+
+/// An entry name is 1 to [`MAX_ENTRY_NAME_LEN`] bytes without control characters.
+pub(crate) fn validate_entry_name(name: &str) -> Result<(), WhitelistError> {
+    if name.trim().is_empty()
+        || name.len() > MAX_ENTRY_NAME_LEN
+        || name.chars().any(char::is_control)
+    {
+        return Err(WhitelistError::InvalidInput(format!(
+            "a whitelist entry name must be 1 to {MAX_ENTRY_NAME_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A new entry for `wl`, validated: a good name, a network (canonical
+/// form) that `wl` does not hold yet, and room for it.
+pub(crate) fn new_entry(
+    wl: &Whitelist,
+    name: &str,
+    ip_or_cidr: &str,
+    now: i64,
+) -> Result<WhitelistEntry, WhitelistError> {
+    validate_entry_name(name)?;
+    let net = parse_network(ip_or_cidr).map_err(WhitelistError::InvalidNetwork)?;
+    let network = canonical(&net);
+    if let Some(dup) = wl.entries.iter().find(|e| e.network == network) {
+        return Err(WhitelistError::InvalidInput(format!(
+            "{network} is already whitelisted as {:?}",
+            dup.name
+        )));
+    }
+    if wl.entries.len() >= MAX_ENTRIES {
+        return Err(WhitelistError::InvalidInput(format!(
+            "a whitelist holds at most {MAX_ENTRIES} entries"
+        )));
+    }
+    Ok(WhitelistEntry {
+        id: key::random_base62(ENTRY_ID_LEN),
+        name: name.to_string(),
+        network,
+        created_at: Timestamp::from_unix_millis(now),
+    })
 }
 
 /// Parses an address or a CIDR network. Host bits set in a CIDR

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod common;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -24,12 +26,7 @@ fn run(cmd: &mut Command) -> String {
 
 /// Builds the examples against a debug library into a temp dir.
 fn build(out: &Path) {
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "--lib", "--manifest-path"])
-        .arg(root().join("Cargo.toml"));
-    run(&mut cargo);
-    let libdir = root().join("target/debug");
+    let libdir = common::c_library_dir();
     run(Command::new("make")
         .arg("-s")
         .arg("-C")

@@ -27,6 +27,7 @@ def main():
         handle = store._handle
         kb, ib, ig = key.encode(), b"203.0.113.7", b"bench"
         out = ffi.new("kw_verdict *")
+        out.size = ffi.sizeof("kw_verdict")
         raw = min(timeit.repeat(lambda: lib.kw_verify(handle, kb, len(kb), ib, ig, out), number=N, repeat=5)) / N
         assert out.valid
         print(f"raw cffi lib.kw_verify:   {raw * 1e9:7.0f} ns/call")

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
-use crate::key::KeyId;
 
 /// Longest change feed kept; a reader further behind reloads everything.
 const FEED_CAP: usize = 4096;
@@ -21,8 +20,8 @@ pub(crate) struct MemoryBackend {
 struct State {
     tables: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
     next_seq: u64,
-    /// (version, key changed by that commit)
-    feed: Vec<(u64, KeyId)>,
+    /// (version, key of a followed row changed by that commit)
+    feed: Vec<(u64, Vec<u8>)>,
     /// Entries up to this version were trimmed from `feed`.
     trimmed_to: u64,
     version: u64,
@@ -76,6 +75,7 @@ impl Backend for MemoryBackend {
     }
 
     fn commit(&self, batch: Batch, _durability: Durability) -> Result<u64, CommitError> {
+        let followed: Vec<Vec<u8>> = batch.followed_rows().map(<[u8]>::to_vec).collect();
         let mut st = self.state();
         for op in &batch.ops {
             if let Op::Expect {
@@ -106,8 +106,7 @@ impl Backend for MemoryBackend {
         }
         st.version += 1;
         let version = st.version;
-        st.feed
-            .extend(batch.touched.into_iter().map(|id| (version, id)));
+        st.feed.extend(followed.into_iter().map(|k| (version, k)));
         if st.feed.len() > FEED_CAP {
             let cut = st.feed.len() - FEED_CAP / 2;
             st.trimmed_to = st.feed[cut - 1].0;
@@ -127,15 +126,15 @@ impl Backend for MemoryBackend {
                 version: st.version,
             });
         }
-        let ids = st
+        let keys = st
             .feed
             .iter()
             .filter(|(v, _)| *v > seen)
-            .map(|(_, id)| *id)
+            .map(|(_, k)| k.clone())
             .collect();
-        Ok(Changes::Keys {
+        Ok(Changes::Rows {
             version: st.version,
-            ids,
+            keys,
         })
     }
 

@@ -1,25 +1,84 @@
-//! Storage: a small trait the engine is written against, and its
-//! implementations. No storage library's type leaves this module.
+//! Storage: a small trait the engine is written against, its
+//! implementations, and the choice of one from a path or URL. No storage
+//! library's type leaves this module except through [`Opened`].
 //!
 //! A backend holds named tables of byte keys and values, commits atomic
 //! multi-table batches (with optional compare-and-set checks, so engines in
-//! several processes can share one store), and tells the engine which keys
-//! other writers changed since a version it has seen: the change feed a
-//! shared backend fills and a single-writer backend leaves empty.
+//! several processes can share one store), and tells its readers which rows
+//! of the followed table other writers changed since a version they have
+//! seen: the change feed a shared backend fills and a single-writer backend
+//! leaves empty. It knows nothing of keys, events or plugins.
 
+mod error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sled;
 
-use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::key::KeyId;
-
+pub(crate) use self::error::CommitError;
+pub use self::error::StorageError;
 pub(crate) use self::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
-pub(crate) use self::postgres::PostgresBackend;
-pub(crate) use self::sled::SledBackend;
+pub(crate) use self::postgres::PostgresTarget;
+use crate::error::OpenError;
+
+/// A store's storage, opened from a path or a URL.
+pub(crate) struct Opened {
+    pub backend: Arc<dyn Backend>,
+    /// The directory of a sled store.
+    pub dir: Option<PathBuf>,
+    /// How to reach a PostgreSQL store again, in a session of one's own.
+    #[cfg(feature = "postgres")]
+    pub postgres: Option<PostgresTarget>,
+}
+
+impl Opened {
+    /// A backend without a directory or server of its own (in memory).
+    pub(crate) fn detached(backend: Arc<dyn Backend>) -> Self {
+        Opened {
+            backend,
+            dir: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
+        }
+    }
+}
+
+/// Opens the storage `location` names: a `postgres://` or `postgresql://`
+/// URL opens a shared store on PostgreSQL (schema created and migrated);
+/// anything else is the directory of a sled store (created 0700).
+pub(crate) fn open(location: &Path, connect_timeout: Duration) -> Result<Opened, OpenError> {
+    #[cfg(feature = "postgres")]
+    if let Some(url) = location.to_str().filter(|l| postgres::is_url(l)) {
+        let (backend, target) = postgres::PostgresBackend::connect(url, connect_timeout)?;
+        return Ok(Opened {
+            backend: Arc::new(backend),
+            dir: None,
+            postgres: Some(target),
+        });
+    }
+    #[cfg(not(feature = "postgres"))]
+    if let Some(url) = location
+        .to_str()
+        .filter(|l| l.starts_with("postgres://") || l.starts_with("postgresql://"))
+    {
+        let _ = connect_timeout;
+        return Err(OpenError::InvalidOptions(format!(
+            "{url}: this keyward was built without PostgreSQL support"
+        )));
+    }
+    let backend = sled::SledBackend::open(location)?;
+    Ok(Opened {
+        backend: Arc::new(backend),
+        dir: Some(location.to_path_buf()),
+        #[cfg(feature = "postgres")]
+        postgres: None,
+    })
+}
 
 /// The tables of a store.
 #[cfg_attr(not(feature = "plugins"), allow(dead_code))]
@@ -44,6 +103,10 @@ pub(crate) enum Table {
 }
 
 impl Table {
+    /// The table whose changes the change feed reports: key records, the
+    /// rows admission depends on.
+    pub(crate) const FOLLOWED: Table = Table::Keys;
+
     pub(crate) fn tag(self) -> u8 {
         match self {
             Table::Meta => b'm',
@@ -87,12 +150,20 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Batch {
     pub ops: Vec<Op>,
-    /// The key records this batch changes: what the change feed reports to
-    /// other processes sharing the store.
-    pub touched: Vec<KeyId>,
 }
 
 impl Batch {
+    /// Keys of the rows of [`Table::FOLLOWED`] this batch puts or deletes:
+    /// what the change feed reports to other processes sharing the store.
+    pub(crate) fn followed_rows(&self) -> impl Iterator<Item = &[u8]> {
+        self.ops.iter().filter_map(|op| match op {
+            Op::Put { table, key, .. } | Op::Delete { table, key } if *table == Table::FOLLOWED => {
+                Some(key.as_slice())
+            }
+            _ => None,
+        })
+    }
+
     pub(crate) fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: Vec<u8>) {
         self.ops.push(Op::Put {
             table,
@@ -135,48 +206,13 @@ pub(crate) enum Durability {
     Lazy,
 }
 
-/// What other writers changed since a version the engine has seen.
+/// What other writers changed since a version a reader has seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Changes {
-    /// These keys changed; the backend is now at `version`.
-    Keys { version: u64, ids: Vec<KeyId> },
+    /// These rows of [`Table::FOLLOWED`] changed (by key); the backend is now at `version`.
+    Rows { version: u64, keys: Vec<Vec<u8>> },
     /// Too much changed to list (the feed was trimmed): reload everything.
     Reload { version: u64 },
-}
-
-/// The storage layer failed: I/O, corruption, or an unreachable server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageError {
-    message: String,
-}
-
-impl StorageError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        StorageError {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage error: {}", self.message)
-    }
-}
-
-impl std::error::Error for StorageError {}
-
-#[derive(Debug)]
-pub(crate) enum CommitError {
-    /// An `Expect` did not hold: another writer got there first. Nothing was written.
-    Conflict,
-    Storage(StorageError),
-}
-
-impl From<StorageError> for CommitError {
-    fn from(e: StorageError) -> Self {
-        CommitError::Storage(e)
-    }
 }
 
 pub(crate) type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -200,8 +236,9 @@ pub(crate) trait Backend: Send + Sync {
     /// Makes every earlier commit durable.
     fn flush(&self) -> Result<(), StorageError>;
 
-    /// Keys changed by *other* writers after `seen`. A backend with a single
-    /// writer (sled) answers `Keys { ids: [] }` with its own version.
+    /// Rows of [`Table::FOLLOWED`] changed by *other* writers after `seen`.
+    /// A backend with a single writer (sled) answers `Rows { keys: [] }`
+    /// with its own version.
     fn changes_since(&self, seen: u64) -> Result<Changes, StorageError>;
 
     /// Where the change feed stands now (the engine reads this on open,
@@ -215,15 +252,8 @@ pub(crate) trait Backend: Send + Sync {
     /// Blocks up to `timeout` for word that another writer committed
     /// (LISTEN/NOTIFY); true when some came. Without such word the engine
     /// still polls the change feed.
-    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+    fn wait_for_change(&self, timeout: Duration) -> bool {
         std::thread::sleep(timeout);
         false
-    }
-
-    /// Whether this process may run the plugin dispatcher: exactly one
-    /// process of a shared store does (it holds a lease that its death
-    /// releases). Always true for a single-writer store.
-    fn hold_dispatcher_lease(&self) -> bool {
-        true
     }
 }

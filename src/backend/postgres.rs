@@ -15,7 +15,11 @@ use postgres::{Client, NoTls};
 
 use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
 use crate::error::OpenError;
-use crate::key::KeyId;
+
+/// Whether `location` names a PostgreSQL store rather than a sled directory.
+pub(crate) fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
 
 /// Migrations, in order; a store records the ones it has applied.
 const MIGRATIONS: &[&str] = &["
@@ -46,26 +50,28 @@ pub(crate) struct PostgresBackend {
     lock_key: i64,
     /// The connection that LISTENs for other writers' commits.
     listener: Mutex<Option<Client>>,
-    /// The connection holding (or trying for) the dispatcher lease, a
-    /// session advisory lock that the server releases when the session ends.
-    lease: Mutex<Option<Lease>>,
 }
 
-struct Lease {
-    client: Client,
-    held: bool,
+/// How to reach a PostgreSQL store again in a session of one's own (the
+/// plugin dispatcher's lease is held on one), and the number its advisory
+/// locks derive from.
+#[derive(Clone)]
+pub(crate) struct PostgresTarget {
+    config: postgres::Config,
+    pub lock_key: i64,
 }
 
-/// The error with its cause ("db error" alone says little).
-fn describe(e: &postgres::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
+impl PostgresTarget {
+    /// A new session to the store's server.
+    pub(crate) fn connect(&self) -> Result<Client, StorageError> {
+        self.config
+            .connect(NoTls)
+            .map_err(|e| StorageError::with_source("cannot connect to PostgreSQL", e))
     }
 }
 
-fn storage(e: &postgres::Error) -> StorageError {
-    StorageError::new(format!("postgres: {}", describe(e)))
+fn storage(e: postgres::Error) -> StorageError {
+    StorageError::with_source("postgres", e)
 }
 
 fn table_id(t: Table) -> i16 {
@@ -107,7 +113,10 @@ pub(crate) fn split_schema(url: &str) -> Result<(String, String), String> {
 
 impl PostgresBackend {
     /// Connects (with a connect timeout) and creates or migrates the schema.
-    pub(crate) fn connect(url: &str, connect_timeout: Duration) -> Result<Self, OpenError> {
+    pub(crate) fn connect(
+        url: &str,
+        connect_timeout: Duration,
+    ) -> Result<(Self, PostgresTarget), OpenError> {
         let (url, schema) = split_schema(url).map_err(OpenError::InvalidOptions)?;
         let mut config: postgres::Config = url
             .parse()
@@ -116,24 +125,27 @@ impl PostgresBackend {
         if config.get_application_name().is_none() {
             config.application_name("keyward");
         }
-        let backend = PostgresBackend {
-            lock_key: lock_key(&schema),
+        let target = PostgresTarget {
             config,
+            lock_key: lock_key(&schema),
+        };
+        let backend = PostgresBackend {
+            lock_key: target.lock_key,
+            config: target.config.clone(),
             schema,
             pool: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
-            lease: Mutex::new(None),
         };
         let mut client = backend.connect_one().map_err(OpenError::Storage)?;
         backend.migrate(&mut client).map_err(OpenError::Storage)?;
         backend.give_back(client);
-        Ok(backend)
+        Ok((backend, target))
     }
 
     fn connect_one(&self) -> Result<Client, StorageError> {
-        self.config.connect(NoTls).map_err(|e| {
-            StorageError::new(format!("cannot connect to PostgreSQL: {}", describe(&e)))
-        })
+        self.config
+            .connect(NoTls)
+            .map_err(|e| StorageError::with_source("cannot connect to PostgreSQL", e))
     }
 
     fn take(&self) -> Result<Client, StorageError> {
@@ -167,7 +179,7 @@ impl PostgresBackend {
         if result.is_ok() {
             self.give_back(client);
         }
-        result.map_err(|e| storage(&e))
+        result.map_err(storage)
     }
 
     fn sql(&self, text: &str) -> String {
@@ -176,33 +188,33 @@ impl PostgresBackend {
 
     /// Versioned migrations, applied once, safe when several processes open at once.
     fn migrate(&self, client: &mut Client) -> Result<(), StorageError> {
-        let mut tx = client.transaction().map_err(|e| storage(&e))?;
+        let mut tx = client.transaction().map_err(storage)?;
         tx.execute("select pg_advisory_xact_lock($1)", &[&self.lock_key])
-            .map_err(|e| storage(&e))?;
+            .map_err(storage)?;
         tx.batch_execute(&self.sql(
             "create schema if not exists {schema};
              create table if not exists {schema}.migrations (version int primary key, applied_at timestamptz not null default now());",
         ))
-        .map_err(|e| storage(&e))?;
+        .map_err(storage)?;
         let applied: i32 = tx
             .query_one(
                 &self.sql("select coalesce(max(version), 0) from {schema}.migrations"),
                 &[],
             )
-            .map_err(|e| storage(&e))?
+            .map_err(storage)?
             .get(0);
         for (i, m) in MIGRATIONS.iter().enumerate() {
             let version = i32::try_from(i + 1).expect("few migrations");
             if version > applied {
-                tx.batch_execute(&self.sql(m)).map_err(|e| storage(&e))?;
+                tx.batch_execute(&self.sql(m)).map_err(storage)?;
                 tx.execute(
                     &self.sql("insert into {schema}.migrations (version) values ($1)"),
                     &[&version],
                 )
-                .map_err(|e| storage(&e))?;
+                .map_err(storage)?;
             }
         }
-        tx.commit().map_err(|e| storage(&e))
+        tx.commit().map_err(storage)
     }
 
     /// The channel NOTIFY uses for this schema.
@@ -263,6 +275,7 @@ impl Backend for PostgresBackend {
             self.sql("insert into {schema}.changes (key_id) values ($1) returning version");
         let version_now = self.sql("select coalesce(max(version), 0) from {schema}.changes");
         let notify = format!("notify {}", self.channel());
+        let followed: Vec<&[u8]> = batch.followed_rows().collect();
         let mut client = self.take()?;
         let outcome = (|| -> Result<Result<u64, ()>, postgres::Error> {
             let mut tx = client.transaction()?;
@@ -296,10 +309,10 @@ impl Backend for PostgresBackend {
                 }
             }
             let mut version: i64 = tx.query_one(&version_now, &[])?.get(0);
-            for id in &batch.touched {
-                version = tx.query_one(&change, &[&id.as_bytes().as_slice()])?.get(0);
+            for key in &followed {
+                version = tx.query_one(&change, &[key])?.get(0);
             }
-            if !batch.touched.is_empty() {
+            if !followed.is_empty() {
                 tx.batch_execute(&notify)?;
             }
             tx.commit()?;
@@ -314,7 +327,7 @@ impl Backend for PostgresBackend {
                 self.give_back(client);
                 Err(CommitError::Conflict)
             }
-            Err(e) => Err(CommitError::Storage(storage(&e))),
+            Err(e) => Err(CommitError::Storage(storage(e))),
         }
     }
 
@@ -329,18 +342,12 @@ impl Backend for PostgresBackend {
         let seen_i = i64::try_from(seen).unwrap_or(i64::MAX);
         let rows = self.with(|c| c.query(&q, &[&seen_i]))?;
         let mut version = seen;
-        let mut ids = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
         for r in rows {
             version = version.max(u64::try_from(r.get::<_, i64>(0)).unwrap_or(0));
-            let raw: Vec<u8> = r.get(1);
-            if let Some(id) = std::str::from_utf8(&raw)
-                .ok()
-                .and_then(|s| s.parse::<KeyId>().ok())
-            {
-                ids.push(id);
-            }
+            keys.push(r.get(1));
         }
-        Ok(Changes::Keys { version, ids })
+        Ok(Changes::Rows { version, keys })
     }
 
     fn version(&self) -> Result<u64, StorageError> {
@@ -391,36 +398,6 @@ impl Backend for PostgresBackend {
             *slot = None;
         }
         outcome.unwrap_or(false)
-    }
-
-    fn hold_dispatcher_lease(&self) -> bool {
-        let key = self.lock_key ^ 0x5a5a_5a5a;
-        let mut slot = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_none_or(|l| l.client.is_closed()) {
-            *slot = self.connect_one().ok().map(|client| Lease {
-                client,
-                held: false,
-            });
-        }
-        let Some(lease) = slot.as_mut() else {
-            return false;
-        };
-        let answer = if lease.held {
-            // Still ours while the session lives.
-            lease.client.simple_query("select 1").map(|_| true)
-        } else {
-            lease
-                .client
-                .query_one("select pg_try_advisory_lock($1)", &[&key])
-                .map(|r| r.get::<_, bool>(0))
-        };
-        if let Ok(held) = answer {
-            lease.held = held;
-            held
-        } else {
-            *slot = None;
-            false
-        }
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! Every table lives in the one tree under a one-byte table tag, so a batch
 //! touching several tables is a single-tree transaction, atomic on disk.
+//! The directory is 0700 and its files 0600: the store holds hashes and
+//! usage that are nobody else's business.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,6 +17,7 @@ use crate::error::OpenError;
 const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub(crate) struct SledBackend {
+    dir: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
     /// Serialises commits, so appended sequence numbers become visible in order.
@@ -23,8 +26,40 @@ pub(crate) struct SledBackend {
     version: AtomicU64,
 }
 
-fn storage(e: &sled::Error) -> StorageError {
-    StorageError::new(e.to_string())
+fn storage(e: sled::Error) -> StorageError {
+    StorageError::with_source("sled", e)
+}
+
+/// Directories 0700, files 0600. sled creates files with the process
+/// umask, so this runs after open, on every flush and on close.
+fn secure_tree(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in entries.flatten() {
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            secure_tree(&entry.path());
+        } else if ft.is_file() {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| {
+            OpenError::Storage(StorageError::with_source(
+                format!("cannot create {}", path.display()),
+                e,
+            ))
+        })
 }
 
 fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
@@ -35,8 +70,9 @@ fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
 }
 
 impl SledBackend {
-    /// Opens (creating if needed) the sled database in `dir`.
+    /// Opens (creating if needed, private) the sled database in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {
+        create_private_dir(dir)?;
         // The engine keeps what verification needs in its own index, so
         // sled's page cache only serves mutations and usage: keep it small.
         let db = sled::Config::new()
@@ -49,21 +85,23 @@ impl SledBackend {
                         path: PathBuf::from(dir),
                     }
                 }
-                other => OpenError::Storage(storage(other)),
+                _ => OpenError::Storage(storage(e)),
             })?;
         let tree = db
             .open_tree("keyward")
-            .map_err(|e| OpenError::Storage(storage(&e)))?;
+            .map_err(|e| OpenError::Storage(storage(e)))?;
         let last_event = tree
             .scan_prefix([Table::Events.tag()])
             .next_back()
             .transpose()
-            .map_err(|e| OpenError::Storage(storage(&e)))?
+            .map_err(|e| OpenError::Storage(storage(e)))?
             .and_then(|(k, _)| {
                 k.get(1..9)
                     .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
             });
+        secure_tree(dir);
         Ok(SledBackend {
+            dir: dir.to_path_buf(),
             db,
             tree,
             commit_lock: Mutex::new(()),
@@ -78,7 +116,7 @@ impl Backend for SledBackend {
         self.tree
             .get(full_key(table, key))
             .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| storage(&e))
+            .map_err(storage)
     }
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError> {
@@ -86,7 +124,7 @@ impl Backend for SledBackend {
             .scan_prefix(full_key(table, prefix))
             .map(|r| {
                 r.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
-                    .map_err(|e| storage(&e))
+                    .map_err(storage)
             })
             .collect()
     }
@@ -103,7 +141,7 @@ impl Backend for SledBackend {
             .take(limit)
             .map(|r| {
                 r.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
-                    .map_err(|e| storage(&e))
+                    .map_err(storage)
             })
             .collect()
     }
@@ -150,24 +188,26 @@ impl Backend for SledBackend {
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(())) => return Err(CommitError::Conflict),
-            Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(&e))),
+            Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(e))),
         }
         self.next_seq.store(first_seq + appended, Ordering::Release);
         if durability == Durability::Durable {
-            self.db.flush().map_err(|e| storage(&e))?;
+            self.db.flush().map_err(storage)?;
         }
         Ok(self.version.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush().map(drop).map_err(|e| storage(&e))
+        let flushed = self.db.flush().map(drop).map_err(storage);
+        secure_tree(&self.dir);
+        flushed
     }
 
     fn changes_since(&self, _seen: u64) -> Result<Changes, StorageError> {
         // One process per sled store: nobody else writes, so nothing to learn.
-        Ok(Changes::Keys {
+        Ok(Changes::Rows {
             version: self.version.load(Ordering::Acquire),
-            ids: Vec::new(),
+            keys: Vec::new(),
         })
     }
 
@@ -182,6 +222,6 @@ impl Backend for SledBackend {
 
 impl Drop for SledBackend {
     fn drop(&mut self) {
-        let _ = self.db.flush();
+        let _ = self.flush();
     }
 }

@@ -10,11 +10,12 @@
 
 mod host;
 mod http;
+mod lease;
 mod manifest;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,8 +24,11 @@ use serde::{Deserialize, Serialize};
 pub use self::manifest::{EVENT_KINDS, Manifest, SUPPORTED_API_VERSIONS};
 
 use self::host::{Delivery, Loaded, Runtime};
-use crate::backend::{Backend, Batch, Durability, StorageError, Table};
+pub(crate) use self::lease::{DispatcherLease, for_store as lease_for_store};
+use crate::backend::{Backend, Batch, CommitError, Durability, StorageError, Table};
+use crate::clock::Clock;
 use crate::events::Event;
+use crate::locks::lock;
 use crate::time::Timestamp;
 
 /// A plugin operation failed; nothing was stored or changed.
@@ -62,7 +66,30 @@ impl std::fmt::Display for PluginError {
     }
 }
 
-impl std::error::Error for PluginError {}
+impl std::error::Error for PluginError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PluginError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl PluginError {
+    /// How the bindings report it.
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            PluginError::InvalidManifest(_) => K::PluginInvalidManifest,
+            PluginError::InvalidComponent(_) => K::PluginInvalidComponent,
+            PluginError::AlreadyInstalled(_) => K::PluginExists,
+            PluginError::NotFound(_) => K::PluginNotFound,
+            PluginError::Unsupported => K::PluginsUnsupported,
+            PluginError::Storage(_) => K::Storage,
+        }
+    }
+}
 
 impl From<StorageError> for PluginError {
     fn from(e: StorageError) -> Self {
@@ -172,10 +199,6 @@ impl RetryPolicy {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn dead_key(name: &str, seq: u64) -> Vec<u8> {
     let mut k = name.as_bytes().to_vec();
     k.push(0);
@@ -189,8 +212,13 @@ fn dead_prefix(name: &str) -> Vec<u8> {
     k
 }
 
-fn storage(e: impl std::fmt::Display) -> StorageError {
-    StorageError::new(e.to_string())
+/// A stored plugin record that does not read back.
+fn unreadable(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> PluginError {
+    PluginError::Storage(StorageError::with_source(format!("unreadable {what}"), e))
+}
+
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plugin records serialise")
 }
 
 /// The plugin side of a store: the runtime, the compiled plugins, and the
@@ -202,6 +230,10 @@ pub(crate) struct Plugins {
 
 struct Shared {
     backend: Arc<dyn Backend>,
+    clock: Arc<dyn Clock>,
+    lease: Box<dyn DispatcherLease>,
+    /// Whether the last round found this process holding the lease.
+    dispatching: AtomicBool,
     /// Started on first use: a store without plugins runs no engine and no epoch thread.
     runtime: Mutex<Option<Arc<Runtime>>>,
     cache_dir: Option<std::path::PathBuf>,
@@ -215,11 +247,16 @@ struct Shared {
 impl Plugins {
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
+        lease: Box<dyn DispatcherLease>,
+        clock: Arc<dyn Clock>,
         cache_dir: Option<std::path::PathBuf>,
         retry: RetryPolicy,
     ) -> Result<Plugins, String> {
         let shared = Arc::new(Shared {
             backend,
+            clock,
+            lease,
+            dispatching: AtomicBool::new(false),
             runtime: Mutex::new(None),
             cache_dir,
             retry,
@@ -237,6 +274,12 @@ impl Plugins {
             inner: shared,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Whether this process delivers to the store's plugins (it held the
+    /// dispatcher lease at the dispatcher's last round).
+    pub(crate) fn dispatching(&self) -> bool {
+        self.inner.dispatching.load(Ordering::Acquire)
     }
 
     /// New events are in the outbox: deliver them now rather than at the next poll.
@@ -280,7 +323,7 @@ impl Plugins {
             v: 1,
             manifest: manifest_toml.to_string(),
             enabled: true,
-            installed_at: Timestamp::now(),
+            installed_at: self.inner.clock.now(),
         };
         let status = PluginStatus {
             cursor,
@@ -288,23 +331,19 @@ impl Plugins {
         };
         let mut batch = Batch::default();
         batch.expect(Table::Plugins, name.as_bytes().to_vec(), None);
-        batch.put(
-            Table::Plugins,
-            name.as_bytes().to_vec(),
-            serde_json::to_vec(&record).map_err(storage)?,
-        );
+        batch.put(Table::Plugins, name.as_bytes().to_vec(), encode(&record));
         batch.put(Table::PluginCode, name.as_bytes().to_vec(), wasm.to_vec());
         batch.put(
             Table::PluginState,
             name.as_bytes().to_vec(),
-            serde_json::to_vec(&status).map_err(storage)?,
+            encode(&status),
         );
         match self.inner.backend.commit(batch, Durability::Durable) {
             Ok(_) => {}
-            Err(crate::backend::CommitError::Conflict) => {
+            Err(CommitError::Conflict) => {
                 return Err(PluginError::AlreadyInstalled(name));
             }
-            Err(crate::backend::CommitError::Storage(e)) => return Err(e.into()),
+            Err(CommitError::Storage(e)) => return Err(e.into()),
         }
         lock(&self.inner.loaded).insert(name.clone(), Arc::new(loaded));
         self.wake();
@@ -324,8 +363,8 @@ impl Plugins {
 
     pub(crate) fn info(&self, name: &str) -> Result<PluginInfo, PluginError> {
         let record = self.inner.record(name)?;
-        let manifest =
-            Manifest::parse(&record.manifest).map_err(|e| PluginError::Storage(storage(e)))?;
+        let manifest = Manifest::parse(&record.manifest)
+            .map_err(|e| PluginError::Storage(StorageError::new(format!("stored {e}"))))?;
         let mut status = self.inner.status(name)?;
         status.dead_letters = self
             .inner
@@ -361,7 +400,7 @@ impl Plugins {
         self.inner
             .backend
             .commit(batch, Durability::Durable)
-            .map_err(|e| PluginError::Storage(storage(format!("{e:?}"))))?;
+            .map_err(StorageError::from)?;
         lock(&self.inner.loaded).remove(name);
         Ok(())
     }
@@ -370,15 +409,11 @@ impl Plugins {
         let mut record = self.inner.record(name)?;
         record.enabled = enabled;
         let mut batch = Batch::default();
-        batch.put(
-            Table::Plugins,
-            name.as_bytes().to_vec(),
-            serde_json::to_vec(&record).map_err(storage)?,
-        );
+        batch.put(Table::Plugins, name.as_bytes().to_vec(), encode(&record));
         self.inner
             .backend
             .commit(batch, Durability::Durable)
-            .map_err(|e| PluginError::Storage(storage(format!("{e:?}"))))?;
+            .map_err(StorageError::from)?;
         self.wake();
         self.info(name)
     }
@@ -389,7 +424,7 @@ impl Plugins {
             .backend
             .scan(Table::DeadLetters, &dead_prefix(name))?
             .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| PluginError::Storage(storage(e))))
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| unreadable("dead letter", e)))
             .collect()
     }
 
@@ -400,23 +435,19 @@ impl Plugins {
         let mut batch = Batch::default();
         for mut l in letters.iter().cloned() {
             l.requeued = true;
-            batch.put(
-                Table::DeadLetters,
-                dead_key(name, l.seq),
-                serde_json::to_vec(&l).map_err(storage)?,
-            );
+            batch.put(Table::DeadLetters, dead_key(name, l.seq), encode(&l));
         }
         let mut status = self.inner.status(name)?;
         status.next_attempt_at = None;
         batch.put(
             Table::PluginState,
             name.as_bytes().to_vec(),
-            serde_json::to_vec(&status).map_err(storage)?,
+            encode(&status),
         );
         self.inner
             .backend
             .commit(batch, Durability::Durable)
-            .map_err(|e| PluginError::Storage(storage(format!("{e:?}"))))?;
+            .map_err(StorageError::from)?;
         self.wake();
         Ok(letters.len())
     }
@@ -457,12 +488,12 @@ impl Shared {
             .backend
             .get(Table::Plugins, name.as_bytes())?
             .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| PluginError::Storage(storage(e)))
+        serde_json::from_slice(&bytes).map_err(|e| unreadable("plugin record", e))
     }
 
     fn status(&self, name: &str) -> Result<PluginStatus, PluginError> {
         match self.backend.get(Table::PluginState, name.as_bytes())? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| PluginError::Storage(storage(e))),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| unreadable("plugin state", e)),
             None => Ok(PluginStatus::default()),
         }
     }
@@ -478,7 +509,11 @@ impl Shared {
             let Some((k, _)) = page.last() else {
                 return Ok(last);
             };
-            last = u64::from_be_bytes(k.as_slice().try_into().map_err(storage)?);
+            last = u64::from_be_bytes(
+                k.as_slice()
+                    .try_into()
+                    .map_err(|e| StorageError::with_source("bad event key", e))?,
+            );
             if page.len() < 1024 {
                 return Ok(last);
             }
@@ -513,17 +548,9 @@ impl Shared {
         drop_letter: Option<u64>,
     ) -> Result<(), StorageError> {
         let mut batch = Batch::default();
-        batch.put(
-            Table::PluginState,
-            name.as_bytes().to_vec(),
-            serde_json::to_vec(status).map_err(storage)?,
-        );
+        batch.put(Table::PluginState, name.as_bytes().to_vec(), encode(status));
         if let Some(l) = letter {
-            batch.put(
-                Table::DeadLetters,
-                dead_key(name, l.seq),
-                serde_json::to_vec(l).map_err(storage)?,
-            );
+            batch.put(Table::DeadLetters, dead_key(name, l.seq), encode(l));
         }
         if let Some(seq) = drop_letter {
             batch.delete(Table::DeadLetters, dead_key(name, seq));
@@ -532,7 +559,7 @@ impl Shared {
         self.backend
             .commit(batch, Durability::Durable)
             .map(drop)
-            .map_err(|e| storage(format!("{e:?}")))
+            .map_err(StorageError::from)
     }
 
     fn run(&self) {
@@ -557,7 +584,9 @@ impl Shared {
     fn round(&self) -> Result<Option<Duration>, PluginError> {
         // One dispatcher per store: with a shared store, the process
         // holding the lease delivers; the others stand by.
-        if !self.backend.hold_dispatcher_lease() {
+        let held = self.lease.hold();
+        self.dispatching.store(held, Ordering::Release);
+        if !held {
             return Ok(Some(Duration::from_secs(1)));
         }
         let mut soonest: Option<Duration> = None;
@@ -567,7 +596,7 @@ impl Shared {
             }
             let name = String::from_utf8_lossy(&key).into_owned();
             let record: PluginRecord =
-                serde_json::from_slice(&value).map_err(|e| PluginError::Storage(storage(e)))?;
+                serde_json::from_slice(&value).map_err(|e| unreadable("plugin record", e))?;
             if !record.enabled {
                 continue;
             }
@@ -591,7 +620,7 @@ impl Shared {
         plugin: &Loaded,
     ) -> Result<Option<Duration>, PluginError> {
         let mut status = self.status(name)?;
-        let now = Timestamp::now();
+        let now = self.clock.now();
         if let Some(at) = status.next_attempt_at
             && at > now
         {
@@ -601,7 +630,7 @@ impl Shared {
         // Requeued dead letters: one attempt each.
         for (_, v) in self.backend.scan(Table::DeadLetters, &dead_prefix(name))? {
             let mut letter: DeadLetter =
-                serde_json::from_slice(&v).map_err(|e| PluginError::Storage(storage(e)))?;
+                serde_json::from_slice(&v).map_err(|e| unreadable("dead letter", e))?;
             if !letter.requeued {
                 continue;
             }
@@ -612,14 +641,14 @@ impl Shared {
             match runtime.deliver(plugin, &event) {
                 Delivery::Delivered => {
                     status.delivered += 1;
-                    status.last_success_at = Some(Timestamp::now());
+                    status.last_success_at = Some(self.clock.now());
                     self.save(name, &status, None, Some(letter.seq))?;
                 }
                 Delivery::Retryable(e) | Delivery::Permanent(e) => {
                     status.failed += 1;
                     letter.attempts += 1;
                     letter.requeued = false;
-                    letter.at = Timestamp::now();
+                    letter.at = self.clock.now();
                     letter.error.clone_from(&e);
                     status.last_error = Some(e);
                     status.last_error_at = Some(letter.at);
@@ -638,8 +667,7 @@ impl Shared {
                 return Ok(None);
             }
             for (k, v) in page {
-                let event =
-                    Event::from_stored(&k, &v).map_err(|e| PluginError::Storage(storage(e)))?;
+                let event = Event::from_stored(&k, &v)?;
                 if !plugin.manifest.subscribes(event.kind.as_str()) {
                     status.cursor = event.seq;
                     continue;
@@ -650,7 +678,7 @@ impl Shared {
                         status.delivered += 1;
                         status.attempts = 0;
                         status.next_attempt_at = None;
-                        status.last_success_at = Some(Timestamp::now());
+                        status.last_success_at = Some(self.clock.now());
                         self.save(name, &status, None, None)?;
                     }
                     Delivery::Permanent(e) => {
@@ -660,12 +688,12 @@ impl Shared {
                         status.attempts += 1;
                         status.failed += 1;
                         status.last_error = Some(e.clone());
-                        status.last_error_at = Some(Timestamp::now());
+                        status.last_error_at = Some(self.clock.now());
                         if status.attempts >= plugin.manifest.max_attempts {
                             self.give_up(name, &mut status, &event, e)?;
                         } else {
                             let wait = self.retry.delay(status.attempts);
-                            status.next_attempt_at = Some(Timestamp::now().plus(wait));
+                            status.next_attempt_at = Some(self.clock.now().plus(wait));
                             self.save(name, &status, None, None)?;
                             return Ok(Some(wait));
                         }
@@ -689,7 +717,7 @@ impl Shared {
             kind: event.kind.as_str().to_string(),
             error: error.clone(),
             attempts: status.attempts.max(1),
-            at: Timestamp::now(),
+            at: self.clock.now(),
             requeued: false,
         };
         if status.attempts == 0 {
@@ -705,9 +733,7 @@ impl Shared {
 
     fn event(&self, seq: u64) -> Result<Option<Event>, PluginError> {
         match self.backend.get(Table::Events, &seq.to_be_bytes())? {
-            Some(v) => Event::from_stored(&seq.to_be_bytes(), &v)
-                .map(Some)
-                .map_err(|e| PluginError::Storage(storage(e))),
+            Some(v) => Ok(Some(Event::from_stored(&seq.to_be_bytes(), &v)?)),
             None => Ok(None),
         }
     }

@@ -6,8 +6,7 @@
 #include "check.h"
 
 static kw_options cheap(void) {
-    kw_options o;
-    memset(&o, 0, sizeof o);
+    kw_options o = KW_OPTIONS_INIT;
     o.argon2_memory_kib = 64;
     o.argon2_iterations = 1;
     o.argon2_parallelism = 1;
@@ -17,6 +16,7 @@ static kw_options cheap(void) {
 static kw_verdict verify(const kw_store *s, const char *key, const char *ip) {
     kw_verdict v;
     memset(&v, 0xAB, sizeof v);
+    v.size = sizeof v;
     kw_status st = kw_verify(s, key, strlen(key), ip, "c-test", &v);
     CHECK(st == KW_STATUS_OK);
     return v;
@@ -107,6 +107,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(v.key_id, id) == 0);
     kw_verdict untouched;
     memset(&untouched, 0x5A, sizeof untouched);
+    untouched.size = sizeof untouched;
     CHECK_STATUS(kw_verify(NULL, key, strlen(key), "10.0.0.1", NULL, &untouched), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_verify(store, NULL, 0, "10.0.0.1", NULL, &untouched), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_verify(store, key, strlen(key), NULL, NULL, &untouched), KW_STATUS_NULL_ARGUMENT);
@@ -115,7 +116,7 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_verify(store, key, strlen(key), bad_utf8, NULL, &untouched), KW_STATUS_INVALID_UTF8);
     CHECK_STATUS(kw_verify(store, key, strlen(key), "10.0.0.1", bad_utf8, &untouched), KW_STATUS_INVALID_UTF8);
     CHECK(untouched.generation == 0x5A5A5A5Au); /* outputs only on success */
-    kw_verdict m;
+    kw_verdict m = KW_VERDICT_INIT;
     CHECK_STATUS(kw_verify(store, bad_utf8, 3, "10.0.0.1", NULL, &m), KW_STATUS_OK);
     CHECK(!m.valid && m.denial == KW_DENIAL_MALFORMED && m.key_id[0] == 0);
     CHECK_STATUS(kw_verify(store, huge, 1 << 20, "10.0.0.1", NULL, &m), KW_STATUS_OK);
@@ -345,8 +346,7 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_store_close(NULL), KW_STATUS_OK);
     CHECK_STATUS(kw_store_close(store), KW_STATUS_OK);
 
-    kw_options plain;
-    memset(&plain, 0, sizeof plain);
+    kw_options plain = KW_OPTIONS_INIT;
     plain.argon2_memory_kib = 64;
     plain.argon2_iterations = 1;
     CHECK_STATUS(kw_store_open(path, &plain, &store), KW_STATUS_OK);

@@ -94,3 +94,38 @@ pub fn notifier_component(body: &str, url: &str) -> Vec<u8> {
         .replace("{URL}", url)
         .into_bytes()
 }
+
+/// The directory holding libkeyward.so and libkeyward.a for C programs:
+/// the target directory and profile of this test run, built there once (an
+/// incremental `cargo build --lib`: `cargo test` builds only the rlib).
+/// The shared library's soname is `libkeyward.so.<ABI version>`, which the
+/// loader looks for, so that name is linked to it.
+pub fn c_library_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let mut cmd = std::process::Command::new(env!("CARGO"));
+            cmd.args(["build", "--lib", "--manifest-path"])
+                .arg(root.join("Cargo.toml"));
+            if !cfg!(debug_assertions) {
+                cmd.arg("--release");
+            }
+            let out = cmd.output().expect("running cargo build --lib");
+            assert!(
+                out.status.success(),
+                "cargo build --lib failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let exe = std::env::current_exe().expect("the test's path");
+            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let soname = dir.join(format!("libkeyward.so.{}", env!("KEYWARD_ABI_VERSION")));
+            // Atomically: test binaries running at once may all do this.
+            let tmp = dir.join(format!("libkeyward.so.link-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink("libkeyward.so", &tmp).expect("linking the soname");
+            std::fs::rename(&tmp, &soname).expect("placing the soname link");
+            dir
+        })
+        .clone()
+}

@@ -7,7 +7,8 @@ import ipaddress
 import json
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
-from keyward._store import Denial, Verdict
+from keyward._generated import HTTP_STATUS
+from keyward._store import Verdict
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -57,7 +58,7 @@ def denial_response(verdict: Optional[Verdict], reason: Optional[str] = None) ->
     if verdict is None:
         return 401, json.dumps({"error": "unauthorized", "reason": reason or "missing_key"}).encode()
     denial = verdict.denial
-    status = 403 if denial is Denial.IP_NOT_ALLOWED else (503 if denial is Denial.BUSY else 401)
+    status = HTTP_STATUS.get(denial, 401) if denial else 401
     body = {"error": "forbidden" if status == 403 else "unauthorized", "reason": denial.name.lower() if denial else reason}
     return status, json.dumps(body).encode()
 

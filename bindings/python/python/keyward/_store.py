@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import json
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from keyward._generated import STATUS_EXCEPTIONS, Denial, UsageTotals
 from keyward._native import ffi, lib
 
 __all__ = [
@@ -77,28 +77,9 @@ class InternalError(KeywardError):
     """An internal failure (or a panic inside the library)."""
 
 
-_STATUS_ERRORS: Dict[int, type] = {
-    100: InvalidInput,  # NULL argument
-    101: InvalidInput,  # invalid UTF-8
-    102: InvalidInput,
-    103: InvalidInput,  # invalid key id
-    104: InvalidInput,  # invalid network
-    105: InvalidInput,  # invalid IP
-    106: InternalError,  # buffer too small: the bindings size every buffer
-    110: NotFound,
-    111: NotFound,  # whitelist entry
-    120: InvalidInput,  # invalid options
-    200: StoreLocked,
-    201: StorageError,
-    202: StorageError,  # unsupported store version
-    300: InvalidInput,  # plugin manifest
-    301: InvalidInput,  # plugin component
-    302: InvalidInput,  # plugin already installed
-    303: NotFound,  # plugin
-    304: InternalError,  # built without the plugin host
-    900: InternalError,
-    901: InternalError,  # panic
-}
+# Every failing kw_status, by the library's own numbers, to its class
+# (the table is generated from the same Rust table as the C enum).
+_STATUS_ERRORS: Dict[int, type] = {status: globals()[name] for status, name in STATUS_EXCEPTIONS.items()}
 
 
 def _last_error() -> str:
@@ -125,6 +106,12 @@ def _text(value: str, what: str) -> bytes:
         raise InvalidInput(f"{what} is not valid Unicode text: {e}") from None
 
 
+def _known(cls: Any, d: Dict[str, Any]) -> Any:
+    """``cls(**d)`` with only the fields ``cls`` has: a newer library may add fields."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
 def _time(value: Optional[str]) -> Optional[datetime]:
     if value is None:
         return None
@@ -138,20 +125,6 @@ def _rfc3339(value: datetime) -> str:
 
 
 # ---------------------------------------------------------------- records
-
-
-class Denial(enum.Enum):
-    """Why a key was refused; the same members and numbers as the C ``kw_denial``."""
-
-    MALFORMED = 1
-    UNKNOWN_KEY = 2
-    WRONG_SECRET = 3
-    ROTATED = 4
-    EXPIRED = 5
-    DISABLED = 6
-    IP_NOT_ALLOWED = 7
-    BUSY = 8
-    UNAVAILABLE = 9
 
 
 _DENIALS = {d.value: d for d in Denial}
@@ -262,19 +235,6 @@ class Whitelist:
 
 
 @dataclass(frozen=True)
-class UsageTotals:
-    allowed: int
-    denied: int
-    wrong_secret: int
-    rotated: int
-    expired: int
-    disabled: int
-    ip_not_allowed: int
-    busy: int
-    unavailable: int
-
-
-@dataclass(frozen=True)
 class IpUsage:
     ip: str
     first_seen: datetime
@@ -325,7 +285,7 @@ class Usage:
         last = d["last_used"]
         return cls(
             key_id=d["key_id"],
-            totals=UsageTotals(**d["totals"]),
+            totals=_known(UsageTotals, d["totals"]),
             last_used_at=_time(last["at"]) if last else None,
             last_used_ip=last["ip"] if last else None,
             ips=[
@@ -418,7 +378,7 @@ class PluginInfo:
             allowed_hosts=list(d["allowed_hosts"]),
             enabled=d["enabled"],
             installed_at=_time(d["installed_at"]),  # type: ignore[arg-type]
-            status=PluginStatus(**st),
+            status=_known(PluginStatus, st),
         )
 
 
@@ -468,6 +428,7 @@ class Store:
         self._handle = ffi.NULL
         self._finalizer: Optional[weakref.finalize] = None
         opts = ffi.new("kw_options *")
+        opts.size = ffi.sizeof("kw_options")
         keep = []
         if prefix is not None:
             p = ffi.new("char[]", _text(prefix, "prefix"))
@@ -535,6 +496,7 @@ class Store:
             out = self._local.verdict
         except AttributeError:
             out = self._local.verdict = ffi.new("kw_verdict *")
+            out.size = ffi.sizeof("kw_verdict")
         kb = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else bytes(key)
         if isinstance(ip, str):
             if "\0" in ip:

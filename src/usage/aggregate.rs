@@ -1,198 +1,20 @@
-//! Per-key usage: where a key is used, by whom, how often, what was denied.
-//!
-//! The verify path adds to an in-memory aggregate (one small mutex-guarded
-//! map per shard, never a storage write); a flusher merges the aggregates
-//! into the stored records on an interval and on close. The stored record
-//! and the pending delta are the same type, so merging is one function.
+//! The usage record of one key: the stored form and the pending delta.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    Freshness, HOUR_MS, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN,
+    Outcome, Usage, UsageLimits, UsageTotals,
+};
+use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::time::Timestamp;
-use crate::verdict::Denial;
 
-const HOUR_MS: i64 = 3_600_000;
-/// Longest integration name kept; longer ones are cut at a character boundary.
-pub const MAX_INTEGRATION_LEN: usize = 128;
 /// Client IPs remembered per integration.
 const IPS_PER_INTEGRATION: usize = 16;
-const SHARDS: usize = 32;
-
-/// How much usage history a key keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageLimits {
-    /// Most client IPs remembered per key (the least recently seen go first).
-    pub max_ips: usize,
-    /// Most integrations remembered per key (the least recently seen go first).
-    pub max_integrations: usize,
-    /// How long hourly buckets are kept.
-    pub retention: Duration,
-}
-
-impl Default for UsageLimits {
-    fn default() -> Self {
-        UsageLimits {
-            max_ips: 1000,
-            max_integrations: 100,
-            retention: Duration::from_hours(7 * 24),
-        }
-    }
-}
-
-/// Verifications of one key by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageTotals {
-    /// Admitted (including an old secret inside its grace period).
-    pub allowed: u64,
-    /// Denied, for any reason below.
-    pub denied: u64,
-    /// Denied: the secret matched no generation.
-    pub wrong_secret: u64,
-    /// Denied: the secret of a regenerated-away generation.
-    pub rotated: u64,
-    /// Denied: the key had expired.
-    pub expired: u64,
-    /// Denied: the key was disabled.
-    pub disabled: u64,
-    /// Denied: the client IP was not whitelisted.
-    pub ip_not_allowed: u64,
-    /// Denied: too many cold verifications at once.
-    pub busy: u64,
-    /// Denied: a shared store could not confirm it was current.
-    #[serde(default)]
-    pub unavailable: u64,
-}
-
-impl UsageTotals {
-    fn add(&mut self, o: &UsageTotals) {
-        self.allowed += o.allowed;
-        self.denied += o.denied;
-        self.wrong_secret += o.wrong_secret;
-        self.rotated += o.rotated;
-        self.expired += o.expired;
-        self.disabled += o.disabled;
-        self.ip_not_allowed += o.ip_not_allowed;
-        self.busy += o.busy;
-        self.unavailable += o.unavailable;
-    }
-
-    fn count(&mut self, outcome: Outcome) {
-        let Outcome::Denied(d) = outcome else {
-            self.allowed += 1;
-            return;
-        };
-        self.denied += 1;
-        let slot = match d {
-            Denial::WrongSecret => &mut self.wrong_secret,
-            Denial::Rotated { .. } => &mut self.rotated,
-            Denial::Expired => &mut self.expired,
-            Denial::Disabled => &mut self.disabled,
-            Denial::IpNotAllowed => &mut self.ip_not_allowed,
-            Denial::Busy => &mut self.busy,
-            Denial::Unavailable => &mut self.unavailable,
-            // Never recorded: no key to record them against.
-            Denial::Malformed | Denial::UnknownKey => return,
-        };
-        *slot += 1;
-    }
-}
-
-/// The last admitted use of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LastUse {
-    /// When.
-    pub at: Timestamp,
-    /// From which client address.
-    pub ip: IpAddr,
-}
-
-/// One client IP that presented the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IpUsage {
-    /// The client address (IPv4-mapped IPv6 shown as IPv4).
-    pub ip: IpAddr,
-    /// First request seen.
-    pub first_seen: Timestamp,
-    /// Latest request seen.
-    pub last_seen: Timestamp,
-    /// Requests admitted.
-    pub allowed: u64,
-    /// Requests denied.
-    pub denied: u64,
-    /// The integration named by its latest request, if any.
-    pub last_integration: Option<String>,
-    /// Its latest secret was of an older generation: this client must be
-    /// updated with the regenerated key.
-    pub stale_secret: bool,
-}
-
-/// One integration (a CRM, an automation platform) that presented the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IntegrationUsage {
-    /// The name the application passed (often a User-Agent).
-    pub name: String,
-    /// First request seen.
-    pub first_seen: Timestamp,
-    /// Latest request seen.
-    pub last_seen: Timestamp,
-    /// Requests, admitted or not.
-    pub count: u64,
-    /// Of which denied.
-    pub denied: u64,
-    /// Client IPs it used, most recent first (at most 16).
-    pub ips: Vec<IpAddr>,
-    /// Its latest secret was of an older generation.
-    pub stale_secret: bool,
-}
-
-/// Requests in one hour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct HourlyUsage {
-    /// Start of the hour.
-    pub hour: Timestamp,
-    /// Requests admitted.
-    pub allowed: u64,
-    /// Requests denied.
-    pub denied: u64,
-}
-
-/// The Usage tab of one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    /// Which key.
-    pub key_id: KeyId,
-    /// Counts by outcome, since the key was created.
-    pub totals: UsageTotals,
-    /// The last admitted request.
-    pub last_used: Option<LastUse>,
-    /// Client IPs, most recently seen first.
-    pub ips: Vec<IpUsage>,
-    /// Integrations, most recently seen first.
-    pub integrations: Vec<IntegrationUsage>,
-    /// Hourly counts inside the retention window, oldest first.
-    pub hourly: Vec<HourlyUsage>,
-}
-
-/// What one verification of a known key came to, as usage sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Allowed,
-    Denied(Denial),
-}
-
-/// Whether the presented secret was current, old, or never compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Freshness {
-    Current,
-    Stale,
-    /// Denied before the secret was looked at (IP, disabled, expired).
-    Unknown,
-}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IpAgg {
@@ -409,8 +231,9 @@ impl UsageAgg {
         serde_json::to_vec(&copy).expect("usage serialises")
     }
 
-    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("unreadable usage record: {e}"))
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, StorageError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StorageError::with_source("unreadable usage record", e))
     }
 
     pub(crate) fn to_usage(&self, key_id: KeyId) -> Usage {
@@ -462,127 +285,11 @@ impl UsageAgg {
     }
 }
 
-/// Something verification noticed that becomes an outbox event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Notice {
-    pub kind: crate::events::EventKind,
-    pub key_id: KeyId,
-    pub ip: IpAddr,
-    pub integration: Option<String>,
-    pub generation: Option<u32>,
-    pub at: i64,
-}
-
-/// Notices waiting for the next flush, and which (key, IP, kind) already
-/// gave one this hour.
-#[derive(Default)]
-struct Notices {
-    hour: i64,
-    given: std::collections::HashSet<(KeyId, IpAddr, crate::events::EventKind)>,
-    pending: Vec<Notice>,
-}
-
-/// Pending notices kept at most; past this a flood of refused IPs is counted
-/// in usage but not each given its own event.
-const MAX_PENDING_NOTICES: usize = 10_000;
-
-/// Pending usage deltas of every key, sharded so threads verifying
-/// different keys rarely meet on a lock.
-pub(crate) struct UsageLog {
-    shards: Box<[Mutex<HashMap<KeyId, UsageAgg>>]>,
-    notices: Mutex<Notices>,
-}
-
-fn shard_of(id: &KeyId) -> usize {
-    let b = id.as_bytes();
-    (usize::from(b[0]) * 31 + usize::from(b[1])) % SHARDS
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl UsageLog {
-    pub(crate) fn new() -> Self {
-        UsageLog {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            notices: Mutex::new(Notices::default()),
-        }
-    }
-
-    pub(crate) fn record(
-        &self,
-        id: KeyId,
-        now: i64,
-        ip: IpAddr,
-        integration: Option<&str>,
-        outcome: Outcome,
-        freshness: Freshness,
-    ) {
-        lock(&self.shards[shard_of(&id)])
-            .entry(id)
-            .or_default()
-            .record(now, ip, integration, outcome, freshness);
-    }
-
-    /// Queues `notice` unless its key, IP and kind gave one this hour.
-    pub(crate) fn notice(&self, notice: Notice) {
-        let mut n = lock(&self.notices);
-        let hour = notice.at.div_euclid(HOUR_MS);
-        if n.hour != hour {
-            n.hour = hour;
-            n.given.clear();
-        }
-        if n.pending.len() < MAX_PENDING_NOTICES
-            && n.given.insert((notice.key_id, notice.ip, notice.kind))
-        {
-            n.pending.push(notice);
-        }
-    }
-
-    pub(crate) fn take_notices(&self) -> Vec<Notice> {
-        std::mem::take(&mut lock(&self.notices).pending)
-    }
-
-    /// Puts notices back after a failed flush.
-    pub(crate) fn restore_notices(&self, mut older: Vec<Notice>) {
-        let mut n = lock(&self.notices);
-        older.append(&mut n.pending);
-        n.pending = older;
-    }
-
-    /// A copy of the pending delta of one key.
-    pub(crate) fn pending(&self, id: &KeyId) -> Option<UsageAgg> {
-        lock(&self.shards[shard_of(id)]).get(id).cloned()
-    }
-
-    pub(crate) fn discard(&self, id: &KeyId) {
-        lock(&self.shards[shard_of(id)]).remove(id);
-    }
-
-    /// Takes every pending delta, leaving the log empty.
-    pub(crate) fn take_all(&self) -> Vec<(KeyId, UsageAgg)> {
-        self.shards
-            .iter()
-            .flat_map(|s| std::mem::take(&mut *lock(s)))
-            .collect()
-    }
-
-    /// Puts deltas back after a failed flush, ahead of anything newer.
-    pub(crate) fn restore(&self, deltas: Vec<(KeyId, UsageAgg)>) {
-        for (id, mut older) in deltas {
-            let mut shard = lock(&self.shards[shard_of(&id)]);
-            if let Some(newer) = shard.remove(&id) {
-                older.absorb(&newer);
-            }
-            shard.insert(id, older);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::Denial;
+    use std::time::Duration;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

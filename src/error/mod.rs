@@ -1,8 +1,12 @@
-//! Errors: one enum per kind of operation, all converting into [`Error`].
+//! Errors: one enum per kind of operation, all converting into [`Error`],
+//! and each telling its [`ErrorKind`] (how every binding reports it).
+
+mod kind;
 
 use std::fmt;
 use std::path::PathBuf;
 
+pub use self::kind::ErrorKind;
 pub use crate::backend::StorageError;
 use crate::key::KeyId;
 
@@ -43,7 +47,27 @@ impl fmt::Display for OpenError {
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl OpenError {
+    /// How the bindings report it.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OpenError::StoreLocked { .. } => ErrorKind::StoreLocked,
+            OpenError::InvalidOptions(_) => ErrorKind::InvalidOptions,
+            OpenError::UnsupportedVersion(_) => ErrorKind::UnsupportedVersion,
+            OpenError::Storage(_) => ErrorKind::Storage,
+        }
+    }
+}
 
 /// A key operation (create, regenerate, delete, update, usage) failed.
 #[derive(Debug)]
@@ -70,7 +94,27 @@ impl fmt::Display for KeyError {
     }
 }
 
-impl std::error::Error for KeyError {}
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl KeyError {
+    /// How the bindings report it.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KeyError::NotFound(_) => ErrorKind::NotFound,
+            KeyError::InvalidInput(_) => ErrorKind::InvalidInput,
+            KeyError::Storage(_) => ErrorKind::Storage,
+            KeyError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
 
 impl From<StorageError> for KeyError {
     fn from(e: StorageError) -> Self {
@@ -113,7 +157,28 @@ impl fmt::Display for WhitelistError {
     }
 }
 
-impl std::error::Error for WhitelistError {}
+impl std::error::Error for WhitelistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WhitelistError::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl WhitelistError {
+    /// How the bindings report it.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WhitelistError::KeyNotFound(_) => ErrorKind::NotFound,
+            WhitelistError::EntryNotFound { .. } => ErrorKind::EntryNotFound,
+            WhitelistError::InvalidNetwork(_) => ErrorKind::InvalidNetwork,
+            WhitelistError::InvalidInput(_) => ErrorKind::InvalidInput,
+            WhitelistError::Storage(_) => ErrorKind::Storage,
+        }
+    }
+}
 
 impl From<StorageError> for WhitelistError {
     fn from(e: StorageError) -> Self {
@@ -145,6 +210,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// How the bindings report it.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Open(e) => e.kind(),
+            Error::Key(e) => e.kind(),
+            Error::Whitelist(e) => e.kind(),
+        }
+    }
+
     /// Whether the error means "no such key or entry".
     #[must_use]
     pub fn is_not_found(&self) -> bool {

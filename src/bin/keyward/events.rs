@@ -1,0 +1,64 @@
+//! `keyward events [--since N] [--follow]`: the event outbox.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use keyward::{OpenError, Store};
+
+use crate::{Out, Result, failure};
+
+/// Prints the events after `since`.
+pub(crate) fn events_command(store: &Store, since: u64, out: &Out) -> Result<u8> {
+    let events = store.events(since, usize::MAX)?;
+    if out.json {
+        out.json(&events);
+    } else {
+        for e in &events {
+            print_event(e);
+        }
+    }
+    Ok(0)
+}
+
+fn print_event(e: &keyward::Event) {
+    println!(
+        "{:>6}  {}  {:<22} {} {:<20} {}",
+        e.seq,
+        e.at,
+        e.kind.as_str(),
+        e.key_id,
+        e.name,
+        e.data
+    );
+}
+
+pub(crate) fn follow_events(path: &Path, mut since: u64, out: &Out) -> Result<u8> {
+    // A sled store has one owner at a time: open, read, close, so that
+    // other commands can write in between.
+    loop {
+        let store = loop {
+            match Store::open(path) {
+                Ok(s) => break s,
+                Err(OpenError::StoreLocked { .. }) => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let events = store.events(since, 1000)?;
+        store.close()?;
+        for e in &events {
+            if out.json {
+                println!("{}", serde_json::to_string(e).expect("serialises"));
+            } else {
+                print_event(e);
+            }
+            since = e.seq;
+        }
+        std::io::stdout()
+            .flush()
+            .map_err(|e| failure(keyward::ErrorKind::Storage.exit_code(), e.to_string()))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,275 @@
+//! `keyward key ...`: the Overview tab.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use keyward::{CreateOptions, KeyInfo, Store, Timestamp, Usage};
+use serde_json::{Value, json};
+
+use crate::{Confirm, Out, Result, confirmed, duration, expiry, invalid, key_id, opt_time};
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Creates a key and prints it once.
+    Create {
+        name: String,
+        /// When it stops working: a duration from now (30d, 12h) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+        /// A JSON object to keep with the key.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Every key.
+    List,
+    /// One key's Overview.
+    Show { id: String },
+    /// Gives the key a new secret; asks y/N on a terminal unless --yes.
+    Regenerate {
+        id: String,
+        /// Keep the old secret working this long (e.g. 24h, 7d).
+        #[arg(long)]
+        grace: Option<String>,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Deletes the key and its usage; asks y/N on a terminal unless --yes.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// The key admits nobody until enabled.
+    Disable { id: String },
+    /// Re-enables a disabled key.
+    Enable { id: String },
+    /// Renames a key.
+    Rename { id: String, name: String },
+}
+
+fn created_json(info: &KeyInfo, key: &str) -> Value {
+    let mut v = serde_json::to_value(info).expect("serialises");
+    v["key"] = Value::String(key.to_string());
+    v
+}
+
+pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u8> {
+    match cmd {
+        KeyCommand::Create {
+            name,
+            expires,
+            metadata,
+        } => {
+            let mut o = CreateOptions::new();
+            if let Some(e) = expires {
+                o = o.expires_at(expiry(&e)?);
+            }
+            if let Some(m) = metadata {
+                let v: Value = serde_json::from_str(&m)
+                    .map_err(|e| invalid(format!("--metadata is not JSON: {e}")))?;
+                o = o.metadata(v);
+            }
+            let created = store.create(&name, o)?;
+            if out.json {
+                out.json(&created_json(&created.info, created.key.as_str()));
+            } else {
+                println!("Created key {} ({})", created.info.id, created.info.name);
+                println!();
+                println!("    {}", out.bold(created.key.as_str()));
+                println!();
+                println!("{}", out.warn("Store it now: this is the only time the key is shown. keyward keeps only a hash."));
+            }
+        }
+        KeyCommand::List => {
+            let keys = store.list()?;
+            if out.json {
+                out.json(&keys);
+            } else {
+                print_key_table(&keys);
+            }
+        }
+        KeyCommand::Show { id } => {
+            let info = store.get(&key_id(&id)?)?;
+            if out.json {
+                out.json(&info)
+            } else {
+                print_overview(&info, out)
+            }
+        }
+        KeyCommand::Regenerate { id, grace, confirm } => {
+            let id = key_id(&id)?;
+            let grace = grace
+                .as_deref()
+                .map(duration)
+                .transpose()?
+                .unwrap_or(Duration::ZERO);
+            let info = store.get(&id)?;
+            let when = if grace.is_zero() {
+                "The current key stops working immediately.".to_string()
+            } else {
+                format!(
+                    "The current key keeps working for {}.",
+                    humantime::format_duration(grace)
+                )
+            };
+            confirmed(
+                &format!("Regenerate key {:?} ({})? {when}", info.name, info.masked),
+                &confirm,
+            )?;
+            let users = store.usage(&id)?;
+            let fresh = store.regenerate(&id, grace)?;
+            if out.json {
+                out.json(&created_json(&fresh.info, fresh.key.as_str()));
+            } else {
+                println!(
+                    "Regenerated key {} ({}), generation {}",
+                    fresh.info.id, fresh.info.name, fresh.info.generation
+                );
+                println!();
+                println!("    {}", out.bold(fresh.key.as_str()));
+                println!();
+                println!(
+                    "{}",
+                    out.warn("Store it now: this is the only time the key is shown.")
+                );
+                match fresh.info.grace_until {
+                    Some(t) => println!("The old key keeps working until {t}, then stops."),
+                    None => println!("The old key has stopped working."),
+                }
+                print_recent_users(&users, out);
+            }
+        }
+        KeyCommand::Delete { id, confirm } => {
+            let id = key_id(&id)?;
+            let info = store.get(&id)?;
+            confirmed(
+                &format!(
+                    "Delete key {:?} ({})? It stops working immediately and its usage is removed.",
+                    info.name, info.masked
+                ),
+                &confirm,
+            )?;
+            store.delete(&id)?;
+            if out.json {
+                out.json(&json!({ "deleted": id }));
+            } else {
+                println!("Deleted key {id} ({}).", info.name);
+            }
+        }
+        KeyCommand::Disable { id } => {
+            show_info(store.set_disabled(&key_id(&id)?, true)?, "Disabled", out)
+        }
+        KeyCommand::Enable { id } => {
+            show_info(store.set_disabled(&key_id(&id)?, false)?, "Enabled", out)
+        }
+        KeyCommand::Rename { id, name } => {
+            show_info(store.rename(&key_id(&id)?, &name)?, "Renamed", out)
+        }
+    }
+    Ok(0)
+}
+
+fn show_info(info: KeyInfo, what: &str, out: &Out) {
+    if out.json {
+        out.json(&info);
+    } else {
+        println!("{what} key {} ({}).", info.id, info.name);
+    }
+}
+
+/// Clients seen with the key in the last 7 days, who must get the new one.
+fn print_recent_users(u: &Usage, out: &Out) {
+    let week_ago = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 7 * 86_400_000);
+    let ips: Vec<_> = u.ips.iter().filter(|r| r.last_seen >= week_ago).collect();
+    let integrations: Vec<_> = u
+        .integrations
+        .iter()
+        .filter(|r| r.last_seen >= week_ago)
+        .collect();
+    if ips.is_empty() && integrations.is_empty() {
+        println!("No client used this key in the last 7 days.");
+        return;
+    }
+    println!(
+        "{}",
+        out.warn("Update these clients with the new key (seen in the last 7 days):")
+    );
+    for r in ips {
+        println!(
+            "  IP {:<39} last seen {}  via {}",
+            r.ip.to_string(),
+            r.last_seen,
+            r.last_integration.as_deref().unwrap_or("-")
+        );
+    }
+    for r in integrations {
+        println!(
+            "  integration {:<30} last seen {}  {} requests",
+            r.name, r.last_seen, r.count
+        );
+    }
+}
+
+fn print_key_table(keys: &[KeyInfo]) {
+    if keys.is_empty() {
+        println!("No keys. Create one with: keyward key create NAME");
+        return;
+    }
+    println!(
+        "{:<12}  {:<24}  {:<22}  {:>3}  {:<9}  {:<9}  LAST USED",
+        "ID", "NAME", "KEY", "GEN", "STATUS", "WHITELIST"
+    );
+    for k in keys {
+        let status = if k.disabled {
+            "disabled"
+        } else if k.expires_at.is_some_and(|e| e <= Timestamp::now()) {
+            "expired"
+        } else {
+            "active"
+        };
+        let name: String = k.name.chars().take(24).collect();
+        println!(
+            "{:<12}  {:<24}  {:<22}  {:>3}  {:<9}  {:<9}  {}",
+            k.id,
+            name,
+            k.masked,
+            k.generation,
+            status,
+            if k.whitelist_enabled { "on" } else { "off" },
+            opt_time(k.last_used_at)
+        );
+    }
+}
+
+fn print_overview(k: &KeyInfo, out: &Out) {
+    println!("{}", out.bold(&k.name));
+    println!("  id            {}", k.id);
+    println!("  key           {}", k.masked);
+    println!("  created       {}", k.created_at);
+    println!("  last rotated  {}", opt_time(k.rotated_at));
+    println!("  last used     {}", opt_time(k.last_used_at));
+    println!("  generation    {}", k.generation);
+    println!(
+        "  status        {}",
+        if k.disabled { "disabled" } else { "active" }
+    );
+    println!(
+        "  expires       {}",
+        k.expires_at
+            .map_or_else(|| "never".to_string(), |t| t.to_string())
+    );
+    println!(
+        "  whitelist     {}",
+        if k.whitelist_enabled {
+            "on (only whitelisted IPs)"
+        } else {
+            "off (any IP)"
+        }
+    );
+    if let Some(g) = k.grace_until {
+        println!("  old secret    works until {g}");
+    }
+    if let Some(m) = &k.metadata {
+        println!("  metadata      {m}");
+    }
+}

@@ -1,0 +1,277 @@
+//! `keyward`: the API-key settings panel in a terminal.
+//!
+//! Exit codes: 0 success; 1 `verify` denied the key; 2 bad usage (or a
+//! confirmation refused); 3 not found; 4 invalid input; 5 the store is held
+//! by another process; 6 storage error; 7 plugin error; 9 internal error.
+//! Every error's code comes from its [`keyward::ErrorKind`].
+//!
+//! One module per command group: [`keys`], [`whitelist`], [`usage`],
+//! [`verify`], [`events`], [`plugins`].
+
+mod events;
+mod keys;
+#[cfg(feature = "plugins")]
+mod plugins;
+mod usage;
+mod verify;
+mod whitelist;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use keyward::{ErrorKind, KeyId, OpenError, Store, Timestamp};
+
+#[derive(Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Manage API keys: overview, usage, whitelists, plugins",
+    after_help = "Exit codes: 0 ok, 1 key denied (verify), 2 usage, 3 not found, 4 invalid input, \
+                  5 store locked, 6 storage, 7 plugin, 9 internal."
+)]
+struct Cli {
+    /// The store directory [default: $KEYWARD_DB, else ./keyward.db].
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Print JSON (the shapes of the C *_json functions) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Keys: create, list, show, regenerate, delete, disable, enable, rename.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// A key's IP whitelist.
+    #[command(subcommand)]
+    Whitelist(whitelist::WhitelistCommand),
+    /// A key's Usage tab: IPs, integrations, stale-secret users, hourly chart.
+    Usage {
+        id: String,
+        /// Days of hourly history to chart.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Checks a key as a server would: exit 0 when valid, 1 when denied.
+    Verify {
+        key: String,
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        integration: Option<String>,
+    },
+    /// The event outbox.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Keep printing new events (re-reads the store every second).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Notifier plugins.
+    #[cfg(feature = "plugins")]
+    #[command(subcommand)]
+    Plugin(plugins::PluginCommand),
+}
+
+#[derive(Args)]
+struct Confirm {
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+/// Exit code of bad usage or a refused confirmation.
+const USAGE: u8 = 2;
+
+/// A failure with its exit code and one line for stderr.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn failure(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Every error of the library exits with its kind's code.
+macro_rules! failure_from {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for Failure {
+            fn from(e: $error) -> Self {
+                failure(e.kind().exit_code(), e.to_string())
+            }
+        }
+    )*};
+}
+
+failure_from!(
+    keyward::Error,
+    keyward::OpenError,
+    keyward::KeyError,
+    keyward::WhitelistError,
+    keyward::StorageError,
+    keyward::InvalidKeyId,
+);
+#[cfg(feature = "plugins")]
+failure_from!(keyward::PluginError);
+
+/// Invalid input found by the CLI itself.
+fn invalid(message: impl Into<String>) -> Failure {
+    failure(ErrorKind::InvalidInput.exit_code(), message)
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            // One line, whatever the message (TOML errors span several).
+            let line = f.message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("keyward: {line}");
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn db_path(cli: &Cli) -> PathBuf {
+    cli.db
+        .clone()
+        .or_else(|| std::env::var_os("KEYWARD_DB").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("keyward.db"))
+}
+
+fn key_id(s: &str) -> Result<KeyId> {
+    Ok(s.parse::<KeyId>()?)
+}
+
+/// `30d`, `12h`, `90m`, `1h 30m`: a duration.
+fn duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s)
+        .map_err(|e| invalid(format!("{s:?} is not a duration (like 24h, 7d): {e}")))
+}
+
+/// A duration from now, or an RFC 3339 time.
+fn expiry(s: &str) -> Result<Timestamp> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(Timestamp::now().plus(d));
+    }
+    Timestamp::parse_rfc3339(s).map_err(|_| {
+        invalid(format!(
+            "--expires {s:?}: expected a duration (30d) or an RFC 3339 time"
+        ))
+    })
+}
+
+struct Out {
+    json: bool,
+    color: bool,
+}
+
+impl Out {
+    fn json(&self, v: &impl serde::Serialize) {
+        println!("{}", serde_json::to_string_pretty(v).expect("serialises"));
+    }
+
+    fn bold(&self, s: &str) -> String {
+        if self.color {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn warn(&self, s: &str) -> String {
+        if self.color {
+            format!("\x1b[33m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let out = Out {
+        json: cli.json,
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let path = db_path(&cli);
+    if let Command::Events {
+        since,
+        follow: true,
+    } = cli.command
+    {
+        return events::follow_events(&path, since, &out);
+    }
+    let store = open_patiently(&path)?;
+    let code = match cli.command {
+        Command::Key(k) => keys::key_command(&store, k, &out)?,
+        Command::Whitelist(w) => whitelist::whitelist_command(&store, w, &out)?,
+        Command::Usage { id, days } => usage::usage_command(&store, &id, days, &out)?,
+        Command::Verify {
+            key,
+            ip,
+            integration,
+        } => verify::verify_command(&store, &key, &ip, integration.as_deref(), &out)?,
+        Command::Events { since, .. } => events::events_command(&store, since, &out)?,
+        #[cfg(feature = "plugins")]
+        Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
+    };
+    store.close()?;
+    Ok(code)
+}
+
+/// Opens the store, waiting up to 3 s while another process holds it
+/// (`events --follow` holds it for an instant every second).
+fn open_patiently(path: &Path) -> Result<Store> {
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match Store::open(path) {
+            Err(OpenError::StoreLocked { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Asks y/N on a terminal; refuses without one unless `--yes`.
+fn confirmed(question: &str, confirm: &Confirm) -> Result<()> {
+    if confirm.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(failure(
+            USAGE,
+            "refusing without confirmation: stdin is not a terminal; pass --yes",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| failure(USAGE, e.to_string()))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(failure(USAGE, "not confirmed; nothing was changed"))
+    }
+}
+
+fn opt_time(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "never".to_string(), |t| t.to_string())
+}

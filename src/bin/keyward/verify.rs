@@ -1,0 +1,44 @@
+//! `keyward verify KEY --ip IP`: checks a key as a server would.
+
+use std::net::IpAddr;
+
+use keyward::{Store, Verdict};
+use serde_json::{Value, json};
+
+use crate::{Out, Result, invalid};
+
+/// Exit 0 when the key is admitted, 1 when denied.
+pub(crate) fn verify_command(
+    store: &Store,
+    key: &str,
+    ip: &str,
+    integration: Option<&str>,
+    out: &Out,
+) -> Result<u8> {
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| invalid(format!("--ip {ip:?} is not an IP address")))?;
+    let v = store.verify(key, ip, integration);
+    if out.json {
+        out.json(&verdict_json(&v));
+    } else {
+        match v {
+            Verdict::Valid(g) if g.in_grace => println!(
+                "valid: key {} generation {} (an old secret, still inside its grace period)",
+                g.key_id, g.generation
+            ),
+            Verdict::Valid(g) => println!("valid: key {} generation {}", g.key_id, g.generation),
+            Verdict::Denied(d) => println!("denied: {d}"),
+        }
+    }
+    Ok(u8::from(!v.is_valid()))
+}
+
+fn verdict_json(v: &Verdict) -> Value {
+    match v {
+        Verdict::Valid(g) => json!({
+            "valid": true, "denial": null, "key_id": g.key_id, "generation": g.generation, "in_grace": g.in_grace
+        }),
+        Verdict::Denied(d) => json!({ "valid": false, "denial": d.as_str(), "detail": d }),
+    }
+}

@@ -1,0 +1,262 @@
+//! Keys: create, regenerate, delete, update, and the Overview as JSON.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{Fail, boundary, fail};
+use super::generated::kw_status;
+use super::store::kw_store;
+use super::values::{
+    key_id, key_len, not_null, optional_text, put, put_json, room, store_ref, text,
+};
+use crate::key;
+use crate::store::CreateOptions;
+use crate::time::Timestamp;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateJson {
+    expires_at: Option<Timestamp>,
+    metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    whitelist: Vec<EntryJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryJson {
+    name: String,
+    network: String,
+}
+
+unsafe fn create(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    id_out: *mut c_char,
+    id_cap: usize,
+) -> Result<(), Fail> {
+    let store = unsafe { store_ref(store) }?;
+    let name = unsafe { text(name, "name") }?;
+    let options = match unsafe { optional_text(options_json, "options_json") }? {
+        None => CreateJson::default(),
+        Some(j) => serde_json::from_str(j).map_err(|e| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("options_json: {e}"),
+            )
+        })?,
+    };
+    room(key_out, key_cap, key_len(store), "key_out")?;
+    room(id_out, id_cap, key::ID_LEN + 1, "id_out")?;
+    let mut o = CreateOptions::new();
+    if let Some(t) = options.expires_at {
+        o = o.expires_at(t);
+    }
+    if let Some(m) = options.metadata {
+        o = o.metadata(m);
+    }
+    for e in options.whitelist {
+        o = o.restrict_to(e.name, e.network);
+    }
+    let created = store.create(name, o)?;
+    unsafe {
+        put(key_out, created.key.as_str());
+        put(id_out, created.info.id.as_str());
+    }
+    Ok(())
+}
+
+/// Creates a key named `name` (NUL-terminated UTF-8, 1–200 bytes).
+///
+/// - `key_out`, `key_cap`: receives the plaintext key and a NUL; needs
+///   `kw_key_buffer_len(store)` bytes (`KW_KEY_BUFFER_LEN` always suffices).
+///   Shown this once: the store keeps only an argon2id hash.
+/// - `id_out`, `id_cap`: receives the key id and a NUL; needs 13 bytes
+///   (`KW_KEY_ID_BUFFER_LEN` suffices).
+///
+/// Buffers are checked before anything is created: `KW_STATUS_BUFFER_TOO_SMALL` changes nothing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_create(
+    store: *mut kw_store,
+    name: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    id_out: *mut c_char,
+    id_cap: usize,
+) -> kw_status {
+    boundary(|| unsafe {
+        create(
+            store,
+            name,
+            std::ptr::null(),
+            key_out,
+            key_cap,
+            id_out,
+            id_cap,
+        )
+    })
+}
+
+/// `kw_key_create` with options as a JSON object (NULL = none):
+/// `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
+///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}]}`.
+/// Whitelist entries also switch the restriction on.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_create_ex(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    id_out: *mut c_char,
+    id_cap: usize,
+) -> kw_status {
+    boundary(|| unsafe { create(store, name, options_json, key_out, key_cap, id_out, id_cap) })
+}
+
+/// Gives key `id` a new secret, written with a NUL to `key_out` (see
+/// `kw_key_create` for the size). The old secret stops working when this
+/// returns (`grace_seconds` 0) or `grace_seconds` later (at most 366 days).
+/// Durable before it returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_regenerate(
+    store: *mut kw_store,
+    id: *const c_char,
+    grace_seconds: u64,
+    key_out: *mut c_char,
+    key_cap: usize,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        room(key_out, key_cap, key_len(store), "key_out")?;
+        let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
+        unsafe { put(key_out, fresh.key.as_str()) };
+        Ok(())
+    })
+}
+
+/// Deletes key `id` and its usage history; its secrets stop working when
+/// this returns. Durable before it returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_delete(store: *mut kw_store, id: *const c_char) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        Ok(store.delete(&unsafe { key_id(id) }?)?)
+    })
+}
+
+/// Disables (`true`: admits nobody) or re-enables key `id`. Durable before it returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_disabled(
+    store: *mut kw_store,
+    id: *const c_char,
+    disabled: bool,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        store.set_disabled(&unsafe { key_id(id) }?, disabled)?;
+        Ok(())
+    })
+}
+
+/// Renames key `id` (`name`: NUL-terminated UTF-8, 1–200 bytes).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_rename(
+    store: *mut kw_store,
+    id: *const c_char,
+    name: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        store.rename(&id, unsafe { text(name, "name") }?)?;
+        Ok(())
+    })
+}
+
+/// Sets key `id`'s expiry to `expires_at` (RFC 3339, e.g.
+/// `2027-01-01T00:00:00Z`), or clears it when `expires_at` is NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_expiry(
+    store: *mut kw_store,
+    id: *const c_char,
+    expires_at: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let at = match unsafe { optional_text(expires_at, "expires_at") }? {
+            None => None,
+            Some(t) => Some(
+                Timestamp::parse_rfc3339(t)
+                    .map_err(|e| fail(kw_status::KW_STATUS_INVALID_INPUT, e))?,
+            ),
+        };
+        store.set_expiry(&id, at)?;
+        Ok(())
+    })
+}
+
+/// Replaces key `id`'s metadata with the JSON object `metadata_json`, or
+/// clears it when NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_metadata(
+    store: *mut kw_store,
+    id: *const c_char,
+    metadata_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let value = match unsafe { optional_text(metadata_json, "metadata_json") }? {
+            None => None,
+            Some(j) => Some(serde_json::from_str(j).map_err(|e| {
+                fail(
+                    kw_status::KW_STATUS_INVALID_INPUT,
+                    format!("metadata_json: {e}"),
+                )
+            })?),
+        };
+        store.set_metadata(&id, value)?;
+        Ok(())
+    })
+}
+
+/// Key `id`'s Overview as a JSON object, written to `*json_out` (free with
+/// `kw_string_free`):
+/// `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",
+///   "generation", "disabled", "expires_at", "whitelist_enabled",
+///   "grace_until", "metadata"}` — times are RFC 3339 strings or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_get_json(
+    store: *const kw_store,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.get(&id)?) }
+    })
+}
+
+/// Every key, oldest first, as a JSON array of the objects of
+/// `kw_key_get_json`, written to `*json_out` (free with `kw_string_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_list_json(
+    store: *const kw_store,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.list()?) }
+    })
+}

@@ -1,0 +1,155 @@
+//! The store handle: opening (with `kw_options`), flushing, closing, and
+//! the library's version.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::abi::read_in;
+use super::error::boundary;
+use super::generated::{KW_ABI_VERSION, kw_status};
+use super::values::{key_len, not_null, optional_text, store_ref, text};
+use crate::store::{Options, Store};
+use crate::verifier::Argon2Params;
+
+/// How to open a store. Set `size` to `sizeof(kw_options)` and leave every
+/// other field zero for its default: `kw_options o = KW_OPTIONS_INIT;`.
+/// Passing NULL to `kw_store_open` means all defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kw_options {
+    /// `sizeof(kw_options)` as the program was compiled (see the ABI policy).
+    pub size: usize,
+    /// Key prefix for a new store (`[a-z][a-z0-9_]{0,15}`, not ending in
+    /// `_`); NULL keeps the existing store's, or "kw" for a new one.
+    pub prefix: *const c_char,
+    /// argon2id memory in KiB for new hashes; 0 = 19456.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations; 0 = 2.
+    pub argon2_iterations: u32,
+    /// argon2id lanes; 0 = 1.
+    pub argon2_parallelism: u32,
+    /// How often usage is written to storage, in milliseconds; 0 = 1000.
+    pub usage_flush_interval_ms: u32,
+    /// argon2 verifications at once; 0 = the number of cores.
+    pub max_concurrent_hashes: u32,
+}
+
+/// The size of the first published `kw_options` (with `size`): the least
+/// a program may pass.
+const KW_OPTIONS_SIZE_1: usize = 32;
+const _: () = assert!(std::mem::size_of::<kw_options>() >= KW_OPTIONS_SIZE_1);
+
+/// An open store. Opaque; create with `kw_store_open`, release with
+/// `kw_store_free` or `kw_store_close`. Safe to use from many threads at
+/// once, including `kw_verify` beside mutations.
+pub struct kw_store {
+    pub(crate) store: Store,
+}
+
+/// Opens (creating if needed, mode 0700) the store in directory `path`.
+///
+/// - `path`: NUL-terminated UTF-8; not NULL.
+/// - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
+///   (`KW_OPTIONS_INIT`), and zero fields take their defaults.
+/// - `store_out`: receives the handle on success; not NULL.
+///
+/// Returns `KW_STATUS_STORE_LOCKED` at once when another process holds the store.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_open(
+    path: *const c_char,
+    options: *const kw_options,
+    store_out: *mut *mut kw_store,
+) -> kw_status {
+    boundary(|| {
+        let path = unsafe { text(path, "path") }?;
+        not_null(store_out, "store_out")?;
+        let mut o = Options::default();
+        if !options.is_null() {
+            // SAFETY: a kw_options of `size` bytes, valid for the call.
+            let c = unsafe {
+                read_in(
+                    options,
+                    KW_OPTIONS_SIZE_1,
+                    "kw_options",
+                    kw_status::KW_STATUS_INVALID_OPTIONS,
+                )
+            }?;
+            o.prefix = unsafe { optional_text(c.prefix, "options.prefix") }?.map(String::from);
+            let d = Argon2Params::default();
+            let or = |v: u32, default: u32| if v == 0 { default } else { v };
+            o.argon2 = Argon2Params {
+                memory_kib: or(c.argon2_memory_kib, d.memory_kib),
+                iterations: or(c.argon2_iterations, d.iterations),
+                parallelism: or(c.argon2_parallelism, d.parallelism),
+            };
+            if c.usage_flush_interval_ms != 0 {
+                o.usage_flush_interval =
+                    Duration::from_millis(u64::from(c.usage_flush_interval_ms));
+            }
+            if c.max_concurrent_hashes != 0 {
+                o.max_concurrent_hashes = c.max_concurrent_hashes as usize;
+            }
+        }
+        let store = Store::open_with(path, &o)?;
+        // SAFETY: checked non-NULL above.
+        unsafe { *store_out = Box::into_raw(Box::new(kw_store { store })) };
+        Ok(())
+    })
+}
+
+/// Flushes pending usage and releases the store. NULL is fine. Errors of the
+/// final flush are lost; use `kw_store_close` to see them.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_free(store: *mut kw_store) {
+    if !store.is_null() {
+        let _ = boundary(|| {
+            // SAFETY: came from kw_store_open, released exactly once.
+            drop(unsafe { Box::from_raw(store) });
+            Ok(())
+        });
+    }
+}
+
+/// Flushes pending usage, releases the store (always, even on error) and
+/// reports the flush's outcome. NULL is fine (`KW_STATUS_OK`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_close(store: *mut kw_store) -> kw_status {
+    if store.is_null() {
+        return kw_status::KW_STATUS_OK;
+    }
+    boundary(|| {
+        // SAFETY: came from kw_store_open, released exactly once.
+        let handle = unsafe { Box::from_raw(store) };
+        handle.store.close()?;
+        Ok(())
+    })
+}
+
+/// Writes pending usage to storage now.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_flush(store: *const kw_store) -> kw_status {
+    boundary(|| Ok(unsafe { store_ref(store) }?.flush()?))
+}
+
+/// The size of a buffer (NUL included) that holds this store's keys. At
+/// most `KW_KEY_BUFFER_LEN`. Returns 0 for a NULL store.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_buffer_len(store: *const kw_store) -> usize {
+    // SAFETY: NULL or a live handle.
+    unsafe { store.as_ref() }.map_or(0, |h| key_len(&h.store))
+}
+
+/// The library version, a static NUL-terminated string; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn kw_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The ABI version of this library: the number in its soname
+/// (`libkeyward.so.1`), raised by any change that breaks a program built
+/// against an older header. A program checks it against the header's
+/// `KW_ABI_VERSION` at start-up.
+#[unsafe(no_mangle)]
+pub extern "C" fn kw_abi_version() -> u32 {
+    KW_ABI_VERSION
+}

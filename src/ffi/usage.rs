@@ -1,0 +1,46 @@
+//! The Usage tab and the event outbox, as JSON.
+
+use std::ffi::c_char;
+
+use super::error::boundary;
+use super::generated::kw_status;
+use super::store::kw_store;
+use super::values::{key_id, not_null, put_json, store_ref};
+
+/// Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
+/// `{"key_id", "totals": {"allowed", "denied", "wrong_secret", "rotated",
+/// "expired", "disabled", "ip_not_allowed", "busy"}, "last_used": {"at",
+/// "ip"} | null, "ips": [{"ip", "first_seen", "last_seen", "allowed",
+/// "denied", "last_integration", "stale_secret"}], "integrations": [{"name",
+/// "first_seen", "last_seen", "count", "denied", "ips", "stale_secret"}],
+/// "hourly": [{"hour", "allowed", "denied"}]}`. Includes unflushed usage.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_usage_json(
+    store: *const kw_store,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.usage(&id)?) }
+    })
+}
+
+/// Outbox events with sequence number above `since`, oldest first, at most
+/// `limit`, as a JSON array to `*json_out` (free with `kw_string_free`):
+/// `[{"seq", "kind", "at", "key_id", "name", "masked", "data"}]`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_events_json(
+    store: *const kw_store,
+    since: u64,
+    limit: usize,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.events(since, limit)?) }
+    })
+}

@@ -1,0 +1,89 @@
+//! Which process delivers to plugins. Exactly one process of a store runs
+//! the dispatcher: a store one process owns always may; on a shared
+//! PostgreSQL store the dispatcher holds a session advisory lock, which the
+//! server releases when that process's session ends (exit, crash, SIGKILL),
+//! so another process takes over.
+
+#[cfg(feature = "postgres")]
+use std::sync::Mutex;
+
+use crate::backend::Opened;
+#[cfg(feature = "postgres")]
+use crate::backend::PostgresTarget;
+#[cfg(feature = "postgres")]
+use crate::locks::lock;
+
+/// The right to run the dispatcher.
+pub(crate) trait DispatcherLease: Send + Sync {
+    /// Whether this process holds the lease now (taking it when free).
+    fn hold(&self) -> bool;
+}
+
+/// The lease for the storage a store was opened on.
+pub(crate) fn for_store(opened: &Opened) -> Box<dyn DispatcherLease> {
+    #[cfg(feature = "postgres")]
+    if let Some(target) = &opened.postgres {
+        return Box::new(AdvisoryLease {
+            target: target.clone(),
+            session: Mutex::new(None),
+        });
+    }
+    let _ = opened;
+    Box::new(OneProcess)
+}
+
+/// A store that one process owns: it always dispatches.
+struct OneProcess;
+
+impl DispatcherLease for OneProcess {
+    fn hold(&self) -> bool {
+        true
+    }
+}
+
+/// A PostgreSQL session advisory lock, held on a connection of its own.
+#[cfg(feature = "postgres")]
+struct AdvisoryLease {
+    target: PostgresTarget,
+    session: Mutex<Option<Session>>,
+}
+
+#[cfg(feature = "postgres")]
+struct Session {
+    client: postgres::Client,
+    held: bool,
+}
+
+#[cfg(feature = "postgres")]
+impl DispatcherLease for AdvisoryLease {
+    fn hold(&self) -> bool {
+        // Distinct from the writers' transaction lock on the same schema.
+        let key = self.target.lock_key ^ 0x5a5a_5a5a;
+        let mut slot = lock(&self.session);
+        if slot.as_ref().is_none_or(|s| s.client.is_closed()) {
+            *slot = self.target.connect().ok().map(|client| Session {
+                client,
+                held: false,
+            });
+        }
+        let Some(session) = slot.as_mut() else {
+            return false;
+        };
+        let answer = if session.held {
+            // Still ours while the session lives.
+            session.client.simple_query("select 1").map(|_| true)
+        } else {
+            session
+                .client
+                .query_one("select pg_try_advisory_lock($1)", &[&key])
+                .map(|r| r.get::<_, bool>(0))
+        };
+        if let Ok(held) = answer {
+            session.held = held;
+            held
+        } else {
+            *slot = None;
+            false
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The state behind a [`Store`](super::Store) handle, shared with its
+//! background worker: the backend, the verify index, pending usage, and
+//! the plugin host. Opening loads every key record into the index; a
+//! shared store then follows the backend's change feed.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::index::Index;
+use super::options::Options;
+use super::record::{KeyInfo, KeyRecord, MetaRecord, SCHEMA_VERSION};
+use crate::backend::{
+    Backend, Batch, Changes, CommitError, Durability, Opened, StorageError, Table,
+};
+use crate::clock::Clock;
+use crate::error::{KeyError, OpenError};
+use crate::key::KeyId;
+use crate::time::Timestamp;
+use crate::usage::{UsageAgg, UsageLimits, UsageLog};
+use crate::verifier::{HashGate, WarmKey};
+
+/// How often a read-modify-write is retried when another writer got there first.
+pub(crate) const COMMIT_RETRIES: usize = 16;
+
+pub(crate) struct Engine {
+    pub backend: Arc<dyn Backend>,
+    /// The directory of a sled store.
+    pub dir: Option<PathBuf>,
+    pub prefix: String,
+    pub clock: Arc<dyn Clock>,
+    pub hasher: argon2::Argon2<'static>,
+    pub warm_key: WarmKey,
+    pub gate: HashGate,
+    pub index: Index,
+    pub usage: UsageLog,
+    pub limits: UsageLimits,
+    /// Serialises this process's read-modify-write of key records.
+    pub write_lock: Mutex<()>,
+    /// Held while pending usage moves to storage, so readers never see it in neither place.
+    pub flush_lock: Mutex<()>,
+    /// The change-feed version the index reflects.
+    seen_version: AtomicU64,
+    /// Whether other processes write to this store, so the change feed
+    /// must be followed and verify fails closed when it cannot be.
+    pub shared: bool,
+    /// When the change feed was last read successfully (store clock, ms).
+    pub synced_at: AtomicI64,
+    /// How stale `synced_at` may get before verify refuses every key.
+    pub staleness_ms: i64,
+    #[cfg(feature = "plugins")]
+    pub plugins: crate::plugins::Plugins,
+}
+
+impl Engine {
+    /// Settles the prefix, starts the plugin host and loads every key.
+    pub(crate) fn start(opened: Opened, options: &Options) -> Result<Arc<Engine>, OpenError> {
+        options.check()?;
+        let hasher = options.argon2.hasher().map_err(OpenError::InvalidOptions)?;
+        #[cfg(feature = "plugins")]
+        let lease = crate::plugins::lease_for_store(&opened);
+        let backend = opened.backend;
+        let prefix = settle_prefix(backend.as_ref(), options.prefix.as_deref())?;
+        let version = backend.version().map_err(OpenError::Storage)?;
+        #[cfg(feature = "plugins")]
+        let plugins = crate::plugins::Plugins::start(
+            Arc::clone(&backend),
+            lease,
+            Arc::clone(&options.clock),
+            opened.dir.as_ref().map(|p| p.join("plugin-cache")),
+            options.plugin_retry,
+        )
+        .map_err(OpenError::InvalidOptions)?;
+        let engine = Arc::new(Engine {
+            shared: backend.is_shared(),
+            backend,
+            dir: opened.dir,
+            prefix,
+            clock: Arc::clone(&options.clock),
+            hasher,
+            warm_key: WarmKey::random(),
+            gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
+            index: Index::new(),
+            usage: UsageLog::new(),
+            limits: options.usage_limits,
+            write_lock: Mutex::new(()),
+            flush_lock: Mutex::new(()),
+            seen_version: AtomicU64::new(version),
+            synced_at: AtomicI64::new(options.clock.now().unix_millis()),
+            staleness_ms: i64::try_from(options.staleness_bound.as_millis()).unwrap_or(i64::MAX),
+            #[cfg(feature = "plugins")]
+            plugins,
+        });
+        engine.reload_all().map_err(OpenError::Storage)?;
+        Ok(engine)
+    }
+
+    /// Now, by the store's clock, in milliseconds since the epoch.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now().unix_millis()
+    }
+
+    /// The outbox grew: plugins should hear of it now, not at the next poll.
+    pub(crate) fn events_appended(&self) {
+        #[cfg(feature = "plugins")]
+        self.plugins.wake();
+    }
+
+    pub(crate) fn reload_all(&self) -> Result<(), StorageError> {
+        let rows = self.backend.scan(Table::Keys, b"")?;
+        self.index
+            .replace_all(rows.iter().map(|(_, bytes)| KeyRecord::decode(bytes)))
+    }
+
+    /// Follows the change feed of a shared backend into the index.
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        let seen = self.seen_version.load(Ordering::Acquire);
+        let asked_at = self.now_ms();
+        match self.backend.changes_since(seen)? {
+            Changes::Rows { version, keys } => {
+                for key in keys {
+                    // The feed follows the key records, keyed by id.
+                    if let Some(id) = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|s| s.parse::<KeyId>().ok())
+                    {
+                        self.refresh_key(&id)?;
+                    }
+                }
+                self.seen_version.fetch_max(version, Ordering::AcqRel);
+            }
+            Changes::Reload { version } => {
+                self.reload_all()?;
+                self.seen_version.fetch_max(version, Ordering::AcqRel);
+            }
+        }
+        // Everything committed before `asked_at` is now in the index.
+        self.synced_at.fetch_max(asked_at, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn refresh_key(&self, id: &KeyId) -> Result<(), StorageError> {
+        match self.backend.get(Table::Keys, id.as_bytes())? {
+            Some(bytes) => self.index.install(&KeyRecord::decode(&bytes)?),
+            None => self.index.remove(id),
+        }
+        Ok(())
+    }
+
+    /// The stored record of key `id`, and its bytes (for a compare-and-set).
+    pub(crate) fn record_bytes(&self, id: &KeyId) -> Result<(KeyRecord, Vec<u8>), KeyError> {
+        let bytes = self
+            .backend
+            .get(Table::Keys, id.as_bytes())?
+            .ok_or(KeyError::NotFound(*id))?;
+        Ok((KeyRecord::decode(&bytes)?, bytes))
+    }
+
+    pub(crate) fn record(&self, id: &KeyId) -> Result<KeyRecord, KeyError> {
+        self.record_bytes(id).map(|(rec, _)| rec)
+    }
+
+    pub(crate) fn get(&self, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        let rec = self.record(id)?;
+        Ok(rec.info(&self.prefix, self.last_used(id)?, self.now_ms()))
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
+        let now = self.now_ms();
+        let mut last_used: std::collections::HashMap<Vec<u8>, Option<Timestamp>> =
+            std::collections::HashMap::new();
+        {
+            let _f = crate::locks::lock(&self.flush_lock);
+            for (k, v) in self.backend.scan(Table::Usage, b"")? {
+                last_used.insert(k, UsageAgg::from_bytes(&v)?.last_used_at());
+            }
+        }
+        let mut out = Vec::new();
+        for (k, bytes) in self.backend.scan(Table::Keys, b"")? {
+            let rec = KeyRecord::decode(&bytes)?;
+            let stored = last_used.get(&k).copied().flatten();
+            let pending = self.usage.pending(&rec.id).and_then(|p| p.last_used_at());
+            out.push(rec.info(&self.prefix, stored.max(pending), now));
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+}
+
+/// The prefix is fixed when a store is created; later opens must agree.
+fn settle_prefix(backend: &dyn Backend, wanted: Option<&str>) -> Result<String, OpenError> {
+    if let Some(bytes) = backend
+        .get(Table::Meta, b"store")
+        .map_err(OpenError::Storage)?
+    {
+        let meta: MetaRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            OpenError::Storage(StorageError::with_source("unreadable store record", e))
+        })?;
+        if meta.v > SCHEMA_VERSION {
+            return Err(OpenError::UnsupportedVersion(meta.v));
+        }
+        if let Some(w) = wanted
+            && w != meta.prefix
+        {
+            return Err(OpenError::InvalidOptions(format!(
+                "this store's key prefix is {:?}, not {w:?}; the prefix is fixed when a store is created",
+                meta.prefix
+            )));
+        }
+        return Ok(meta.prefix);
+    }
+    let meta = MetaRecord {
+        v: SCHEMA_VERSION,
+        prefix: wanted.unwrap_or("kw").to_string(),
+    };
+    let mut batch = Batch::default();
+    batch.expect(Table::Meta, b"store".to_vec(), None);
+    batch.put(
+        Table::Meta,
+        b"store".to_vec(),
+        serde_json::to_vec(&meta).expect("serialises"),
+    );
+    match backend.commit(batch, Durability::Durable) {
+        Ok(_) => Ok(meta.prefix),
+        // Another process created it first: read what it chose.
+        Err(CommitError::Conflict) => settle_prefix(backend, wanted),
+        Err(CommitError::Storage(e)) => Err(OpenError::Storage(e)),
+    }
+}

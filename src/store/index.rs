@@ -1,0 +1,220 @@
+//! The in-memory index `verify` reads: per key, what admission needs
+//! (status, whitelist rules, each generation's pre-check tag, argon2 hash
+//! and, once a secret has verified, its warm digest). Built from the key
+//! records and replaced record by record after each committed change.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use subtle::ConstantTimeEq;
+
+use super::record::KeyRecord;
+use crate::key::KeyId;
+use crate::locks::{read, write};
+use crate::time::Timestamp;
+use crate::usage::Freshness;
+use crate::verdict::{Denial, Grant, Verdict};
+use crate::whitelist::Rules;
+
+const INDEX_SHARDS: usize = 64;
+
+/// What `verify` needs of one key, built from its record.
+pub(crate) struct Live {
+    disabled: bool,
+    expires_at: Option<i64>,
+    /// `Some` when the whitelist restriction is on.
+    rules: Option<Rules>,
+    /// Newest first.
+    pub gens: Box<[LiveGen]>,
+}
+
+pub(crate) struct LiveGen {
+    pub n: u32,
+    tag: u32,
+    retired_at: i64,
+    grace_until: Option<i64>,
+    pub phc: Box<str>,
+    /// Keyed digest of this generation's secret, once one verification of it
+    /// has succeeded. A generation's secret never changes, so set once.
+    pub warm: OnceLock<[u8; 32]>,
+}
+
+impl Live {
+    /// Builds the entry for `rec`, keeping the warm digests of generations
+    /// that `previous` (the entry it replaces) had already verified.
+    pub(crate) fn from_record(rec: &KeyRecord, previous: Option<&Live>) -> Self {
+        let gens = rec
+            .generations
+            .iter()
+            .map(|g| {
+                let warm = OnceLock::new();
+                if let Some(d) = previous
+                    .and_then(|p| p.gens.iter().find(|pg| pg.n == g.n))
+                    .and_then(|pg| pg.warm.get())
+                {
+                    let _ = warm.set(*d);
+                }
+                LiveGen {
+                    n: g.n,
+                    tag: g.tag,
+                    retired_at: g.retired_at.unwrap_or(i64::MAX),
+                    grace_until: g.grace_until,
+                    phc: g.phc.clone().into_boxed_str(),
+                    warm,
+                }
+            })
+            .collect();
+        Live {
+            disabled: rec.disabled,
+            expires_at: rec.expires_at,
+            rules: rec
+                .whitelist
+                .enabled
+                .then(|| Rules::from_entries(&rec.whitelist.entries)),
+            gens,
+        }
+    }
+
+    /// Status, then whitelist. A refused IP never costs a hash.
+    pub(crate) fn gatekeep(&self, now: i64, ip: IpAddr) -> Option<Denial> {
+        if self.disabled {
+            return Some(Denial::Disabled);
+        }
+        if self.expires_at.is_some_and(|e| e <= now) {
+            return Some(Denial::Expired);
+        }
+        if self.rules.as_ref().is_some_and(|r| !r.admits(ip)) {
+            return Some(Denial::IpNotAllowed);
+        }
+        None
+    }
+
+    pub(crate) fn warm_match(&self, digest: &[u8; 32]) -> Option<usize> {
+        self.gens
+            .iter()
+            .position(|g| g.warm.get().is_some_and(|w| bool::from(w.ct_eq(digest))))
+    }
+
+    /// Generations the secret may belong to and needs argon2 for: cold ones
+    /// whose pre-check tag matches. A warm generation cannot be one (its
+    /// digest is compared instead); one that another thread warmed since
+    /// [`Live::warm_match`] looked is compared here, and a match is `Err(i)`.
+    pub(crate) fn cold_candidates(&self, digest: &[u8; 32], tag: u32) -> Result<Vec<usize>, usize> {
+        let mut candidates = Vec::new();
+        for (i, g) in self.gens.iter().enumerate() {
+            match g.warm.get() {
+                Some(w) => {
+                    if bool::from(w.ct_eq(digest)) {
+                        return Err(i);
+                    }
+                }
+                None => {
+                    if g.tag == tag {
+                        candidates.push(i);
+                    }
+                }
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// The verdict for a secret that matched generation `gens[i]`.
+    pub(crate) fn decide(&self, id: KeyId, i: usize, now: i64) -> (Verdict, Freshness) {
+        let g = &self.gens[i];
+        if i == 0 {
+            let grant = Grant {
+                key_id: id,
+                generation: g.n,
+                in_grace: false,
+            };
+            return (Verdict::Valid(grant), Freshness::Current);
+        }
+        if g.grace_until.is_some_and(|until| until > now) {
+            let grant = Grant {
+                key_id: id,
+                generation: g.n,
+                in_grace: true,
+            };
+            return (Verdict::Valid(grant), Freshness::Stale);
+        }
+        // It stopped working at the end of its grace, or when it was retired.
+        let at = g.grace_until.unwrap_or(g.retired_at);
+        (
+            Verdict::Denied(Denial::Rotated {
+                at: Timestamp::from_unix_millis(at),
+            }),
+            Freshness::Stale,
+        )
+    }
+}
+
+pub(crate) type Shard = RwLock<HashMap<KeyId, Arc<Live>>>;
+
+/// Every key's [`Live`] entry, sharded so that writers lock out few readers.
+pub(crate) struct Index {
+    shards: Box<[Shard]>,
+}
+
+impl Index {
+    pub(crate) fn new() -> Self {
+        Index {
+            shards: (0..INDEX_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard_index(id: &KeyId) -> usize {
+        let b = id.as_bytes();
+        (usize::from(b[2]) * 61 + usize::from(b[3])) % INDEX_SHARDS
+    }
+
+    pub(crate) fn shard(&self, id: &KeyId) -> &Shard {
+        &self.shards[Self::shard_index(id)]
+    }
+
+    pub(crate) fn get(&self, id: &KeyId) -> Option<Arc<Live>> {
+        read(self.shard(id)).get(id).cloned()
+    }
+
+    pub(crate) fn contains(&self, id: &KeyId) -> bool {
+        read(self.shard(id)).contains_key(id)
+    }
+
+    pub(crate) fn install(&self, rec: &KeyRecord) {
+        let mut shard = write(self.shard(&rec.id));
+        let live = Live::from_record(rec, shard.get(&rec.id).map(Arc::as_ref));
+        shard.insert(rec.id, Arc::new(live));
+    }
+
+    pub(crate) fn remove(&self, id: &KeyId) {
+        write(self.shard(id)).remove(id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Replaces every entry with one built from `records` (warm digests of
+    /// unchanged generations are kept); on the first error nothing changes.
+    pub(crate) fn replace_all<E>(
+        &self,
+        records: impl Iterator<Item = Result<KeyRecord, E>>,
+    ) -> Result<(), E> {
+        let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> =
+            (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
+        for rec in records {
+            let rec = rec?;
+            let previous = self.get(&rec.id);
+            fresh[Self::shard_index(&rec.id)].insert(
+                rec.id,
+                Arc::new(Live::from_record(&rec, previous.as_deref())),
+            );
+        }
+        for (shard, map) in self.shards.iter().zip(fresh) {
+            *write(shard) = map;
+        }
+        Ok(())
+    }
+}

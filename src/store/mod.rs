@@ -1,0 +1,524 @@
+//! The store: the facade every binding calls.
+//!
+//! - [`options`]: how a store is opened and a key created;
+//! - [`record`]: the stored records and the views built from them;
+//! - [`index`]: the in-memory index `verify` reads;
+//! - [`engine`]: the state behind a handle, opening and following changes;
+//! - [`verify`]: the hot path;
+//! - [`write`]: every change to a key, durable before it returns;
+//! - [`worker`]: the background usage flush and change-feed sync.
+//!
+//! Reading and flushing usage lives in `crate::usage`, outbox writes in
+//! `crate::events`, whitelist entry rules in `crate::whitelist`.
+
+mod engine;
+mod index;
+mod options;
+mod record;
+mod verify;
+mod worker;
+mod write;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
+pub use self::options::{
+    CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Options, PAST_GENERATIONS_KEPT,
+};
+pub(crate) use self::record::KeyRecord;
+pub use self::record::{CreatedKey, KeyInfo};
+use self::worker::Worker;
+use crate::backend::{self, Backend, MemoryBackend, Opened, StorageError};
+use crate::error::{KeyError, OpenError, WhitelistError};
+use crate::events::{self, Event};
+use crate::key::KeyId;
+use crate::time::Timestamp;
+use crate::usage::Usage;
+use crate::verdict::Verdict;
+use crate::whitelist::{Whitelist, WhitelistEntry};
+
+/// An open key store. `Send + Sync`: share it between threads by reference
+/// or in an `Arc`.
+///
+/// Dropping it flushes pending usage; [`Store::close`] does the same and
+/// reports errors.
+pub struct Store {
+    engine: Arc<Engine>,
+    worker: Option<Worker>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.engine.dir)
+            .field("prefix", &self.engine.prefix)
+            .field("keys", &self.engine.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path` with default options: a sled directory
+    /// (created 0700 if needed), or, for `postgres://user@host:port/db?schema=NAME`,
+    /// a store shared through PostgreSQL (schema created and migrated on open).
+    ///
+    /// # Errors
+    /// [`OpenError::StoreLocked`] when another process holds a sled store;
+    /// [`OpenError::Storage`] when it cannot be read or created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Self::open_with(path, &Options::default())
+    }
+
+    /// Opens the store at `path` (a sled directory or a PostgreSQL URL) with `options`.
+    ///
+    /// # Errors
+    /// As [`Store::open`], and [`OpenError::InvalidOptions`].
+    pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Store, OpenError> {
+        options.check()?;
+        let opened = backend::open(path.as_ref(), options.connect_timeout)?;
+        Self::start(opened, options)
+    }
+
+    /// A store in memory only: nothing persists past `close`. For an
+    /// application's own tests.
+    ///
+    /// # Errors
+    /// [`OpenError::InvalidOptions`].
+    pub fn open_in_memory(options: &Options) -> Result<Store, OpenError> {
+        Self::open_backend(Arc::new(MemoryBackend::new(false)), options)
+    }
+
+    /// Opens a store over any backend (the engine's own tests share one
+    /// in-memory backend between engines, standing for a database server).
+    pub(crate) fn open_backend(
+        backend: Arc<dyn Backend>,
+        options: &Options,
+    ) -> Result<Store, OpenError> {
+        Self::start(Opened::detached(backend), options)
+    }
+
+    fn start(opened: Opened, options: &Options) -> Result<Store, OpenError> {
+        let engine = Engine::start(opened, options)?;
+        let worker = Worker::spawn(&engine, options);
+        Ok(Store {
+            engine,
+            worker: Some(worker),
+        })
+    }
+
+    /// The key prefix of this store (`kw` unless chosen at creation).
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.engine.prefix
+    }
+
+    /// How many keys the store holds.
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.engine.index.len()
+    }
+
+    /// The directory the store lives in, for a sled store.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.engine.dir.as_deref()
+    }
+
+    // ------------------------------------------------------------ verify
+
+    /// Verifies a presented key from `client_ip`, optionally naming the
+    /// integration (a User-Agent, a partner name) for the Usage tab.
+    ///
+    /// Never touches storage; records usage in memory.
+    pub fn verify(&self, key: &str, client_ip: IpAddr, integration: Option<&str>) -> Verdict {
+        self.verify_bytes(key.as_bytes(), client_ip, integration)
+    }
+
+    /// [`Store::verify`] for a key given as bytes (from C or the network):
+    /// anything that is not a well-formed key is `Malformed`.
+    pub fn verify_bytes(
+        &self,
+        key: &[u8],
+        client_ip: IpAddr,
+        integration: Option<&str>,
+    ) -> Verdict {
+        self.engine.verify(key, client_ip, integration)
+    }
+
+    // --------------------------------------------------------- lifecycle
+
+    /// Creates a key. The plaintext is in the result and nowhere else.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for an empty or oversized name, metadata
+    /// that is not a JSON object, or a bad whitelist entry; storage errors.
+    pub fn create(&self, name: &str, options: CreateOptions) -> Result<CreatedKey, KeyError> {
+        self.engine.create(name, options)
+    }
+
+    /// Gives the key a new secret. The old secret stops working when this
+    /// returns (`grace` zero) or at now + `grace`; durable before return.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`], [`KeyError::InvalidInput`] for a grace over a year; storage errors.
+    pub fn regenerate(&self, id: &KeyId, grace: Duration) -> Result<CreatedKey, KeyError> {
+        self.engine.regenerate(id, grace)
+    }
+
+    /// Deletes a key and its usage history; its secrets stop working when
+    /// this returns. Durable before return.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; storage errors.
+    pub fn delete(&self, id: &KeyId) -> Result<(), KeyError> {
+        self.engine.delete(id)
+    }
+
+    /// One key's Overview.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; storage errors.
+    pub fn get(&self, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        self.engine.get(id)
+    }
+
+    /// Every key, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
+        self.engine.list()
+    }
+
+    /// Disables (admits nobody) or re-enables a key. Durable before return.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; storage errors.
+    pub fn set_disabled(&self, id: &KeyId, disabled: bool) -> Result<KeyInfo, KeyError> {
+        self.engine.set_disabled(id, disabled)
+    }
+
+    /// Renames a key.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`], [`KeyError::InvalidInput`]; storage errors.
+    pub fn rename(&self, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
+        self.engine.rename(id, name)
+    }
+
+    /// Sets or clears the expiry; a time in the past expires the key now.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; storage errors.
+    pub fn set_expiry(
+        &self,
+        id: &KeyId,
+        expires_at: Option<Timestamp>,
+    ) -> Result<KeyInfo, KeyError> {
+        self.engine.set_expiry(id, expires_at)
+    }
+
+    /// Replaces (or clears) the metadata object.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`], [`KeyError::InvalidInput`]; storage errors.
+    #[allow(clippy::needless_pass_by_value)] // the caller hands the object over
+    pub fn set_metadata(&self, id: &KeyId, metadata: Option<Value>) -> Result<KeyInfo, KeyError> {
+        self.engine.set_metadata(id, metadata.as_ref())
+    }
+
+    // --------------------------------------------------------- whitelist
+
+    /// The key's Whitelist tab.
+    ///
+    /// # Errors
+    /// [`WhitelistError::KeyNotFound`]; storage errors.
+    pub fn whitelist(&self, id: &KeyId) -> Result<Whitelist, WhitelistError> {
+        Ok(self.engine.record(id)?.whitelist)
+    }
+
+    /// Turns "restrict this key to whitelisted IPs" on or off. With no
+    /// entries, on means nobody is admitted. Durable before return.
+    ///
+    /// # Errors
+    /// [`WhitelistError::KeyNotFound`]; storage errors.
+    pub fn set_whitelist_enabled(
+        &self,
+        id: &KeyId,
+        enabled: bool,
+    ) -> Result<Whitelist, WhitelistError> {
+        self.engine.set_whitelist_enabled(id, enabled)?;
+        self.whitelist(id)
+    }
+
+    /// Adds a named entry (an IP or a CIDR network; host bits set is an error).
+    ///
+    /// # Errors
+    /// [`WhitelistError::InvalidNetwork`], [`WhitelistError::InvalidInput`]
+    /// (bad name, duplicate network, full), [`WhitelistError::KeyNotFound`]; storage errors.
+    pub fn add_whitelist_entry(
+        &self,
+        id: &KeyId,
+        name: &str,
+        ip_or_cidr: &str,
+    ) -> Result<WhitelistEntry, WhitelistError> {
+        self.engine.add_whitelist_entry(id, name, ip_or_cidr)
+    }
+
+    /// Removes an entry by id.
+    ///
+    /// # Errors
+    /// [`WhitelistError::EntryNotFound`], [`WhitelistError::KeyNotFound`]; storage errors.
+    pub fn remove_whitelist_entry(&self, id: &KeyId, entry_id: &str) -> Result<(), WhitelistError> {
+        self.engine.remove_whitelist_entry(id, entry_id)
+    }
+
+    // ------------------------------------------------------------- usage
+
+    /// The key's Usage tab, including requests not yet flushed.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; storage errors.
+    pub fn usage(&self, id: &KeyId) -> Result<Usage, KeyError> {
+        self.engine.usage(id)
+    }
+
+    /// Writes pending usage to storage now (it is also written on an interval and on close).
+    ///
+    /// # Errors
+    /// Storage errors; the pending usage is kept for the next attempt.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.engine.flush_usage()
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// Outbox events with sequence number greater than `since`, oldest
+    /// first, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>, StorageError> {
+        events::read(self.engine.backend.as_ref(), since, limit)
+    }
+
+    // ----------------------------------------------------------- plugins
+
+    /// Installs a notifier plugin: a WebAssembly component and its TOML
+    /// manifest. It receives the subscribed events that happen from now on.
+    ///
+    /// # Errors
+    /// [`PluginError::InvalidManifest`], [`PluginError::InvalidComponent`]
+    /// (not a component, not a `keyward:notifier`, wrong API version),
+    /// [`PluginError::AlreadyInstalled`]; nothing is stored then.
+    #[cfg(feature = "plugins")]
+    pub fn install_plugin(
+        &self,
+        component: &[u8],
+        manifest_toml: &str,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.engine.plugins.install(component, manifest_toml)
+    }
+
+    /// Every installed plugin with its delivery status.
+    ///
+    /// # Errors
+    /// Storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugins(&self) -> Result<Vec<crate::plugins::PluginInfo>, crate::plugins::PluginError> {
+        self.engine.plugins.list()
+    }
+
+    /// One plugin with its delivery status.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugin(
+        &self,
+        name: &str,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.engine.plugins.info(name)
+    }
+
+    /// Whether this process delivers to the store's plugins: exactly one
+    /// process of a shared store does (it holds the dispatcher lease, which
+    /// passes to another process when it exits or dies); a store one
+    /// process owns always does. Settled by the dispatcher's rounds, so
+    /// briefly `false` just after open.
+    #[cfg(feature = "plugins")]
+    #[must_use]
+    pub fn dispatches_plugins(&self) -> bool {
+        self.engine.plugins.dispatching()
+    }
+
+    /// Removes a plugin, its state and its dead letters.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn remove_plugin(&self, name: &str) -> Result<(), crate::plugins::PluginError> {
+        self.engine.plugins.remove(name)
+    }
+
+    /// Pauses (events wait at its cursor) or resumes a plugin.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn set_plugin_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.engine.plugins.set_enabled(name, enabled)
+    }
+
+    /// The events a plugin gave up on.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugin_dead_letters(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::plugins::DeadLetter>, crate::plugins::PluginError> {
+        self.engine.plugins.dead_letters(name)
+    }
+
+    /// Tries a plugin's dead letters once more and ends its current backoff.
+    /// Returns how many events were queued.
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn retry_plugin(&self, name: &str) -> Result<usize, crate::plugins::PluginError> {
+        self.engine.plugins.retry(name)
+    }
+
+    /// The plugin's recent log: its own `host.log` lines and the host's
+    /// notes on it (refused HTTP calls, traps, timeouts).
+    ///
+    /// # Errors
+    /// [`PluginError::NotFound`]; storage errors.
+    #[cfg(feature = "plugins")]
+    pub fn plugin_log(&self, name: &str) -> Result<Vec<String>, crate::plugins::PluginError> {
+        self.engine.plugins.log(name)
+    }
+
+    /// Stops the background flusher, writes pending usage and flushes storage.
+    ///
+    /// # Errors
+    /// Storage errors from the final flush.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StorageError> {
+        #[cfg(feature = "plugins")]
+        self.engine.plugins.stop();
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+        self.engine
+            .flush_usage()
+            .and_then(|()| self.engine.backend.flush())
+    }
+
+    /// Applies changes other processes made (shared backends); the
+    /// background worker does this every `sync_interval`.
+    #[cfg(test)]
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        self.engine.sync()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Denial;
+    use crate::verifier::Argon2Params;
+
+    fn fast() -> Options {
+        Options {
+            argon2: Argon2Params {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Options::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Two engines over one shared backend stand for two processes: the
+    /// change feed must carry a regeneration and a deletion to the other's index.
+    #[test]
+    fn a_shared_backend_change_feed_reaches_the_other_index() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
+        let a = Store::open_backend(Arc::clone(&backend), &fast()).unwrap();
+        let b = Store::open_backend(Arc::clone(&backend), &fast()).unwrap();
+        let created = a.create("shared", CreateOptions::new()).unwrap();
+        let key = created.key.as_str().to_string();
+        b.sync().unwrap();
+        assert!(
+            b.verify(&key, ip("10.0.0.1"), None).is_valid(),
+            "B learned of the new key"
+        );
+
+        let new = a.regenerate(&created.info.id, Duration::ZERO).unwrap();
+        b.sync().unwrap();
+        assert!(matches!(
+            b.verify(&key, ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Rotated { .. })
+        ));
+        assert!(b.verify(new.key.as_str(), ip("10.0.0.1"), None).is_valid());
+
+        a.delete(&created.info.id).unwrap();
+        b.sync().unwrap();
+        assert_eq!(
+            b.verify(new.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn usage_flushes_from_two_engines_add_up() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
+        let a = Store::open_backend(Arc::clone(&backend), &fast()).unwrap();
+        let b = Store::open_backend(Arc::clone(&backend), &fast()).unwrap();
+        let created = a.create("shared", CreateOptions::new()).unwrap();
+        b.sync().unwrap();
+        for _ in 0..3 {
+            assert!(
+                a.verify(created.key.as_str(), ip("10.0.0.1"), None)
+                    .is_valid()
+            );
+        }
+        for _ in 0..4 {
+            assert!(
+                b.verify(created.key.as_str(), ip("10.0.0.2"), None)
+                    .is_valid()
+            );
+        }
+        a.flush().unwrap();
+        b.flush().unwrap();
+        assert_eq!(a.usage(&created.info.id).unwrap().totals.allowed, 7);
+    }
+}

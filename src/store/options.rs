@@ -1,0 +1,136 @@
+//! How a store is opened and how a key is created, and the limits both obey.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::OpenError;
+use crate::key;
+use crate::time::Timestamp;
+use crate::usage::UsageLimits;
+use crate::verifier::Argon2Params;
+
+/// Past generations remembered per key, so their secrets answer `Rotated`
+/// rather than `WrongSecret`.
+pub const PAST_GENERATIONS_KEPT: usize = 8;
+/// Longest key name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+/// Largest metadata object accepted, serialised, in bytes.
+pub const MAX_METADATA_LEN: usize = 16 * 1024;
+/// Longest grace period a regeneration may give the old secret.
+pub const MAX_GRACE: Duration = Duration::from_hours(366 * 24);
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// The key prefix (`[a-z][a-z0-9_]{0,15}`, not ending in `_`). Fixed when
+    /// the store is created: `None` means "kw" for a new store and "whatever
+    /// it has" for an existing one; a different value is an error.
+    pub prefix: Option<String>,
+    /// argon2id cost for newly hashed secrets.
+    pub argon2: Argon2Params,
+    /// How often pending usage is written to storage (also on close).
+    pub usage_flush_interval: Duration,
+    /// How much usage history each key keeps.
+    pub usage_limits: UsageLimits,
+    /// argon2 verifications allowed at once (default: the number of cores).
+    pub max_concurrent_hashes: usize,
+    /// Cold verifications allowed to wait for a slot before `Busy`.
+    pub max_queued_hashes: usize,
+    /// How often a shared backend's change feed is polled.
+    pub sync_interval: Duration,
+    /// How long opening a PostgreSQL store waits for the server.
+    pub connect_timeout: Duration,
+    /// A shared store that has not confirmed it is current for this long
+    /// refuses every key (`Denial::Unavailable`) until it has.
+    pub staleness_bound: Duration,
+    /// How failed plugin deliveries are retried.
+    #[cfg(feature = "plugins")]
+    pub plugin_retry: crate::plugins::RetryPolicy,
+    /// Where the store reads the time (expiry, grace periods, usage hours,
+    /// staleness, plugin backoff). The system clock unless a test moves
+    /// time by hand with a [`ManualClock`](crate::ManualClock).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Options {
+            prefix: None,
+            argon2: Argon2Params::default(),
+            usage_flush_interval: Duration::from_secs(1),
+            usage_limits: UsageLimits::default(),
+            max_concurrent_hashes: cores,
+            max_queued_hashes: cores * 4,
+            sync_interval: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(5),
+            staleness_bound: Duration::from_secs(5),
+            #[cfg(feature = "plugins")]
+            plugin_retry: crate::plugins::RetryPolicy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn check(&self) -> Result<(), OpenError> {
+        if let Some(p) = &self.prefix {
+            key::validate_prefix(p).map_err(OpenError::InvalidOptions)?;
+        }
+        if self.usage_flush_interval.is_zero() || self.sync_interval.is_zero() {
+            return Err(OpenError::InvalidOptions(
+                "intervals must be greater than zero".into(),
+            ));
+        }
+        if self.usage_limits.max_ips == 0 || self.usage_limits.max_integrations == 0 {
+            return Err(OpenError::InvalidOptions(
+                "usage limits must be greater than zero".into(),
+            ));
+        }
+        self.argon2
+            .hasher()
+            .map(drop)
+            .map_err(OpenError::InvalidOptions)
+    }
+}
+
+/// Settings for a new key.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) metadata: Option<Value>,
+    pub(crate) whitelist: Vec<(String, String)>,
+}
+
+impl CreateOptions {
+    /// No expiry, no metadata, no whitelist.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key stops working at `at`.
+    #[must_use]
+    pub fn expires_at(mut self, at: Timestamp) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// A JSON object stored with the key (customer id, plan, ...).
+    #[must_use]
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Adds a named whitelist entry and restricts the key to its entries.
+    #[must_use]
+    pub fn restrict_to(mut self, name: impl Into<String>, ip_or_cidr: impl Into<String>) -> Self {
+        self.whitelist.push((name.into(), ip_or_cidr.into()));
+        self
+    }
+}

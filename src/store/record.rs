@@ -1,0 +1,177 @@
+//! The stored records of a store (one per key, one for the store itself),
+//! their encoding, and the views built from them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::options::{MAX_METADATA_LEN, MAX_NAME_LEN};
+use crate::backend::StorageError;
+use crate::error::KeyError;
+use crate::key::{self, KeyId, PlaintextKey};
+use crate::time::Timestamp;
+use crate::whitelist::Whitelist;
+
+/// The version written into new records; newer ones are refused on read.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// The Overview tab of one key. Never holds secret material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// Public, stable id.
+    pub id: KeyId,
+    /// What the operator called it.
+    pub name: String,
+    /// `kw_4fK9xQ2mLp7A_…` + the last four characters of the current key.
+    pub masked: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last regenerated.
+    pub rotated_at: Option<Timestamp>,
+    /// When it last admitted a request.
+    pub last_used_at: Option<Timestamp>,
+    /// Current generation: 1 at creation, +1 per regeneration.
+    pub generation: u32,
+    /// Disabled keys admit nobody.
+    pub disabled: bool,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// Whether requests are restricted to whitelisted IPs.
+    pub whitelist_enabled: bool,
+    /// Until when an older secret still works (grace of a regeneration).
+    pub grace_until: Option<Timestamp>,
+    /// The JSON object given at creation or later.
+    pub metadata: Option<Value>,
+}
+
+/// A key as created or regenerated: its info, and the plaintext, shown once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The key's Overview.
+    pub info: KeyInfo,
+    /// The plaintext key. Hand it over now: the store keeps only a hash.
+    pub key: PlaintextKey,
+}
+
+/// The store's own record: format version and key prefix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MetaRecord {
+    pub v: u32,
+    pub prefix: String,
+}
+
+/// One generation (secret) of a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GenRecord {
+    pub n: u32,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub grace_until: Option<i64>,
+    /// argon2id PHC string of the secret.
+    pub phc: String,
+    /// Pre-check tag of the secret.
+    pub tag: u32,
+    pub last4: String,
+}
+
+/// Everything stored about one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub v: u32,
+    pub id: KeyId,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub rotated_at: Option<i64>,
+    pub disabled: bool,
+    pub expires_at: Option<i64>,
+    pub metadata: Option<Value>,
+    /// Newest first; the first is current.
+    pub generations: Vec<GenRecord>,
+    pub whitelist: Whitelist,
+}
+
+impl KeyRecord {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        let rec: KeyRecord = serde_json::from_slice(bytes)
+            .map_err(|e| StorageError::with_source("unreadable key record", e))?;
+        if rec.v > SCHEMA_VERSION || rec.generations.is_empty() {
+            return Err(StorageError::new(format!(
+                "key record {} has an unknown format",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("key records serialise")
+    }
+
+    pub(crate) fn current(&self) -> &GenRecord {
+        &self.generations[0]
+    }
+
+    pub(crate) fn masked(&self, prefix: &str) -> String {
+        key::mask(prefix, &self.id, &self.current().last4)
+    }
+
+    pub(crate) fn info(&self, prefix: &str, last_used_at: Option<Timestamp>, now: i64) -> KeyInfo {
+        let ts = Timestamp::from_unix_millis;
+        let cur = self.current();
+        KeyInfo {
+            id: self.id,
+            name: self.name.clone(),
+            masked: self.masked(prefix),
+            created_at: ts(self.created_at),
+            rotated_at: self.rotated_at.map(ts),
+            last_used_at,
+            generation: cur.n,
+            disabled: self.disabled,
+            expires_at: self.expires_at.map(ts),
+            whitelist_enabled: self.whitelist.enabled,
+            grace_until: self.generations[1..]
+                .iter()
+                .filter_map(|g| g.grace_until)
+                .filter(|&g| g > now)
+                .max()
+                .map(ts),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<(), KeyError> {
+    if name.trim().is_empty() {
+        return Err(KeyError::InvalidInput(
+            "a key name must not be empty".into(),
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(KeyError::InvalidInput(format!(
+            "a key name is at most {MAX_NAME_LEN} bytes (got {})",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(KeyError::InvalidInput(
+            "a key name must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_metadata(metadata: Option<&Value>) -> Result<(), KeyError> {
+    let Some(m) = metadata else { return Ok(()) };
+    if !m.is_object() {
+        return Err(KeyError::InvalidInput(
+            "metadata must be a JSON object".into(),
+        ));
+    }
+    let len = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+    if len > MAX_METADATA_LEN {
+        return Err(KeyError::InvalidInput(format!(
+            "metadata is at most {MAX_METADATA_LEN} bytes serialised (got {len})"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The hot path: a presented key against the in-memory index, never
+//! touching storage. Steps: parse and checksum, look the id up, status
+//! and whitelist, then the secret against the warm digest (argon2 only on
+//! a cache miss whose pre-check tag matches), then usage in memory.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::engine::Engine;
+use super::index::Live;
+use crate::events::EventKind;
+use crate::key::{self, KeyId};
+use crate::locks::read;
+use crate::usage::{Freshness, Notice, Outcome};
+use crate::verdict::{Denial, Verdict};
+use crate::verifier;
+use crate::whitelist;
+
+/// What the warm path found: an answer, or the need for argon2.
+enum Step {
+    Done(Verdict, Freshness),
+    Cold(Arc<Live>, Vec<usize>),
+}
+
+impl Engine {
+    pub(crate) fn verify(
+        &self,
+        key: &[u8],
+        client_ip: IpAddr,
+        integration: Option<&str>,
+    ) -> Verdict {
+        let Ok(parsed) = key::parse(key, &self.prefix) else {
+            return Verdict::Denied(Denial::Malformed);
+        };
+        let id = parsed.id;
+        let ip = whitelist::normalise_ip(client_ip);
+        let now = self.now_ms();
+        // Fail closed: a shared store that cannot confirm it is current
+        // could be missing a revocation.
+        if self.shared && now - self.synced_at.load(Ordering::Acquire) > self.staleness_ms {
+            self.usage.record(
+                id,
+                now,
+                ip,
+                integration,
+                Outcome::Denied(Denial::Unavailable),
+                Freshness::Unknown,
+            );
+            return Verdict::Denied(Denial::Unavailable);
+        }
+        let step = {
+            let shard = read(self.index.shard(&id));
+            let Some(live) = shard.get(&id) else {
+                return Verdict::Denied(Denial::UnknownKey);
+            };
+            if let Some(d) = live.gatekeep(now, ip) {
+                Step::Done(Verdict::Denied(d), Freshness::Unknown)
+            } else {
+                let digest = self.warm_key.digest(parsed.secret);
+                if let Some(i) = live.warm_match(&digest) {
+                    let (v, f) = live.decide(id, i, now);
+                    Step::Done(v, f)
+                } else {
+                    let tag = verifier::precheck_tag(parsed.secret);
+                    match live.cold_candidates(&digest, tag) {
+                        Err(i) => {
+                            let (v, f) = live.decide(id, i, now);
+                            Step::Done(v, f)
+                        }
+                        Ok(c) if c.is_empty() => {
+                            Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
+                        }
+                        Ok(c) => Step::Cold(Arc::clone(live), c),
+                    }
+                }
+            }
+        };
+        let (verdict, freshness) = match step {
+            Step::Done(v, f) => (v, f),
+            Step::Cold(live, candidates) => {
+                self.verify_cold(id, parsed.secret, ip, &live, &candidates)
+            }
+        };
+        let outcome = match verdict {
+            Verdict::Valid(_) => Outcome::Allowed,
+            Verdict::Denied(d) => Outcome::Denied(d),
+        };
+        // Rare paths only: a refused IP, an old secret.
+        let notice_kind = match (verdict, freshness) {
+            (Verdict::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
+            (_, Freshness::Stale) => Some(EventKind::KeyStaleSecretUsed),
+            _ => None,
+        };
+        if let Some(kind) = notice_kind {
+            self.usage.notice(Notice {
+                kind,
+                key_id: id,
+                ip,
+                integration: integration.map(String::from),
+                generation: match verdict {
+                    Verdict::Valid(g) => Some(g.generation),
+                    Verdict::Denied(_) => None,
+                },
+                at: now,
+            });
+        }
+        self.usage
+            .record(id, now, ip, integration, outcome, freshness);
+        verdict
+    }
+
+    /// On a cache miss: one argon2 verify (bounded), then the cache is
+    /// filled and the verdict taken from the index *as it is now*, so a
+    /// regeneration that finished meanwhile is respected.
+    fn verify_cold(
+        &self,
+        id: KeyId,
+        secret: &[u8],
+        ip: IpAddr,
+        live: &Live,
+        candidates: &[usize],
+    ) -> (Verdict, Freshness) {
+        let Some(_pass) = self.gate.enter() else {
+            return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
+        };
+        let Some(n) = candidates
+            .iter()
+            .map(|&i| &live.gens[i])
+            .find(|g| verifier::verify_secret(&g.phc, secret))
+            .map(|g| g.n)
+        else {
+            return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
+        };
+        let digest = self.warm_key.digest(secret);
+        let now = self.now_ms();
+        let Some(current) = self.index.get(&id) else {
+            return (Verdict::Denied(Denial::UnknownKey), Freshness::Unknown);
+        };
+        let Some(i) = current.gens.iter().position(|g| g.n == n) else {
+            return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
+        };
+        let _ = current.gens[i].warm.set(digest);
+        if let Some(d) = current.gatekeep(now, ip) {
+            return (Verdict::Denied(d), Freshness::Unknown);
+        }
+        current.decide(id, i, now)
+    }
+}

@@ -1,0 +1,323 @@
+//! Every change to a key: storage first (durable, in one atomic batch with
+//! its outbox event), then the index, so that once a change returns no
+//! thread can see the old state.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::engine::{COMMIT_RETRIES, Engine};
+use super::options::{CreateOptions, MAX_GRACE, PAST_GENERATIONS_KEPT};
+use super::record::{
+    CreatedKey, GenRecord, KeyInfo, KeyRecord, SCHEMA_VERSION, validate_metadata, validate_name,
+};
+use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
+use crate::error::{KeyError, WhitelistError};
+use crate::events::{self, EventKind};
+use crate::key::{self, KeyId};
+use crate::locks::lock;
+use crate::time::Timestamp;
+use crate::verifier;
+use crate::whitelist::{self, Whitelist, WhitelistEntry};
+
+fn too_many_writers() -> KeyError {
+    KeyError::Storage(StorageError::new(
+        "too many concurrent writers to one key; try again",
+    ))
+}
+
+impl Engine {
+    /// Read-modify-write of one key record with its event, atomic and durable,
+    /// then the index. `change` may run more than once if another writer
+    /// races (shared backends).
+    pub(crate) fn update(
+        &self,
+        id: &KeyId,
+        kind: EventKind,
+        mut change: impl FnMut(&mut KeyRecord, i64) -> Result<Value, KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        let _w = lock(&self.write_lock);
+        for _ in 0..COMMIT_RETRIES {
+            let (mut rec, old) = self.record_bytes(id)?;
+            let now = self.now_ms();
+            let data = change(&mut rec, now)?;
+            rec.updated_at = now;
+            let mut batch = Batch::default();
+            batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
+            batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+            events::append(&mut batch, kind, &rec, &self.prefix, now, data);
+            match self.backend.commit(batch, Durability::Durable) {
+                Ok(_) => {
+                    self.index.install(&rec);
+                    self.events_appended();
+                    return Ok(rec.info(&self.prefix, self.last_used(id)?, now));
+                }
+                Err(CommitError::Conflict) => {}
+                Err(CommitError::Storage(e)) => return Err(e.into()),
+            }
+        }
+        Err(too_many_writers())
+    }
+
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        options: CreateOptions,
+    ) -> Result<CreatedKey, KeyError> {
+        validate_name(name)?;
+        validate_metadata(options.metadata.as_ref())?;
+        let now = self.now_ms();
+        let mut wl = Whitelist {
+            enabled: !options.whitelist.is_empty(),
+            entries: Vec::new(),
+        };
+        for (entry_name, network) in &options.whitelist {
+            let entry = whitelist::new_entry(&wl, entry_name, network, now)
+                .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
+            wl.entries.push(entry);
+        }
+        let id = KeyId::random();
+        let generated = key::generate(&self.prefix, &id);
+        let phc =
+            verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
+        let rec = KeyRecord {
+            v: SCHEMA_VERSION,
+            id,
+            name: name.to_string(),
+            created_at: now,
+            updated_at: now,
+            rotated_at: None,
+            disabled: false,
+            expires_at: options.expires_at.map(Timestamp::unix_millis),
+            metadata: options.metadata,
+            generations: vec![GenRecord {
+                n: 1,
+                created_at: now,
+                retired_at: None,
+                grace_until: None,
+                phc,
+                tag: verifier::precheck_tag(&generated.secret),
+                last4: generated.last4.clone(),
+            }],
+            whitelist: wl,
+        };
+        let data = json!({
+            "expires_at": options.expires_at,
+            "whitelist_enabled": rec.whitelist.enabled,
+        });
+        let mut batch = Batch::default();
+        // Ids are random; a collision is astronomically unlikely, and refused.
+        batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
+        batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+        events::append(
+            &mut batch,
+            EventKind::KeyCreated,
+            &rec,
+            &self.prefix,
+            now,
+            data,
+        );
+        let _w = lock(&self.write_lock);
+        match self.backend.commit(batch, Durability::Durable) {
+            Ok(_) => {}
+            Err(CommitError::Conflict) => {
+                return Err(KeyError::Internal("key id collision; try again".into()));
+            }
+            Err(CommitError::Storage(e)) => return Err(e.into()),
+        }
+        self.index.install(&rec);
+        self.events_appended();
+        Ok(CreatedKey {
+            info: rec.info(&self.prefix, None, now),
+            key: generated.key,
+        })
+    }
+
+    pub(crate) fn regenerate(&self, id: &KeyId, grace: Duration) -> Result<CreatedKey, KeyError> {
+        if grace > MAX_GRACE {
+            return Err(KeyError::InvalidInput(format!(
+                "a grace period is at most {} days",
+                MAX_GRACE.as_secs() / 86_400
+            )));
+        }
+        if !self.index.contains(id) {
+            return Err(KeyError::NotFound(*id));
+        }
+        // Hash outside the write lock: argon2 takes tens of milliseconds.
+        let generated = key::generate(&self.prefix, id);
+        let phc =
+            verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
+        let tag = verifier::precheck_tag(&generated.secret);
+        let info = self.update(id, EventKind::KeyRegenerated, |rec, now| {
+            let grace_until = (!grace.is_zero())
+                .then(|| Timestamp::from_unix_millis(now).plus(grace).unix_millis());
+            for (i, g) in rec.generations.iter_mut().enumerate() {
+                if i == 0 {
+                    g.retired_at = Some(now);
+                    g.grace_until = grace_until;
+                } else {
+                    // A new regeneration never extends an older grace; grace 0 ends them all.
+                    g.grace_until = match (g.grace_until, grace_until) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        _ => None,
+                    };
+                }
+            }
+            let n = rec.current().n + 1;
+            rec.generations.insert(
+                0,
+                GenRecord {
+                    n,
+                    created_at: now,
+                    retired_at: None,
+                    grace_until: None,
+                    phc: phc.clone(),
+                    tag,
+                    last4: generated.last4.clone(),
+                },
+            );
+            rec.generations.truncate(1 + PAST_GENERATIONS_KEPT);
+            rec.rotated_at = Some(now);
+            Ok(json!({
+                "generation": n,
+                "grace_until": grace_until.map(Timestamp::from_unix_millis),
+            }))
+        })?;
+        Ok(CreatedKey {
+            info,
+            key: generated.key,
+        })
+    }
+
+    pub(crate) fn delete(&self, id: &KeyId) -> Result<(), KeyError> {
+        let _w = lock(&self.write_lock);
+        for _ in 0..COMMIT_RETRIES {
+            let (rec, old) = self.record_bytes(id)?;
+            let now = self.now_ms();
+            let mut batch = Batch::default();
+            batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
+            batch.delete(Table::Keys, id.as_bytes().to_vec());
+            batch.delete(Table::Usage, id.as_bytes().to_vec());
+            events::append(
+                &mut batch,
+                EventKind::KeyDeleted,
+                &rec,
+                &self.prefix,
+                now,
+                json!({}),
+            );
+            match self.backend.commit(batch, Durability::Durable) {
+                Ok(_) => {
+                    self.index.remove(id);
+                    self.usage.discard(id);
+                    self.events_appended();
+                    return Ok(());
+                }
+                Err(CommitError::Conflict) => {}
+                Err(CommitError::Storage(e)) => return Err(e.into()),
+            }
+        }
+        Err(too_many_writers())
+    }
+
+    pub(crate) fn set_disabled(&self, id: &KeyId, disabled: bool) -> Result<KeyInfo, KeyError> {
+        self.update(id, EventKind::KeyUpdated, |rec, _| {
+            rec.disabled = disabled;
+            Ok(json!({ "disabled": disabled }))
+        })
+    }
+
+    pub(crate) fn rename(&self, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
+        validate_name(name)?;
+        self.update(id, EventKind::KeyUpdated, |rec, _| {
+            let old = std::mem::replace(&mut rec.name, name.to_string());
+            Ok(json!({ "renamed_from": old }))
+        })
+    }
+
+    pub(crate) fn set_expiry(
+        &self,
+        id: &KeyId,
+        expires_at: Option<Timestamp>,
+    ) -> Result<KeyInfo, KeyError> {
+        self.update(id, EventKind::KeyUpdated, |rec, _| {
+            rec.expires_at = expires_at.map(Timestamp::unix_millis);
+            Ok(json!({ "expires_at": expires_at }))
+        })
+    }
+
+    pub(crate) fn set_metadata(
+        &self,
+        id: &KeyId,
+        metadata: Option<&Value>,
+    ) -> Result<KeyInfo, KeyError> {
+        validate_metadata(metadata)?;
+        self.update(id, EventKind::KeyUpdated, |rec, _| {
+            rec.metadata = metadata.cloned();
+            Ok(json!({ "metadata": "changed" }))
+        })
+    }
+
+    pub(crate) fn set_whitelist_enabled(&self, id: &KeyId, enabled: bool) -> Result<(), KeyError> {
+        self.update(id, EventKind::WhitelistUpdated, |rec, _| {
+            rec.whitelist.enabled = enabled;
+            Ok(json!({ "enabled": enabled }))
+        })
+        .map(drop)
+    }
+
+    pub(crate) fn add_whitelist_entry(
+        &self,
+        id: &KeyId,
+        name: &str,
+        ip_or_cidr: &str,
+    ) -> Result<WhitelistEntry, WhitelistError> {
+        whitelist::validate_entry_name(name)?;
+        whitelist::parse_network(ip_or_cidr).map_err(WhitelistError::InvalidNetwork)?;
+        let mut added = None;
+        let mut failure = None;
+        let result = self.update(id, EventKind::WhitelistUpdated, |rec, now| {
+            match whitelist::new_entry(&rec.whitelist, name, ip_or_cidr, now) {
+                Ok(entry) => {
+                    let data = json!({ "added": { "id": entry.id, "name": entry.name, "network": entry.network } });
+                    rec.whitelist.entries.push(entry.clone());
+                    added = Some(entry);
+                    Ok(data)
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    failure = Some(e);
+                    Err(KeyError::InvalidInput(msg))
+                }
+            }
+        });
+        match (result, failure) {
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
+            (Ok(_), None) => Ok(added.expect("set when the update succeeds")),
+        }
+    }
+
+    pub(crate) fn remove_whitelist_entry(
+        &self,
+        id: &KeyId,
+        entry_id: &str,
+    ) -> Result<(), WhitelistError> {
+        let mut missing = false;
+        let result = self.update(id, EventKind::WhitelistUpdated, |rec, _| {
+            let Some(pos) = rec.whitelist.entries.iter().position(|e| e.id == entry_id) else {
+                missing = true;
+                return Err(KeyError::InvalidInput(String::new()));
+            };
+            let gone = rec.whitelist.entries.remove(pos);
+            Ok(json!({ "removed": { "id": gone.id, "name": gone.name, "network": gone.network } }))
+        });
+        if missing {
+            return Err(WhitelistError::EntryNotFound {
+                key_id: *id,
+                entry_id: entry_id.to_string(),
+            });
+        }
+        result.map(drop).map_err(Into::into)
+    }
+}

@@ -1,0 +1,117 @@
+//! Usage between memory and storage: reading a key's usage (stored plus
+//! pending) and flushing pending usage and notices in one batch.
+
+use serde_json::json;
+
+use super::{Notice, Usage, UsageAgg};
+use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
+use crate::error::KeyError;
+use crate::events;
+use crate::key::KeyId;
+use crate::locks::lock;
+use crate::store::{COMMIT_RETRIES, Engine, KeyRecord};
+use crate::time::Timestamp;
+
+impl Engine {
+    /// Stored usage plus the pending delta, under the flush lock.
+    fn usage_agg(&self, id: &KeyId) -> Result<UsageAgg, KeyError> {
+        let _f = lock(&self.flush_lock);
+        let mut agg = match self.backend.get(Table::Usage, id.as_bytes())? {
+            Some(bytes) => UsageAgg::from_bytes(&bytes)?,
+            None => UsageAgg::default(),
+        };
+        if let Some(p) = self.usage.pending(id) {
+            agg.absorb(&p);
+        }
+        Ok(agg)
+    }
+
+    pub(crate) fn last_used(&self, id: &KeyId) -> Result<Option<Timestamp>, KeyError> {
+        Ok(self.usage_agg(id)?.last_used_at())
+    }
+
+    pub(crate) fn usage(&self, id: &KeyId) -> Result<Usage, KeyError> {
+        if !self.index.contains(id) {
+            // Not in this process's index: maybe another writer's new key.
+            self.record(id)?;
+        }
+        let mut agg = self.usage_agg(id)?;
+        agg.trim(&self.limits, self.now_ms());
+        Ok(agg.to_usage(*id))
+    }
+
+    /// Moves pending usage and notices to storage. On failure they are kept
+    /// for the next attempt.
+    pub(crate) fn flush_usage(&self) -> Result<(), StorageError> {
+        let _f = lock(&self.flush_lock);
+        let deltas = self.usage.take_all();
+        let notices = self.usage.take_notices();
+        if deltas.is_empty() && notices.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let mut failure = StorageError::new("usage flush kept conflicting with other writers");
+        for _ in 0..COMMIT_RETRIES {
+            match self.write_usage(&deltas, &notices, now) {
+                Ok(()) => {
+                    if !notices.is_empty() {
+                        self.events_appended();
+                    }
+                    return Ok(());
+                }
+                Err(CommitError::Conflict) => {}
+                Err(CommitError::Storage(e)) => {
+                    failure = e;
+                    break;
+                }
+            }
+        }
+        self.usage.restore(deltas);
+        self.usage.restore_notices(notices);
+        Err(failure)
+    }
+
+    /// One batch: the usage deltas merged into their records, and the
+    /// notices of verification as outbox events.
+    fn write_usage(
+        &self,
+        deltas: &[(KeyId, UsageAgg)],
+        notices: &[Notice],
+        now: i64,
+    ) -> Result<(), CommitError> {
+        let mut batch = Batch::default();
+        for (id, delta) in deltas {
+            // Usage of a key deleted since it was recorded goes with it.
+            if !self.index.contains(id) {
+                continue;
+            }
+            let old = self.backend.get(Table::Usage, id.as_bytes())?;
+            let mut agg = match &old {
+                Some(bytes) => UsageAgg::from_bytes(bytes)?,
+                None => UsageAgg::default(),
+            };
+            agg.absorb(delta);
+            agg.trim(&self.limits, now);
+            batch.expect(Table::Usage, id.as_bytes().to_vec(), old);
+            batch.put(Table::Usage, id.as_bytes().to_vec(), agg.to_bytes());
+        }
+        for n in notices {
+            let Some(bytes) = self.backend.get(Table::Keys, n.key_id.as_bytes())? else {
+                continue;
+            };
+            let rec = KeyRecord::decode(&bytes)?;
+            let data = json!({
+                "ip": n.ip.to_string(),
+                "integration": n.integration,
+                "generation": n.generation,
+            });
+            events::append(&mut batch, n.kind, &rec, &self.prefix, n.at, data);
+        }
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.backend.commit(batch, Durability::Lazy)?;
+        self.backend.flush()?;
+        Ok(())
+    }
+}
