@@ -19,8 +19,8 @@
  * - Functions, enum values and status numbers are never removed,
  *   renumbered or given a new meaning; new ones are added.
  * - Every struct starts with `size_t size`, which the program sets to
- *   sizeof the struct as it was compiled (KW_OPTIONS_INIT,
- *   KW_VERDICT_INIT). Fields are only ever appended, and a zero field
+ *   sizeof the struct as it was compiled, leaving the rest zero:
+ *   `kw_options o = { .size = sizeof o };`. Fields are only ever appended, and a zero field
  *   means what the library did before the field existed. The library
  *   reads and writes no more than `size` bytes, so a program built
  *   against an older header keeps working with a newer library; a newer
@@ -36,18 +36,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#ifdef __cplusplus
-/** A kw_options with its size set and every option at its default. */
-#define KW_OPTIONS_INIT { sizeof(kw_options) }
-/** A kw_verdict ready for kw_verify: its size set. */
-#define KW_VERDICT_INIT { sizeof(kw_verdict) }
-#else
-/** A kw_options with its size set and every option at its default. */
-#define KW_OPTIONS_INIT { .size = sizeof(kw_options) }
-/** A kw_verdict ready for kw_verify: its size set. */
-#define KW_VERDICT_INIT { .size = sizeof(kw_verdict) }
-#endif
-
 
 /**
  * Size of a buffer that holds any key id with its NUL (`kw_verdict.key_id`, `id_out`).
@@ -233,7 +221,7 @@ typedef struct kw_store kw_store;
 
 /**
  * How to open a store. Set `size` to `sizeof(kw_options)` and leave every
- * other field zero for its default: `kw_options o = KW_OPTIONS_INIT;`.
+ * other field zero for its default: `kw_options o = { .size = sizeof o };`.
  * Passing NULL to `kw_store_open` means all defaults.
  */
 typedef struct kw_options {
@@ -274,7 +262,7 @@ typedef struct kw_options {
 typedef struct kw_verdict {
   /**
    * `sizeof(kw_verdict)` as the program was compiled, set before the
-   * call (`kw_verdict v = KW_VERDICT_INIT;`); the library writes no
+   * call (`kw_verdict v = { .size = sizeof v };`); the library writes no
    * more than this many bytes (see the ABI policy).
    */
   size_t size;
@@ -471,7 +459,7 @@ enum kw_status kw_plugin_retry(struct kw_store *store, const char *name, size_t 
  *
  * - `path`: NUL-terminated UTF-8; not NULL.
  * - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
- *   (`KW_OPTIONS_INIT`), and zero fields take their defaults.
+ *   (`{ .size = sizeof o }`), and zero fields take their defaults.
  * - `store_out`: receives the handle on success; not NULL.
  *
  * Returns `KW_STATUS_STORE_LOCKED` at once when another process holds the store.

@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) return 1;
     char path[64];
     snprintf(path, sizeof path, "%s/store", dir);
-    kw_options o = KW_OPTIONS_INIT;
+    kw_options o = { .size = sizeof o };
     o.argon2_memory_kib = 64; /* cheap hashes: this measures the warm path */
     o.argon2_iterations = 1;
     kw_store *store = NULL;
@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
         if (kw_key_create(store, "bench", keys[i], sizeof keys[i], id, sizeof id) != KW_STATUS_OK) return 1;
         lens[i] = strlen(keys[i]);
     }
-    kw_verdict v = KW_VERDICT_INIT;
+    kw_verdict v = { .size = sizeof v };
     for (int i = 0; i < KEYS; i++) { /* warm the cache */
         if (kw_verify(store, keys[i], lens[i], "203.0.113.7", "bench", &v) != KW_STATUS_OK || !v.valid) return 1;
     }

@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
             printf("400 expected: KEY IP [INTEGRATION]\n");
             continue;
         }
-        kw_verdict v = KW_VERDICT_INIT;
+        kw_verdict v = { .size = sizeof v };
         if (kw_verify(store, key, strlen(key), ip, integration, &v) != KW_STATUS_OK) {
             char msg[256];
             kw_last_error_message(msg, sizeof msg);

@@ -12,7 +12,7 @@ use crate::store::{Options, Store};
 use crate::verifier::Argon2Params;
 
 /// How to open a store. Set `size` to `sizeof(kw_options)` and leave every
-/// other field zero for its default: `kw_options o = KW_OPTIONS_INIT;`.
+/// other field zero for its default: `kw_options o = { .size = sizeof o };`.
 /// Passing NULL to `kw_store_open` means all defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,7 @@ pub struct kw_store {
 ///
 /// - `path`: NUL-terminated UTF-8; not NULL.
 /// - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
-///   (`KW_OPTIONS_INIT`), and zero fields take their defaults.
+///   (`{ .size = sizeof o }`), and zero fields take their defaults.
 /// - `store_out`: receives the handle on success; not NULL.
 ///
 /// Returns `KW_STATUS_STORE_LOCKED` at once when another process holds the store.

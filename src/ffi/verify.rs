@@ -17,7 +17,7 @@ use crate::verdict::{Denial, Verdict};
 #[derive(Debug, Clone, Copy)]
 pub struct kw_verdict {
     /// `sizeof(kw_verdict)` as the program was compiled, set before the
-    /// call (`kw_verdict v = KW_VERDICT_INIT;`); the library writes no
+    /// call (`kw_verdict v = { .size = sizeof v };`); the library writes no
     /// more than this many bytes (see the ABI policy).
     pub size: usize,
     /// Whether the key was admitted.

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     CHECK(answer.appended_answer == 12345);      /* not written past what the library knows */
 
     /* --- a program built against this header ---------------------------- */
-    kw_verdict v = KW_VERDICT_INIT;
+    kw_verdict v = { .size = sizeof v };
     CHECK_STATUS(kw_verify(store, key, strlen(key), "10.0.0.1", NULL, &v), KW_STATUS_OK);
     CHECK(v.valid && v.size == sizeof v);
 

@@ -6,7 +6,7 @@
 #include "check.h"
 
 static kw_options cheap(void) {
-    kw_options o = KW_OPTIONS_INIT;
+    kw_options o = { .size = sizeof o };
     o.argon2_memory_kib = 64;
     o.argon2_iterations = 1;
     o.argon2_parallelism = 1;
@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_verify(store, key, strlen(key), bad_utf8, NULL, &untouched), KW_STATUS_INVALID_UTF8);
     CHECK_STATUS(kw_verify(store, key, strlen(key), "10.0.0.1", bad_utf8, &untouched), KW_STATUS_INVALID_UTF8);
     CHECK(untouched.generation == 0x5A5A5A5Au); /* outputs only on success */
-    kw_verdict m = KW_VERDICT_INIT;
+    kw_verdict m = { .size = sizeof m };
     CHECK_STATUS(kw_verify(store, bad_utf8, 3, "10.0.0.1", NULL, &m), KW_STATUS_OK);
     CHECK(!m.valid && m.denial == KW_DENIAL_MALFORMED && m.key_id[0] == 0);
     CHECK_STATUS(kw_verify(store, huge, 1 << 20, "10.0.0.1", NULL, &m), KW_STATUS_OK);
@@ -346,7 +346,7 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_store_close(NULL), KW_STATUS_OK);
     CHECK_STATUS(kw_store_close(store), KW_STATUS_OK);
 
-    kw_options plain = KW_OPTIONS_INIT;
+    kw_options plain = { .size = sizeof plain };
     plain.argon2_memory_kib = 64;
     plain.argon2_iterations = 1;
     CHECK_STATUS(kw_store_open(path, &plain, &store), KW_STATUS_OK);

@@ -38,7 +38,7 @@ static void *verifier(void *arg) {
         cur_gen = current_gen;
         old_gen = revoked_gen;
         pthread_mutex_unlock(&lock);
-        kw_verdict v = KW_VERDICT_INIT;
+        kw_verdict v = { .size = sizeof v };
         if (old[0]) {
             if (kw_verify(store, old, strlen(old), ip, "thread", &v) != KW_STATUS_OK || !superseded_ok(&v, old_gen))
                 atomic_fetch_add(&old_accepted, 1);
@@ -54,7 +54,7 @@ static void *verifier(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc != 2) return 2;
-    kw_options o = KW_OPTIONS_INIT;
+    kw_options o = { .size = sizeof o };
     o.argon2_memory_kib = 64;
     o.argon2_iterations = 1;
     CHECK_STATUS(kw_store_open(argv[1], &o, &store), KW_STATUS_OK);
