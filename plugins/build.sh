@@ -9,6 +9,7 @@
 # Usage: bash plugins/build.sh
 set -euo pipefail
 cd "$(dirname "$0")"
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ beside the plugin sources
 out=../target/plugins
 mkdir -p "$out"
 

@@ -1,6 +1,7 @@
 //! Poison-tolerant locking. A panic inside a critical section (caught at
-//! the C boundary) must not turn every later call into a panic: the data
-//! behind these locks stays consistent at every await-free step.
+//! the C boundary) must not turn every later call into a panic: no
+//! critical section leaves its data half-changed across a call that can
+//! panic.
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -46,14 +46,17 @@ pub struct kw_store {
     pub(crate) store: Store,
 }
 
-/// Opens (creating if needed, mode 0700) the store in directory `path`.
+/// Opens the store at `path`: a sled directory (created, mode 0700, if
+/// needed) or a `postgres://` / `postgresql://` URL (`?schema=NAME`) of a
+/// store shared through PostgreSQL (schema created and migrated on open).
 ///
 /// - `path`: NUL-terminated UTF-8; not NULL.
 /// - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
 ///   (`{ .size = sizeof o }`), and zero fields take their defaults.
 /// - `store_out`: receives the handle on success; not NULL.
 ///
-/// Returns `KW_STATUS_STORE_LOCKED` at once when another process holds the store.
+/// Returns `KW_STATUS_STORE_LOCKED` at once when another process holds a
+/// sled store.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_store_open(
     path: *const c_char,

@@ -8,8 +8,10 @@ use super::store::kw_store;
 use super::values::{key_id, not_null, put_json, store_ref};
 
 /// Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
-/// `{"key_id", "totals": {"allowed", "denied", "wrong_secret", "rotated",
-/// "expired", "disabled", "ip_not_allowed", "busy"}, "last_used": {"at",
+/// `{"key_id", "totals": {"allowed", "denied", and a count per denial
+/// recorded against a key, by its name: "wrong_secret", "rotated",
+/// "expired", "disabled", "ip_not_allowed", "busy", "unavailable"; more may
+/// come}, "last_used": {"at",
 /// "ip"} | null, "ips": [{"ip", "first_seen", "last_seen", "allowed",
 /// "denied", "last_integration", "stale_secret"}], "integrations": [{"name",
 /// "first_seen", "last_seen", "count", "denied", "ips", "stale_secret"}],

@@ -33,7 +33,7 @@ use keyward::{ErrorKind, KeyId, OpenError, Store, Timestamp};
                   5 store locked, 6 storage, 7 plugin, 9 internal."
 )]
 struct Cli {
-    /// The store directory [default: $KEYWARD_DB, else ./keyward.db].
+    /// The store: a directory, or a postgres:// URL [default: $KEYWARD_DB, else ./keyward.db].
     #[arg(long, global = true, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Print JSON (the shapes of the C *_json functions) instead of tables.
