@@ -5,7 +5,7 @@ mod common;
 #[path = "common/webhook.rs"]
 mod webhook;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -80,17 +80,31 @@ impl Cli {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = {
+            let seen = seen.clone();
+            let mut stdout = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        };
+        // Type only once the question is on the terminal (or the command is done).
+        common::wait_until("the y/N prompt", Duration::from_secs(30), || {
+            let asked = common::contains(&seen.lock().unwrap(), b"[y/N]");
+            (asked || child.try_wait().unwrap().is_some()).then_some(())
+        });
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let out = seen.lock().unwrap().clone();
         (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out).into_owned(),
         )
     }
 }
@@ -360,13 +374,14 @@ fn events_and_follow() {
     assert_eq!(after.as_array().unwrap().len(), 1);
 
     let mut follower = cli
-        .cmd(&["--json", "events", "--follow", "--since", "2"])
+        .cmd(&["--json", "events", "--follow", "--since", "1"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    cli.ok(&["key", "enable", &id]); // waits while the follower holds the store
     let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["seq"].as_u64(), Some(2), "the follower is reading");
+    cli.ok(&["key", "enable", &id]); // waits while the follower holds the store
     let line = lines.next().unwrap().unwrap();
     follower.kill().unwrap();
     follower.wait().unwrap();

@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{all_file_bytes, contains, forge, ip, open, temp_store};
-use keyward::{CreateOptions, Denial, KeyError, KeyId, Store, Timestamp, Verdict};
+use common::{all_file_bytes, contains, forge, ip, open, options_with_clock, temp_store};
+use keyward::{
+    Clock, CreateOptions, Denial, KeyError, KeyId, ManualClock, Store, Timestamp, Verdict,
+};
 use serde_json::json;
 
 #[test]
@@ -53,9 +56,11 @@ fn create_returns_the_plaintext_once_and_stores_only_a_hash() {
 
 #[test]
 fn get_and_list_show_the_overview() {
-    let (_dir, _path, store) = temp_store();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = Store::open_with(dir.path().join("s"), &options_with_clock(&clock)).unwrap();
     // The list is ordered by creation time (milliseconds): keep the three apart.
-    let pause = || std::thread::sleep(Duration::from_millis(3));
+    let pause = || clock.advance(Duration::from_millis(3));
     let a = store.create("alpha", CreateOptions::new()).unwrap();
     pause();
     let b = store
@@ -144,7 +149,9 @@ fn rotated_is_told_apart_from_a_wrong_secret_even_for_a_cold_old_secret() {
 
 #[test]
 fn grace_keeps_the_old_secret_working_until_it_ends() {
-    let (_dir, _path, store) = temp_store();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = Store::open_with(dir.path().join("s"), &options_with_clock(&clock)).unwrap();
     let created = store.create("k", CreateOptions::new()).unwrap();
     let old = created.key.as_str().to_string();
     assert!(store.verify(&old, ip("10.0.0.1"), Some("crm")).is_valid());
@@ -168,7 +175,12 @@ fn grace_keeps_the_old_secret_working_until_it_ends() {
     let crm_ip = usage.ips.iter().find(|r| r.ip == ip("10.0.0.1")).unwrap();
     assert!(crm_ip.stale_secret, "a client on the old secret is flagged");
 
-    std::thread::sleep(Duration::from_millis(700));
+    clock.advance(Duration::from_millis(599));
+    assert!(
+        store.verify(&old, ip("10.0.0.1"), None).is_valid(),
+        "still inside the grace period"
+    );
+    clock.advance(Duration::from_millis(1));
     assert!(matches!(
         store.verify(&old, ip("10.0.0.1"), None),
         Verdict::Denied(Denial::Rotated { .. })
@@ -478,4 +490,29 @@ fn events_record_each_mutation_without_secrets() {
         3,
         "since is exclusive"
     );
+}
+
+#[test]
+fn a_key_expires_at_its_expiry_by_the_store_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
+        1_800_000_000_000,
+    )));
+    let store = Store::open_with(dir.path().join("s"), &options_with_clock(&clock)).unwrap();
+    let at = clock.now().plus(Duration::from_secs(3600));
+    let c = store
+        .create("k", CreateOptions::new().expires_at(at))
+        .unwrap();
+    clock.advance(Duration::from_millis(3_599_999));
+    assert!(
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+        Verdict::Denied(Denial::Expired)
+    );
+    assert_eq!(store.get(&c.info.id).unwrap().expires_at, Some(at));
 }

@@ -24,14 +24,12 @@ fn sh(cmd: &str) {
 #[test]
 #[ignore = "stops the PostgreSQL server: run alone by scripts/test-all.sh"]
 fn server_killed_mid_run_fails_closed_and_recovers() {
-    let (Ok(base), Ok(stop), Ok(start)) = (
-        std::env::var("KEYWARD_TEST_PG"),
-        std::env::var("KEYWARD_TEST_PG_STOP"),
-        std::env::var("KEYWARD_TEST_PG_START"),
+    let what = "the server-kill test";
+    let (Some(base), Some(stop), Some(start)) = (
+        common::service("KEYWARD_TEST_PG", what),
+        common::service("KEYWARD_TEST_PG_STOP", what),
+        common::service("KEYWARD_TEST_PG_START", what),
     ) else {
-        eprintln!(
-            "\n*** KEYWARD_TEST_PG, _STOP and _START are not all set: the server-kill test did not run ***\n"
-        );
         return;
     };
     let sep = if base.contains('?') { '&' } else { '?' };

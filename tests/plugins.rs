@@ -9,10 +9,13 @@ mod webhook;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{LOG_KIND, NOTIFIER_WAT, POST_KIND, fast_options, ip, notifier_component as fixture};
-use keyward::{CreateOptions, Options, PluginError, PluginInfo, RetryPolicy, Store};
+use keyward::{
+    Clock, CreateOptions, ManualClock, Options, PluginError, PluginInfo, RetryPolicy, Store,
+};
 use webhook::Webhook;
 
 fn manifest(name: &str, events: &[&str], allowed: &[String], extra: &str) -> String {
@@ -43,16 +46,13 @@ fn open(path: &Path) -> Store {
     Store::open_with(path, &quick_retry()).unwrap()
 }
 
-/// Polls the plugin's status until `done` holds (bounded).
+/// Polls the plugin's status until `done` holds; fails after 30 s.
 fn wait_status(store: &Store, name: &str, done: impl Fn(&PluginInfo) -> bool) -> PluginInfo {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = store.plugin(name).unwrap();
-        if done(&info) || Instant::now() > until {
-            return info;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until(
+        &format!("plugin {name}'s status"),
+        Duration::from_secs(30),
+        || Some(store.plugin(name).unwrap()).filter(&done),
+    )
 }
 
 #[test]
@@ -187,7 +187,11 @@ fn a_down_server_is_retried_with_backoff_until_it_is_back() {
         probe.port
     }; // the port is free again: the server is "down"
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("s"));
+    // Backoff runs on the store's clock: the test moves it.
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut o = quick_retry();
+    o.clock = clock.clone();
+    let store = Store::open_with(dir.path().join("s"), &o).unwrap();
     let url = format!("http://127.0.0.1:{port}/hook");
     let origin = format!("http://127.0.0.1:{port}");
     store
@@ -197,21 +201,32 @@ fn a_down_server_is_retried_with_backoff_until_it_is_back() {
         )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();
-    let failing = wait_status(&store, "crm", |i| i.status.failed >= 3);
-    assert!(failing.status.failed >= 3, "{failing:?}");
-    assert_eq!(failing.status.delivered, 0);
-    assert!(
-        failing
-            .status
-            .last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("connect failed"),
-        "{failing:?}"
-    );
-    assert!(failing.status.next_attempt_at.is_some(), "backing off");
+    // 50 ms after the first failure, then doubling: 100, 200, capped at 400.
+    for (failures, wait_ms) in [(1, 50), (2, 100), (3, 200), (4, 400), (5, 400)] {
+        let failing = wait_status(&store, "crm", |i| i.status.failed == failures);
+        let due = clock.now().plus(Duration::from_millis(wait_ms));
+        assert_eq!(
+            (failing.status.attempts, failing.status.next_attempt_at),
+            (u32::try_from(failures).unwrap(), Some(due)),
+            "backing off after failure {failures}"
+        );
+        assert_eq!(failing.status.delivered, 0);
+        assert!(
+            failing
+                .status
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("connect failed"),
+            "{failing:?}"
+        );
+        if failures < 5 {
+            clock.advance(Duration::from_millis(wait_ms));
+        }
+    }
 
     let hook = Webhook::start_on(port);
+    clock.advance(Duration::from_millis(400));
     let got = hook.wait_for(1, Duration::from_secs(30));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body_text(), "key.created");
@@ -220,9 +235,10 @@ fn a_down_server_is_retried_with_backoff_until_it_is_back() {
         (
             done.status.delivered,
             done.status.attempts,
-            done.status.dead_letters
+            done.status.dead_letters,
+            done.status.next_attempt_at
         ),
-        (1, 0, 0)
+        (1, 0, 0, None)
     );
 }
 
@@ -328,9 +344,17 @@ fn plugins_log_through_the_host_and_can_be_paused() {
             &manifest("logger", &["*"], &[], ""),
         )
         .unwrap();
+    // A witness, dispatched after "logger" in each round (by name): once
+    // it has the event, the dispatcher has passed the paused plugin by.
+    store
+        .install_plugin(
+            &fixture(LOG_KIND, "x"),
+            &manifest("witness", &["*"], &[], ""),
+        )
+        .unwrap();
     store.set_plugin_enabled("logger", false).unwrap();
     store.create("k", CreateOptions::new()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_status(&store, "witness", |i| i.status.delivered == 1);
     let paused = store.plugin("logger").unwrap();
     assert!(!paused.enabled);
     assert_eq!(
@@ -346,6 +370,7 @@ fn plugins_log_through_the_host_and_can_be_paused() {
         "{log:?}"
     );
     store.remove_plugin("logger").unwrap();
+    store.remove_plugin("witness").unwrap();
     assert!(store.plugins().unwrap().is_empty());
     assert!(matches!(
         store.remove_plugin("logger"),
@@ -365,7 +390,7 @@ fn plugin_crash_child() {
     store.regenerate(&c.info.id, Duration::ZERO).unwrap();
     store.delete(&c.info.id).unwrap();
     println!("\nchanged");
-    std::thread::sleep(Duration::from_secs(60));
+    common::wait_for_parent();
 }
 
 #[test]
@@ -401,6 +426,7 @@ fn undelivered_events_survive_a_crash_and_are_delivered_after_reopen() {
             "--test-threads=1",
         ])
         .env(CRASH_DIR, &path)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -412,18 +438,22 @@ fn undelivered_events_survive_a_crash_and_are_delivered_after_reopen() {
 
     let hook = Webhook::start_on(port); // the CRM is back
     let store = open(&path);
-    let got = hook.wait_for(3, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300)); // nothing more should come
-    let kinds: Vec<String> = hook
-        .requests()
-        .iter()
-        .map(webhook::Received::body_text)
-        .collect();
+    hook.wait_for(3, Duration::from_secs(30));
+    // Delivery is in order: once an event made after the reopen arrives,
+    // nothing before it can come again.
+    store.create("barrier", CreateOptions::new()).unwrap();
+    let got = hook.wait_for(4, Duration::from_secs(30));
+    let kinds: Vec<String> = got.iter().map(webhook::Received::body_text).collect();
     assert_eq!(
         kinds,
-        ["key.created", "key.regenerated", "key.deleted"],
-        "exactly the missing events: {got:?}"
+        [
+            "key.created",
+            "key.regenerated",
+            "key.deleted",
+            "key.created"
+        ],
+        "exactly the missing events, then the barrier: {got:?}"
     );
     let status = wait_status(&store, "crm", |i| i.status.pending == 0).status;
-    assert_eq!(status.delivered, 4);
+    assert_eq!(status.delivered, 5);
 }

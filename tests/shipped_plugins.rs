@@ -7,7 +7,7 @@ mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward::{CreateOptions, Options, RetryPolicy, Store};
 use webhook::Webhook;
@@ -51,11 +51,9 @@ fn open(path: &Path) -> Store {
     Store::open_with(path, &o).unwrap()
 }
 
-fn wait(mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(60);
-    while !done() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls until `done` holds; fails the test after 60 s.
+fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    common::wait_until(what, Duration::from_secs(60), || done().then_some(()));
 }
 
 /// regenerate → the plugin POSTs the event as JSON, with the configured
@@ -105,7 +103,9 @@ fn posts_regeneration(component: &str) {
             .unwrap()
             .contains("argon2")
     );
-    wait(|| store.plugin("crm-webhook").unwrap().status.delivered == 2);
+    wait("two deliveries", || {
+        store.plugin("crm-webhook").unwrap().status.delivered == 2
+    });
     let log = store.plugin_log("crm-webhook").unwrap();
     assert!(log.iter().any(|l| l.contains("event delivered")), "{log:?}");
 }
@@ -120,14 +120,18 @@ fn sorts_failures(component: &str) {
         .unwrap();
     hook.status.store(403, Ordering::Release);
     store.create("k", CreateOptions::new()).unwrap();
-    wait(|| store.plugin("crm-webhook").unwrap().status.dead_letters == 1);
+    wait("1 dead letters", || {
+        store.plugin("crm-webhook").unwrap().status.dead_letters == 1
+    });
     assert_eq!(hook.requests().len(), 1, "a 4xx is not retried");
     let letters = store.plugin_dead_letters("crm-webhook").unwrap();
     assert!(letters[0].error.contains("4xx"), "{letters:?}");
 
     hook.status.store(503, Ordering::Release);
     store.create("k2", CreateOptions::new()).unwrap();
-    wait(|| store.plugin("crm-webhook").unwrap().status.dead_letters == 2);
+    wait("2 dead letters", || {
+        store.plugin("crm-webhook").unwrap().status.dead_letters == 2
+    });
     assert_eq!(
         hook.requests().len(),
         1 + 3,
@@ -138,7 +142,9 @@ fn sorts_failures(component: &str) {
 
     hook.status.store(200, Ordering::Release);
     assert_eq!(store.retry_plugin("crm-webhook").unwrap(), 2);
-    wait(|| store.plugin("crm-webhook").unwrap().status.dead_letters == 0);
+    wait("0 dead letters", || {
+        store.plugin("crm-webhook").unwrap().status.dead_letters == 0
+    });
     assert_eq!(store.plugin("crm-webhook").unwrap().status.delivered, 2);
 }
 

@@ -4,10 +4,11 @@
 mod common;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fast_options, ip, open, temp_store};
-use keyward::{CreateOptions, Store, UsageLimits};
+use common::{fast_options, ip, open, options_with_clock, temp_store};
+use keyward::{CreateOptions, ManualClock, Store, UsageLimits};
 
 #[test]
 fn counts_are_exact_across_threads_and_after_reopen() {
@@ -66,7 +67,9 @@ fn counts_are_exact_across_threads_and_after_reopen() {
 
 #[test]
 fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
-    let (_dir, _path, store) = temp_store();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = Store::open_with(dir.path().join("s"), &options_with_clock(&clock)).unwrap();
     let c = store.create("k", CreateOptions::new()).unwrap();
     let id = c.info.id;
     assert!(
@@ -86,7 +89,7 @@ fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
             .verify(c.key.as_str(), ip("203.0.113.7"), Some("HubSpot/3.1"))
             .is_valid()
     );
-    std::thread::sleep(Duration::from_millis(3)); // "most recent" has millisecond resolution
+    clock.advance(Duration::from_millis(3)); // "most recent" has millisecond resolution
     assert!(
         store
             .verify(fresh.key.as_str(), ip("198.51.100.2"), Some("n8n"))
@@ -124,7 +127,8 @@ fn the_usage_tab_shows_ips_integrations_denials_and_stale_clients() {
 #[test]
 fn ips_per_key_are_bounded_but_totals_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let mut o = fast_options();
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut o = options_with_clock(&clock);
     o.usage_limits = UsageLimits {
         max_ips: 50,
         ..UsageLimits::default()
@@ -135,7 +139,7 @@ fn ips_per_key_are_bounded_but_totals_stay_exact() {
         let addr = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
         if i == 199 {
             // Seen strictly last (times have millisecond resolution): it must be kept.
-            std::thread::sleep(std::time::Duration::from_millis(3));
+            clock.advance(Duration::from_millis(3));
         }
         assert!(store.verify(c.key.as_str(), addr, None).is_valid());
         if i % 64 == 0 {
@@ -167,13 +171,18 @@ fn usage_is_flushed_on_the_interval_without_close() {
             .verify(c.key.as_str(), ip("10.0.0.1"), None)
             .is_valid()
     );
-    std::thread::sleep(Duration::from_millis(400));
-    // Leak the store: no close, no drop. What is on disk must already hold the use.
-    std::mem::forget(store);
-    let copy = dir.path().join("copy");
-    copy_dir(&path, &copy);
-    let store = open(&copy);
-    assert_eq!(store.usage(&c.info.id).unwrap().totals.allowed, 1);
+    // Copies of the files, taken while the store stays open (no close, no
+    // drop), come to hold the use: the interval flush wrote it.
+    let mut copies = 0;
+    common::wait_until("the interval flush", Duration::from_secs(10), || {
+        copies += 1;
+        let copy = dir.path().join(format!("copy{copies}"));
+        copy_dir(&path, &copy);
+        // A copy taken mid-write may not open: look again.
+        let reopened = Store::open_with(&copy, &fast_options()).ok()?;
+        (reopened.usage(&c.info.id).ok()?.totals.allowed == 1).then_some(())
+    });
+    drop(store);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

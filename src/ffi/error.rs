@@ -97,3 +97,153 @@ pub unsafe extern "C" fn kw_last_error_message(buf: *mut c_char, buf_len: usize)
         msg.len()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::key::KeyId;
+
+    /// One value of every variant of every error enum, with the variant's
+    /// index. The matches have no wildcard: a new variant does not compile
+    /// until it gets an index here, and the test fails until it gets a value.
+    fn every_error() -> Vec<(&'static str, usize, usize, Fail, ErrorKind)> {
+        let id = KeyId::random();
+        let storage = || StorageError::new("disk");
+        let mut out = Vec::new();
+        let mut add = |family: &'static str, index: usize, kind: ErrorKind, fail: Fail, count| {
+            out.push((family, index, count, fail, kind));
+        };
+        for e in [
+            OpenError::StoreLocked { path: "x".into() },
+            OpenError::InvalidOptions("x".into()),
+            OpenError::UnsupportedVersion(9),
+            OpenError::Storage(storage()),
+        ] {
+            let i = match &e {
+                OpenError::StoreLocked { .. } => 0,
+                OpenError::InvalidOptions(_) => 1,
+                OpenError::UnsupportedVersion(_) => 2,
+                OpenError::Storage(_) => 3,
+            };
+            add("OpenError", i, e.kind(), e.into(), 4);
+        }
+        for e in [
+            KeyError::NotFound(id),
+            KeyError::InvalidInput("x".into()),
+            KeyError::Storage(storage()),
+            KeyError::Internal("x".into()),
+        ] {
+            let i = match &e {
+                KeyError::NotFound(_) => 0,
+                KeyError::InvalidInput(_) => 1,
+                KeyError::Storage(_) => 2,
+                KeyError::Internal(_) => 3,
+            };
+            add("KeyError", i, e.kind(), e.into(), 4);
+        }
+        for e in [
+            WhitelistError::KeyNotFound(id),
+            WhitelistError::EntryNotFound {
+                key_id: id,
+                entry_id: "x".into(),
+            },
+            WhitelistError::InvalidNetwork("x".into()),
+            WhitelistError::InvalidInput("x".into()),
+            WhitelistError::Storage(storage()),
+        ] {
+            let i = match &e {
+                WhitelistError::KeyNotFound(_) => 0,
+                WhitelistError::EntryNotFound { .. } => 1,
+                WhitelistError::InvalidNetwork(_) => 2,
+                WhitelistError::InvalidInput(_) => 3,
+                WhitelistError::Storage(_) => 4,
+            };
+            add("WhitelistError", i, e.kind(), e.into(), 5);
+        }
+        let e = storage();
+        add("StorageError", 0, e.kind(), e.into(), 1);
+        let e = InvalidKeyId("x".into());
+        add("InvalidKeyId", 0, e.kind(), e.into(), 1);
+        #[cfg(feature = "plugins")]
+        {
+            use crate::plugins::PluginError as P;
+            for e in [
+                P::InvalidManifest("x".into()),
+                P::InvalidComponent("x".into()),
+                P::AlreadyInstalled("x".into()),
+                P::NotFound("x".into()),
+                P::Unsupported,
+                P::Storage(storage()),
+            ] {
+                let i = match &e {
+                    P::InvalidManifest(_) => 0,
+                    P::InvalidComponent(_) => 1,
+                    P::AlreadyInstalled(_) => 2,
+                    P::NotFound(_) => 3,
+                    P::Unsupported => 4,
+                    P::Storage(_) => 5,
+                };
+                add("PluginError", i, e.kind(), e.into(), 6);
+            }
+        }
+        out
+    }
+
+    /// The exception classes the Python package defines.
+    fn python_exceptions() -> BTreeSet<String> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("bindings/python/python/keyward/_store.py");
+        let source = std::fs::read_to_string(path).expect("the Python package");
+        source
+            .lines()
+            .filter_map(|l| l.strip_prefix("class "))
+            .filter(|l| l.ends_with("(KeywardError):"))
+            .map(|l| l[..l.find('(').unwrap()].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_error_variant_has_a_c_status_a_python_exception_and_an_exit_code() {
+        let python = python_exceptions();
+        let errors = every_error();
+        let mut seen: std::collections::BTreeMap<&str, (BTreeSet<usize>, usize)> =
+            std::collections::BTreeMap::new();
+        for (family, index, count, fail, kind) in &errors {
+            let entry = seen.entry(family).or_default();
+            entry.0.insert(*index);
+            entry.1 = *count;
+            // C: the status the boundary returns is the kind's, with its number.
+            assert_eq!(fail.status, kw_status::from(*kind), "{family} #{index}");
+            assert_eq!(fail.status as u32, kind.code(), "{family} #{index}");
+            // Python: an exception class the package defines.
+            assert!(
+                python.contains(kind.python_exception()),
+                "{family} #{index}: no Python class {}",
+                kind.python_exception()
+            );
+            // CLI: one of the documented exit codes.
+            assert!(
+                [3, 4, 5, 6, 7, 9].contains(&kind.exit_code()),
+                "{family} #{index}"
+            );
+        }
+        for (family, (indices, count)) in seen {
+            assert_eq!(
+                indices,
+                (0..count).collect(),
+                "{family}: a variant has no value in every_error()"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kind_is_a_distinct_c_status() {
+        let codes: BTreeSet<u32> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+        assert_eq!(codes.len(), ErrorKind::ALL.len());
+        assert!(!codes.contains(&0), "0 is KW_STATUS_OK");
+    }
+}

@@ -14,7 +14,7 @@ mod lease;
 mod manifest;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -212,6 +212,10 @@ fn dead_prefix(name: &str) -> Vec<u8> {
     k
 }
 
+const NOT_LOOKED: u8 = 0;
+const NOT_HELD: u8 = 1;
+const HELD: u8 = 2;
+
 /// A stored plugin record that does not read back.
 fn unreadable(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> PluginError {
     PluginError::Storage(StorageError::with_source(format!("unreadable {what}"), e))
@@ -232,8 +236,9 @@ struct Shared {
     backend: Arc<dyn Backend>,
     clock: Arc<dyn Clock>,
     lease: Box<dyn DispatcherLease>,
-    /// Whether the last round found this process holding the lease.
-    dispatching: AtomicBool,
+    /// What the last round found: [`NOT_LOOKED`], or whether this process
+    /// holds the lease.
+    dispatching: AtomicU8,
     /// Started on first use: a store without plugins runs no engine and no epoch thread.
     runtime: Mutex<Option<Arc<Runtime>>>,
     cache_dir: Option<std::path::PathBuf>,
@@ -256,7 +261,7 @@ impl Plugins {
             backend,
             clock,
             lease,
-            dispatching: AtomicBool::new(false),
+            dispatching: AtomicU8::new(NOT_LOOKED),
             runtime: Mutex::new(None),
             cache_dir,
             retry,
@@ -278,8 +283,11 @@ impl Plugins {
 
     /// Whether this process delivers to the store's plugins (it held the
     /// dispatcher lease at the dispatcher's last round).
-    pub(crate) fn dispatching(&self) -> bool {
-        self.inner.dispatching.load(Ordering::Acquire)
+    pub(crate) fn dispatching(&self) -> Option<bool> {
+        match self.inner.dispatching.load(Ordering::Acquire) {
+            NOT_LOOKED => None,
+            held => Some(held == HELD),
+        }
     }
 
     /// New events are in the outbox: deliver them now rather than at the next poll.
@@ -585,7 +593,8 @@ impl Shared {
         // One dispatcher per store: with a shared store, the process
         // holding the lease delivers; the others stand by.
         let held = self.lease.hold();
-        self.dispatching.store(held, Ordering::Release);
+        self.dispatching
+            .store(if held { HELD } else { NOT_HELD }, Ordering::Release);
         if !held {
             return Ok(Some(Duration::from_secs(1)));
         }

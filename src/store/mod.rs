@@ -349,11 +349,11 @@ impl Store {
     /// Whether this process delivers to the store's plugins: exactly one
     /// process of a shared store does (it holds the dispatcher lease, which
     /// passes to another process when it exits or dies); a store one
-    /// process owns always does. Settled by the dispatcher's rounds, so
-    /// briefly `false` just after open.
+    /// process owns always does. `None` until the dispatcher's first look
+    /// at the lease, just after open.
     #[cfg(feature = "plugins")]
     #[must_use]
-    pub fn dispatches_plugins(&self) -> bool {
+    pub fn dispatches_plugins(&self) -> Option<bool> {
         self.engine.plugins.dispatching()
     }
 
@@ -520,5 +520,37 @@ mod tests {
         a.flush().unwrap();
         b.flush().unwrap();
         assert_eq!(a.usage(&created.info.id).unwrap().totals.allowed, 7);
+    }
+
+    /// The staleness bound runs on the store's clock: past it, a shared
+    /// store refuses every key until it has read the change feed again.
+    #[test]
+    fn a_shared_store_fails_closed_past_the_staleness_bound_and_recovers() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
+        let clock = Arc::new(crate::clock::ManualClock::starting_now());
+        let mut o = fast();
+        o.clock = clock.clone();
+        o.staleness_bound = Duration::from_secs(5);
+        // The worker would sync on its own every hour only: the test does.
+        o.sync_interval = Duration::from_hours(1);
+        let store = Store::open_backend(backend, &o).unwrap();
+        let c = store.create("k", CreateOptions::new()).unwrap();
+        clock.advance(Duration::from_secs(5));
+        assert!(
+            store
+                .verify(c.key.as_str(), ip("10.0.0.1"), None)
+                .is_valid()
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Unavailable)
+        );
+        store.sync().unwrap();
+        assert!(
+            store
+                .verify(c.key.as_str(), ip("10.0.0.1"), None)
+                .is_valid()
+        );
     }
 }

@@ -129,3 +129,53 @@ pub fn c_library_dir() -> PathBuf {
         })
         .clone()
 }
+
+/// The environment variable `var` that a test needs a service through.
+/// Missing, the test is skipped (and says so) — except under `CI=true`,
+/// where a missing service fails the test instead of passing it.
+pub fn service(var: &str, what: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{var} is not set, so {what} cannot run; under CI=true that is a failure \
+         (scripts/test-all.sh sets it up)"
+    );
+    eprintln!("\n*** skipped: {var} is not set, so {what} did not run ***\n");
+    None
+}
+
+/// Polls `probe` every few milliseconds until it gives a value, and fails
+/// the test, naming `what`, when `within` passes first.
+pub fn wait_until<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A store's options with a clock the test moves by hand.
+pub fn options_with_clock(clock: &std::sync::Arc<keyward::ManualClock>) -> Options {
+    let mut o = fast_options();
+    o.clock = clock.clone();
+    o
+}
+
+/// Blocks until the parent test closes this child's stdin (or kills it):
+/// a child process that must stay alive until then, and no longer.
+pub fn wait_for_parent() {
+    let mut sink = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
+}
