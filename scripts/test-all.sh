@@ -65,8 +65,28 @@ SQL
     trap cleanup_pg EXIT
 fi
 
-# --- The shipped plugins (C, Python), which the plugin tests load -----------
-bash plugins/build.sh
+# --- One build for everything ------------------------------------------------
+# One target directory and one profile for the Rust tests, the C programs'
+# library and the Python package: the dependencies (wasmtime above all) are
+# compiled once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+pyenv="$CARGO_TARGET_DIR/pyenv"
+
+# While cargo compiles: the shipped plugins (C, Python), which the plugin
+# tests load, and a private venv with the Python build and test tools.
+bash plugins/build.sh > "$CARGO_TARGET_DIR/plugins-build.log" 2>&1 &
+plugins_job=$!
+(
+    python3 -m venv "$pyenv"
+    "$pyenv/bin/pip" install --quiet --upgrade pip
+    "$pyenv/bin/pip" install --quiet "maturin>=1.9,<2" "cffi>=1.15" pytest
+) > "$CARGO_TARGET_DIR/pyenv-setup.log" 2>&1 &
+pyenv_job=$!
+
+cargo test --no-run --lib --bins --tests --examples
+wait "$plugins_job" || { cat "$CARGO_TARGET_DIR/plugins-build.log"; exit 1; }
+wait "$pyenv_job" || { cat "$CARGO_TARGET_DIR/pyenv-setup.log"; exit 1; }
 
 # --- Rust: unit, integration and doc tests ------------------------------------
 cargo test --lib --bins --tests --examples
@@ -77,13 +97,14 @@ echo "tour: ok"
 
 cargo test --doc
 
-# --- Python: a real `pip install` of the package into a private venv ---------
-python3 -m venv target/pyenv
-target/pyenv/bin/pip install --quiet --upgrade pip
-target/pyenv/bin/pip install --quiet ./bindings/python pytest
-target/pyenv/bin/python examples/python/app.py --self-test > /dev/null
+# --- Python: a real `pip install` of the package into the private venv -------
+# Built from the same target directory and profile as the tests (a user's
+# `pip install ./bindings/python` builds a release wheel in isolation).
+PATH="$pyenv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
+    "$pyenv/bin/pip" install --quiet --no-build-isolation ./bindings/python
+"$pyenv/bin/python" examples/python/app.py --self-test > /dev/null
 echo "python example: ok"
-(cd bindings/python && ../../target/pyenv/bin/python -m pytest -q)
+(cd bindings/python && "$pyenv/bin/python" -m pytest -q)
 
 # --- Last, alone: the PostgreSQL server is stopped and restarted mid-run -----
 cargo test --test pg_server_kill -- --ignored --test-threads=1

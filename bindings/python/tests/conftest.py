@@ -8,6 +8,8 @@ import keyward
 
 CHEAP = {"memory_kib": 64, "iterations": 1, "parallelism": 1}
 REPO = pathlib.Path(__file__).resolve().parents[3]
+# Where cargo puts what it builds (the test script shares one directory).
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def store_tool():
     subprocess.run(
         ["cargo", "build", "--quiet", "--example", "store_tool"], cwd=REPO, check=True
     )
-    exe = REPO / "target" / "debug" / "examples" / "store_tool"
+    exe = TARGET / "debug" / "examples" / "store_tool"
     assert exe.exists()
 
     def run(*args):

@@ -22,16 +22,16 @@ const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
 fn print_usage(info: &KeyInfo, u: &Usage, days: u32, out: &Out) {
     let t = &u.totals;
     println!("{} ({})", out.bold(&info.name), info.masked);
+    let reasons: Vec<String> = t
+        .by_reason()
+        .into_iter()
+        .map(|(reason, n)| format!("{} {n}", reason.words()))
+        .collect();
     println!(
-        "  requests: {} allowed, {} denied (wrong secret {}, old secret {}, refused IP {}, disabled {}, expired {}, busy {})",
+        "  requests: {} allowed, {} denied ({})",
         t.allowed,
         t.denied,
-        t.wrong_secret,
-        t.rotated,
-        t.ip_not_allowed,
-        t.disabled,
-        t.expired,
-        t.busy
+        reasons.join(", ")
     );
     match &u.last_used {
         Some(l) => println!("  last used {} from {}", l.at, l.ip),
