@@ -8,16 +8,9 @@ use serde::{Deserialize, Serialize};
 /// The notifier API versions this host runs.
 pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0"];
 
-/// Event kinds a plugin may subscribe to (`"*"` means all).
-pub const EVENT_KINDS: &[&str] = &[
-    "key.created",
-    "key.regenerated",
-    "key.deleted",
-    "key.updated",
-    "whitelist.updated",
-    "key.denied_ip",
-    "key.stale_secret_used",
-];
+/// Event kinds a plugin may subscribe to (`"*"` means all): every
+/// [`EventKind`](crate::EventKind)'s name.
+pub const EVENT_KINDS: &[&str] = crate::events::EventKind::NAMES;
 
 /// A plugin's manifest, parsed from TOML:
 ///
