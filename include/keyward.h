@@ -455,14 +455,17 @@ enum kw_status kw_plugin_set_enabled(struct kw_store *store, const char *name, b
 enum kw_status kw_plugin_retry(struct kw_store *store, const char *name, size_t *queued_out);
 
 /**
- * Opens (creating if needed, mode 0700) the store in directory `path`.
+ * Opens the store at `path`: a sled directory (created, mode 0700, if
+ * needed) or a `postgres://` / `postgresql://` URL (`?schema=NAME`) of a
+ * store shared through PostgreSQL (schema created and migrated on open).
  *
  * - `path`: NUL-terminated UTF-8; not NULL.
  * - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
  *   (`{ .size = sizeof o }`), and zero fields take their defaults.
  * - `store_out`: receives the handle on success; not NULL.
  *
- * Returns `KW_STATUS_STORE_LOCKED` at once when another process holds the store.
+ * Returns `KW_STATUS_STORE_LOCKED` at once when another process holds a
+ * sled store.
  */
 enum kw_status kw_store_open(const char *path,
                              const struct kw_options *options,
@@ -506,8 +509,10 @@ uint32_t kw_abi_version(void);
 
 /**
  * Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
- * `{"key_id", "totals": {"allowed", "denied", "wrong_secret", "rotated",
- * "expired", "disabled", "ip_not_allowed", "busy"}, "last_used": {"at",
+ * `{"key_id", "totals": {"allowed", "denied", and a count per denial
+ * recorded against a key, by its name: "wrong_secret", "rotated",
+ * "expired", "disabled", "ip_not_allowed", "busy", "unavailable"; more may
+ * come}, "last_used": {"at",
  * "ip"} | null, "ips": [{"ip", "first_seen", "last_seen", "allowed",
  * "denied", "last_integration", "stale_secret"}], "integrations": [{"name",
  * "first_seen", "last_seen", "count", "denied", "ips", "stale_secret"}],
