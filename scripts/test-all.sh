@@ -66,9 +66,9 @@ SQL
 fi
 
 # --- One build for everything ------------------------------------------------
-# One target directory and one profile for the Rust tests, the C programs'
-# library and the Python package: the dependencies (wasmtime above all) are
-# compiled once.
+# One target directory and one profile (cargo's `test` profile) for the Rust
+# tests, the C programs' library, the tour and the Python package: the
+# dependencies (wasmtime above all) are compiled once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 pyenv="$CARGO_TARGET_DIR/pyenv"
@@ -92,7 +92,7 @@ wait "$pyenv_job" || { cat "$CARGO_TARGET_DIR/pyenv-setup.log"; exit 1; }
 cargo test --lib --bins --tests --examples
 
 # --- The README's tour must keep working ---------------------------------------
-cargo run --quiet --example tour > /dev/null
+cargo run --quiet --profile test --example tour > /dev/null
 echo "tour: ok"
 
 cargo test --doc
@@ -100,7 +100,7 @@ cargo test --doc
 # --- Python: a real `pip install` of the package into the private venv -------
 # Built from the same target directory and profile as the tests (a user's
 # `pip install ./bindings/python` builds a release wheel in isolation).
-PATH="$pyenv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
+PATH="$pyenv/bin:$PATH" MATURIN_PEP517_ARGS="--profile test" \
     "$pyenv/bin/pip" install --quiet --no-build-isolation ./bindings/python
 "$pyenv/bin/python" examples/python/app.py --self-test > /dev/null
 echo "python example: ok"

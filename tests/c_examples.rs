@@ -24,7 +24,7 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// Builds the examples against a debug library into a temp dir.
+/// Builds the examples against the test run's library into a temp dir.
 fn build(out: &Path) {
     let libdir = common::c_library_dir();
     run(Command::new("make")
