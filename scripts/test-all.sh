@@ -66,8 +66,9 @@ SQL
 fi
 
 # --- One build for everything ------------------------------------------------
-# One target directory and one profile (cargo's `test` profile) for the Rust
-# tests, the C programs' library, the tour and the Python package: the
+# One target directory and one profile (dev: the tests run with
+# `--profile dev`, not cargo's separate `test` profile) for the Rust tests,
+# the C programs' library, the tour, the CLI and the Python package: the
 # dependencies (wasmtime above all) are compiled once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$CARGO_TARGET_DIR"
@@ -84,27 +85,27 @@ plugins_job=$!
 ) > "$CARGO_TARGET_DIR/pyenv-setup.log" 2>&1 &
 pyenv_job=$!
 
-cargo test --no-run --lib --bins --tests --examples
+cargo build --lib --bins --tests --examples
 wait "$plugins_job" || { cat "$CARGO_TARGET_DIR/plugins-build.log"; exit 1; }
 wait "$pyenv_job" || { cat "$CARGO_TARGET_DIR/pyenv-setup.log"; exit 1; }
 
 # --- Rust: unit, integration and doc tests ------------------------------------
-cargo test --lib --bins --tests --examples
+cargo test --profile dev --lib --bins --tests --examples
 
 # --- The README's tour must keep working ---------------------------------------
-cargo run --quiet --profile test --example tour > /dev/null
+cargo run --quiet --example tour > /dev/null
 echo "tour: ok"
 
-cargo test --doc
+cargo test --profile dev --doc
 
 # --- Python: a real `pip install` of the package into the private venv -------
 # Built from the same target directory and profile as the tests (a user's
 # `pip install ./bindings/python` builds a release wheel in isolation).
-PATH="$pyenv/bin:$PATH" MATURIN_PEP517_ARGS="--profile test" \
+PATH="$pyenv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
     "$pyenv/bin/pip" install --quiet --no-build-isolation ./bindings/python
 "$pyenv/bin/python" examples/python/app.py --self-test > /dev/null
 echo "python example: ok"
 (cd bindings/python && "$pyenv/bin/python" -m pytest -q)
 
 # --- Last, alone: the PostgreSQL server is stopped and restarted mid-run -----
-cargo test --test pg_server_kill -- --ignored --test-threads=1
+cargo test --profile dev --test pg_server_kill -- --ignored --test-threads=1

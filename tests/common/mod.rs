@@ -96,9 +96,10 @@ pub fn notifier_component(body: &str, url: &str) -> Vec<u8> {
 }
 
 /// The directory holding libkeyward.so and libkeyward.a for C programs:
-/// the target directory and profile of this test run, built there once
-/// (`cargo test` builds only the rlib). The `test` profile, as the test run
-/// itself: its dependencies are already built.
+/// the target directory of this test run, built there once with `cargo
+/// build --lib` (the dev profile; `--release` for an optimised test run).
+/// scripts/test-all.sh runs the tests with `--profile dev`, so this finds
+/// everything built already.
 /// The shared library's soname is `libkeyward.so.<ABI version>`, which the
 /// loader looks for, so that name is linked to it.
 pub fn c_library_dir() -> PathBuf {
@@ -109,9 +110,7 @@ pub fn c_library_dir() -> PathBuf {
             let mut cmd = std::process::Command::new(env!("CARGO"));
             cmd.args(["build", "--lib", "--manifest-path"])
                 .arg(root.join("Cargo.toml"));
-            if cfg!(debug_assertions) {
-                cmd.args(["--profile", "test"]);
-            } else {
+            if !cfg!(debug_assertions) {
                 cmd.arg("--release");
             }
             let out = cmd.output().expect("running cargo build --lib");

@@ -27,7 +27,7 @@ def store(store_path):
 def store_tool():
     """The Rust API as a command: `store_tool STORE create NAME | verify KEY IP`."""
     subprocess.run(
-        ["cargo", "build", "--quiet", "--profile", "test", "--example", "store_tool"], cwd=REPO, check=True
+        ["cargo", "build", "--quiet", "--example", "store_tool"], cwd=REPO, check=True
     )
     exe = TARGET / "debug" / "examples" / "store_tool"
     assert exe.exists()

@@ -48,7 +48,7 @@ def _verifier(url, old_key, new_key_queue, results):
 
 @pytest.fixture(scope="module")
 def cli():
-    subprocess.run(["cargo", "build", "--quiet", "--profile", "test", "--bin", "keyward"], cwd=REPO, check=True)
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "keyward"], cwd=REPO, check=True)
     return str(TARGET / "debug" / "keyward")
 
 
