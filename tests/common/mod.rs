@@ -98,8 +98,8 @@ pub fn notifier_component(body: &str, url: &str) -> Vec<u8> {
 /// The directory holding libkeyward.so and libkeyward.a for C programs:
 /// the target directory of this test run, built there once with `cargo
 /// build --lib` (the dev profile; `--release` for an optimised test run).
-/// scripts/test-all.sh runs the tests with `--profile dev`, so this finds
-/// everything built already.
+/// scripts/test-all.sh builds it first and runs the tests with `--profile
+/// dev`, so this finds everything built already.
 /// The shared library's soname is `libkeyward.so.<ABI version>`, which the
 /// loader looks for, so that name is linked to it.
 pub fn c_library_dir() -> PathBuf {
