@@ -410,9 +410,23 @@ enum kw_status kw_plugin_install(struct kw_store *store,
                                  char **json_out);
 
 /**
+ * `kw_plugin_install` with an operator's grants as a JSON object (NULL =
+ * none): `{"allow_private_network": true}` lets the plugin's calls reach
+ * loopback, link-local and private addresses through the names its
+ * manifest allows (a CRM on an internal network).
+ */
+enum kw_status kw_plugin_install_ex(struct kw_store *store,
+                                    const uint8_t *component,
+                                    size_t component_len,
+                                    const char *manifest_toml,
+                                    const char *options_json,
+                                    char **json_out);
+
+/**
  * Every installed plugin with its delivery status, as a JSON array to
  * `*json_out` (free with `kw_string_free`): `[{"name", "version", "api",
- * "events", "allowed_hosts", "enabled", "installed_at", "status":
+ * "events", "allowed_hosts", "allow_private_network", "enabled",
+ * "installed_at", "status":
  * {"cursor", "pending", "delivered", "failed", "dead_letters", "attempts",
  * "next_attempt_at", "last_error", "last_error_at", "last_success_at"}}]`.
  */

@@ -77,8 +77,8 @@ pub use crate::events::{Event, EventKind};
 pub use crate::key::{InvalidKeyId, KeyId, PlaintextKey};
 #[cfg(feature = "plugins")]
 pub use crate::plugins::{
-    DeadLetter, EVENT_KINDS, Manifest, PluginError, PluginInfo, PluginStatus, RetryPolicy,
-    SUPPORTED_API_VERSIONS,
+    DeadLetter, EVENT_KINDS, HostResolver, InstallOptions, Manifest, PluginError, PluginInfo,
+    PluginStatus, RetryPolicy, SUPPORTED_API_VERSIONS, SystemResolver,
 };
 pub use crate::store::{
     CreateOptions, CreatedKey, KeyInfo, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Options,

@@ -343,7 +343,7 @@ fn key_operations_do_not_wait_for_a_delivery() {
     store
         .install_plugin(
             &fixture(POST_KIND, &format!("{origin}/h")),
-            &manifest("slow", &["key.created"], &[origin], "timeout_ms = 60000"),
+            &manifest("slow", &["key.created"], &[origin], "timeout_ms = 10000"),
         )
         .unwrap();
     let c = store.create("k", CreateOptions::new()).unwrap();

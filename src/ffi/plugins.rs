@@ -9,7 +9,7 @@ use super::generated::kw_status;
 use super::store::kw_store;
 #[cfg(feature = "plugins")]
 use super::values::put_json;
-use super::values::{not_null, store_ref, text};
+use super::values::{not_null, optional_text, store_ref, text};
 use crate::store::Store;
 
 /// Runs `body` with the plugin host, or fails with `KW_STATUS_PLUGINS_UNSUPPORTED`.
@@ -29,6 +29,57 @@ fn with_plugins(
     ))
 }
 
+/// The install options of `kw_plugin_install_ex`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "plugins"), allow(dead_code))]
+struct InstallJson {
+    #[serde(default)]
+    allow_private_network: bool,
+}
+
+#[cfg_attr(not(feature = "plugins"), allow(unused_variables))]
+unsafe fn install(
+    store: *mut kw_store,
+    component: *const u8,
+    component_len: usize,
+    manifest_toml: *const c_char,
+    options_json: *const c_char,
+    json_out: *mut *mut c_char,
+) -> Result<(), Fail> {
+    let store = unsafe { store_ref(store) }?;
+    if component.is_null() {
+        return Err(fail(
+            kw_status::KW_STATUS_NULL_ARGUMENT,
+            "component is NULL",
+        ));
+    }
+    // SAFETY: the caller promises `component_len` readable bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(component, component_len) };
+    let manifest = unsafe { text(manifest_toml, "manifest_toml") }?;
+    let options: InstallJson = match unsafe { optional_text(options_json, "options_json") }? {
+        None => InstallJson::default(),
+        Some(j) => serde_json::from_str(j).map_err(|e| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("options_json: {e}"),
+            )
+        })?,
+    };
+    with_plugins(store, |s| {
+        #[cfg(feature = "plugins")]
+        {
+            let grants = crate::plugins::InstallOptions::new()
+                .allow_private_network(options.allow_private_network);
+            let info = s.install_plugin_with(bytes, manifest, grants)?;
+            if !json_out.is_null() {
+                unsafe { put_json(json_out, &info) }?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Installs a notifier plugin: `component`, `component_len` are the bytes
 /// of a WebAssembly component (or its WAT text); `manifest_toml` its TOML
 /// manifest (NUL-terminated). It receives subscribed events from now on.
@@ -36,7 +87,6 @@ fn with_plugins(
 /// plugin as in `kw_plugin_list_json` (free with `kw_string_free`). An
 /// invalid manifest or component stores nothing.
 #[unsafe(no_mangle)]
-#[cfg_attr(not(feature = "plugins"), allow(unused_variables))]
 pub unsafe extern "C" fn kw_plugin_install(
     store: *mut kw_store,
     component: *const u8,
@@ -44,33 +94,47 @@ pub unsafe extern "C" fn kw_plugin_install(
     manifest_toml: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        if component.is_null() {
-            return Err(fail(
-                kw_status::KW_STATUS_NULL_ARGUMENT,
-                "component is NULL",
-            ));
-        }
-        // SAFETY: the caller promises `component_len` readable bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(component, component_len) };
-        let manifest = unsafe { text(manifest_toml, "manifest_toml") }?;
-        with_plugins(store, |s| {
-            #[cfg(feature = "plugins")]
-            {
-                let info = s.install_plugin(bytes, manifest)?;
-                if !json_out.is_null() {
-                    unsafe { put_json(json_out, &info) }?;
-                }
-            }
-            Ok(())
-        })
+    boundary(|| unsafe {
+        install(
+            store,
+            component,
+            component_len,
+            manifest_toml,
+            std::ptr::null(),
+            json_out,
+        )
+    })
+}
+
+/// `kw_plugin_install` with an operator's grants as a JSON object (NULL =
+/// none): `{"allow_private_network": true}` lets the plugin's calls reach
+/// loopback, link-local and private addresses through the names its
+/// manifest allows (a CRM on an internal network).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_plugin_install_ex(
+    store: *mut kw_store,
+    component: *const u8,
+    component_len: usize,
+    manifest_toml: *const c_char,
+    options_json: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| unsafe {
+        install(
+            store,
+            component,
+            component_len,
+            manifest_toml,
+            options_json,
+            json_out,
+        )
     })
 }
 
 /// Every installed plugin with its delivery status, as a JSON array to
 /// `*json_out` (free with `kw_string_free`): `[{"name", "version", "api",
-/// "events", "allowed_hosts", "enabled", "installed_at", "status":
+/// "events", "allowed_hosts", "allow_private_network", "enabled",
+/// "installed_at", "status":
 /// {"cursor", "pending", "delivered", "failed", "dead_letters", "attempts",
 /// "next_attempt_at", "last_error", "last_error_at", "last_success_at"}}]`.
 #[unsafe(no_mangle)]

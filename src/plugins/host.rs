@@ -1,23 +1,27 @@
 //! The wasmtime side: the engine, the sandbox, and one delivery.
 //!
 //! Each delivery runs in a fresh wasmtime `Store` whose state holds the
-//! plugin's granted capabilities (its config and allowed origins), a memory
-//! cap and an epoch deadline; the only way out of the sandbox is
-//! `host.http`, which the host performs after checking the origin.
+//! plugin's granted capabilities (its config and what its calls may
+//! reach), a cap on all its memories and tables together and a deadline
+//! (an epoch deadline for its own code, the same instant for its HTTP
+//! calls); the only way out of the sandbox is `host.http`, which the host
+//! performs after checking the origin and the address. A panic inside a
+//! delivery is that delivery's failure, nobody else's.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter};
 
-use super::http::{self, HttpLimits, HttpRequest};
-use super::manifest::{Manifest, Origin};
+use super::http::{self, Egress, HttpLimits, HttpRequest};
+use super::manifest::Manifest;
 use crate::events::Event;
 
 mod bindings {
@@ -55,12 +59,70 @@ impl PluginLog {
     }
 }
 
+/// Bytes a table element is counted as against the memory cap (a pointer).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+/// One budget for everything an instance allocates: the sum of all its
+/// linear memories and tables (however many it has) stays under the cap.
+struct Limiter {
+    cap: usize,
+    used: usize,
+}
+
+impl Limiter {
+    fn grow(&mut self, from: usize, to: usize) -> bool {
+        let after = self.used.saturating_add(to.saturating_sub(from));
+        if after > self.cap {
+            return false;
+        }
+        self.used = after;
+        true
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
+    }
+
+    fn instances(&self) -> usize {
+        256
+    }
+
+    fn tables(&self) -> usize {
+        256
+    }
+
+    fn memories(&self) -> usize {
+        64
+    }
+}
+
 /// The state of one delivery's wasmtime store: the plugin's grants.
 pub(crate) struct HostState {
     name: String,
     config: std::collections::BTreeMap<String, String>,
-    origins: Vec<Origin>,
-    limits: StoreLimits,
+    egress: Egress,
+    /// When the delivery's time is up: its HTTP calls end by then too.
+    deadline: Instant,
+    limits: Limiter,
     http_limits: HttpLimits,
     log: Arc<Mutex<PluginLog>>,
 }
@@ -104,7 +166,7 @@ impl wit_host::Host for HostState {
             headers: &req.headers,
             body: &req.body,
         };
-        match http::perform(&call, &self.origins, &self.http_limits) {
+        match http::perform(&call, &self.egress, self.deadline, &self.http_limits) {
             Ok(r) => Ok(Response {
                 status: r.status,
                 headers: r.headers,
@@ -132,6 +194,10 @@ pub(crate) enum Delivery {
 /// A compiled plugin, ready to instantiate per delivery.
 pub(crate) struct Loaded {
     pub manifest: Manifest,
+    /// Which installation this is (its component, manifest and grants):
+    /// a reinstall, in any process, is a different one.
+    pub identity: String,
+    pub egress: Egress,
     pre: NotifierPre<HostState>,
     pub log: Arc<Mutex<PluginLog>>,
 }
@@ -192,7 +258,13 @@ impl Runtime {
 
     /// Compiles (or loads the cached compilation of) a component, and checks
     /// that it is a notifier of the manifest's API version.
-    pub(crate) fn load(&self, wasm: &[u8], manifest: Manifest) -> Result<Loaded, String> {
+    pub(crate) fn load(
+        &self,
+        wasm: &[u8],
+        manifest: Manifest,
+        identity: String,
+        egress: Egress,
+    ) -> Result<Loaded, String> {
         let component = self.compile(wasm)?;
         let ty = component.component_type();
         // Every keyward:notifier interface it imports must be of the manifest's version.
@@ -214,6 +286,8 @@ impl Runtime {
             .map_err(|e| format!("the component is not a keyward notifier: {e}"))?;
         Ok(Loaded {
             manifest,
+            identity,
+            egress,
             pre,
             log: Arc::new(Mutex::new(PluginLog::default())),
         })
@@ -243,20 +317,36 @@ impl Runtime {
         Ok(component)
     }
 
-    /// Delivers one event in a fresh sandbox.
+    /// Delivers one event in a fresh sandbox. A panic in the host while
+    /// doing so is a failed attempt, retried like any other.
     pub(crate) fn deliver(&self, plugin: &Loaded, event: &Event) -> Delivery {
+        match catch_unwind(AssertUnwindSafe(|| self.deliver_once(plugin, event))) {
+            Ok(d) => d,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let why = format!("the host failed on this delivery: {what}");
+                plugin.note(&why);
+                Delivery::Retryable(why)
+            }
+        }
+    }
+
+    fn deliver_once(&self, plugin: &Loaded, event: &Event) -> Delivery {
         let m = &plugin.manifest;
         let memory = usize::try_from(m.memory_limit_mb).unwrap_or(64) * 1024 * 1024;
         let state = HostState {
             name: m.name.clone(),
             config: m.config.clone(),
-            origins: m.origins(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(256)
-                .tables(256)
-                .memories(64)
-                .build(),
+            egress: plugin.egress.clone(),
+            deadline: Instant::now() + m.timeout(),
+            limits: Limiter {
+                cap: memory,
+                used: 0,
+            },
             http_limits: self.http_limits,
             log: Arc::clone(&plugin.log),
         };
@@ -282,18 +372,24 @@ impl Runtime {
                     Some(t) => format!("trapped: {t}"),
                     None => format!("failed: {trap:#}"),
                 };
-                plugin
-                    .log
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(format!(
-                        "{} host {}: {why}",
-                        crate::time::Timestamp::now(),
-                        m.name
-                    ));
+                plugin.note(&why);
                 Delivery::Retryable(why)
             }
         }
+    }
+}
+
+impl Loaded {
+    /// A line of the host's about this plugin, in its log.
+    pub(crate) fn note(&self, what: &str) {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!(
+                "{} host {}: {what}",
+                crate::time::Timestamp::now(),
+                self.manifest.name
+            ));
     }
 }
 

@@ -17,6 +17,9 @@ use crate::locks::lock;
 pub(crate) trait DispatcherLease: Send + Sync {
     /// Whether this process holds the lease now (taking it when free).
     fn hold(&self) -> bool;
+
+    /// Gives the lease up (the dispatcher is ending): another process may take it.
+    fn release(&self) {}
 }
 
 /// The lease for the storage a store was opened on.
@@ -85,5 +88,10 @@ impl DispatcherLease for AdvisoryLease {
             *slot = None;
             false
         }
+    }
+
+    fn release(&self) {
+        // Ending the session releases its advisory locks.
+        *lock(&self.session) = None;
     }
 }

@@ -14,6 +14,7 @@ mod lease;
 mod manifest;
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -21,9 +22,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::http::{HostResolver, SystemResolver};
 pub use self::manifest::{EVENT_KINDS, Manifest, SUPPORTED_API_VERSIONS};
 
 use self::host::{Delivery, Loaded, Runtime};
+use self::http::Egress;
 pub(crate) use self::lease::{DispatcherLease, for_store as lease_for_store};
 use crate::backend::{Backend, Batch, CommitError, Durability, StorageError, Table};
 use crate::clock::Clock;
@@ -110,6 +113,8 @@ pub struct PluginInfo {
     pub events: Vec<String>,
     /// Origins it may call.
     pub allowed_hosts: Vec<String>,
+    /// Its calls may reach private addresses (an operator's grant at install).
+    pub allow_private_network: bool,
     /// Disabled plugins receive nothing (their cursor waits).
     pub enabled: bool,
     /// When it was installed.
@@ -170,6 +175,59 @@ struct PluginRecord {
     manifest: String,
     enabled: bool,
     installed_at: Timestamp,
+    /// Granted by an operator at install time: calls may reach private addresses.
+    #[serde(default)]
+    allow_private_network: bool,
+    /// BLAKE3 of the component, the manifest and the grants: which
+    /// installation this is (older records have none).
+    #[serde(default)]
+    digest: Option<String>,
+}
+
+impl PluginRecord {
+    /// Identifies this installation: a reinstall (by any process) differs.
+    fn identity(&self) -> String {
+        self.digest.clone().unwrap_or_else(|| {
+            let mut h = blake3::Hasher::new();
+            h.update(self.manifest.as_bytes());
+            h.update(&self.installed_at.unix_millis().to_be_bytes());
+            h.finalize().to_hex().to_string()
+        })
+    }
+}
+
+fn digest(wasm: &[u8], manifest: &str, options: InstallOptions) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(&(wasm.len() as u64).to_be_bytes());
+    h.update(wasm);
+    h.update(manifest.as_bytes());
+    h.update(&[u8::from(options.allow_private_network)]);
+    h.finalize().to_hex().to_string()
+}
+
+/// How a plugin is installed: grants an operator gives it, beyond what its
+/// own manifest asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InstallOptions {
+    /// Let its HTTP calls reach loopback, link-local and private addresses
+    /// through names in its `allowed_hosts` (a CRM on an internal network).
+    pub allow_private_network: bool,
+}
+
+impl InstallOptions {
+    /// No extra grants.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`InstallOptions::allow_private_network`].
+    #[must_use]
+    pub fn allow_private_network(mut self, allow: bool) -> Self {
+        self.allow_private_network = allow;
+        self
+    }
 }
 
 /// How deliveries are retried.
@@ -234,6 +292,7 @@ pub(crate) struct Plugins {
 
 struct Shared {
     backend: Arc<dyn Backend>,
+    resolver: Arc<dyn HostResolver>,
     clock: Arc<dyn Clock>,
     lease: Box<dyn DispatcherLease>,
     /// What the last round found: [`NOT_LOOKED`], or whether this process
@@ -252,6 +311,7 @@ struct Shared {
 impl Plugins {
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
+        resolver: Arc<dyn HostResolver>,
         lease: Box<dyn DispatcherLease>,
         clock: Arc<dyn Clock>,
         cache_dir: Option<std::path::PathBuf>,
@@ -259,6 +319,7 @@ impl Plugins {
     ) -> Result<Plugins, String> {
         let shared = Arc::new(Shared {
             backend,
+            resolver,
             clock,
             lease,
             dispatching: AtomicU8::new(NOT_LOOKED),
@@ -273,7 +334,19 @@ impl Plugins {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("keyward-plugins".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                // However the thread ends, its lease goes with it, so that
+                // another process of a shared store takes over delivery.
+                struct Release<'a>(&'a Shared);
+                impl Drop for Release<'_> {
+                    fn drop(&mut self) {
+                        self.0.lease.release();
+                        self.0.dispatching.store(NOT_HELD, Ordering::Release);
+                    }
+                }
+                let _release = Release(&worker);
+                worker.run();
+            })
             .map_err(|e| format!("starting the plugin dispatcher: {e}"))?;
         Ok(Plugins {
             inner: shared,
@@ -309,6 +382,7 @@ impl Plugins {
         &self,
         wasm: &[u8],
         manifest_toml: &str,
+        options: InstallOptions,
     ) -> Result<PluginInfo, PluginError> {
         let manifest = Manifest::parse(manifest_toml).map_err(PluginError::InvalidManifest)?;
         let name = manifest.name.clone();
@@ -320,19 +394,26 @@ impl Plugins {
         {
             return Err(PluginError::AlreadyInstalled(name));
         }
-        let loaded = self
-            .inner
-            .runtime()?
-            .load(wasm, manifest)
-            .map_err(PluginError::InvalidComponent)?;
-        // Deliver what happens from now on, not the store's history.
-        let cursor = self.inner.last_event_seq()?;
         let record = PluginRecord {
             v: 1,
             manifest: manifest_toml.to_string(),
             enabled: true,
             installed_at: self.inner.clock.now(),
+            allow_private_network: options.allow_private_network,
+            digest: Some(digest(wasm, manifest_toml, options)),
         };
+        let loaded = self
+            .inner
+            .runtime()?
+            .load(
+                wasm,
+                manifest,
+                record.identity(),
+                self.inner.egress(&record)?,
+            )
+            .map_err(PluginError::InvalidComponent)?;
+        // Deliver what happens from now on, not the store's history.
+        let cursor = self.inner.last_event_seq()?;
         let status = PluginStatus {
             cursor,
             ..PluginStatus::default()
@@ -386,6 +467,7 @@ impl Plugins {
             api: manifest.api,
             events: manifest.events,
             allowed_hosts: manifest.allowed_hosts,
+            allow_private_network: record.allow_private_network,
             enabled: record.enabled,
             installed_at: record.installed_at,
             status,
@@ -462,10 +544,10 @@ impl Plugins {
 
     /// The plugin's recent log lines (its own and the host's about it).
     pub(crate) fn log(&self, name: &str) -> Result<Vec<String>, PluginError> {
-        self.inner.record(name)?;
+        let record = self.inner.record(name)?;
         Ok(self
             .inner
-            .loaded(name)?
+            .loaded(name, &record)?
             .log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -529,11 +611,28 @@ impl Shared {
         }
     }
 
-    fn loaded(&self, name: &str) -> Result<Arc<Loaded>, PluginError> {
-        if let Some(l) = lock(&self.loaded).get(name) {
+    /// What a plugin's calls may reach: its manifest's origins, the
+    /// operator's grant, the store's resolver.
+    fn egress(&self, record: &PluginRecord) -> Result<Egress, PluginError> {
+        let manifest = Manifest::parse(&record.manifest).map_err(PluginError::InvalidManifest)?;
+        Ok(Egress {
+            origins: manifest.origins(),
+            allow_private_network: record.allow_private_network,
+            resolver: Arc::clone(&self.resolver),
+        })
+    }
+
+    /// The loaded plugin for the installation `record` describes: the one
+    /// in memory if it is that installation, else compiled (or taken from
+    /// the compiled cache) anew, so a reinstall by another process takes
+    /// effect here at the next delivery.
+    fn loaded(&self, name: &str, record: &PluginRecord) -> Result<Arc<Loaded>, PluginError> {
+        let identity = record.identity();
+        if let Some(l) = lock(&self.loaded).get(name)
+            && l.identity == identity
+        {
             return Ok(Arc::clone(l));
         }
-        let record = self.record(name)?;
         let manifest = Manifest::parse(&record.manifest).map_err(PluginError::InvalidManifest)?;
         let wasm = self
             .backend
@@ -541,7 +640,7 @@ impl Shared {
             .ok_or_else(|| PluginError::NotFound(name.to_string()))?;
         let loaded = Arc::new(
             self.runtime()?
-                .load(&wasm, manifest)
+                .load(&wasm, manifest, identity, self.egress(record)?)
                 .map_err(PluginError::InvalidComponent)?,
         );
         lock(&self.loaded).insert(name.to_string(), Arc::clone(&loaded));
@@ -609,11 +708,24 @@ impl Shared {
             if !record.enabled {
                 continue;
             }
-            let Ok(plugin) = self.loaded(&name) else {
+            let Ok(plugin) = self.loaded(&name, &record) else {
                 continue;
             };
             let runtime = self.runtime()?;
-            if let Some(wait) = self.serve(&runtime, &name, &plugin)? {
+            // Whatever happens serving one plugin, the others are served.
+            let served = catch_unwind(AssertUnwindSafe(|| self.serve(&runtime, &name, &plugin)));
+            let wait = match served {
+                Ok(Ok(wait)) => wait,
+                Ok(Err(e)) => {
+                    plugin.note(&format!("delivery interrupted: {e}"));
+                    Some(self.retry.base)
+                }
+                Err(_) => {
+                    plugin.note("delivery interrupted by a failure in the host");
+                    Some(self.retry.base)
+                }
+            };
+            if let Some(wait) = wait {
                 soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
             }
         }
@@ -676,6 +788,10 @@ impl Shared {
                 return Ok(None);
             }
             for (k, v) in page {
+                if self.stop.load(Ordering::Acquire) {
+                    self.save(name, &status, None, None)?;
+                    return Ok(None);
+                }
                 let event = Event::from_stored(&k, &v)?;
                 if !plugin.manifest.subscribes(event.kind.as_str()) {
                     status.cursor = event.seq;

@@ -65,6 +65,7 @@ impl Engine {
         #[cfg(feature = "plugins")]
         let plugins = crate::plugins::Plugins::start(
             Arc::clone(&backend),
+            Arc::clone(&options.plugin_resolver),
             lease,
             Arc::clone(&options.clock),
             opened.dir.as_ref().map(|p| p.join("plugin-cache")),

@@ -322,7 +322,28 @@ impl Store {
         component: &[u8],
         manifest_toml: &str,
     ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
-        self.engine.plugins.install(component, manifest_toml)
+        self.install_plugin_with(
+            component,
+            manifest_toml,
+            crate::plugins::InstallOptions::new(),
+        )
+    }
+
+    /// [`Store::install_plugin`] with an operator's grants beyond the
+    /// manifest (for example, calls to private addresses).
+    ///
+    /// # Errors
+    /// As [`Store::install_plugin`].
+    #[cfg(feature = "plugins")]
+    pub fn install_plugin_with(
+        &self,
+        component: &[u8],
+        manifest_toml: &str,
+        options: crate::plugins::InstallOptions,
+    ) -> Result<crate::plugins::PluginInfo, crate::plugins::PluginError> {
+        self.engine
+            .plugins
+            .install(component, manifest_toml, options)
     }
 
     /// Every installed plugin with its delivery status.

@@ -50,6 +50,10 @@ pub struct Options {
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]
     pub plugin_retry: crate::plugins::RetryPolicy,
+    /// How the plugin host resolves the names plugins call (the system's
+    /// resolver unless replaced; the address policy applies either way).
+    #[cfg(feature = "plugins")]
+    pub plugin_resolver: Arc<dyn crate::plugins::HostResolver>,
     /// Where the store reads the time (expiry, grace periods, usage hours,
     /// staleness, plugin backoff). The system clock unless a test moves
     /// time by hand with a [`ManualClock`](crate::ManualClock).
@@ -71,6 +75,8 @@ impl Default for Options {
             staleness_bound: Duration::from_secs(5),
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
+            #[cfg(feature = "plugins")]
+            plugin_resolver: Arc::new(crate::plugins::SystemResolver),
             clock: Arc::new(SystemClock),
         }
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use keyward::Store;
+use keyward::{InstallOptions, Store};
 use serde_json::json;
 
 use crate::{Out, Result, invalid, opt_time};
@@ -15,6 +15,10 @@ pub(crate) enum PluginCommand {
         file: PathBuf,
         #[arg(long)]
         manifest: PathBuf,
+        /// Let its calls reach loopback, link-local and private addresses
+        /// through the names its manifest allows (a CRM on an internal network).
+        #[arg(long)]
+        allow_private_network: bool,
     },
     /// Every plugin with its delivery status.
     List,
@@ -28,12 +32,17 @@ pub(crate) enum PluginCommand {
 
 pub(crate) fn plugin_command(store: &Store, cmd: PluginCommand, out: &Out) -> Result<u8> {
     match cmd {
-        PluginCommand::Install { file, manifest } => {
+        PluginCommand::Install {
+            file,
+            manifest,
+            allow_private_network,
+        } => {
             let wasm =
                 std::fs::read(&file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
             let toml = std::fs::read_to_string(&manifest)
                 .map_err(|e| invalid(format!("{}: {e}", manifest.display())))?;
-            let info = store.install_plugin(&wasm, &toml)?;
+            let grants = InstallOptions::new().allow_private_network(allow_private_network);
+            let info = store.install_plugin_with(&wasm, &toml, grants)?;
             if out.json {
                 out.json(&info);
             } else {

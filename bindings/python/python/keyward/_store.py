@@ -364,6 +364,7 @@ class PluginInfo:
     enabled: bool
     installed_at: datetime
     status: PluginStatus
+    allow_private_network: bool = False
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "PluginInfo":
@@ -376,6 +377,7 @@ class PluginInfo:
             api=d["api"],
             events=list(d["events"]),
             allowed_hosts=list(d["allowed_hosts"]),
+            allow_private_network=bool(d.get("allow_private_network", False)),
             enabled=d["enabled"],
             installed_at=_time(d["installed_at"]),  # type: ignore[arg-type]
             status=_known(PluginStatus, st),
@@ -625,15 +627,26 @@ class Store:
 
     # -- plugins ------------------------------------------------------
 
-    def install_plugin(self, component: Union[bytes, str, "os.PathLike[str]"], manifest: str) -> PluginInfo:
+    def install_plugin(
+        self,
+        component: Union[bytes, str, "os.PathLike[str]"],
+        manifest: str,
+        *,
+        allow_private_network: bool = False,
+    ) -> PluginInfo:
         """Installs a notifier plugin: a WebAssembly component (bytes, or a
-        path to a .wasm file) and its TOML manifest (text)."""
+        path to a .wasm file) and its TOML manifest (text).
+
+        ``allow_private_network`` is an operator's grant: the plugin's calls
+        may reach loopback, link-local and private addresses through the
+        names its manifest allows (a CRM on an internal network)."""
         if not isinstance(component, (bytes, bytearray)):
             with open(component, "rb") as f:
                 component = f.read()
         data = bytes(component)
+        options = json.dumps({"allow_private_network": bool(allow_private_network)}).encode()
         out = ffi.new("char **")
-        _check(lib.kw_plugin_install(self._h(), data, len(data), _text(manifest, "manifest"), out))
+        _check(lib.kw_plugin_install_ex(self._h(), data, len(data), _text(manifest, "manifest"), options, out))
         try:
             return PluginInfo._from(json.loads(ffi.string(out[0]).decode()))
         finally:
