@@ -449,6 +449,36 @@ fn postgres_one_dispatcher_and_failover() {
     assert!(got.iter().all(|r| r.body_text() == "key.created"));
 }
 
+/// A plugin removed and reinstalled by another process, with other code,
+/// takes effect in the dispatching process at its next delivery.
+#[test]
+fn postgres_a_reinstall_elsewhere_takes_effect_where_deliveries_run() {
+    let Some(h) = postgres() else { return };
+    let hook = webhook::Webhook::start();
+    let (wat, manifest) = crm_plugin(&hook);
+    let a = h.open();
+    a.install_plugin(&wat, &manifest).unwrap();
+    common::wait_until("A to dispatch", Duration::from_secs(30), || {
+        (a.dispatches_plugins() == Some(true)).then_some(())
+    });
+    a.create("first", CreateOptions::new()).unwrap();
+    assert_eq!(hook.wait_for(1, Duration::from_secs(30)).len(), 1);
+
+    let b = h.open();
+    b.remove_plugin("crm").unwrap();
+    let elsewhere = common::notifier_component(common::POST_KIND, &hook.url("/reinstalled"));
+    b.install_plugin(&elsewhere, &manifest).unwrap();
+    b.create("second", CreateOptions::new()).unwrap();
+    let got = hook.wait_for(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        (got[0].path.as_str(), got[1].path.as_str()),
+        ("/h", "/reinstalled"),
+        "A delivers with the new code"
+    );
+    assert_eq!(a.dispatches_plugins(), Some(true));
+}
+
 const CHILD_URL: &str = "KEYWARD_TEST_DISPATCHER_URL";
 
 /// Child half of the failover test: delivers one event (so it holds the

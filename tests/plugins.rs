@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{LOG_KIND, NOTIFIER_WAT, POST_KIND, fast_options, ip, notifier_component as fixture};
+use common::{LOG_KIND, POST_KIND, fast_options, ip, notifier_component as fixture};
 use keyward::{
     Clock, CreateOptions, ManualClock, Options, PluginError, PluginInfo, RetryPolicy, Store,
 };
@@ -83,11 +83,9 @@ fn bad_plugins_are_refused_at_install_and_nothing_is_stored() {
             "not a keyward notifier",
         ),
         (
-            NOTIFIER_WAT
+            String::from_utf8(fixture("(call $ok)", "x"))
+                .unwrap()
                 .replace("keyward:notifier/host@0.1.0", "keyward:notifier/host@0.2.0")
-                .replace("{BODY}", "(call $ok)")
-                .replace("{URL_LEN}", "1")
-                .replace("{URL}", "x")
                 .into_bytes(),
             good_manifest.clone(),
             "declares api 0.1.0",

@@ -88,10 +88,27 @@ pub const LOG_KIND: &str =
 /// A WAT component whose core `on-event` runs `body`; `http` fixtures POST
 /// the event kind to `url`.
 pub fn notifier_component(body: &str, url: &str) -> Vec<u8> {
+    notifier_component_with(body, url.as_bytes(), "")
+}
+
+/// [`notifier_component`] with any bytes as the URL (written with WAT
+/// escapes) and `extra` declarations in the main module.
+pub fn notifier_component_with(body: &str, url: &[u8], extra: &str) -> Vec<u8> {
+    let escaped: String = url
+        .iter()
+        .map(|&b| {
+            if (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ' {
+                char::from(b).to_string()
+            } else {
+                format!("\\{b:02x}")
+            }
+        })
+        .collect();
     NOTIFIER_WAT
         .replace("{BODY}", body)
+        .replace("{EXTRA}", extra)
         .replace("{URL_LEN}", &url.len().to_string())
-        .replace("{URL}", url)
+        .replace("{URL}", &escaped)
         .into_bytes()
 }
 

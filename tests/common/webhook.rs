@@ -1,5 +1,6 @@
-//! A local HTTP server for plugin tests: records requests, answers with a
-//! status the test sets, binds 127.0.0.1 only, and stops by itself.
+//! A local HTTP (or, with a test CA's certificate, HTTPS) server for
+//! plugin tests: records requests, answers with a status the test sets,
+//! binds 127.0.0.1 only, and stops by itself.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,6 +32,7 @@ impl Received {
 
 pub struct Webhook {
     pub port: u16,
+    tls: bool,
     pub status: Arc<AtomicU16>,
     pub received: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
@@ -46,8 +48,18 @@ impl Webhook {
         Self::start_on(0)
     }
 
+    /// Serves HTTPS with `config` on a fresh port.
+    pub fn start_tls(config: Arc<rustls::ServerConfig>) -> Webhook {
+        Self::serve(0, Some(config))
+    }
+
     /// Serves on `port` (0 for any), answering 200 until told otherwise.
     pub fn start_on(port: u16) -> Webhook {
+        Self::serve(port, None)
+    }
+
+    fn serve(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Webhook {
+        let is_tls = tls.is_some();
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -65,13 +77,27 @@ impl Webhook {
                             stream
                                 .set_read_timeout(Some(Duration::from_secs(5)))
                                 .unwrap();
-                            if let Some(r) = read_request(&stream) {
-                                received.lock().unwrap().push(r);
-                                let code = status.load(Ordering::Acquire);
-                                let _ = (&stream).write_all(
-                                    format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                                        .as_bytes(),
-                                );
+                            let answer = |s: &mut dyn ReadWrite| {
+                                if let Some(r) = read_request(s) {
+                                    received.lock().unwrap().push(r);
+                                    let code = status.load(Ordering::Acquire);
+                                    let _ = s.write_all(
+                                        format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                                            .as_bytes(),
+                                    );
+                                    let _ = s.flush();
+                                }
+                            };
+                            match &tls {
+                                Some(config) => {
+                                    let conn =
+                                        rustls::ServerConnection::new(config.clone()).unwrap();
+                                    let mut s = rustls::StreamOwned::new(conn, stream);
+                                    answer(&mut s);
+                                    s.conn.send_close_notify();
+                                    let _ = s.flush();
+                                }
+                                None => answer(&mut { stream }),
                             }
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -81,6 +107,7 @@ impl Webhook {
         };
         Webhook {
             port,
+            tls: is_tls,
             status,
             received,
             stop,
@@ -89,11 +116,12 @@ impl Webhook {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}{path}", self.origin())
     }
 
     pub fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -122,7 +150,10 @@ impl Drop for Webhook {
     }
 }
 
-fn read_request(stream: &std::net::TcpStream) -> Option<Received> {
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn read_request(stream: &mut dyn ReadWrite) -> Option<Received> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
