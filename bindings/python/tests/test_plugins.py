@@ -17,7 +17,11 @@ POST_KIND = "(call $post (local.get $kind) (local.get $kind_len))"
 
 def component(url: str) -> bytes:
     return (
-        TEMPLATE.replace("{BODY}", POST_KIND).replace("{URL_LEN}", str(len(url))).replace("{URL}", url).encode()
+        TEMPLATE.replace("{BODY}", POST_KIND)
+        .replace("{EXTRA}", "")
+        .replace("{URL_LEN}", str(len(url)))
+        .replace("{URL}", url)
+        .encode()
     )
 
 
@@ -60,6 +64,7 @@ def test_install_deliver_and_manage(store, webhook):
     origin, received = webhook
     info = store.install_plugin(component(origin + "/hook"), manifest("crm", origin))
     assert (info.name, info.api, info.enabled, info.events) == ("crm", "0.1.0", True, ["*"])
+    assert info.allow_private_network is False
     assert info.installed_at.tzinfo is not None
     c = store.create_key("k")
     store.regenerate(c.info.id)
@@ -93,3 +98,10 @@ def test_plugin_errors(store, tmp_path):
     store.install_plugin(path, manifest("from-file", "http://127.0.0.1:1"))
     with pytest.raises(keyward.InvalidInput, match="installed already"):
         store.install_plugin(path, manifest("from-file", "http://127.0.0.1:1"))
+
+
+def test_an_operator_can_allow_private_networks_at_install(store, webhook):
+    origin, _ = webhook
+    info = store.install_plugin(component(origin + "/hook"), manifest("internal", origin), allow_private_network=True)
+    assert info.allow_private_network is True
+    assert store.plugin("internal").allow_private_network is True
