@@ -5,9 +5,11 @@
 //! The directory is 0700 and its files 0600: the store holds hashes and
 //! usage that are nobody else's business.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
@@ -75,18 +77,28 @@ impl SledBackend {
         create_private_dir(dir)?;
         // The engine keeps what verification needs in its own index, so
         // sled's page cache only serves mutations and usage: keep it small.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    OpenError::StoreLocked {
-                        path: PathBuf::from(dir),
+            .cache_capacity(SLED_CACHE_BYTES);
+        // sled's last background writes of a store this process just
+        // closed may still hold its lock for a moment: wait for those
+        // (briefly), never for another process.
+        let reopen_until = recently_closed(dir).map(|at| at + REOPEN_GRACE);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                    if reopen_until.is_some_and(|until| Instant::now() < until) {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
                     }
+                    return Err(OpenError::StoreLocked {
+                        path: PathBuf::from(dir),
+                    });
                 }
-                _ => OpenError::Storage(storage(e)),
-            })?;
+                Err(e) => return Err(OpenError::Storage(storage(e))),
+            }
+        };
         let tree = db
             .open_tree("keyward")
             .map_err(|e| OpenError::Storage(storage(e)))?;
@@ -223,5 +235,32 @@ impl Backend for SledBackend {
 impl Drop for SledBackend {
     fn drop(&mut self) {
         let _ = self.flush();
+        closed(&self.dir);
     }
+}
+
+/// How long after this process closed a store its own reopen may wait for
+/// sled's last background writes to let go of the lock.
+const REOPEN_GRACE: Duration = Duration::from_secs(2);
+
+fn closed_stores() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Instant>> {
+    static CLOSED: OnceLock<Mutex<HashMap<PathBuf, Instant>>> = OnceLock::new();
+    crate::locks::lock(CLOSED.get_or_init(Mutex::default))
+}
+
+fn canonical(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn closed(dir: &Path) {
+    let mut map = closed_stores();
+    map.retain(|_, at| at.elapsed() < REOPEN_GRACE);
+    map.insert(canonical(dir), Instant::now());
+}
+
+fn recently_closed(dir: &Path) -> Option<Instant> {
+    closed_stores()
+        .get(&canonical(dir))
+        .copied()
+        .filter(|at| at.elapsed() < REOPEN_GRACE)
 }
