@@ -23,7 +23,7 @@ pub(crate) use self::error::CommitError;
 pub use self::error::StorageError;
 pub(crate) use self::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
-pub(crate) use self::postgres::PostgresTarget;
+pub(crate) use self::postgres::{PostgresConn, PostgresTarget};
 use crate::error::OpenError;
 
 /// A store's storage, opened from a path or a URL.
@@ -48,13 +48,23 @@ impl Opened {
     }
 }
 
+/// How long a server store's calls may take.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct Timeouts {
+    /// Opening a connection (TCP, TLS, authentication).
+    pub connect: Duration,
+    /// One statement, on the server; the client waits a second longer.
+    pub statement: Duration,
+}
+
 /// Opens the storage `location` names: a `postgres://` or `postgresql://`
 /// URL opens a shared store on PostgreSQL (schema created and migrated);
 /// anything else is the directory of a sled store (created 0700).
-pub(crate) fn open(location: &Path, connect_timeout: Duration) -> Result<Opened, OpenError> {
+pub(crate) fn open(location: &Path, timeouts: Timeouts) -> Result<Opened, OpenError> {
     #[cfg(feature = "postgres")]
     if let Some(url) = location.to_str().filter(|l| postgres::is_url(l)) {
-        let (backend, target) = postgres::PostgresBackend::connect(url, connect_timeout)?;
+        let (backend, target) = postgres::PostgresBackend::connect(url, timeouts)?;
         return Ok(Opened {
             backend: Arc::new(backend),
             dir: None,
@@ -66,7 +76,7 @@ pub(crate) fn open(location: &Path, connect_timeout: Duration) -> Result<Opened,
         .to_str()
         .filter(|l| l.starts_with("postgres://") || l.starts_with("postgresql://"))
     {
-        let _ = connect_timeout;
+        let _ = timeouts;
         return Err(OpenError::InvalidOptions(format!(
             "{url}: this keyward was built without PostgreSQL support"
         )));

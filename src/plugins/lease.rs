@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use crate::backend::Opened;
 #[cfg(feature = "postgres")]
-use crate::backend::PostgresTarget;
+use crate::backend::{PostgresConn, PostgresTarget};
 #[cfg(feature = "postgres")]
 use crate::locks::lock;
 
@@ -53,7 +53,7 @@ struct AdvisoryLease {
 
 #[cfg(feature = "postgres")]
 struct Session {
-    client: postgres::Client,
+    conn: PostgresConn,
     held: bool,
 }
 
@@ -63,23 +63,29 @@ impl DispatcherLease for AdvisoryLease {
         // Distinct from the writers' transaction lock on the same schema.
         let key = self.target.lock_key ^ 0x5a5a_5a5a;
         let mut slot = lock(&self.session);
-        if slot.as_ref().is_none_or(|s| s.client.is_closed()) {
-            *slot = self.target.connect().ok().map(|client| Session {
-                client,
-                held: false,
-            });
+        if slot.as_ref().is_none_or(|s| !s.conn.is_usable()) {
+            *slot = self
+                .target
+                .connect()
+                .ok()
+                .map(|conn| Session { conn, held: false });
         }
         let Some(session) = slot.as_mut() else {
             return false;
         };
         let answer = if session.held {
             // Still ours while the session lives.
-            session.client.simple_query("select 1").map(|_| true)
+            session.conn.call(async |c| {
+                c.simple_query("select 1").await?;
+                Ok(true)
+            })
         } else {
-            session
-                .client
-                .query_one("select pg_try_advisory_lock($1)", &[&key])
-                .map(|r| r.get::<_, bool>(0))
+            session.conn.call(async |c| {
+                let row = c
+                    .query_one("select pg_try_advisory_lock($1)", &[&key])
+                    .await?;
+                Ok(row.get::<_, bool>(0))
+            })
         };
         if let Ok(held) = answer {
             session.held = held;

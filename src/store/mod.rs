@@ -80,7 +80,11 @@ impl Store {
     /// As [`Store::open`], and [`OpenError::InvalidOptions`].
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Store, OpenError> {
         options.check()?;
-        let opened = backend::open(path.as_ref(), options.connect_timeout)?;
+        let timeouts = backend::Timeouts {
+            connect: options.connect_timeout,
+            statement: options.statement_timeout,
+        };
+        let opened = backend::open(path.as_ref(), timeouts)?;
         Self::start(opened, options)
     }
 

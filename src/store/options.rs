@@ -42,8 +42,14 @@ pub struct Options {
     pub max_queued_hashes: usize,
     /// How often a shared backend's change feed is polled.
     pub sync_interval: Duration,
-    /// How long opening a PostgreSQL store waits for the server.
+    /// How long opening a PostgreSQL connection (TCP, TLS, authentication)
+    /// waits for the server, unless the URL gives `connect_timeout`.
     pub connect_timeout: Duration,
+    /// How long one of keyward's PostgreSQL statements may run: the server
+    /// cancels it past this, and the client gives up on a server that does
+    /// not answer at all (a black-holed connection) a second later, so a
+    /// lost server turns into errors and `Unavailable` instead of a stall.
+    pub statement_timeout: Duration,
     /// A shared store that has not confirmed it is current for this long
     /// refuses every key (`Denial::Unavailable`) until it has.
     pub staleness_bound: Duration,
@@ -72,6 +78,7 @@ impl Default for Options {
             max_queued_hashes: cores * 4,
             sync_interval: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
             staleness_bound: Duration::from_secs(5),
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
@@ -87,9 +94,13 @@ impl Options {
         if let Some(p) = &self.prefix {
             key::validate_prefix(p).map_err(OpenError::InvalidOptions)?;
         }
-        if self.usage_flush_interval.is_zero() || self.sync_interval.is_zero() {
+        if self.usage_flush_interval.is_zero()
+            || self.sync_interval.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.statement_timeout.is_zero()
+        {
             return Err(OpenError::InvalidOptions(
-                "intervals must be greater than zero".into(),
+                "intervals and timeouts must be greater than zero".into(),
             ));
         }
         if self.usage_limits.max_ips == 0 || self.usage_limits.max_integrations == 0 {

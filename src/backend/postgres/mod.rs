@@ -7,19 +7,23 @@
 //! key ids they touch in `changes` (the change feed other processes follow)
 //! and NOTIFY listeners.
 
+mod conn;
+mod tls;
+mod url;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
+pub(crate) use self::conn::Conn as PostgresConn;
+use self::conn::{CallError, Conn, Connector};
+pub(crate) use self::url::is_url;
+use super::{
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table, Timeouts,
+};
 use crate::error::OpenError;
-
-/// Whether `location` names a PostgreSQL store rather than a sled directory.
-pub(crate) fn is_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
-}
 
 /// Migrations, in order; a store records the ones it has applied.
 const MIGRATIONS: &[&str] = &["
@@ -43,13 +47,16 @@ fn lock_key(schema: &str) -> i64 {
 }
 
 pub(crate) struct PostgresBackend {
-    config: postgres::Config,
+    connector: Connector,
     schema: String,
     /// Idle connections; a caller takes one and gives it back.
-    pool: Mutex<Vec<Client>>,
+    pool: Mutex<Vec<Conn>>,
     lock_key: i64,
     /// The connection that LISTENs for other writers' commits.
-    listener: Mutex<Option<Client>>,
+    listener: Mutex<Option<Conn>>,
+    /// Set when a call missed its deadline: the listener's connection may
+    /// be as dead as that one's, and is opened anew.
+    listener_suspect: AtomicBool,
 }
 
 /// How to reach a PostgreSQL store again in a session of one's own (the
@@ -57,129 +64,135 @@ pub(crate) struct PostgresBackend {
 /// locks derive from.
 #[derive(Clone)]
 pub(crate) struct PostgresTarget {
-    config: postgres::Config,
+    connector: Connector,
     pub lock_key: i64,
 }
 
 impl PostgresTarget {
     /// A new session to the store's server.
-    pub(crate) fn connect(&self) -> Result<Client, StorageError> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| StorageError::with_source("cannot connect to PostgreSQL", e))
+    pub(crate) fn connect(&self) -> Result<Conn, StorageError> {
+        self.connector.connect()
     }
-}
-
-fn storage(e: postgres::Error) -> StorageError {
-    StorageError::with_source("postgres", e)
 }
 
 fn table_id(t: Table) -> i16 {
     i16::from(t.tag())
 }
 
-/// Splits `?schema=NAME` (default `keyward`) off a connection URL.
-pub(crate) fn split_schema(url: &str) -> Result<(String, String), String> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, q),
-        None => (url, ""),
-    };
-    let mut schema = "keyward".to_string();
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("schema", s)) => schema = s.to_string(),
-            _ => rest.push(pair),
-        }
+/// The connection settings for a store's URL: TLS as it says, timeouts
+/// from the options unless it gives its own, and keyward's statements
+/// bounded by the server too.
+fn connector(url: &str, timeouts: Timeouts) -> Result<(Connector, String), OpenError> {
+    let parsed = url::parse(url).map_err(OpenError::InvalidOptions)?;
+    let given = |name: &str| parsed.given.iter().any(|g| g == name);
+    let mut config = parsed.config;
+    config.ssl_mode(parsed.tls.mode.wire());
+    if !given("connect_timeout") {
+        config.connect_timeout(timeouts.connect);
     }
-    let ok = !schema.is_empty()
-        && schema.len() <= 48
-        && schema.as_bytes()[0].is_ascii_lowercase()
-        && schema
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !ok {
-        return Err(format!(
-            "schema {schema:?} must match [a-z][a-z0-9_]{{0,47}}"
-        ));
+    let connect_timeout = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(timeouts.connect);
+    // The server cancels a statement past the statement timeout (a slow
+    // query, a long lock wait) with an error; the client gives up a second
+    // later on a server that says nothing at all.
+    let deadline = timeouts.statement + Duration::from_secs(1);
+    if !given("keepalives_idle") {
+        config.keepalives_idle(Duration::from_secs(30));
     }
-    let url = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, schema))
+    if !given("keepalives_interval") {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if !given("keepalives_retries") {
+        config.keepalives_retries(3);
+    }
+    if !given("tcp_user_timeout") {
+        config.tcp_user_timeout(deadline);
+    }
+    let statement_ms = timeouts.statement.as_millis().max(1);
+    // A transaction whose client went silent releases the writers' lock.
+    let idle_ms = 2 * deadline.as_millis();
+    let options = format!(
+        "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={idle_ms} {}",
+        config.get_options().unwrap_or("")
+    );
+    config.options(options.trim_end());
+    if config.get_application_name().is_none() {
+        config.application_name("keyward");
+    }
+    let tls = tls::connector(&parsed.tls).map_err(OpenError::InvalidOptions)?;
+    Ok((
+        Connector {
+            config,
+            tls,
+            deadline,
+            connect_timeout,
+        },
+        parsed.schema,
+    ))
 }
 
 impl PostgresBackend {
     /// Connects (with a connect timeout) and creates or migrates the schema.
     pub(crate) fn connect(
         url: &str,
-        connect_timeout: Duration,
+        timeouts: Timeouts,
     ) -> Result<(Self, PostgresTarget), OpenError> {
-        let (url, schema) = split_schema(url).map_err(OpenError::InvalidOptions)?;
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| OpenError::InvalidOptions(format!("bad PostgreSQL URL: {e}")))?;
-        config.connect_timeout(connect_timeout);
-        if config.get_application_name().is_none() {
-            config.application_name("keyward");
-        }
+        let (connector, schema) = connector(url, timeouts)?;
         let target = PostgresTarget {
-            config,
+            connector,
             lock_key: lock_key(&schema),
         };
         let backend = PostgresBackend {
             lock_key: target.lock_key,
-            config: target.config.clone(),
+            connector: target.connector.clone(),
             schema,
             pool: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
+            listener_suspect: AtomicBool::new(false),
         };
-        let mut client = backend.connect_one().map_err(OpenError::Storage)?;
-        backend.migrate(&mut client).map_err(OpenError::Storage)?;
-        backend.give_back(client);
+        let mut conn = backend.connector.connect().map_err(OpenError::Storage)?;
+        backend.migrate(&mut conn).map_err(OpenError::Storage)?;
+        backend.give_back(conn);
         Ok((backend, target))
     }
 
-    fn connect_one(&self) -> Result<Client, StorageError> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| StorageError::with_source("cannot connect to PostgreSQL", e))
-    }
-
-    fn take(&self) -> Result<Client, StorageError> {
+    fn take(&self) -> Result<Conn, StorageError> {
         let idle = self
             .pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         match idle {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.connect_one(),
+            Some(c) if c.is_usable() => Ok(c),
+            _ => self.connector.connect(),
         }
     }
 
-    fn give_back(&self, client: Client) {
-        if !client.is_closed() {
+    fn give_back(&self, conn: Conn) {
+        if conn.is_usable() {
             let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
             if pool.len() < 8 {
-                pool.push(client);
+                pool.push(conn);
             }
         }
     }
 
-    /// Runs `f` on a pooled connection; a connection that failed is dropped.
+    /// Runs `f` on a pooled connection within the call deadline; a
+    /// connection that failed is dropped.
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, CallError>,
     ) -> Result<T, StorageError> {
-        let mut client = self.take()?;
-        let result = f(&mut client);
-        if result.is_ok() {
-            self.give_back(client);
+        let mut conn = self.take()?;
+        let result = conn.call(f);
+        match &result {
+            Ok(_) => self.give_back(conn),
+            Err(CallError::TimedOut(_)) => self.listener_suspect.store(true, Ordering::Relaxed),
+            Err(CallError::Postgres(_)) => {}
         }
-        result.map_err(storage)
+        result.map_err(StorageError::from)
     }
 
     fn sql(&self, text: &str) -> String {
@@ -187,47 +200,55 @@ impl PostgresBackend {
     }
 
     /// Versioned migrations, applied once, safe when several processes open at once.
-    fn migrate(&self, client: &mut Client) -> Result<(), StorageError> {
-        let mut tx = client.transaction().map_err(storage)?;
-        tx.execute("select pg_advisory_xact_lock($1)", &[&self.lock_key])
-            .map_err(storage)?;
-        tx.batch_execute(&self.sql(
+    fn migrate(&self, conn: &mut Conn) -> Result<(), StorageError> {
+        let prepare = self.sql(
             "create schema if not exists {schema};
              create table if not exists {schema}.migrations (version int primary key, applied_at timestamptz not null default now());",
-        ))
-        .map_err(storage)?;
-        let applied: i32 = tx
-            .query_one(
-                &self.sql("select coalesce(max(version), 0) from {schema}.migrations"),
-                &[],
-            )
-            .map_err(storage)?
-            .get(0);
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            let version = i32::try_from(i + 1).expect("few migrations");
-            if version > applied {
-                tx.batch_execute(&self.sql(m)).map_err(storage)?;
-                tx.execute(
-                    &self.sql("insert into {schema}.migrations (version) values ($1)"),
-                    &[&version],
-                )
-                .map_err(storage)?;
+        );
+        let applied_q = self.sql("select coalesce(max(version), 0) from {schema}.migrations");
+        let record = self.sql("insert into {schema}.migrations (version) values ($1)");
+        let steps: Vec<String> = MIGRATIONS.iter().map(|m| self.sql(m)).collect();
+        conn.call(async |client| {
+            let tx = client.transaction().await?;
+            tx.execute("select pg_advisory_xact_lock($1)", &[&self.lock_key])
+                .await?;
+            tx.batch_execute(&prepare).await?;
+            let applied: i32 = tx.query_one(&applied_q, &[]).await?.get(0);
+            for (i, step) in steps.iter().enumerate() {
+                let version = i32::try_from(i + 1).expect("few migrations");
+                if version > applied {
+                    tx.batch_execute(step).await?;
+                    tx.execute(&record, &[&version]).await?;
+                }
             }
-        }
-        tx.commit().map_err(storage)
+            tx.commit().await?;
+            Ok(())
+        })
+        .map_err(StorageError::from)
     }
 
     /// The channel NOTIFY uses for this schema.
     pub(crate) fn channel(&self) -> String {
         format!("keyward_{}", self.schema)
     }
+
+    /// A connection that LISTENs on the channel, or none when the server
+    /// cannot be reached.
+    fn listen(&self) -> Option<Conn> {
+        let listen = format!("listen {}", self.channel());
+        let mut conn = self.connector.connect().ok()?;
+        conn.call(async |c| Ok(c.batch_execute(&listen).await?))
+            .ok()
+            .map(|()| conn)
+    }
 }
 
 impl Backend for PostgresBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let q = self.sql("select v from {schema}.kv where tbl = $1 and k = $2");
-        self.with(|c| {
-            Ok(c.query_opt(&q, &[&table_id(table), &key])?
+        self.with(async |c| {
+            Ok(c.query_opt(&q, &[&table_id(table), &key])
+                .await?
                 .map(|r| r.get(0)))
         })
     }
@@ -237,8 +258,9 @@ impl Backend for PostgresBackend {
             "select k, v from {schema}.kv where tbl = $1 and substring(k from 1 for $3) = $2 order by k",
         );
         let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
-        self.with(|c| {
-            Ok(c.query(&q, &[&table_id(table), &prefix, &len])?
+        self.with(async |c| {
+            Ok(c.query(&q, &[&table_id(table), &prefix, &len])
+                .await?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect())
@@ -254,8 +276,9 @@ impl Backend for PostgresBackend {
         let q =
             self.sql("select k, v from {schema}.kv where tbl = $1 and k >= $2 order by k limit $3");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|c| {
-            Ok(c.query(&q, &[&table_id(table), &start, &limit])?
+        self.with(async |c| {
+            Ok(c.query(&q, &[&table_id(table), &start, &limit])
+                .await?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect())
@@ -276,10 +299,11 @@ impl Backend for PostgresBackend {
         let version_now = self.sql("select coalesce(max(version), 0) from {schema}.changes");
         let notify = format!("notify {}", self.channel());
         let followed: Vec<&[u8]> = batch.followed_rows().collect();
-        let mut client = self.take()?;
-        let outcome = (|| -> Result<Result<u64, ()>, postgres::Error> {
-            let mut tx = client.transaction()?;
-            tx.execute("select pg_advisory_xact_lock($1)", &[&self.lock_key])?;
+        let lock_key = self.lock_key;
+        let outcome = self.with(async |client| {
+            let tx = client.transaction().await?;
+            tx.execute("select pg_advisory_xact_lock($1)", &[&lock_key])
+                .await?;
             for op in &batch.ops {
                 match op {
                     Op::Expect {
@@ -288,46 +312,41 @@ impl Backend for PostgresBackend {
                         expected,
                     } => {
                         let current: Option<Vec<u8>> = tx
-                            .query_opt(&get, &[&table_id(*table), key])?
+                            .query_opt(&get, &[&table_id(*table), key])
+                            .await?
                             .map(|r| r.get(0));
                         if current.as_deref() != expected.as_deref() {
-                            tx.rollback()?;
-                            return Ok(Err(()));
+                            tx.rollback().await?;
+                            return Ok(None);
                         }
                     }
                     Op::Put { table, key, value } => {
-                        tx.execute(&put, &[&table_id(*table), key, value])?;
+                        tx.execute(&put, &[&table_id(*table), key, value]).await?;
                     }
                     Op::Delete { table, key } => {
-                        tx.execute(&del, &[&table_id(*table), key])?;
+                        tx.execute(&del, &[&table_id(*table), key]).await?;
                     }
                     Op::Append { table, value } => {
-                        let seq: i64 = tx.query_one(&next_seq, &[])?.get(0);
+                        let seq: i64 = tx.query_one(&next_seq, &[]).await?.get(0);
                         let key = u64::try_from(seq).unwrap_or(0).to_be_bytes().to_vec();
-                        tx.execute(&put, &[&table_id(*table), &key, value])?;
+                        tx.execute(&put, &[&table_id(*table), &key, value]).await?;
                     }
                 }
             }
-            let mut version: i64 = tx.query_one(&version_now, &[])?.get(0);
+            let mut version: i64 = tx.query_one(&version_now, &[]).await?.get(0);
             for key in &followed {
-                version = tx.query_one(&change, &[key])?.get(0);
+                version = tx.query_one(&change, &[key]).await?.get(0);
             }
             if !followed.is_empty() {
-                tx.batch_execute(&notify)?;
+                tx.batch_execute(&notify).await?;
             }
-            tx.commit()?;
-            Ok(Ok(u64::try_from(version).unwrap_or(0)))
-        })();
+            tx.commit().await?;
+            Ok(Some(u64::try_from(version).unwrap_or(0)))
+        });
         match outcome {
-            Ok(Ok(v)) => {
-                self.give_back(client);
-                Ok(v)
-            }
-            Ok(Err(())) => {
-                self.give_back(client);
-                Err(CommitError::Conflict)
-            }
-            Err(e) => Err(CommitError::Storage(storage(e))),
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(CommitError::Conflict),
+            Err(e) => Err(CommitError::Storage(e)),
         }
     }
 
@@ -340,7 +359,7 @@ impl Backend for PostgresBackend {
             "select version, key_id from {schema}.changes where version > $1 order by version",
         );
         let seen_i = i64::try_from(seen).unwrap_or(i64::MAX);
-        let rows = self.with(|c| c.query(&q, &[&seen_i]))?;
+        let rows = self.with(async |c| Ok(c.query(&q, &[&seen_i]).await?))?;
         let mut version = seen;
         let mut keys = Vec::with_capacity(rows.len());
         for r in rows {
@@ -352,7 +371,7 @@ impl Backend for PostgresBackend {
 
     fn version(&self) -> Result<u64, StorageError> {
         let q = self.sql("select coalesce(max(version), 0) from {schema}.changes");
-        let v: i64 = self.with(|c| Ok(c.query_one(&q, &[])?.get(0)))?;
+        let v: i64 = self.with(async |c| Ok(c.query_one(&q, &[]).await?.get(0)))?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
@@ -362,59 +381,26 @@ impl Backend for PostgresBackend {
 
     fn wait_for_change(&self, timeout: Duration) -> bool {
         let mut slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_none_or(Client::is_closed) {
+        if self.listener_suspect.swap(false, Ordering::Relaxed)
+            || slot.as_ref().is_some_and(|c| !c.is_usable())
+        {
             *slot = None;
-            let listening = self.connect_one().ok().and_then(|mut c| {
-                c.batch_execute(&format!("listen {}", self.channel()))
-                    .ok()
-                    .map(|()| c)
-            });
-            let Some(c) = listening else {
+        }
+        let Some(conn) = slot.as_mut() else {
+            let Some(conn) = self.listen() else {
                 drop(slot);
                 std::thread::sleep(timeout);
                 return false;
             };
-            *slot = Some(c);
+            *slot = Some(conn);
             // Connected anew: changes may have been missed, look now.
             return true;
-        }
-        let outcome = {
-            let client = slot.as_mut().expect("connected above");
-            let mut notifications = client.notifications();
-            let first = notifications.timeout_iter(timeout).next();
-            match first {
-                Ok(Some(_)) => {
-                    // Drain the rest without waiting: one sync covers them all.
-                    let mut rest = notifications.iter();
-                    while let Ok(Some(_)) = rest.next() {}
-                    Some(true)
-                }
-                Ok(None) => Some(false),
-                Err(_) => None,
-            }
         };
-        if outcome.is_none() {
+        let changed = conn.wait_for_notification(timeout);
+        if changed.is_none() {
             // The listener connection broke: reconnect next time.
             *slot = None;
         }
-        outcome.unwrap_or(false)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_schema_comes_off_the_url() {
-        assert_eq!(
-            split_schema("postgres://u@h:5432/db?schema=acme&sslmode=disable").unwrap(),
-            (
-                "postgres://u@h:5432/db?sslmode=disable".to_string(),
-                "acme".to_string()
-            )
-        );
-        assert_eq!(split_schema("postgres://h/db").unwrap().1, "keyward");
-        assert!(split_schema("postgres://h/db?schema=Robert';drop").is_err());
+        changed.unwrap_or(false)
     }
 }
