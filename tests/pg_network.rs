@@ -1,0 +1,264 @@
+//! PostgreSQL over the network: TLS with libpq's sslmode meanings against
+//! the local cluster (Debian's default cluster has `ssl = on` with its
+//! snakeoil certificate for `localhost`), and a server that stops answering
+//! (a black hole, through a proxy on 127.0.0.1) turning into errors and
+//! `Unavailable` instead of a stall. Needs `KEYWARD_TEST_PG` (a superuser's
+//! URL; scripts/test-all.sh sets it up): the tests add a login role with a
+//! password for TCP connections.
+
+mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
+#[path = "common/tls.rs"]
+mod tls;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{fast_options, ip, wait_until};
+use keyward::{CreateOptions, Denial, OpenError, Options, Store, Verdict};
+
+const ROLE: &str = "keyward_tcp_test";
+
+/// What the tests need to know about the server.
+struct Server {
+    admin_url: String,
+    port: u16,
+    database: String,
+    password: String,
+    /// The certificate the server presents (readable: it is public).
+    cert_file: String,
+}
+
+fn admin(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).expect("admin connection")
+}
+
+/// The server, with a login role for TCP made once per run; `None` (a
+/// skip, a failure under CI=true) without `KEYWARD_TEST_PG`.
+fn server() -> Option<&'static Server> {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    let base = common::service("KEYWARD_TEST_PG", "the PostgreSQL network tests")?;
+    Some(SERVER.get_or_init(|| {
+        let mut a = admin(&base);
+        let row = a
+            .query_one(
+                "select current_database(), current_setting('port'), current_setting('ssl'), current_setting('ssl_cert_file')",
+                &[],
+            )
+            .unwrap();
+        let (database, port, ssl, cert_file): (String, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(
+            ssl, "on",
+            "the test server must have ssl = on (Debian's default cluster has it)"
+        );
+        let password: String = (0..24)
+            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+            .collect();
+        a.batch_execute(&format!(
+            "do $$ begin create role {ROLE} login; exception when duplicate_object then null; end $$;
+             alter role {ROLE} password '{password}';
+             grant connect, create on database {database} to {ROLE};"
+        ))
+        .unwrap();
+        Server {
+            admin_url: base,
+            port: port.parse().unwrap(),
+            database,
+            password,
+            cert_file,
+        }
+    }))
+}
+
+fn unique(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{name}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+impl Server {
+    /// A store URL over TCP to `host:port` with the given extra parameters.
+    fn url(&self, host: &str, port: u16, params: &str) -> String {
+        format!(
+            "postgresql://{ROLE}:{}@{host}:{port}/{}?schema={}&{params}",
+            self.password,
+            self.database,
+            unique("net")
+        )
+    }
+
+    /// Whether each of the sessions named `app` is encrypted.
+    fn encrypted(&self, app: &str) -> Vec<bool> {
+        admin(&self.admin_url)
+            .query(
+                "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = $1",
+                &[&app],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+fn works(store: &Store) {
+    let created = store.create("tls", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .verify(created.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+}
+
+#[test]
+fn sslmode_require_over_tcp_is_encrypted_and_disable_is_not() {
+    let Some(s) = server() else { return };
+    for (mode, want) in [("require", true), ("disable", false), ("prefer", true)] {
+        let app = unique("kwssl");
+        let url = s.url(
+            "127.0.0.1",
+            s.port,
+            &format!("sslmode={mode}&application_name={app}"),
+        );
+        let store = Store::open_with(&url, &fast_options()).unwrap();
+        works(&store);
+        let sessions = s.encrypted(&app);
+        assert!(!sessions.is_empty(), "{mode}: no session seen");
+        assert!(
+            sessions.iter().all(|&ssl| ssl == want),
+            "sslmode={mode}: sessions' ssl = {sessions:?}"
+        );
+        store.close().unwrap();
+    }
+}
+
+fn open_error(url: &str) -> String {
+    match Store::open_with(url, &fast_options()) {
+        Err(OpenError::Storage(e)) => e.to_string(),
+        Err(e) => panic!("expected a storage error, got {e:?}"),
+        Ok(_) => panic!("{url} opened"),
+    }
+}
+
+#[test]
+fn verify_full_checks_the_chain_and_the_name_and_verify_ca_the_chain() {
+    let Some(s) = server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_root = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong_root, tls::test_ca().ca_pem).unwrap();
+    let wrong = wrong_root.display().to_string();
+
+    // A root that did not sign the server's certificate: refused, saying why.
+    for mode in ["verify-full", "verify-ca"] {
+        let e = open_error(&s.url(
+            "localhost",
+            s.port,
+            &format!("sslmode={mode}&sslrootcert={wrong}"),
+        ));
+        assert!(
+            e.contains("certificate") && e.contains("UnknownIssuer"),
+            "{mode}: {e}"
+        );
+    }
+    // A root file that does not exist: refused before connecting.
+    match Store::open_with(
+        s.url(
+            "localhost",
+            s.port,
+            "sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+        ),
+        &fast_options(),
+    ) {
+        Err(OpenError::InvalidOptions(m)) => assert!(m.contains("/nonexistent/root.crt"), "{m}"),
+        other => panic!("expected InvalidOptions, got {:?}", other.err()),
+    }
+
+    // The server's own certificate (issued to localhost) as the root.
+    let root = &s.cert_file;
+    let full = format!("sslmode=verify-full&sslrootcert={root}");
+    let store = Store::open_with(s.url("localhost", s.port, &full), &fast_options()).unwrap();
+    works(&store);
+    store.close().unwrap();
+    // By address, the name in the certificate does not match: verify-full
+    // refuses, verify-ca (chain only) accepts.
+    let e = open_error(&s.url("127.0.0.1", s.port, &full));
+    assert!(
+        e.contains("certificate") && e.contains("not valid for name"),
+        "{e}"
+    );
+    let ca = format!("sslmode=verify-ca&sslrootcert={root}");
+    let store = Store::open_with(s.url("127.0.0.1", s.port, &ca), &fast_options()).unwrap();
+    works(&store);
+    store.close().unwrap();
+}
+
+/// Options for the black-hole test: short bounds so the test is quick.
+fn impatient() -> Options {
+    let mut o = fast_options();
+    o.staleness_bound = Duration::from_secs(1);
+    o.statement_timeout = Duration::from_millis(500);
+    o.connect_timeout = Duration::from_secs(1);
+    o.sync_interval = Duration::from_millis(100);
+    o
+}
+
+#[test]
+fn a_black_holed_server_turns_into_unavailable_and_errors_and_close_returns() {
+    let Some(s) = server() else { return };
+    let proxy = proxy::Proxy::start(([127, 0, 0, 1], s.port).into());
+    let url = s.url("127.0.0.1", proxy.port, "sslmode=require");
+    let store = std::sync::Arc::new(Store::open_with(&url, &impatient()).unwrap());
+    let key = store.create("held", CreateOptions::new()).unwrap();
+    let client = ip("10.0.0.1");
+    assert!(store.verify(key.key.as_str(), client, None).is_valid());
+
+    proxy.black_hole(true);
+    let cut_at = Instant::now();
+    wait_until("Unavailable after the cut", Duration::from_secs(30), || {
+        (store.verify(key.key.as_str(), client, None) == Verdict::Denied(Denial::Unavailable))
+            .then_some(())
+    });
+    eprintln!("black hole -> Unavailable after {:?}", cut_at.elapsed());
+
+    // A write fails (it does not hang): run it aside and wait for its answer.
+    let writer = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || store.create("during", CreateOptions::new()).map(drop))
+    };
+    let started = Instant::now();
+    wait_until("the write to fail", Duration::from_secs(30), || {
+        writer.is_finished().then_some(())
+    });
+    let failed = writer.join().unwrap();
+    assert!(failed.is_err(), "a write through a black hole succeeded");
+    eprintln!("black hole -> write error after {:?}", started.elapsed());
+
+    // The path comes back: the store recovers by itself.
+    proxy.black_hole(false);
+    wait_until("recovery", Duration::from_secs(30), || {
+        store
+            .verify(key.key.as_str(), client, None)
+            .is_valid()
+            .then_some(())
+    });
+    works(&store);
+
+    // Cut again and close: close returns in bounded time.
+    proxy.black_hole(true);
+    let store = std::sync::Arc::into_inner(store).expect("the only handle");
+    let started = Instant::now();
+    let closing = std::thread::spawn(move || store.close());
+    wait_until("close() to return", Duration::from_secs(60), || {
+        closing.is_finished().then_some(())
+    });
+    let _ = closing.join().unwrap();
+    eprintln!(
+        "black hole -> close() returned after {:?}",
+        started.elapsed()
+    );
+}
