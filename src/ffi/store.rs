@@ -48,7 +48,9 @@ pub struct kw_store {
 
 /// Opens the store at `path`: a sled directory (created, mode 0700, if
 /// needed) or a `postgres://` / `postgresql://` URL (`?schema=NAME`) of a
-/// store shared through PostgreSQL (schema created and migrated on open).
+/// store shared through PostgreSQL (schema created and migrated on open;
+/// libpq's parameters, TLS with `sslmode`, `sslrootcert`, `sslcert`,
+/// `sslkey` included: see the README).
 ///
 /// - `path`: NUL-terminated UTF-8; not NULL.
 /// - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
