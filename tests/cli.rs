@@ -451,6 +451,11 @@ fn errors_are_one_line_with_documented_exit_codes() {
     cli.fails(&["key", "show", "not-an-id"], 4);
     cli.fails(&["key", "regenerate", &id, "--grace", "soon", "--yes"], 4);
     cli.fails(&["key", "create", "x", "--expires", "whenever"], 4);
+    cli.fails(&["key", "create", "x", "--expires", "100000years"], 4);
+    cli.fails(
+        &["key", "create", "x", "--expires", "2030-01-01T00:00:00"],
+        4,
+    );
     cli.fails(&["key", "create", "x", "--metadata", "{nope"], 4);
     cli.fails(&["key", "create", ""], 4);
     cli.fails(&["verify", "kw_x", "--ip", "not-an-ip"], 4);

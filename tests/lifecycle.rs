@@ -516,3 +516,24 @@ fn a_key_expires_at_its_expiry_by_the_store_clock() {
     );
     assert_eq!(store.get(&c.info.id).unwrap().expires_at, Some(at));
 }
+
+#[test]
+fn an_expiry_rfc_3339_cannot_write_is_invalid_input_not_a_panic() {
+    let (_dir, _path, store) = temp_store();
+    for ms in [i64::MAX, i64::MIN, Timestamp::MAX.unix_millis() + 1] {
+        let at = Timestamp::from_unix_millis(ms);
+        let e = store
+            .create("k", CreateOptions::new().expires_at(at))
+            .unwrap_err();
+        assert!(matches!(e, KeyError::InvalidInput(_)), "{e:?}");
+    }
+    let c = store
+        .create("k", CreateOptions::new().expires_at(Timestamp::MAX))
+        .unwrap();
+    assert_eq!(c.info.expires_at, Some(Timestamp::MAX));
+    let e = store
+        .set_expiry(&c.info.id, Some(Timestamp::from_unix_millis(i64::MAX)))
+        .unwrap_err();
+    assert!(matches!(e, KeyError::InvalidInput(_)), "{e:?}");
+    assert_eq!(store.key_count(), 1);
+}

@@ -44,7 +44,8 @@ pub(crate) struct Engine {
     /// Whether other processes write to this store, so the change feed
     /// must be followed and verify fails closed when it cannot be.
     pub shared: bool,
-    /// When the change feed was last read successfully (store clock, ms).
+    /// When the change feed was last read successfully (the store clock's
+    /// monotonic time, ms): a step of the wall clock cannot move it.
     pub synced_at: AtomicI64,
     /// How stale `synced_at` may get before verify refuses every key.
     pub staleness_ms: i64,
@@ -87,7 +88,7 @@ impl Engine {
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             seen_version: AtomicU64::new(version),
-            synced_at: AtomicI64::new(options.clock.now().unix_millis()),
+            synced_at: AtomicI64::new(monotonic_ms(options.clock.as_ref())),
             staleness_ms: i64::try_from(options.staleness_bound.as_millis()).unwrap_or(i64::MAX),
             #[cfg(feature = "plugins")]
             plugins,
@@ -99,6 +100,11 @@ impl Engine {
     /// Now, by the store's clock, in milliseconds since the epoch.
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().unix_millis()
+    }
+
+    /// The store clock's monotonic time, in milliseconds.
+    pub(crate) fn monotonic_ms(&self) -> i64 {
+        monotonic_ms(self.clock.as_ref())
     }
 
     /// The outbox grew: plugins should hear of it now, not at the next poll.
@@ -116,7 +122,7 @@ impl Engine {
     /// Follows the change feed of a shared backend into the index.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
         let seen = self.seen_version.load(Ordering::Acquire);
-        let asked_at = self.now_ms();
+        let asked_at = self.monotonic_ms();
         match self.backend.changes_since(seen)? {
             Changes::Rows { version, keys } => {
                 for key in keys {
@@ -227,4 +233,8 @@ fn settle_prefix(backend: &dyn Backend, wanted: Option<&str>) -> Result<String, 
         Err(CommitError::Conflict) => settle_prefix(backend, wanted),
         Err(CommitError::Storage(e)) => Err(OpenError::Storage(e)),
     }
+}
+
+fn monotonic_ms(clock: &dyn crate::clock::Clock) -> i64 {
+    i64::try_from(clock.monotonic().as_millis()).unwrap_or(i64::MAX)
 }

@@ -474,6 +474,7 @@ impl Drop for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::verdict::Denial;
     use crate::verifier::Argon2Params;
 
@@ -577,5 +578,53 @@ mod tests {
                 .verify(c.key.as_str(), ip("10.0.0.1"), None)
                 .is_valid()
         );
+    }
+
+    /// Stepping the wall clock back does not turn the bound off: it runs
+    /// on the monotonic clock.
+    #[test]
+    fn stepping_the_wall_clock_back_does_not_disable_the_staleness_bound() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
+        let clock = Arc::new(crate::clock::ManualClock::starting_now());
+        let mut o = fast();
+        o.clock = clock.clone();
+        o.staleness_bound = Duration::from_secs(5);
+        o.sync_interval = Duration::from_hours(1);
+        let store = Store::open_backend(backend, &o).unwrap();
+        let c = store.create("k", CreateOptions::new()).unwrap();
+        store.sync().unwrap();
+        let an_hour_ago = Timestamp::from_unix_millis(clock.now().unix_millis() - 3_600_000);
+        clock.set(an_hour_ago);
+        clock.advance(Duration::from_secs(6));
+        assert_eq!(
+            store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Unavailable)
+        );
+    }
+
+    /// Verifying an id the store does not know, while it is unavailable,
+    /// records nothing: a flood of made-up ids allocates nothing.
+    #[test]
+    fn unknown_ids_record_no_usage_while_unavailable() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new(true));
+        let clock = Arc::new(crate::clock::ManualClock::starting_now());
+        let mut o = fast();
+        o.clock = clock.clone();
+        o.sync_interval = Duration::from_hours(1);
+        let store = Store::open_backend(backend, &o).unwrap();
+        let known = store.create("k", CreateOptions::new()).unwrap();
+        clock.advance(o.staleness_bound + Duration::from_secs(1));
+        let stranger = KeyId::random();
+        let forged = crate::key::generate(store.prefix(), &stranger);
+        assert_eq!(
+            store.verify(forged.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Unavailable)
+        );
+        assert_eq!(
+            store.verify(known.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Unavailable)
+        );
+        assert!(store.engine.usage.pending(&stranger).is_none());
+        assert!(store.engine.usage.pending(&known.info.id).is_some());
     }
 }

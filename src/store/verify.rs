@@ -38,15 +38,20 @@ impl Engine {
         let now = self.now_ms();
         // Fail closed: a shared store that cannot confirm it is current
         // could be missing a revocation.
-        if self.shared && now - self.synced_at.load(Ordering::Acquire) > self.staleness_ms {
-            self.usage.record(
-                id,
-                now,
-                ip,
-                integration,
-                Outcome::Denied(Denial::Unavailable),
-                Freshness::Unknown,
-            );
+        if self.shared
+            && self.monotonic_ms() - self.synced_at.load(Ordering::Acquire) > self.staleness_ms
+        {
+            // Counted for keys the index knows; an unknown id costs nothing.
+            if read(self.index.shard(&id)).contains_key(&id) {
+                self.usage.record(
+                    id,
+                    now,
+                    ip,
+                    integration,
+                    Outcome::Denied(Denial::Unavailable),
+                    Freshness::Unknown,
+                );
+            }
             return Verdict::Denied(Denial::Unavailable);
         }
         let step = {

@@ -66,6 +66,7 @@ impl Engine {
     ) -> Result<CreatedKey, KeyError> {
         validate_name(name)?;
         validate_metadata(options.metadata.as_ref())?;
+        validate_expiry(options.expires_at)?;
         let now = self.now_ms();
         let mut wl = Whitelist {
             enabled: !options.whitelist.is_empty(),
@@ -240,6 +241,7 @@ impl Engine {
         id: &KeyId,
         expires_at: Option<Timestamp>,
     ) -> Result<KeyInfo, KeyError> {
+        validate_expiry(expires_at)?;
         self.update(id, EventKind::KeyUpdated, |rec, _| {
             rec.expires_at = expires_at.map(Timestamp::unix_millis);
             Ok(json!({ "expires_at": expires_at }))
@@ -319,5 +321,16 @@ impl Engine {
             });
         }
         result.map(drop).map_err(Into::into)
+    }
+}
+
+/// An expiry RFC 3339 can write (years 0 to 9999).
+fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
+    match at {
+        Some(t) if !t.is_in_range() => Err(KeyError::InvalidInput(format!(
+            "expires_at {} ms since the epoch is outside years 0 to 9999",
+            t.unix_millis()
+        ))),
+        _ => Ok(()),
     }
 }

@@ -79,6 +79,19 @@ def test_regenerate_now_and_with_grace(store):
         store.regenerate(c.info.id, grace=timedelta(days=400))
 
 
+def test_expiry_in_any_zone_is_the_same_instant(store):
+    tokyo = timezone(timedelta(hours=9))
+    when = datetime(2030, 1, 2, 12, 0, 0, 500000, tzinfo=tokyo)
+    c = store.create_key("k", expires_at=when)
+    assert c.info.expires_at == when
+    assert c.info.expires_at.utcoffset() == timedelta(0)
+    assert c.info.expires_at.hour == 3
+    later = datetime(2031, 6, 1, 8, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert store.set_expiry(c.info.id, later).expires_at == later
+    with pytest.raises(keyward.InvalidInput, match="naive"):
+        store.set_expiry(c.info.id, datetime(2030, 1, 1))
+
+
 def test_updates(store):
     c = store.create_key("before")
     assert store.rename(c.info.id, "after").name == "after"

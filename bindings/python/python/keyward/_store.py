@@ -119,9 +119,19 @@ def _time(value: Optional[str]) -> Optional[datetime]:
 
 
 def _rfc3339(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise InvalidInput("datetimes must be timezone-aware")
-    return value.isoformat()
+    """An aware datetime as RFC 3339 in UTC, to the millisecond."""
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"expected a datetime, got {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidInput(
+            "naive datetime: pass a timezone-aware one (such as datetime.now(timezone.utc)); "
+            "keyward does not guess which zone a time is in"
+        )
+    try:
+        utc = value.astimezone(timezone.utc)
+    except (OverflowError, ValueError) as e:
+        raise InvalidInput(f"{value!r} is out of range: {e}") from None
+    return utc.isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------- records
