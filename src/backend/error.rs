@@ -98,6 +98,10 @@ pub(crate) enum CommitError {
     Conflict,
     /// The storage layer failed; nothing was written.
     Storage(StorageError),
+    /// The batch applied (this store's readers see it) but could not be
+    /// made durable: the caller must act on it as written, and report the
+    /// failure.
+    Unflushed(StorageError),
 }
 
 impl fmt::Display for CommitError {
@@ -107,6 +111,7 @@ impl fmt::Display for CommitError {
                 f.write_str("another writer changed the same record first; nothing was written")
             }
             CommitError::Storage(e) => e.fmt(f),
+            CommitError::Unflushed(e) => write!(f, "written but not made durable: {e}"),
         }
     }
 }
@@ -115,7 +120,7 @@ impl std::error::Error for CommitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CommitError::Conflict => None,
-            CommitError::Storage(e) => Some(e),
+            CommitError::Storage(e) | CommitError::Unflushed(e) => Some(e),
         }
     }
 }
@@ -131,7 +136,7 @@ impl From<CommitError> for StorageError {
     fn from(e: CommitError) -> Self {
         match e {
             CommitError::Conflict => StorageError::with_source("commit refused", e),
-            CommitError::Storage(s) => s,
+            CommitError::Storage(s) | CommitError::Unflushed(s) => s,
         }
     }
 }

@@ -203,10 +203,14 @@ impl Backend for SledBackend {
             Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(e))),
         }
         self.next_seq.store(first_seq + appended, Ordering::Release);
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         if durability == Durability::Durable {
-            self.db.flush().map_err(storage)?;
+            // Applied already: readers see it whether or not it is on disk.
+            self.db
+                .flush()
+                .map_err(|e| CommitError::Unflushed(storage(e)))?;
         }
-        Ok(self.version.fetch_add(1, Ordering::AcqRel) + 1)
+        Ok(version)
     }
 
     fn flush(&self) -> Result<(), StorageError> {

@@ -416,7 +416,7 @@ impl Plugins {
             Err(CommitError::Conflict) => {
                 return Err(PluginError::AlreadyInstalled(name));
             }
-            Err(CommitError::Storage(e)) => return Err(e.into()),
+            Err(CommitError::Storage(e) | CommitError::Unflushed(e)) => return Err(e.into()),
         }
         lock(&self.inner.loaded).insert(name.clone(), Arc::new(loaded));
         self.wake();

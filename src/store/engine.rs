@@ -231,7 +231,7 @@ fn settle_prefix(backend: &dyn Backend, wanted: Option<&str>) -> Result<String, 
         Ok(_) => Ok(meta.prefix),
         // Another process created it first: read what it chose.
         Err(CommitError::Conflict) => settle_prefix(backend, wanted),
-        Err(CommitError::Storage(e)) => Err(OpenError::Storage(e)),
+        Err(CommitError::Storage(e) | CommitError::Unflushed(e)) => Err(OpenError::Storage(e)),
     }
 }
 

@@ -627,4 +627,86 @@ mod tests {
         assert!(store.engine.usage.pending(&stranger).is_none());
         assert!(store.engine.usage.pending(&known.info.id).is_some());
     }
+
+    /// Storage whose durable commits apply but then fail to flush, when told.
+    struct FlushFails {
+        inner: MemoryBackend,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for FlushFails {
+        fn get(&self, t: backend::Table, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(t, k)
+        }
+        fn scan(&self, t: backend::Table, p: &[u8]) -> Result<backend::KvPairs, StorageError> {
+            self.inner.scan(t, p)
+        }
+        fn range_from(
+            &self,
+            t: backend::Table,
+            s: &[u8],
+            l: usize,
+        ) -> Result<backend::KvPairs, StorageError> {
+            self.inner.range_from(t, s, l)
+        }
+        fn commit(
+            &self,
+            batch: backend::Batch,
+            d: backend::Durability,
+        ) -> Result<u64, backend::CommitError> {
+            let version = self.inner.commit(batch, d)?;
+            if d == backend::Durability::Durable
+                && self.failing.load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(backend::CommitError::Unflushed(StorageError::new(
+                    "flush failed: disk full",
+                )));
+            }
+            Ok(version)
+        }
+        fn flush(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn changes_since(&self, seen: u64) -> Result<backend::Changes, StorageError> {
+            self.inner.changes_since(seen)
+        }
+        fn version(&self) -> Result<u64, StorageError> {
+            self.inner.version()
+        }
+        fn is_shared(&self) -> bool {
+            false
+        }
+    }
+
+    /// A change that storage applied but could not flush is reported as a
+    /// failure, and the index shows it anyway: a deleted key stops
+    /// verifying now, not at the next restart.
+    #[test]
+    fn the_index_follows_a_write_that_applied_but_did_not_flush() {
+        let backend = Arc::new(FlushFails {
+            inner: MemoryBackend::new(false),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let store = Store::open_backend(backend.clone(), &fast()).unwrap();
+        let doomed = store.create("doomed", CreateOptions::new()).unwrap();
+        let renamed = store.create("renamed", CreateOptions::new()).unwrap();
+        backend
+            .failing
+            .store(true, std::sync::atomic::Ordering::Release);
+        assert!(matches!(
+            store.delete(&doomed.info.id),
+            Err(KeyError::Storage(_))
+        ));
+        assert_eq!(
+            store.verify(doomed.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::UnknownKey)
+        );
+        assert!(store.rename(&renamed.info.id, "after").is_err());
+        assert!(store.set_disabled(&renamed.info.id, true).is_err());
+        assert_eq!(
+            store.verify(renamed.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Disabled)
+        );
+        assert_eq!(store.get(&renamed.info.id).unwrap().name, "after");
+    }
 }

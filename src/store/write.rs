@@ -46,15 +46,17 @@ impl Engine {
             batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
             batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
             events::append(&mut batch, kind, &rec, &self.prefix, now, data);
-            match self.backend.commit(batch, Durability::Durable) {
-                Ok(_) => {
-                    self.index.install(&rec);
-                    self.events_appended();
-                    return Ok(rec.info(&self.prefix, self.last_used(id)?, now));
-                }
-                Err(CommitError::Conflict) => {}
+            let flushed = match self.backend.commit(batch, Durability::Durable) {
+                Ok(_) => Ok(()),
+                // Applied: the index follows storage, and the caller hears of the failure.
+                Err(CommitError::Unflushed(e)) => Err(e),
+                Err(CommitError::Conflict) => continue,
                 Err(CommitError::Storage(e)) => return Err(e.into()),
-            }
+            };
+            self.index.install(&rec);
+            self.events_appended();
+            flushed?;
+            return Ok(rec.info(&self.prefix, self.last_used(id)?, now));
         }
         Err(too_many_writers())
     }
@@ -119,15 +121,17 @@ impl Engine {
             data,
         );
         let _w = lock(&self.write_lock);
-        match self.backend.commit(batch, Durability::Durable) {
-            Ok(_) => {}
+        let flushed = match self.backend.commit(batch, Durability::Durable) {
+            Ok(_) => Ok(()),
+            Err(CommitError::Unflushed(e)) => Err(e),
             Err(CommitError::Conflict) => {
                 return Err(KeyError::Internal("key id collision; try again".into()));
             }
             Err(CommitError::Storage(e)) => return Err(e.into()),
-        }
+        };
         self.index.install(&rec);
         self.events_appended();
+        flushed?;
         Ok(CreatedKey {
             info: rec.info(&self.prefix, None, now),
             key: generated.key,
@@ -207,16 +211,17 @@ impl Engine {
                 now,
                 json!({}),
             );
-            match self.backend.commit(batch, Durability::Durable) {
-                Ok(_) => {
-                    self.index.remove(id);
-                    self.usage.discard(id);
-                    self.events_appended();
-                    return Ok(());
-                }
-                Err(CommitError::Conflict) => {}
+            let flushed = match self.backend.commit(batch, Durability::Durable) {
+                Ok(_) => Ok(()),
+                // Applied: the key is gone from the index too.
+                Err(CommitError::Unflushed(e)) => Err(e),
+                Err(CommitError::Conflict) => continue,
                 Err(CommitError::Storage(e)) => return Err(e.into()),
-            }
+            };
+            self.index.remove(id);
+            self.usage.discard(id);
+            self.events_appended();
+            return flushed.map_err(Into::into);
         }
         Err(too_many_writers())
     }

@@ -59,6 +59,13 @@ impl Engine {
                     }
                     return Ok(());
                 }
+                // Written: putting the deltas back would count them twice.
+                Err(CommitError::Unflushed(e)) => {
+                    if !notices.is_empty() {
+                        self.events_appended();
+                    }
+                    return Err(e);
+                }
                 Err(CommitError::Conflict) => {}
                 Err(CommitError::Storage(e)) => {
                     failure = e;
