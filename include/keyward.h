@@ -213,6 +213,15 @@ typedef enum kw_denial {
 } kw_denial;
 
 /**
+ * An instant, in milliseconds since the Unix epoch (UTC).
+ *
+ * Serialises as an RFC 3339 string in UTC with milliseconds
+ * (`2026-11-28T08:04:02.123Z`). Times a store accepts lie between
+ * [`Timestamp::MIN`] and [`Timestamp::MAX`], the years RFC 3339 can write.
+ */
+typedef struct Timestamp Timestamp;
+
+/**
  * An open store. Opaque; create with `kw_store_open`, release with
  * `kw_store_free` or `kw_store_close`. Safe to use from many threads at
  * once, including `kw_verify` beside mutations.
@@ -293,6 +302,10 @@ typedef struct kw_verdict {
   int64_t rotated_at_unix_ms;
 } kw_verdict;
 
+
+
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -339,6 +352,19 @@ enum kw_status kw_key_create_ex(struct kw_store *store,
                                 size_t id_cap);
 
 /**
+ * `kw_key_create_ex` that also writes the new key's Overview (the object
+ * of `kw_key_get_json`) to `*info_json_out` (free with `kw_string_free`),
+ * made from the change itself: no second read can fail after the key
+ * exists and lose its only copy.
+ */
+enum kw_status kw_key_create_json(struct kw_store *store,
+                                  const char *name,
+                                  const char *options_json,
+                                  char *key_out,
+                                  size_t key_cap,
+                                  char **info_json_out);
+
+/**
  * Gives key `id` a new secret, written with a NUL to `key_out` (see
  * `kw_key_create` for the size). The old secret stops working when this
  * returns (`grace_seconds` 0) or `grace_seconds` later (at most 366 days).
@@ -349,6 +375,19 @@ enum kw_status kw_key_regenerate(struct kw_store *store,
                                  uint64_t grace_seconds,
                                  char *key_out,
                                  size_t key_cap);
+
+/**
+ * `kw_key_regenerate` that also writes the key's Overview after the change
+ * (the object of `kw_key_get_json`) to `*info_json_out` (free with
+ * `kw_string_free`), made from the change itself: no second read can fail
+ * and lose the only copy of the new key.
+ */
+enum kw_status kw_key_regenerate_json(struct kw_store *store,
+                                      const char *id,
+                                      uint64_t grace_seconds,
+                                      char *key_out,
+                                      size_t key_cap,
+                                      char **info_json_out);
 
 /**
  * Deletes key `id` and its usage history; its secrets stop working when
@@ -490,12 +529,19 @@ enum kw_status kw_store_open(const char *path,
 /**
  * Flushes pending usage and releases the store. NULL is fine. Errors of the
  * final flush are lost; use `kw_store_close` to see them.
+ *
+ * The handle is freed when this returns: it must not race any other call
+ * on the same handle (wait for every thread's calls to return first), and
+ * must not be used or freed again.
  */
 void kw_store_free(struct kw_store *store);
 
 /**
  * Flushes pending usage, releases the store (always, even on error) and
  * reports the flush's outcome. NULL is fine (`KW_STATUS_OK`).
+ *
+ * As with `kw_store_free`, the handle is freed: this must not race any
+ * other call on the same handle, and the handle must not be used again.
  */
 enum kw_status kw_store_close(struct kw_store *store);
 

@@ -24,7 +24,7 @@ def main():
         per_call = min(timeit.repeat(lambda: store.verify(key, "203.0.113.7", "bench"), number=N, repeat=5)) / N
         print(f"Store.verify (warm):      {per_call * 1e9:7.0f} ns/call")
 
-        handle = store._handle
+        handle = store._life.ptr
         kb, ib, ig = key.encode(), b"203.0.113.7", b"bench"
         out = ffi.new("kw_verdict *")
         out.size = ffi.sizeof("kw_verdict")

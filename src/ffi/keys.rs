@@ -31,15 +31,16 @@ struct EntryJson {
     network: String,
 }
 
+/// Creates the key and writes its plaintext to `key_out`; the caller
+/// writes what else it returns.
 unsafe fn create(
     store: *mut kw_store,
     name: *const c_char,
     options_json: *const c_char,
     key_out: *mut c_char,
     key_cap: usize,
-    id_out: *mut c_char,
-    id_cap: usize,
-) -> Result<(), Fail> {
+    check_more: impl FnOnce() -> Result<(), Fail>,
+) -> Result<crate::CreatedKey, Fail> {
     let store = unsafe { store_ref(store) }?;
     let name = unsafe { text(name, "name") }?;
     let options = match unsafe { optional_text(options_json, "options_json") }? {
@@ -52,7 +53,7 @@ unsafe fn create(
         })?,
     };
     room(key_out, key_cap, key_len(store), "key_out")?;
-    room(id_out, id_cap, key::ID_LEN + 1, "id_out")?;
+    check_more()?;
     let mut o = CreateOptions::new();
     if let Some(t) = options.expires_at {
         o = o.expires_at(t);
@@ -64,11 +65,8 @@ unsafe fn create(
         o = o.restrict_to(e.name, e.network);
     }
     let created = store.create(name, o)?;
-    unsafe {
-        put(key_out, created.key.as_str());
-        put(id_out, created.info.id.as_str());
-    }
-    Ok(())
+    unsafe { put(key_out, created.key.as_str()) };
+    Ok(created)
 }
 
 /// Creates a key named `name` (NUL-terminated UTF-8, 1–200 bytes).
@@ -90,15 +88,11 @@ pub unsafe extern "C" fn kw_key_create(
     id_cap: usize,
 ) -> kw_status {
     boundary(|| unsafe {
-        create(
-            store,
-            name,
-            std::ptr::null(),
-            key_out,
-            key_cap,
-            id_out,
-            id_cap,
-        )
+        let created = create(store, name, std::ptr::null(), key_out, key_cap, || {
+            room(id_out, id_cap, key::ID_LEN + 1, "id_out")
+        })?;
+        put(id_out, created.info.id.as_str());
+        Ok(())
     })
 }
 
@@ -116,7 +110,34 @@ pub unsafe extern "C" fn kw_key_create_ex(
     id_out: *mut c_char,
     id_cap: usize,
 ) -> kw_status {
-    boundary(|| unsafe { create(store, name, options_json, key_out, key_cap, id_out, id_cap) })
+    boundary(|| unsafe {
+        let created = create(store, name, options_json, key_out, key_cap, || {
+            room(id_out, id_cap, key::ID_LEN + 1, "id_out")
+        })?;
+        put(id_out, created.info.id.as_str());
+        Ok(())
+    })
+}
+
+/// `kw_key_create_ex` that also writes the new key's Overview (the object
+/// of `kw_key_get_json`) to `*info_json_out` (free with `kw_string_free`),
+/// made from the change itself: no second read can fail after the key
+/// exists and lose its only copy.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_create_json(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    info_json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| unsafe {
+        let created = create(store, name, options_json, key_out, key_cap, || {
+            not_null(info_json_out, "info_json_out")
+        })?;
+        put_json(info_json_out, &created.info)
+    })
 }
 
 /// Gives key `id` a new secret, written with a NUL to `key_out` (see
@@ -138,6 +159,30 @@ pub unsafe extern "C" fn kw_key_regenerate(
         let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
         unsafe { put(key_out, fresh.key.as_str()) };
         Ok(())
+    })
+}
+
+/// `kw_key_regenerate` that also writes the key's Overview after the change
+/// (the object of `kw_key_get_json`) to `*info_json_out` (free with
+/// `kw_string_free`), made from the change itself: no second read can fail
+/// and lose the only copy of the new key.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_regenerate_json(
+    store: *mut kw_store,
+    id: *const c_char,
+    grace_seconds: u64,
+    key_out: *mut c_char,
+    key_cap: usize,
+    info_json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        room(key_out, key_cap, key_len(store), "key_out")?;
+        not_null(info_json_out, "info_json_out")?;
+        let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
+        unsafe { put(key_out, fresh.key.as_str()) };
+        unsafe { put_json(info_json_out, &fresh.info) }
     })
 }
 

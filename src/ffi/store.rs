@@ -104,6 +104,10 @@ pub unsafe extern "C" fn kw_store_open(
 
 /// Flushes pending usage and releases the store. NULL is fine. Errors of the
 /// final flush are lost; use `kw_store_close` to see them.
+///
+/// The handle is freed when this returns: it must not race any other call
+/// on the same handle (wait for every thread's calls to return first), and
+/// must not be used or freed again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_store_free(store: *mut kw_store) {
     if !store.is_null() {
@@ -117,6 +121,9 @@ pub unsafe extern "C" fn kw_store_free(store: *mut kw_store) {
 
 /// Flushes pending usage, releases the store (always, even on error) and
 /// reports the flush's outcome. NULL is fine (`KW_STATUS_OK`).
+///
+/// As with `kw_store_free`, the handle is freed: this must not race any
+/// other call on the same handle, and the handle must not be used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_store_close(store: *mut kw_store) -> kw_status {
     if store.is_null() {

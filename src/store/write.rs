@@ -56,7 +56,10 @@ impl Engine {
             self.index.install(&rec);
             self.events_appended();
             flushed?;
-            return Ok(rec.info(&self.prefix, self.last_used(id)?, now));
+            // The change is made: a failure to read usage must not turn it
+            // into an error (a regeneration's new key would be lost).
+            let last_used = self.last_used(id).ok().flatten();
+            return Ok(rec.info(&self.prefix, last_used, now));
         }
         Err(too_many_writers())
     }

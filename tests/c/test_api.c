@@ -247,6 +247,21 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_key_regenerate(store, id, 3600, graced, sizeof graced), KW_STATUS_OK);
     v = verify(store, fresh, "10.0.0.1");
     CHECK(v.valid && v.in_grace && v.generation == 2);
+    /* The _json forms return the Overview with the key: no second read. */
+    char third[KW_KEY_BUFFER_LEN];
+    char *info = NULL;
+    CHECK_STATUS(kw_key_regenerate_json(store, id, 0, third, sizeof third, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_key_regenerate_json(store, id, 0, third, sizeof third, &info), KW_STATUS_OK);
+    CHECK(info && strstr(info, "\"generation\":4") && strstr(info, id));
+    CHECK(info && strstr(info, third + 23) == NULL); /* the secret is not in it */
+    kw_string_free(info);
+    CHECK(verify(store, third, "10.9.9.9").generation == 4);
+    char made[KW_KEY_BUFFER_LEN];
+    CHECK_STATUS(kw_key_create_json(store, "with-info", "{\"metadata\":{\"plan\":\"pro\"}}", made, sizeof made, &info), KW_STATUS_OK);
+    CHECK(info && strstr(info, "\"name\":\"with-info\"") && strstr(info, "\"plan\":\"pro\""));
+    kw_string_free(info);
+    CHECK(verify(store, made, "10.9.9.9").valid);
+    CHECK_STATUS(kw_key_create_json(store, "with-info", NULL, made, 10, &info), KW_STATUS_BUFFER_TOO_SMALL);
 
     /* --- usage, events, flush ----------------------------------------- */
     CHECK_STATUS(kw_usage_json(store, id, &json), KW_STATUS_OK);

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import functools
 import threading
+import urllib.parse
 import weakref
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
@@ -414,9 +416,101 @@ _ID_BUFFER_LEN = lib.KW_KEY_ID_BUFFER_LEN
 _ENTRY_BUFFER_LEN = lib.KW_ENTRY_ID_BUFFER_LEN
 
 
-def _free_handle(handle: Any) -> None:
-    """Finaliser: a forgotten store is still closed (and its usage flushed)."""
-    lib.kw_store_free(handle)
+class _Handle:
+    """The C handle and the calls in flight on it.
+
+    The C library frees a store in ``kw_store_close``/``kw_store_free``, and
+    cffi releases the GIL during every call: without this, closing on one
+    thread while another is inside ``kw_verify`` would free memory in use.
+    Every call enters and leaves; closing refuses new calls, waits for those
+    in flight, and only then hands the pointer over to be freed.
+    """
+
+    __slots__ = ("ptr", "_cond", "_calls", "_closing")
+
+    def __init__(self, ptr: Any) -> None:
+        self.ptr = ptr
+        self._cond = threading.Condition(threading.Lock())
+        self._calls = 0
+        self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def enter(self) -> Any:
+        with self._cond:
+            if self._closing:
+                raise StoreClosed("the store is closed")
+            self._calls += 1
+            return self.ptr
+
+    def leave(self) -> None:
+        with self._cond:
+            self._calls -= 1
+            if self._calls == 0 and self._closing:
+                self._cond.notify_all()
+
+    def take(self, timeout: Optional[float] = None) -> Any:
+        """Closes to new calls, waits for those in flight, and returns the
+        pointer to free: NULL when another closer has it, or when calls were
+        still in flight after ``timeout`` (the store is then left open,
+        never freed under a running call)."""
+        with self._cond:
+            if self._closing:
+                return ffi.NULL
+            self._closing = True
+            if not self._cond.wait_for(lambda: self._calls == 0, timeout):
+                return ffi.NULL
+            ptr, self.ptr = self.ptr, ffi.NULL
+            return ptr
+
+
+def _free_handle(handle: _Handle) -> None:
+    """Finaliser (also at interpreter exit): a forgotten store is still
+    closed and its usage flushed, once calls on other threads have returned."""
+    ptr = handle.take(timeout=30.0)
+    if ptr != ffi.NULL:
+        lib.kw_store_free(ptr)
+
+
+def _in_flight(method: Any) -> Any:
+    """Runs ``method`` as one call on the store's handle (see ``_Handle``)."""
+
+    @functools.wraps(method)
+    def call(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        handle = self._life
+        handle.enter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            handle.leave()
+
+    return call
+
+
+def _redacted(location: str) -> str:
+    """A store's path or URL as it may be shown: no password. The URL is
+    read by urllib; only the password's characters are replaced."""
+    parts = urllib.parse.urlsplit(location)
+    if parts.scheme not in ("postgres", "postgresql"):
+        return location
+    shown = location
+    if parts.password is not None:
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        shown = shown.replace(parts.netloc, f"{user}:***@{hosts}", 1)
+    base, question, rest = shown.partition("?")
+    if question:
+        query, hash_sign, fragment = rest.partition("#")
+        pairs = []
+        for raw in query.split("&"):
+            name = urllib.parse.parse_qsl(raw, keep_blank_values=True)
+            if name and name[0][0].lower() in ("password", "sslpassword"):
+                raw = raw.split("=", 1)[0] + "=***"
+            pairs.append(raw)
+        shown = base + question + "&".join(pairs) + hash_sign + fragment
+    return shown
 
 
 class Store:
@@ -437,7 +531,8 @@ class Store:
         usage_flush_ms: Optional[int] = None,
         max_concurrent_hashes: Optional[int] = None,
     ) -> None:
-        self._handle = ffi.NULL
+        self._life = _Handle(ffi.NULL)
+        self._life.take()
         self._finalizer: Optional[weakref.finalize] = None
         opts = ffi.new("kw_options *")
         opts.size = ffi.sizeof("kw_options")
@@ -459,23 +554,27 @@ class Store:
             opts.max_concurrent_hashes = _u32(max_concurrent_hashes, "max_concurrent_hashes", minimum=1)
         out = ffi.new("kw_store **")
         _check(lib.kw_store_open(_text(os.fspath(path), "path"), opts, out))
-        self._handle = out[0]
+        self._life = _Handle(out[0])
         self._path = os.fspath(path)
         self._local = threading.local()
-        self._finalizer = weakref.finalize(self, _free_handle, self._handle)
-        self._key_len = lib.kw_key_buffer_len(self._handle)
+        self._finalizer = weakref.finalize(self, _free_handle, self._life)
+        self._key_len = lib.kw_key_buffer_len(out[0])
 
     # -- lifetime -----------------------------------------------------
 
     def close(self) -> None:
-        """Flushes pending usage and releases the store. Idempotent."""
-        if self._finalizer is not None and self._finalizer.detach():
-            handle, self._handle = self._handle, ffi.NULL
-            _check(lib.kw_store_close(handle))
+        """Flushes pending usage and releases the store. Idempotent. Calls
+        in flight on other threads finish first; later calls raise
+        :class:`StoreClosed`."""
+        ptr = self._life.take()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if ptr != ffi.NULL:
+            _check(lib.kw_store_close(ptr))
 
     @property
     def closed(self) -> bool:
-        return self._handle == ffi.NULL
+        return self._life.closing
 
     def __enter__(self) -> "Store":
         return self
@@ -485,13 +584,11 @@ class Store:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<keyward.Store {self._path!r} {state}>"
+        return f"<keyward.Store {_redacted(self._path)!r} {state}>"
 
     def _h(self) -> Any:
-        h = self._handle
-        if h == ffi.NULL:
-            raise StoreClosed("the store is closed")
-        return h
+        """The handle, inside a call (see ``_in_flight``)."""
+        return self._life.ptr
 
     # -- verify -------------------------------------------------------
 
@@ -501,9 +598,14 @@ class Store:
         ``integration`` (e.g. the User-Agent) is recorded in usage. A key
         that is not even well-formed is a ``MALFORMED`` verdict, not an error.
         """
-        h = self._handle
-        if h == ffi.NULL:
-            raise StoreClosed("the store is closed")
+        life = self._life
+        h = life.enter()
+        try:
+            return self._verify(h, key, ip, integration)
+        finally:
+            life.leave()
+
+    def _verify(self, h: Any, key: str, ip: str, integration: Optional[str]) -> Verdict:
         try:
             out = self._local.verdict
         except AttributeError:
@@ -533,6 +635,7 @@ class Store:
 
     # -- lifecycle ----------------------------------------------------
 
+    @_in_flight
     def create_key(
         self,
         name: str,
@@ -551,50 +654,63 @@ class Store:
         if whitelist:
             options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
         opts = _text(json.dumps(options), "options") if options else ffi.NULL
-        key = ffi.new("char[]", _KEY_BUFFER_LEN)
-        kid = ffi.new("char[]", _ID_BUFFER_LEN)
-        _check(lib.kw_key_create_ex(self._h(), _text(name, "name"), opts, key, _KEY_BUFFER_LEN, kid, _ID_BUFFER_LEN))
-        plaintext = ffi.string(key).decode()
-        ffi.memmove(key, b"\0" * _KEY_BUFFER_LEN, _KEY_BUFFER_LEN)
-        return CreatedKey(plaintext, self.key(ffi.string(kid).decode()))
+        return self._created(lib.kw_key_create_json, _text(name, "name"), opts)
 
+    @_in_flight
     def regenerate(self, key_id: str, grace: Union[int, float, timedelta] = 0) -> CreatedKey:
         """Gives the key a new secret. The old one stops working now
         (``grace=0``) or after ``grace`` (seconds or a timedelta)."""
         seconds = grace.total_seconds() if isinstance(grace, timedelta) else grace
         if not isinstance(seconds, (int, float)) or seconds < 0:
             raise InvalidInput("grace must be a non-negative number of seconds or a timedelta")
-        key = ffi.new("char[]", _KEY_BUFFER_LEN)
-        _check(lib.kw_key_regenerate(self._h(), _text(key_id, "key_id"), int(seconds), key, _KEY_BUFFER_LEN))
-        plaintext = ffi.string(key).decode()
-        ffi.memmove(key, b"\0" * _KEY_BUFFER_LEN, _KEY_BUFFER_LEN)
-        return CreatedKey(plaintext, self.key(key_id))
+        return self._created(lib.kw_key_regenerate_json, _text(key_id, "key_id"), int(seconds))
 
+    def _created(self, fn: Any, *args: Any) -> CreatedKey:
+        """The plaintext key and its Overview from one C call: no second
+        read can fail after the key exists and lose its only copy."""
+        key = ffi.new("char[]", _KEY_BUFFER_LEN)
+        out = ffi.new("char **")
+        _check(fn(self._h(), *args, key, _KEY_BUFFER_LEN, out))
+        try:
+            plaintext = ffi.string(key).decode()
+            ffi.memmove(key, b"\0" * _KEY_BUFFER_LEN, _KEY_BUFFER_LEN)
+            info = KeyInfo._from(json.loads(ffi.string(out[0]).decode("utf-8")))
+        finally:
+            lib.kw_string_free(out[0])
+        return CreatedKey(plaintext, info)
+
+    @_in_flight
     def keys(self) -> List[KeyInfo]:
         """Every key, oldest first."""
         return [KeyInfo._from(d) for d in self._json(lib.kw_key_list_json, self._h())]
 
+    @_in_flight
     def key(self, key_id: str) -> KeyInfo:
         """One key's Overview."""
         return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), _text(key_id, "key_id")))
 
+    @_in_flight
     def delete(self, key_id: str) -> None:
         """Deletes the key and its usage; its secrets stop working now."""
         _check(lib.kw_key_delete(self._h(), _text(key_id, "key_id")))
 
+    @_in_flight
     def set_disabled(self, key_id: str, disabled: bool) -> KeyInfo:
         _check(lib.kw_key_set_disabled(self._h(), _text(key_id, "key_id"), bool(disabled)))
         return self.key(key_id)
 
+    @_in_flight
     def rename(self, key_id: str, name: str) -> KeyInfo:
         _check(lib.kw_key_rename(self._h(), _text(key_id, "key_id"), _text(name, "name")))
         return self.key(key_id)
 
+    @_in_flight
     def set_expiry(self, key_id: str, expires_at: Optional[datetime]) -> KeyInfo:
         at = ffi.NULL if expires_at is None else _text(_rfc3339(expires_at), "expires_at")
         _check(lib.kw_key_set_expiry(self._h(), _text(key_id, "key_id"), at))
         return self.key(key_id)
 
+    @_in_flight
     def set_metadata(self, key_id: str, metadata: Optional[Dict[str, Any]]) -> KeyInfo:
         m = ffi.NULL if metadata is None else _text(json.dumps(metadata), "metadata")
         _check(lib.kw_key_set_metadata(self._h(), _text(key_id, "key_id"), m))
@@ -602,13 +718,16 @@ class Store:
 
     # -- whitelist ----------------------------------------------------
 
+    @_in_flight
     def whitelist(self, key_id: str) -> Whitelist:
         return Whitelist._from(self._json(lib.kw_whitelist_json, self._h(), _text(key_id, "key_id")))
 
+    @_in_flight
     def set_whitelist_enabled(self, key_id: str, enabled: bool) -> Whitelist:
         _check(lib.kw_whitelist_set_enabled(self._h(), _text(key_id, "key_id"), bool(enabled)))
         return self.whitelist(key_id)
 
+    @_in_flight
     def add_whitelist_entry(self, key_id: str, name: str, network: str) -> WhitelistEntry:
         """Adds a named IP or CIDR network (host bits set is an error)."""
         out = ffi.new("char[]", _ENTRY_BUFFER_LEN)
@@ -620,15 +739,18 @@ class Store:
         entry_id = ffi.string(out).decode()
         return next(e for e in self.whitelist(key_id).entries if e.id == entry_id)
 
+    @_in_flight
     def remove_whitelist_entry(self, key_id: str, entry_id: str) -> None:
         _check(lib.kw_whitelist_remove(self._h(), _text(key_id, "key_id"), _text(entry_id, "entry_id")))
 
     # -- usage, events ------------------------------------------------
 
+    @_in_flight
     def usage(self, key_id: str) -> Usage:
         """The key's Usage tab, including requests not yet flushed."""
         return Usage._from(self._json(lib.kw_usage_json, self._h(), _text(key_id, "key_id")))
 
+    @_in_flight
     def events(self, since: int = 0, limit: int = 1000) -> List[Event]:
         """Outbox events after sequence number ``since``, oldest first."""
         if since < 0 or limit < 0:
@@ -637,6 +759,7 @@ class Store:
 
     # -- plugins ------------------------------------------------------
 
+    @_in_flight
     def install_plugin(
         self,
         component: Union[bytes, str, "os.PathLike[str]"],
@@ -662,34 +785,42 @@ class Store:
         finally:
             lib.kw_string_free(out[0])
 
+    @_in_flight
     def plugins(self) -> List[PluginInfo]:
         return [PluginInfo._from(d) for d in self._json(lib.kw_plugin_list_json, self._h())]
 
+    @_in_flight
     def plugin(self, name: str) -> PluginInfo:
         return PluginInfo._from(self._json(lib.kw_plugin_status_json, self._h(), _text(name, "name")))
 
+    @_in_flight
     def remove_plugin(self, name: str) -> None:
         _check(lib.kw_plugin_remove(self._h(), _text(name, "name")))
 
+    @_in_flight
     def set_plugin_enabled(self, name: str, enabled: bool) -> PluginInfo:
         _check(lib.kw_plugin_set_enabled(self._h(), _text(name, "name"), bool(enabled)))
         return self.plugin(name)
 
+    @_in_flight
     def retry_plugin(self, name: str) -> int:
         """Queues the plugin's dead letters again; returns how many."""
         out = ffi.new("size_t *")
         _check(lib.kw_plugin_retry(self._h(), _text(name, "name"), out))
         return int(out[0])
 
+    @_in_flight
     def dead_letters(self, name: str) -> List[DeadLetter]:
         return [
             DeadLetter(d["seq"], d["kind"], d["error"], d["attempts"], _time(d["at"]), d["requeued"])  # type: ignore[arg-type]
             for d in self._json(lib.kw_plugin_dead_letters_json, self._h(), _text(name, "name"))
         ]
 
+    @_in_flight
     def plugin_log(self, name: str) -> List[str]:
         return list(self._json(lib.kw_plugin_log_json, self._h(), _text(name, "name")))
 
+    @_in_flight
     def flush(self) -> None:
         """Writes pending usage to storage now."""
         _check(lib.kw_store_flush(self._h()))
