@@ -45,7 +45,7 @@ macro_rules! with_denials {
             /// A shared store could not confirm it is current (its database has
             /// been unreachable longer than the staleness bound): refused rather
             /// than risk admitting a revoked key. Recovers by itself.
-            Unavailable = 9, "unavailable", "store unavailable", http 401, counted unavailable;
+            Unavailable = 9, "unavailable", "store unavailable", http 503, counted unavailable;
         }
     };
 }

@@ -1,5 +1,6 @@
 """The WSGI middleware served by wsgiref on 127.0.0.1, called over real HTTP."""
 
+import http.client
 import json
 import threading
 import urllib.error
@@ -8,6 +9,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
+from keyward import Denial, Verdict
 from keyward.wsgi import KeyAuthMiddleware
 
 
@@ -79,3 +81,55 @@ def test_forwarded_for_is_trusted_only_from_configured_proxies(store):
     spoofed = dict(environ, REMOTE_ADDR="203.0.113.9")
     KeyAuthMiddleware(app, store, trusted_proxies=["127.0.0.0/8"])(spoofed, start_response)
     assert seen == ["403 Forbidden", "200 OK", "403 Forbidden"]
+
+
+def _serve(middleware):
+    httpd = make_server("127.0.0.1", 0, middleware, handler_class=QuietHandler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return httpd
+
+
+def _get_lines(port, lines):
+    """GET / with header lines as given (names may repeat), over real HTTP."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("GET", "/")
+    for name, value in lines:
+        conn.putheader(name, value)
+    conn.endheaders()
+    r = conn.getresponse()
+    out = (r.status, json.loads(r.read()), dict(r.getheaders()))
+    conn.close()
+    return out
+
+
+def test_repeated_forwarded_lines_are_joined_and_the_right_most_untrusted_hop_wins(store):
+    c = store.create_key("k", whitelist=[("office", "198.51.100.0/24")])
+    httpd = _serve(KeyAuthMiddleware(app, store, trusted_proxies=["127.0.0.1"]))
+    try:
+        port = httpd.server_port
+        status, body, _ = _get_lines(port, [("X-API-Key", c.key), ("X-Forwarded-For", "198.51.100.8"),
+                                            ("X-Forwarded-For", "203.0.113.9")])
+        assert (status, body["reason"]) == (403, "ip_not_allowed")
+        status, body, _ = _get_lines(port, [("X-API-Key", c.key), ("X-Forwarded-For", "unknown")])
+        assert (status, body["reason"]) == (401, "unknown_client")
+        status, _, _ = _get_lines(port, [("X-API-Key", c.key), ("X-Forwarded-For", "198.51.100.8:40000")])
+        assert status == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class _Unavailable:
+    def verify(self, key, ip, integration=None):
+        return Verdict(False, Denial.UNAVAILABLE, None, 0)
+
+
+def test_an_unavailable_store_answers_503_with_retry_after():
+    httpd = _serve(KeyAuthMiddleware(app, _Unavailable()))
+    try:
+        status, body, headers = _get_lines(httpd.server_port, [("X-API-Key", "kw_x")])
+        assert (status, body) == (503, {"error": "unavailable", "reason": "unavailable"})
+        assert headers["Retry-After"] == "5"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -36,7 +36,7 @@ HTTP_STATUS: Dict[Denial, int] = {
     Denial.DISABLED: 401,
     Denial.IP_NOT_ALLOWED: 403,
     Denial.BUSY: 503,
-    Denial.UNAVAILABLE: 401,
+    Denial.UNAVAILABLE: 503,
 }
 
 

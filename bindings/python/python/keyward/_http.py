@@ -3,8 +3,11 @@ address in a request, and the denial response."""
 
 from __future__ import annotations
 
+import email.message
 import ipaddress
 import json
+import urllib.parse
+import urllib.request
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from keyward._generated import HTTP_STATUS
@@ -18,28 +21,71 @@ def parse_proxies(proxies: Iterable[str]) -> List[Network]:
     return [ipaddress.ip_network(p, strict=True) for p in proxies]
 
 
-def _trusted(ip: str, proxies: Sequence[Network]) -> bool:
+def _address(hop: str) -> Optional[ipaddress._BaseAddress]:
+    """A hop as an address: ``1.2.3.4``, ``2001:db8::1``, ``1.2.3.4:5678``
+    and ``[2001:db8::1]:443`` are addresses (the port is dropped);
+    ``unknown``, obfuscated identifiers (``_hidden``) and garbage are not."""
+    hop = hop.strip()
     try:
-        addr = ipaddress.ip_address(ip.strip())
+        addr = ipaddress.ip_address(hop)
     except ValueError:
-        return False
+        try:
+            parts = urllib.parse.urlsplit("//" + hop)
+            parts.port  # raises ValueError for a port that is not one
+            host = parts.hostname
+            addr = ipaddress.ip_address(host) if host else None
+        except ValueError:
+            addr = None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
-    return any(addr in net for net in proxies)
+    return addr
 
 
-def client_ip(peer: Optional[str], forwarded_for: Optional[str], proxies: Sequence[Network]) -> Optional[str]:
-    """The client address: the peer, unless the peer is a trusted proxy, in
-    which case X-Forwarded-For is walked from the right past trusted proxies."""
+def _trusted(addr: Optional[ipaddress._BaseAddress], proxies: Sequence[Network]) -> bool:
+    return addr is not None and any(addr in net for net in proxies)
+
+
+def forwarded_hops(values: Iterable[str], header: str) -> List[str]:
+    """The hops of every line of the header the proxies set, in arrival
+    order: ``X-Forwarded-For`` lists addresses; RFC 7239 ``Forwarded`` lists
+    elements whose ``for=`` parameter is the address (a hop without one
+    counts as unknown)."""
+    hops: List[str] = []
+    for value in values:
+        for element in urllib.request.parse_http_list(value):
+            if header == "x-forwarded-for":
+                hops.append(element)
+                continue
+            params = email.message.Message()
+            params["forwarded"] = "element; " + element
+            found = dict((k.lower(), v) for k, v in params.get_params(header="forwarded")[1:])
+            hops.append(str(found.get("for", "unknown")))
+    return [h.strip() for h in hops if h.strip()]
+
+
+def client_ip(peer: Optional[str], hops: Sequence[str], proxies: Sequence[Network]) -> Optional[str]:
+    """The client address: the peer, unless the peer is a trusted proxy; then
+    the right-most hop that is not a trusted proxy. None (refused as from an
+    unknown client) when that hop is not a plain address."""
     if peer is None:
         return None
-    if not forwarded_for or not proxies or not _trusted(peer, proxies):
-        return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    peer_addr = _address(peer)
+    if not hops or not proxies or not _trusted(peer_addr, proxies):
+        return str(peer_addr) if peer_addr is not None else None
     for hop in reversed(hops):
-        if not _trusted(hop, proxies):
-            return hop
-    return hops[0] if hops else peer
+        addr = _address(hop)
+        if not _trusted(addr, proxies):
+            return str(addr) if addr is not None else None
+    first = _address(hops[0])
+    return str(first) if first is not None else None
+
+
+def header_name(forwarded_header: str) -> str:
+    """The forwarding header the proxies set: X-Forwarded-For or Forwarded."""
+    name = forwarded_header.strip().lower()
+    if name not in ("x-forwarded-for", "forwarded"):
+        raise ValueError("forwarded_header must be 'X-Forwarded-For' or 'Forwarded' (RFC 7239)")
+    return name
 
 
 def presented_key(api_key_header: Optional[str], authorization: Optional[str]) -> Optional[str]:
@@ -54,13 +100,22 @@ def presented_key(api_key_header: Optional[str], authorization: Optional[str]) -
 
 
 def denial_response(verdict: Optional[Verdict], reason: Optional[str] = None) -> Tuple[int, bytes]:
-    """Status and JSON body for a refused request: 403 for a refused IP, else 401."""
+    """Status and JSON body for a refused request: 403 for a refused IP,
+    503 when the store is busy or unavailable (retry), else 401."""
     if verdict is None:
         return 401, json.dumps({"error": "unauthorized", "reason": reason or "missing_key"}).encode()
     denial = verdict.denial
     status = HTTP_STATUS.get(denial, 401) if denial else 401
-    body = {"error": "forbidden" if status == 403 else "unauthorized", "reason": denial.name.lower() if denial else reason}
+    error = {403: "forbidden", 503: "unavailable"}.get(status, "unauthorized")
+    body = {"error": error, "reason": denial.name.lower() if denial else reason}
     return status, json.dumps(body).encode()
+
+
+def retry_after(verdict: Optional[Verdict]) -> Optional[str]:
+    """Seconds a client should wait before retrying a 503, as Retry-After."""
+    if verdict is None or verdict.denial is None:
+        return None
+    return {"BUSY": "1", "UNAVAILABLE": "5"}.get(verdict.denial.name)
 
 
 REASONS = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}

@@ -12,9 +12,17 @@ websocket connections are checked too and closed with code 1008 when refused.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Dict, Iterable, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
 
-from keyward._http import client_ip, denial_response, parse_proxies, presented_key
+from keyward._http import (
+    client_ip,
+    denial_response,
+    forwarded_hops,
+    header_name,
+    parse_proxies,
+    presented_key,
+    retry_after,
+)
 from keyward._store import Store
 
 SCOPE_KEY = "keyward.verdict"
@@ -31,22 +39,30 @@ class KeyAuthMiddleware:
         store: Store,
         header: str = "X-API-Key",
         trusted_proxies: Iterable[str] = (),
+        forwarded_header: str = "X-Forwarded-For",
     ) -> None:
         self.app = app
         self.store = store
         self.header = header.lower().encode("latin-1")
         self.proxies = parse_proxies(trusted_proxies)
+        self.forwarded = header_name(forwarded_header)
+        self.forwarded_bytes = self.forwarded.encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers: Dict[bytes, str] = {}
+        forwarded: List[str] = []
         for name, value in scope.get("headers", []):
-            headers.setdefault(name.lower(), value.decode("latin-1"))
+            name = name.lower()
+            if name == self.forwarded_bytes:
+                # Every line, in arrival order: a proxy may append its own.
+                forwarded.append(value.decode("latin-1"))
+            headers.setdefault(name, value.decode("latin-1"))
         client = scope.get("client")
         peer: Optional[str] = client[0] if client else None
-        ip = client_ip(peer, headers.get(b"x-forwarded-for"), self.proxies)
+        ip = client_ip(peer, forwarded_hops(forwarded, self.forwarded), self.proxies)
         key = presented_key(headers.get(self.header), headers.get(b"authorization"))
         verdict = None
         reason = "missing_key" if key is None else "unknown_client"
@@ -62,5 +78,8 @@ class KeyAuthMiddleware:
         response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
             response_headers.append((b"www-authenticate", b'Bearer realm="api"'))
+        wait = retry_after(verdict)
+        if wait is not None:
+            response_headers.append((b"retry-after", wait.encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})

@@ -6,17 +6,31 @@
     app = KeyAuthMiddleware(app, store, header="X-API-Key", trusted_proxies=["10.0.0.0/8"])
 
 The key is read from ``header`` or ``Authorization: Bearer``; the client IP
-is ``REMOTE_ADDR`` (or, behind a trusted proxy, the first untrusted
-X-Forwarded-For hop); the User-Agent is passed as the integration. Refused
-requests get 401 (403 for a refused IP) with a JSON reason; admitted ones
-reach the app with the verdict in ``environ["keyward.verdict"]``.
+is ``REMOTE_ADDR``, or, when that is one of ``trusted_proxies``, the
+right-most hop of ``forwarded_header`` (``X-Forwarded-For``, or RFC 7239
+``Forwarded``: whichever the proxies set) that is not a trusted proxy. A
+hop that is not a plain address (``unknown``, an obfuscated identifier) is
+refused as an unknown client; ``ip:port`` and ``[v6]:port`` count as their
+address. The User-Agent is passed as the integration. Refused requests get
+401 (403 for a refused IP; 503 with Retry-After when the store is busy or
+unavailable) with a JSON reason; admitted ones reach the app with the
+verdict in ``environ["keyward.verdict"]``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from keyward._http import REASONS, client_ip, denial_response, parse_proxies, presented_key
+from keyward._http import (
+    REASONS,
+    client_ip,
+    denial_response,
+    forwarded_hops,
+    header_name,
+    parse_proxies,
+    presented_key,
+    retry_after,
+)
 from keyward._store import Store
 
 ENVIRON_KEY = "keyward.verdict"
@@ -29,15 +43,21 @@ class KeyAuthMiddleware:
         store: Store,
         header: str = "X-API-Key",
         trusted_proxies: Iterable[str] = (),
+        forwarded_header: str = "X-Forwarded-For",
     ) -> None:
         self.app = app
         self.store = store
         self.environ_header = "HTTP_" + header.upper().replace("-", "_")
         self.proxies = parse_proxies(trusted_proxies)
+        self.forwarded = header_name(forwarded_header)
+        # The server joins repeated header lines with commas, in order.
+        self.forwarded_environ = "HTTP_" + self.forwarded.upper().replace("-", "_")
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         key = presented_key(environ.get(self.environ_header), environ.get("HTTP_AUTHORIZATION"))
-        ip: Optional[str] = client_ip(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.proxies)
+        line = environ.get(self.forwarded_environ)
+        hops = forwarded_hops([line] if line else [], self.forwarded)
+        ip: Optional[str] = client_ip(environ.get("REMOTE_ADDR"), hops, self.proxies)
         if key is None or ip is None:
             return self._refuse(start_response, None, "missing_key" if key is None else "unknown_client")
         verdict = self.store.verify(key, ip, environ.get("HTTP_USER_AGENT"))
@@ -52,5 +72,8 @@ class KeyAuthMiddleware:
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
+        wait = retry_after(verdict)
+        if wait is not None:
+            headers.append(("Retry-After", wait))
         start_response(f"{status} {REASONS[status]}", headers)
         return [body]
