@@ -127,17 +127,59 @@ impl KeyId {
     }
 }
 
-/// The text given where a key id was expected is not one.
+/// The text given where a key id was expected is not one. The message
+/// never repeats a secret: a whole key pasted where its id belongs is named
+/// by its id only, text longer than an id is not quoted, and what is quoted
+/// has its control characters escaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidKeyId(pub String);
+pub struct InvalidKeyId(String);
+
+/// Longest text an invalid-id message quotes.
+const QUOTED_AT_MOST: usize = 20;
+
+impl InvalidKeyId {
+    pub(crate) fn for_text(s: &str) -> Self {
+        if let Some(id) = id_of_whole_key(s) {
+            return InvalidKeyId(format!(
+                "that is a whole key (not shown: it is a secret), not a key id; its id is {id}"
+            ));
+        }
+        if s.chars().count() > QUOTED_AT_MOST {
+            return InvalidKeyId(format!(
+                "invalid key id (a {}-character text, not shown): expected {ID_LEN} base62 characters",
+                s.chars().count()
+            ));
+        }
+        InvalidKeyId(format!(
+            "invalid key id {s:?}: expected {ID_LEN} base62 characters"
+        ))
+    }
+}
+
+/// The id of `s` if it has the shape of a whole key (`<prefix>_<id>_<tail>`),
+/// checksum or not.
+fn id_of_whole_key(s: &str) -> Option<KeyId> {
+    let b = s.as_bytes();
+    let n = b.len();
+    if n < 1 + 2 + ID_LEN + TAIL_LEN || n > MAX_KEY_LEN {
+        return None;
+    }
+    let tail = &b[n - TAIL_LEN..];
+    let id = &b[n - TAIL_LEN - 1 - ID_LEN..n - TAIL_LEN - 1];
+    let shaped = b[n - TAIL_LEN - 1] == b'_'
+        && b[n - TAIL_LEN - 2 - ID_LEN] == b'_'
+        && tail.iter().all(|&c| is_base62(c))
+        && id.iter().all(|&c| is_base62(c));
+    shaped.then(|| {
+        let mut bytes = [0u8; ID_LEN];
+        bytes.copy_from_slice(id);
+        KeyId(bytes)
+    })
+}
 
 impl fmt::Display for InvalidKeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid key id {:?}: expected {ID_LEN} base62 characters",
-            self.0
-        )
+        f.write_str(&self.0)
     }
 }
 
@@ -157,8 +199,7 @@ impl FromStr for KeyId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
         if b.len() != ID_LEN || !b.iter().all(|&c| is_base62(c)) {
-            let shown: String = s.chars().take(40).collect();
-            return Err(InvalidKeyId(shown));
+            return Err(InvalidKeyId::for_text(s));
         }
         let mut id = [0u8; ID_LEN];
         id.copy_from_slice(b);
@@ -323,6 +364,22 @@ pub(crate) fn parse<'a>(key: &'a [u8], prefix: &str) -> Result<Parsed<'a>, Malfo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_id_never_repeats_a_secret() {
+        let id = KeyId::random();
+        let whole = generate("kw", &id).key;
+        let e = whole.as_str().parse::<KeyId>().unwrap_err().to_string();
+        assert!(e.contains(id.as_str()) && e.contains("whole key"), "{e}");
+        let secret = &whole.as_str()[16..];
+        assert!(!e.contains(&secret[..8]), "{e}");
+        // A bare secret, or anything long: not quoted at all.
+        let e = secret.parse::<KeyId>().unwrap_err().to_string();
+        assert!(!e.contains(&secret[..8]) && e.contains("not shown"), "{e}");
+        // Short text is quoted, control characters escaped.
+        let e = "ab\u{1b}[2Jcd".parse::<KeyId>().unwrap_err().to_string();
+        assert!(e.contains("\\u{1b}") && !e.contains('\u{1b}'), "{e}");
+    }
 
     #[test]
     fn generated_keys_have_the_documented_shape_and_parse_back() {

@@ -492,3 +492,69 @@ fn the_default_store_is_keyward_db_db_or_the_environment() {
     run(Some(&elsewhere));
     assert!(elsewhere.is_dir());
 }
+
+/// What clients and plugins put in the store reaches the operator's
+/// terminal escaped, and a whole key where an id belongs is refused
+/// without being repeated.
+#[test]
+fn stored_text_is_escaped_and_a_pasted_key_is_not_echoed() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "k");
+    let hostile = "curl\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}";
+    cli.ok(&[
+        "verify",
+        &key,
+        "--ip",
+        "203.0.113.7",
+        "--integration",
+        hostile,
+    ]);
+    // Refused by the whitelist: the integration reaches the event outbox too.
+    cli.ok(&[
+        "whitelist",
+        "add",
+        &id,
+        "198.51.100.0/24",
+        "--name",
+        "office",
+    ]);
+    cli.ok(&["whitelist", "enable", &id]);
+    let refused = cli.run(&[
+        "verify",
+        &key,
+        "--ip",
+        "203.0.113.8",
+        "--integration",
+        hostile,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(cli.ok(&["events"]).contains("key.denied_ip"));
+    for args in [
+        vec!["usage", id.as_str()],
+        vec!["--json", "usage", id.as_str()],
+        vec!["events"],
+        vec!["--json", "events"],
+    ] {
+        let text = cli.ok(&args);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{9b}') && !text.contains('\u{202e}'),
+            "{args:?}: {text:?}"
+        );
+        assert!(text.contains("curl"), "{args:?}: {text}");
+    }
+    let usage = cli.json(&["usage", &id]);
+    assert_eq!(
+        usage["integrations"][0]["name"], hostile,
+        "JSON keeps the value"
+    );
+
+    for args in [
+        vec!["key", "show", key.as_str()],
+        vec!["key", "delete", key.as_str(), "--yes"],
+    ] {
+        let err = cli.fails(&args, 4);
+        assert!(err.contains(&id), "names the id: {err}");
+        assert!(!err.contains(&key[16..40]), "repeats the secret: {err}");
+    }
+    assert!(cli.ok(&["key", "show", &id]).contains("k"));
+}

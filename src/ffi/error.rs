@@ -166,7 +166,7 @@ mod tests {
         }
         let e = storage();
         add("StorageError", 0, e.kind(), e.into(), 1);
-        let e = InvalidKeyId("x".into());
+        let e = InvalidKeyId::for_text("x");
         add("InvalidKeyId", 0, e.kind(), e.into(), 1);
         #[cfg(feature = "plugins")]
         {

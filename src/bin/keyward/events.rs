@@ -1,5 +1,6 @@
 //! `keyward events [--since N] [--follow]`: the event outbox.
 
+use crate::shown;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -28,8 +29,8 @@ fn print_event(e: &keyward::Event) {
         e.at,
         e.kind.as_str(),
         e.key_id,
-        e.name,
-        e.data
+        shown::text(&e.name),
+        shown::json(e.data.to_string())
     );
 }
 
@@ -50,7 +51,10 @@ pub(crate) fn follow_events(path: &Path, mut since: u64, out: &Out) -> Result<u8
         store.close()?;
         for e in &events {
             if out.json {
-                println!("{}", serde_json::to_string(e).expect("serialises"));
+                println!(
+                    "{}",
+                    shown::json(serde_json::to_string(e).expect("serialises"))
+                );
             } else {
                 print_event(e);
             }

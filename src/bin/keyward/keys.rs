@@ -1,5 +1,6 @@
 //! `keyward key ...`: the Overview tab.
 
+use crate::shown;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -270,6 +271,6 @@ fn print_overview(k: &KeyInfo, out: &Out) {
         println!("  old secret    works until {g}");
     }
     if let Some(m) = &k.metadata {
-        println!("  metadata      {m}");
+        println!("  metadata      {}", shown::json(m.to_string()));
     }
 }

@@ -12,6 +12,7 @@ mod events;
 mod keys;
 #[cfg(feature = "plugins")]
 mod plugins;
+mod shown;
 mod usage;
 mod verify;
 mod whitelist;
@@ -140,7 +141,7 @@ fn main() -> ExitCode {
         Err(f) => {
             // One line, whatever the message (TOML errors span several).
             let line = f.message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("keyward: {line}");
+            eprintln!("keyward: {}", shown::text(&line));
             ExitCode::from(f.code)
         }
     }
@@ -182,7 +183,10 @@ struct Out {
 
 impl Out {
     fn json(&self, v: &impl serde::Serialize) {
-        println!("{}", serde_json::to_string_pretty(v).expect("serialises"));
+        println!(
+            "{}",
+            shown::json(serde_json::to_string_pretty(v).expect("serialises"))
+        );
     }
 
     fn bold(&self, s: &str) -> String {

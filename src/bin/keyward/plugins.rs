@@ -1,5 +1,6 @@
 //! `keyward plugin ...`: notifier plugins.
 
+use crate::shown;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -113,7 +114,7 @@ pub(crate) fn plugin_command(store: &Store, cmd: PluginCommand, out: &Out) -> Re
                 println!(
                     "  failed        {}  (last error: {})",
                     s.failed,
-                    s.last_error.as_deref().unwrap_or("none")
+                    shown::text(s.last_error.as_deref().unwrap_or("none"))
                 );
                 if let Some(t) = s.next_attempt_at {
                     println!("  next attempt  {t}");
@@ -122,13 +123,17 @@ pub(crate) fn plugin_command(store: &Store, cmd: PluginCommand, out: &Out) -> Re
                 for l in &letters {
                     println!(
                         "    event {:<6} {:<22} {} attempts, {}: {}",
-                        l.seq, l.kind, l.attempts, l.at, l.error
+                        l.seq,
+                        l.kind,
+                        l.attempts,
+                        l.at,
+                        shown::text(&l.error)
                     );
                 }
                 if !log.is_empty() {
                     println!("  recent log");
                     for line in log.iter().rev().take(20).rev() {
-                        println!("    {line}");
+                        println!("    {}", shown::text(line));
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! `keyward usage ID`: the Usage tab, with an hourly chart.
 
+use crate::shown;
 use keyward::{KeyInfo, Store, Timestamp, Usage};
 
 use crate::{Out, Result, key_id};
@@ -50,7 +51,7 @@ fn print_usage(info: &KeyInfo, u: &Usage, days: u32, out: &Out) {
             r.denied,
             r.first_seen,
             r.last_seen,
-            r.last_integration.as_deref().unwrap_or("-"),
+            shown::text(r.last_integration.as_deref().unwrap_or("-")),
             if r.stale_secret {
                 out.warn("  OLD SECRET")
             } else {
@@ -66,7 +67,7 @@ fn print_usage(info: &KeyInfo, u: &Usage, days: u32, out: &Out) {
     for r in &u.integrations {
         println!(
             "  {:<30}  requests {:>7}  denied {:>6}  last {}  IPs {}{}",
-            r.name,
+            shown::text(&r.name),
             r.count,
             r.denied,
             r.last_seen,
@@ -95,7 +96,7 @@ fn print_usage(info: &KeyInfo, u: &Usage, days: u32, out: &Out) {
             println!(
                 "  {} via {}",
                 r.ip,
-                r.last_integration.as_deref().unwrap_or("-")
+                shown::text(r.last_integration.as_deref().unwrap_or("-"))
             );
         }
     }
