@@ -161,7 +161,7 @@ impl InvalidKeyId {
 fn id_of_whole_key(s: &str) -> Option<KeyId> {
     let b = s.as_bytes();
     let n = b.len();
-    if n < 1 + 2 + ID_LEN + TAIL_LEN || n > MAX_KEY_LEN {
+    if !(1 + 2 + ID_LEN + TAIL_LEN..=MAX_KEY_LEN).contains(&n) {
         return None;
     }
     let tail = &b[n - TAIL_LEN..];
