@@ -61,14 +61,40 @@ pub(crate) fn verify_secret(phc: &str, secret: &[u8]) -> bool {
     PasswordVerifier::<str>::verify_password(&Argon2::default(), secret, phc).is_ok()
 }
 
-/// The 32-bit pre-check tag kept at rest beside the hash: a truncated fast
-/// hash. A secret whose tag differs cannot match, so no argon2 runs for it.
-pub(crate) fn precheck_tag(secret: &[u8]) -> u32 {
-    // A fixed key derived once, so the tag is a single keyed BLAKE3 call.
-    static TAG_KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    let key = TAG_KEY.get_or_init(|| blake3::derive_key("keyward 2026-11 pre-check tag v1", b""));
-    let out = blake3::keyed_hash(key, secret);
-    u32::from_le_bytes(out.as_bytes()[..4].try_into().expect("4 bytes"))
+/// The key of a store's 32-bit pre-check tags, kept at rest beside the
+/// hashes: a truncated keyed BLAKE3 of the secret. A secret whose tag
+/// differs cannot match, so no argon2 runs for it. The key is random per
+/// store, so nobody without the store's data can search offline for a
+/// secret that passes another key's tag and costs it an argon2 run.
+pub(crate) struct TagKey(Zeroizing<[u8; 32]>);
+
+impl TagKey {
+    pub(crate) fn random() -> [u8; 32] {
+        let mut k = [0u8; 32];
+        os_random(&mut k);
+        k
+    }
+
+    pub(crate) fn new(bytes: [u8; 32]) -> Self {
+        TagKey(Zeroizing::new(bytes))
+    }
+
+    pub(crate) fn tag(&self, secret: &[u8]) -> u32 {
+        truncated(&blake3::keyed_hash(&self.0, secret))
+    }
+}
+
+/// The tag of generations hashed before their store had a tag key: keyed
+/// with a public constant. They keep it until their key is regenerated.
+pub(crate) fn legacy_tag(secret: &[u8]) -> u32 {
+    static LEGACY_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key =
+        LEGACY_KEY.get_or_init(|| blake3::derive_key("keyward 2026-11 pre-check tag v1", b""));
+    truncated(&blake3::keyed_hash(key, secret))
+}
+
+fn truncated(hash: &blake3::Hash) -> u32 {
+    u32::from_le_bytes(hash.as_bytes()[..4].try_into().expect("4 bytes"))
 }
 
 /// The key of the warm cache, random per process.

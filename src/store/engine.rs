@@ -18,7 +18,7 @@ use crate::error::{KeyError, OpenError};
 use crate::key::KeyId;
 use crate::time::Timestamp;
 use crate::usage::{UsageAgg, UsageLimits, UsageLog};
-use crate::verifier::{HashGate, WarmKey};
+use crate::verifier::{HashGate, TagKey, WarmKey};
 
 /// How often a read-modify-write is retried when another writer got there first.
 pub(crate) const COMMIT_RETRIES: usize = 16;
@@ -31,6 +31,11 @@ pub(crate) struct Engine {
     pub clock: Arc<dyn Clock>,
     pub hasher: argon2::Argon2<'static>,
     pub warm_key: WarmKey,
+    /// The key of this store's pre-check tags.
+    pub tag_key: TagKey,
+    /// argon2 verifications one key may have running at once: a flood
+    /// against one key leaves the rest of the gate to the others.
+    pub hashes_per_key: usize,
     pub gate: HashGate,
     pub index: Index,
     pub usage: UsageLog,
@@ -61,7 +66,7 @@ impl Engine {
         #[cfg(feature = "plugins")]
         let lease = crate::plugins::lease_for_store(&opened);
         let backend = opened.backend;
-        let prefix = settle_prefix(backend.as_ref(), options.prefix.as_deref())?;
+        let (prefix, tag_key) = settle_meta(backend.as_ref(), options.prefix.as_deref())?;
         let version = backend.version().map_err(OpenError::Storage)?;
         #[cfg(feature = "plugins")]
         let plugins = crate::plugins::Plugins::start(
@@ -81,6 +86,8 @@ impl Engine {
             clock: Arc::clone(&options.clock),
             hasher,
             warm_key: WarmKey::random(),
+            tag_key,
+            hashes_per_key: (options.max_concurrent_hashes / 2).max(1),
             gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
             index: Index::new(),
             usage: UsageLog::new(),
@@ -195,44 +202,65 @@ impl Engine {
 }
 
 /// The prefix is fixed when a store is created; later opens must agree.
-fn settle_prefix(backend: &dyn Backend, wanted: Option<&str>) -> Result<String, OpenError> {
-    if let Some(bytes) = backend
-        .get(Table::Meta, b"store")
-        .map_err(OpenError::Storage)?
-    {
-        let meta: MetaRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            OpenError::Storage(StorageError::with_source("unreadable store record", e))
-        })?;
-        if meta.v > SCHEMA_VERSION {
-            return Err(OpenError::UnsupportedVersion(meta.v));
+/// The tag key is made with the store (or given to an older store now),
+/// once for every process: written only where none is.
+fn settle_meta(backend: &dyn Backend, wanted: Option<&str>) -> Result<(String, TagKey), OpenError> {
+    for _ in 0..COMMIT_RETRIES {
+        let existing = backend
+            .get(Table::Meta, b"store")
+            .map_err(OpenError::Storage)?;
+        let meta = match &existing {
+            Some(bytes) => {
+                let meta: MetaRecord = serde_json::from_slice(bytes).map_err(|e| {
+                    OpenError::Storage(StorageError::with_source("unreadable store record", e))
+                })?;
+                if meta.v > SCHEMA_VERSION {
+                    return Err(OpenError::UnsupportedVersion(meta.v));
+                }
+                if let Some(w) = wanted
+                    && w != meta.prefix
+                {
+                    return Err(OpenError::InvalidOptions(format!(
+                        "this store's key prefix is {:?}, not {w:?}; the prefix is fixed when a store is created",
+                        meta.prefix
+                    )));
+                }
+                if let Some(k) = meta.tag_key {
+                    return Ok((meta.prefix, TagKey::new(k)));
+                }
+                MetaRecord {
+                    tag_key: Some(TagKey::random()),
+                    ..meta
+                }
+            }
+            None => MetaRecord {
+                v: SCHEMA_VERSION,
+                prefix: wanted.unwrap_or("kw").to_string(),
+                tag_key: Some(TagKey::random()),
+            },
+        };
+        let mut batch = Batch::default();
+        batch.expect(Table::Meta, b"store".to_vec(), existing);
+        batch.put(
+            Table::Meta,
+            b"store".to_vec(),
+            serde_json::to_vec(&meta).expect("serialises"),
+        );
+        match backend.commit(batch, Durability::Durable) {
+            Ok(_) => {
+                let key = meta.tag_key.expect("set above");
+                return Ok((meta.prefix, TagKey::new(key)));
+            }
+            // Another process wrote it first: read what it chose.
+            Err(CommitError::Conflict) => {}
+            Err(CommitError::Storage(e) | CommitError::Unflushed(e)) => {
+                return Err(OpenError::Storage(e));
+            }
         }
-        if let Some(w) = wanted
-            && w != meta.prefix
-        {
-            return Err(OpenError::InvalidOptions(format!(
-                "this store's key prefix is {:?}, not {w:?}; the prefix is fixed when a store is created",
-                meta.prefix
-            )));
-        }
-        return Ok(meta.prefix);
     }
-    let meta = MetaRecord {
-        v: SCHEMA_VERSION,
-        prefix: wanted.unwrap_or("kw").to_string(),
-    };
-    let mut batch = Batch::default();
-    batch.expect(Table::Meta, b"store".to_vec(), None);
-    batch.put(
-        Table::Meta,
-        b"store".to_vec(),
-        serde_json::to_vec(&meta).expect("serialises"),
-    );
-    match backend.commit(batch, Durability::Durable) {
-        Ok(_) => Ok(meta.prefix),
-        // Another process created it first: read what it chose.
-        Err(CommitError::Conflict) => settle_prefix(backend, wanted),
-        Err(CommitError::Storage(e) | CommitError::Unflushed(e)) => Err(OpenError::Storage(e)),
-    }
+    Err(OpenError::Storage(StorageError::new(
+        "the store record kept changing while it was read",
+    )))
 }
 
 fn monotonic_ms(clock: &dyn crate::clock::Clock) -> i64 {

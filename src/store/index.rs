@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use subtle::ConstantTimeEq;
@@ -21,6 +22,9 @@ const INDEX_SHARDS: usize = 64;
 
 /// What `verify` needs of one key, built from its record.
 pub(crate) struct Live {
+    /// argon2 verifications of this key running now (see
+    /// [`Live::cold_share`]).
+    cold_running: AtomicUsize,
     disabled: bool,
     expires_at: Option<i64>,
     /// `Some` when the whitelist restriction is on.
@@ -32,6 +36,8 @@ pub(crate) struct Live {
 pub(crate) struct LiveGen {
     pub n: u32,
     tag: u32,
+    /// `tag` is keyed with the store's tag key, not the legacy constant.
+    store_tag: bool,
     retired_at: i64,
     grace_until: Option<i64>,
     pub phc: Box<str>,
@@ -58,6 +64,7 @@ impl Live {
                 LiveGen {
                     n: g.n,
                     tag: g.tag,
+                    store_tag: g.store_tag,
                     retired_at: g.retired_at.unwrap_or(i64::MAX),
                     grace_until: g.grace_until,
                     phc: g.phc.clone().into_boxed_str(),
@@ -66,6 +73,7 @@ impl Live {
             })
             .collect();
         Live {
+            cold_running: AtomicUsize::new(0),
             disabled: rec.disabled,
             expires_at: rec.expires_at,
             rules: rec
@@ -100,7 +108,14 @@ impl Live {
     /// whose pre-check tag matches. A warm generation cannot be one (its
     /// digest is compared instead); one that another thread warmed since
     /// [`Live::warm_match`] looked is compared here, and a match is `Err(i)`.
-    pub(crate) fn cold_candidates(&self, digest: &[u8; 32], tag: u32) -> Result<Vec<usize>, usize> {
+    /// `tag` is the secret's tag under the store's key; `legacy` its tag
+    /// under the legacy constant, given when [`Live::has_legacy_tags`].
+    pub(crate) fn cold_candidates(
+        &self,
+        digest: &[u8; 32],
+        tag: u32,
+        legacy: Option<u32>,
+    ) -> Result<Vec<usize>, usize> {
         let mut candidates = Vec::new();
         for (i, g) in self.gens.iter().enumerate() {
             match g.warm.get() {
@@ -110,13 +125,40 @@ impl Live {
                     }
                 }
                 None => {
-                    if g.tag == tag {
+                    let wanted = if g.store_tag { Some(tag) } else { legacy };
+                    if wanted == Some(g.tag) {
                         candidates.push(i);
                     }
                 }
             }
         }
         Ok(candidates)
+    }
+
+    /// Whether a generation still has a tag keyed with the legacy constant.
+    pub(crate) fn has_legacy_tags(&self) -> bool {
+        self.gens.iter().any(|g| !g.store_tag)
+    }
+
+    /// A share of the argon2 gate for this key, or `None` when it has
+    /// `limit` verifications running already: a flood against one key
+    /// waits on itself, not on every other key.
+    pub(crate) fn cold_share(&self, limit: usize) -> Option<ColdShare<'_>> {
+        let mut running = self.cold_running.load(Ordering::Acquire);
+        loop {
+            if running >= limit {
+                return None;
+            }
+            match self.cold_running.compare_exchange_weak(
+                running,
+                running + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(ColdShare(&self.cold_running)),
+                Err(now) => running = now,
+            }
+        }
     }
 
     /// The verdict for a secret that matched generation `gens[i]`.
@@ -216,5 +258,14 @@ impl Index {
             *write(shard) = map;
         }
         Ok(())
+    }
+}
+
+/// One of a key's argon2 verifications in progress.
+pub(crate) struct ColdShare<'a>(&'a AtomicUsize);
+
+impl Drop for ColdShare<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -37,6 +37,8 @@ pub struct Options {
     /// How much usage history each key keeps.
     pub usage_limits: UsageLimits,
     /// argon2 verifications allowed at once (default: the number of cores).
+    /// One key may have at most half of them (at least one) running, so a
+    /// flood against one key leaves room for every other key's first use.
     pub max_concurrent_hashes: usize,
     /// Cold verifications allowed to wait for a slot before `Busy`.
     pub max_queued_hashes: usize,

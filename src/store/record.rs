@@ -57,6 +57,10 @@ pub struct CreatedKey {
 pub(crate) struct MetaRecord {
     pub v: u32,
     pub prefix: String,
+    /// The key of the store's pre-check tags (older stores get one when
+    /// next opened).
+    #[serde(default)]
+    pub tag_key: Option<[u8; 32]>,
 }
 
 /// One generation (secret) of a key.
@@ -70,6 +74,9 @@ pub(crate) struct GenRecord {
     pub phc: String,
     /// Pre-check tag of the secret.
     pub tag: u32,
+    /// Whether `tag` is keyed with the store's tag key (else the legacy constant).
+    #[serde(default)]
+    pub store_tag: bool,
     pub last4: String,
 }
 

@@ -67,8 +67,11 @@ impl Engine {
                     let (v, f) = live.decide(id, i, now);
                     Step::Done(v, f)
                 } else {
-                    let tag = verifier::precheck_tag(parsed.secret);
-                    match live.cold_candidates(&digest, tag) {
+                    let tag = self.tag_key.tag(parsed.secret);
+                    let legacy = live
+                        .has_legacy_tags()
+                        .then(|| verifier::legacy_tag(parsed.secret));
+                    match live.cold_candidates(&digest, tag, legacy) {
                         Err(i) => {
                             let (v, f) = live.decide(id, i, now);
                             Step::Done(v, f)
@@ -126,6 +129,9 @@ impl Engine {
         live: &Live,
         candidates: &[usize],
     ) -> (Verdict, Freshness) {
+        let Some(_share) = live.cold_share(self.hashes_per_key) else {
+            return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
+        };
         let Some(_pass) = self.gate.enter() else {
             return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
         };

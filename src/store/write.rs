@@ -102,7 +102,8 @@ impl Engine {
                 retired_at: None,
                 grace_until: None,
                 phc,
-                tag: verifier::precheck_tag(&generated.secret),
+                tag: self.tag_key.tag(&generated.secret),
+                store_tag: true,
                 last4: generated.last4.clone(),
             }],
             whitelist: wl,
@@ -155,7 +156,7 @@ impl Engine {
         let generated = key::generate(&self.prefix, id);
         let phc =
             verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
-        let tag = verifier::precheck_tag(&generated.secret);
+        let tag = self.tag_key.tag(&generated.secret);
         let info = self.update(id, EventKind::KeyRegenerated, |rec, now| {
             let grace_until = (!grace.is_zero())
                 .then(|| Timestamp::from_unix_millis(now).plus(grace).unix_millis());
@@ -181,6 +182,7 @@ impl Engine {
                     grace_until: None,
                     phc: phc.clone(),
                     tag,
+                    store_tag: true,
                     last4: generated.last4.clone(),
                 },
             );
