@@ -118,17 +118,14 @@ impl Live {
     ) -> Result<Vec<usize>, usize> {
         let mut candidates = Vec::new();
         for (i, g) in self.gens.iter().enumerate() {
-            match g.warm.get() {
-                Some(w) => {
-                    if bool::from(w.ct_eq(digest)) {
-                        return Err(i);
-                    }
+            if let Some(w) = g.warm.get() {
+                if bool::from(w.ct_eq(digest)) {
+                    return Err(i);
                 }
-                None => {
-                    let wanted = if g.store_tag { Some(tag) } else { legacy };
-                    if wanted == Some(g.tag) {
-                        candidates.push(i);
-                    }
+            } else {
+                let wanted = if g.store_tag { Some(tag) } else { legacy };
+                if wanted == Some(g.tag) {
+                    candidates.push(i);
                 }
             }
         }
