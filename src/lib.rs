@@ -86,8 +86,8 @@ pub use crate::store::{
 };
 pub use crate::time::Timestamp;
 pub use crate::usage::{
-    HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN, Usage, UsageLimits,
-    UsageTotals,
+    Backlog, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN, NoticeLimits,
+    Usage, UsageLimits, UsageTotals,
 };
 pub use crate::verdict::{Denial, Grant, Verdict};
 pub use crate::verifier::Argon2Params;

@@ -112,6 +112,10 @@ impl WarmKey {
     }
 }
 
+/// How long a cold verification waits for room (about two hash times)
+/// before answering `Busy`.
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_millis(100);
+
 /// Bounds how many argon2 verifications run at once, with a short queue.
 ///
 /// A flood of cold or forged keys must not take every core: past the bound
@@ -157,8 +161,7 @@ impl HashGate {
             return None;
         }
         st.waiting += 1;
-        // A queued caller waits at most about two hash times.
-        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        let deadline = std::time::Instant::now() + QUEUE_WAIT;
         while st.running >= self.max_running {
             let now = std::time::Instant::now();
             if now >= deadline {

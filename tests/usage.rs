@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{fast_options, ip, open, options_with_clock, temp_store};
-use keyward::{CreateOptions, ManualClock, Store, UsageLimits};
+use keyward::{CreateOptions, Denial, ManualClock, Store, Timestamp, UsageLimits, Verdict};
 
 #[test]
 fn counts_are_exact_across_threads_and_after_reopen() {
@@ -213,26 +213,73 @@ fn long_integration_names_are_cut_not_refused() {
 }
 
 #[test]
-fn refused_ips_and_stale_secrets_become_events_once_per_ip_and_hour() {
-    let (_dir, _path, store) = temp_store();
+fn refused_ips_and_stale_secrets_become_one_notice_per_key_kind_and_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
+        1_800_000_000_000,
+    )));
+    let store = Store::open_with(dir.path().join("s"), &options_with_clock(&clock)).unwrap();
     let c = store
         .create(
             "k",
             CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
         )
         .unwrap();
-    for _ in 0..5 {
-        assert!(
-            !store
-                .verify(c.key.as_str(), ip("203.0.113.9"), Some("curl"))
-                .is_valid()
+    let refused = |key: &str, from: &str, via: Option<&str>| {
+        assert_eq!(
+            store.verify(key, ip(from), via),
+            Verdict::Denied(Denial::IpNotAllowed)
         );
+    };
+    // The first refusal in a window is told at once; the rest are counted.
+    for _ in 0..5 {
+        refused(c.key.as_str(), "203.0.113.9", Some("curl"));
     }
+    refused(c.key.as_str(), "203.0.113.10", None);
+    store.flush().unwrap();
+    let denied = |store: &Store| -> Vec<serde_json::Value> {
+        store
+            .events(0, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str() == "key.denied_ip")
+            .map(|e| e.data)
+            .collect()
+    };
+    let first = denied(&store);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["ip"], "203.0.113.9");
+    assert_eq!(first[0]["integration"], "curl");
+    assert_eq!(first[0]["count"], 1);
+    assert_eq!(first[0]["window"], 60);
+    assert_eq!(first[0]["confirmed"], false, "this secret never verified");
+    // A window later: the next notice carries what was counted meanwhile.
+    clock.advance(Duration::from_secs(61));
+    refused(c.key.as_str(), "203.0.113.11", Some("wget"));
+    store.flush().unwrap();
+    let second = denied(&store);
+    assert_eq!(second.len(), 2);
+    assert_eq!(second[1]["ip"], "203.0.113.11");
+    assert_eq!(second[1]["count"], 6);
+    assert_eq!(
+        second[1]["ips"],
+        serde_json::json!(["203.0.113.9", "203.0.113.10", "203.0.113.11"])
+    );
+    assert_eq!(
+        second[1]["integrations"],
+        serde_json::json!(["curl", "wget"])
+    );
+
+    // A secret known good (warm) from a refused IP is "confirmed": a
+    // stolen key in use, not a guess.
     assert!(
-        !store
-            .verify(c.key.as_str(), ip("203.0.113.10"), None)
+        store
+            .verify(c.key.as_str(), ip("198.51.100.7"), None)
             .is_valid()
     );
+    clock.advance(Duration::from_secs(61));
+    refused(c.key.as_str(), "203.0.113.12", None);
+
     let fresh = store
         .regenerate(&c.info.id, Duration::from_secs(3600))
         .unwrap();
@@ -249,36 +296,19 @@ fn refused_ips_and_stale_secrets_become_events_once_per_ip_and_hour() {
             .is_valid()
     );
     store.flush().unwrap();
+    let third = denied(&store);
+    assert_eq!(third.len(), 3);
+    assert_eq!(third[2]["confirmed"], true);
     let events = store.events(0, 100).unwrap();
-    let noticed: Vec<(String, String)> = events
+    let stale: Vec<_> = events
         .iter()
-        .filter(|e| {
-            e.kind.as_str().starts_with("key.denied") || e.kind.as_str().starts_with("key.stale")
-        })
-        .map(|e| {
-            (
-                e.kind.as_str().to_string(),
-                e.data["ip"].as_str().unwrap().to_string(),
-            )
-        })
+        .filter(|e| e.kind.as_str() == "key.stale_secret_used")
         .collect();
-    assert_eq!(
-        noticed,
-        [
-            ("key.denied_ip".to_string(), "203.0.113.9".to_string()),
-            ("key.denied_ip".to_string(), "203.0.113.10".to_string()),
-            (
-                "key.stale_secret_used".to_string(),
-                "198.51.100.7".to_string()
-            ),
-        ]
-    );
-    let stale = events
-        .iter()
-        .find(|e| e.kind.as_str() == "key.stale_secret_used")
-        .unwrap();
-    assert_eq!(stale.data["generation"], 1);
-    assert_eq!(stale.data["integration"], "HubSpot");
+    assert_eq!(stale.len(), 1, "one stale-secret notice in the window");
+    assert_eq!(stale[0].data["generation"], 1);
+    assert_eq!(stale[0].data["integration"], "HubSpot");
+    assert_eq!(stale[0].data["ip"], "198.51.100.7");
+    assert!(stale[0].data.get("confirmed").is_none());
     assert!(
         !serde_json::to_string(&events)
             .unwrap()

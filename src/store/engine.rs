@@ -90,7 +90,7 @@ impl Engine {
             hashes_per_key: (options.max_concurrent_hashes / 2).max(1),
             gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
             index: Index::new(),
-            usage: UsageLog::new(),
+            usage: UsageLog::new(options.usage_limits, options.notice_limits),
             limits: options.usage_limits,
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),

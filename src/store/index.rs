@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
 use super::record::KeyRecord;
 use crate::key::KeyId;
-use crate::locks::{read, write};
+use crate::locks::{lock, read, write};
 use crate::time::Timestamp;
 use crate::usage::Freshness;
 use crate::verdict::{Denial, Grant, Verdict};
@@ -24,7 +24,7 @@ const INDEX_SHARDS: usize = 64;
 pub(crate) struct Live {
     /// argon2 verifications of this key running now (see
     /// [`Live::cold_share`]).
-    cold_running: AtomicUsize,
+    cold: ColdSlots,
     disabled: bool,
     expires_at: Option<i64>,
     /// `Some` when the whitelist restriction is on.
@@ -73,7 +73,7 @@ impl Live {
             })
             .collect();
         Live {
-            cold_running: AtomicUsize::new(0),
+            cold: ColdSlots::default(),
             disabled: rec.disabled,
             expires_at: rec.expires_at,
             rules: rec
@@ -137,25 +137,26 @@ impl Live {
         self.gens.iter().any(|g| !g.store_tag)
     }
 
-    /// A share of the argon2 gate for this key, or `None` when it has
-    /// `limit` verifications running already: a flood against one key
-    /// waits on itself, not on every other key.
-    pub(crate) fn cold_share(&self, limit: usize) -> Option<ColdShare<'_>> {
-        let mut running = self.cold_running.load(Ordering::Acquire);
-        loop {
-            if running >= limit {
+    /// A share of the argon2 gate for this key, waiting up to `wait` while
+    /// it has `limit` verifications running; `None` after that. A flood
+    /// against one key waits on itself, not on every other key.
+    pub(crate) fn cold_share(&self, limit: usize, wait: Duration) -> Option<ColdShare<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut running = lock(&self.cold.running);
+        while *running >= limit {
+            let now = Instant::now();
+            if now >= deadline {
                 return None;
             }
-            match self.cold_running.compare_exchange_weak(
-                running,
-                running + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(ColdShare(&self.cold_running)),
-                Err(now) => running = now,
-            }
+            running = self
+                .cold
+                .done
+                .wait_timeout(running, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
+        *running += 1;
+        Some(ColdShare(&self.cold))
     }
 
     /// The verdict for a secret that matched generation `gens[i]`.
@@ -258,11 +259,19 @@ impl Index {
     }
 }
 
+/// A key's argon2 verifications running now.
+#[derive(Default)]
+pub(crate) struct ColdSlots {
+    running: Mutex<usize>,
+    done: Condvar,
+}
+
 /// One of a key's argon2 verifications in progress.
-pub(crate) struct ColdShare<'a>(&'a AtomicUsize);
+pub(crate) struct ColdShare<'a>(&'a ColdSlots);
 
 impl Drop for ColdShare<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        *lock(&self.0.running) -= 1;
+        self.0.done.notify_one();
     }
 }

@@ -292,6 +292,13 @@ impl Store {
         self.engine.usage(id)
     }
 
+    /// What waits in memory for storage (usage, notices) and what was let
+    /// go of to keep it bounded while storage was failing.
+    #[must_use]
+    pub fn backlog(&self) -> crate::usage::Backlog {
+        self.engine.usage.backlog()
+    }
+
     /// Writes pending usage to storage now (it is also written on an interval and on close).
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::OpenError;
 use crate::key;
 use crate::time::Timestamp;
-use crate::usage::UsageLimits;
+use crate::usage::{NoticeLimits, UsageLimits};
 use crate::verifier::Argon2Params;
 
 /// Past generations remembered per key, so their secrets answer `Rotated`
@@ -36,6 +36,9 @@ pub struct Options {
     pub usage_flush_interval: Duration,
     /// How much usage history each key keeps.
     pub usage_limits: UsageLimits,
+    /// How often refused IPs and old secrets are told through the outbox
+    /// (`key.denied_ip`, `key.stale_secret_used`).
+    pub notice_limits: NoticeLimits,
     /// argon2 verifications allowed at once (default: the number of cores).
     /// One key may have at most half of them (at least one) running, so a
     /// flood against one key leaves room for every other key's first use.
@@ -76,6 +79,7 @@ impl Default for Options {
             argon2: Argon2Params::default(),
             usage_flush_interval: Duration::from_secs(1),
             usage_limits: UsageLimits::default(),
+            notice_limits: NoticeLimits::default(),
             max_concurrent_hashes: cores,
             max_queued_hashes: cores * 4,
             sync_interval: Duration::from_millis(100),
@@ -103,6 +107,11 @@ impl Options {
         {
             return Err(OpenError::InvalidOptions(
                 "intervals and timeouts must be greater than zero".into(),
+            ));
+        }
+        if self.notice_limits.window.is_zero() || self.notice_limits.max_per_minute == 0 {
+            return Err(OpenError::InvalidOptions(
+                "notice limits must be greater than zero".into(),
             ));
         }
         if self.usage_limits.max_ips == 0 || self.usage_limits.max_integrations == 0 {

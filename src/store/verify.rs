@@ -12,7 +12,7 @@ use super::index::Live;
 use crate::events::EventKind;
 use crate::key::{self, KeyId};
 use crate::locks::read;
-use crate::usage::{Freshness, Notice, Outcome};
+use crate::usage::{Freshness, Occurrence, Outcome};
 use crate::verdict::{Denial, Verdict};
 use crate::verifier;
 use crate::whitelist;
@@ -54,12 +54,20 @@ impl Engine {
             }
             return Verdict::Denied(Denial::Unavailable);
         }
+        // For a refused IP: whether the secret is known good (warm), which
+        // the notice tells; no argon2 is run to find out.
+        let mut confirmed = false;
         let step = {
             let shard = read(self.index.shard(&id));
             let Some(live) = shard.get(&id) else {
                 return Verdict::Denied(Denial::UnknownKey);
             };
             if let Some(d) = live.gatekeep(now, ip) {
+                if d == Denial::IpNotAllowed {
+                    confirmed = live
+                        .warm_match(&self.warm_key.digest(parsed.secret))
+                        .is_some();
+                }
                 Step::Done(Verdict::Denied(d), Freshness::Unknown)
             } else {
                 let digest = self.warm_key.digest(parsed.secret);
@@ -101,15 +109,16 @@ impl Engine {
             _ => None,
         };
         if let Some(kind) = notice_kind {
-            self.usage.notice(Notice {
+            self.usage.notice(&Occurrence {
                 kind,
                 key_id: id,
                 ip,
-                integration: integration.map(String::from),
+                integration,
                 generation: match verdict {
                     Verdict::Valid(g) => Some(g.generation),
                     Verdict::Denied(_) => None,
                 },
+                confirmed: (kind == EventKind::KeyDeniedIp).then_some(confirmed),
                 at: now,
             });
         }
@@ -129,21 +138,30 @@ impl Engine {
         live: &Live,
         candidates: &[usize],
     ) -> (Verdict, Freshness) {
-        let Some(_share) = live.cold_share(self.hashes_per_key) else {
+        // A key's share of the gate, waited for as briefly as the gate's
+        // queue: a burst of first uses of one key waits for the first.
+        let Some(_share) = live.cold_share(self.hashes_per_key, verifier::QUEUE_WAIT) else {
             return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
-        };
-        let Some(_pass) = self.gate.enter() else {
-            return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
-        };
-        let Some(n) = candidates
-            .iter()
-            .map(|&i| &live.gens[i])
-            .find(|g| verifier::verify_secret(&g.phc, secret))
-            .map(|g| g.n)
-        else {
-            return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
         };
         let digest = self.warm_key.digest(secret);
+        // Another thread may have verified this very secret meanwhile.
+        let warmed = live.warm_match(&digest).map(|i| live.gens[i].n);
+        let n = if let Some(n) = warmed {
+            n
+        } else {
+            let Some(_pass) = self.gate.enter() else {
+                return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
+            };
+            let Some(n) = candidates
+                .iter()
+                .map(|&i| &live.gens[i])
+                .find(|g| verifier::verify_secret(&g.phc, secret))
+                .map(|g| g.n)
+            else {
+                return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
+            };
+            n
+        };
         let now = self.now_ms();
         let Some(current) = self.index.get(&id) else {
             return (Verdict::Denied(Denial::UnknownKey), Freshness::Unknown);

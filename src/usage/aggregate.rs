@@ -49,7 +49,7 @@ pub(crate) struct UsageAgg {
     hourly: BTreeMap<i64, (u64, u64)>,
 }
 
-fn clip(name: &str) -> &str {
+pub(crate) fn clip(name: &str) -> &str {
     if name.len() <= MAX_INTEGRATION_LEN {
         return name;
     }
@@ -193,19 +193,11 @@ impl UsageAgg {
         let oldest_hour = now.saturating_sub(retention_ms).div_euclid(HOUR_MS);
         self.hourly = self.hourly.split_off(&oldest_hour);
         if self.ips.len() > limits.max_ips {
-            let mut seen: Vec<i64> = self.ips.values().map(|r| r.last).collect();
-            seen.sort_unstable_by(|a, b| b.cmp(a));
-            let cutoff = seen[limits.max_ips - 1];
-            self.ips.retain(|_, r| r.last >= cutoff);
-            // Ties at the cutoff: drop arbitrary extras to honour the cap.
-            while self.ips.len() > limits.max_ips {
-                let victim = *self
-                    .ips
-                    .iter()
-                    .find(|(_, r)| r.last == cutoff)
-                    .map(|(ip, _)| ip)
-                    .expect("a tie exists");
-                self.ips.remove(&victim);
+            let mut rows: Vec<(IpAddr, i64)> =
+                self.ips.iter().map(|(ip, r)| (*ip, r.last)).collect();
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.1));
+            for (ip, _) in rows.into_iter().skip(limits.max_ips) {
+                self.ips.remove(&ip);
             }
         }
         if self.integrations.len() > limits.max_integrations {
@@ -219,6 +211,26 @@ impl UsageAgg {
                 self.integrations.remove(&name);
             }
         }
+    }
+
+    /// Whether the rows kept in memory have grown to twice the limits: a
+    /// pending delta is trimmed then, so a flood of new addresses or
+    /// integrations (an outage keeps deltas from being flushed) costs
+    /// bounded memory.
+    pub(crate) fn overgrown(&self, limits: &UsageLimits) -> bool {
+        self.ips.len() > 2 * limits.max_ips || self.integrations.len() > 2 * limits.max_integrations
+    }
+
+    /// The latest time this delta saw (0 when empty).
+    pub(crate) fn latest(&self) -> i64 {
+        let ips = self.ips.values().map(|r| r.last);
+        let integrations = self.integrations.values().map(|r| r.last);
+        ips.chain(integrations).max().unwrap_or(0)
+    }
+
+    /// Rows held (client IPs and integrations).
+    pub(crate) fn rows(&self) -> usize {
+        self.ips.len() + self.integrations.len()
     }
 
     pub(crate) fn last_used_at(&self) -> Option<Timestamp> {

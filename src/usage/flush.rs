@@ -107,11 +107,18 @@ impl Engine {
                 continue;
             };
             let rec = KeyRecord::decode(&bytes)?;
-            let data = json!({
+            let mut data = json!({
                 "ip": n.ip.to_string(),
                 "integration": n.integration,
                 "generation": n.generation,
+                "count": n.count,
+                "window": n.window.as_secs(),
+                "ips": n.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "integrations": n.integrations,
             });
+            if let Some(confirmed) = n.confirmed {
+                data["confirmed"] = json!(confirmed);
+            }
             events::append(&mut batch, n.kind, &rec, &self.prefix, n.at, data);
         }
         if batch.ops.is_empty() {

@@ -20,11 +20,28 @@ use crate::time::Timestamp;
 use crate::verdict::{Denial, with_denials};
 
 pub(crate) use self::aggregate::UsageAgg;
-pub(crate) use self::pending::{Notice, UsageLog};
+pub use self::pending::NoticeLimits;
+pub(crate) use self::pending::{Notice, Occurrence, UsageLog};
 
 const HOUR_MS: i64 = 3_600_000;
 /// Longest integration name kept; longer ones are cut at a character boundary.
 pub const MAX_INTEGRATION_LEN: usize = 128;
+
+/// What a store holds in memory waiting for storage, and what it let go of
+/// to stay bounded while storage was failing ([`Store::backlog`](crate::Store::backlog)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Keys with usage waiting to be written.
+    pub pending_usage_keys: usize,
+    /// Notices waiting to become outbox events.
+    pub pending_notices: usize,
+    /// Per-address and per-integration usage rows dropped so far to keep
+    /// pending usage bounded (the totals stay exact).
+    pub usage_rows_dropped: u64,
+    /// Notices that storage could not take in time, folded back into the
+    /// counts a later notice carries.
+    pub notices_deferred: u64,
+}
 
 /// How much usage history a key keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
