@@ -28,6 +28,19 @@ struct State {
 }
 
 impl MemoryBackend {
+    /// Rows and bytes (keys and values) stored, per table: what a store
+    /// holds, measured without a file system's slack.
+    #[cfg(test)]
+    pub(crate) fn logical_size(&self) -> BTreeMap<Table, (usize, usize)> {
+        let mut sizes = BTreeMap::new();
+        for ((table, key), value) in &self.state().tables {
+            let entry: &mut (usize, usize) = sizes.entry(*table).or_default();
+            entry.0 += 1;
+            entry.1 += key.len() + value.len();
+        }
+        sizes
+    }
+
     /// `shared`: whether engines must follow its change feed.
     pub(crate) fn new(shared: bool) -> Self {
         MemoryBackend {

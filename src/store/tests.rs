@@ -386,3 +386,77 @@ fn a_flood_against_one_key_does_not_make_another_keys_first_use_busy() {
     let refused: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(refused > 0, "the flood was held to its share");
 }
+
+/// Bytes stored in all tables.
+fn total_bytes(backend: &MemoryBackend) -> usize {
+    backend.logical_size().values().map(|(_, b)| b).sum()
+}
+
+/// An attacker with only a key's public id floods it from 100,000
+/// addresses of one /64 with 5 KB User-Agents: the store grows by less than
+/// 1 MB, the outbox by one notice, and a deletion made meanwhile is not
+/// queued behind the flood.
+#[test]
+fn a_flood_of_forged_keys_from_a_slash_64_costs_bounded_storage_and_outbox() {
+    let backend = Arc::new(MemoryBackend::new(false));
+    // Time stands still: the whole flood falls in one notice window.
+    let mut o = fast();
+    o.clock = Arc::new(crate::clock::ManualClock::starting_now());
+    let store = Store::open_backend(backend.clone(), &o).unwrap();
+    let target = store
+        .create(
+            "restricted",
+            CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    let bystander = store.create("bystander", CreateOptions::new()).unwrap();
+    store.flush().unwrap();
+    let before = total_bytes(&backend);
+    let events_before = store.events(0, 10_000).unwrap().len();
+    let agent = "A".repeat(5 * 1024);
+    for i in 0u32..100_000 {
+        // Right id, a made-up secret, a valid checksum.
+        let forged = crate::key::generate("kw", &target.info.id);
+        let from = IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, (i >> 16) as u16, i as u16]);
+        let agent = format!("{i}{agent}");
+        assert_eq!(
+            store.verify(forged.key.as_str(), from, Some(&agent)),
+            Verdict::Denied(Denial::IpNotAllowed)
+        );
+        if i == 50_000 {
+            store.flush().unwrap();
+            store.delete(&bystander.info.id).unwrap();
+        }
+    }
+    store.flush().unwrap();
+    let grown = total_bytes(&backend) - before;
+    assert!(grown < 1024 * 1024, "the store grew by {grown} bytes");
+    let events = store.events(0, 10_000).unwrap();
+    let new: Vec<&str> = events[events_before..]
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(new, ["key.denied_ip", "key.deleted"], "{new:?}");
+    let usage = store.usage(&target.info.id).unwrap();
+    assert_eq!(
+        usage.totals.ip_not_allowed, 100_000,
+        "every refusal counted"
+    );
+    assert!(
+        usage
+            .integrations
+            .iter()
+            .all(|i| i.name.len() <= crate::usage::MAX_INTEGRATION_LEN)
+    );
+    let notice = &events[events_before].data;
+    assert_eq!(notice["count"], 1);
+    assert!(notice["integration"].as_str().unwrap().len() <= crate::usage::MAX_INTEGRATION_LEN);
+    eprintln!(
+        "100,000 forged requests: store +{grown} bytes, {} rows in all",
+        backend
+            .logical_size()
+            .values()
+            .map(|(r, _)| r)
+            .sum::<usize>()
+    );
+}
