@@ -7,104 +7,19 @@
 //! password for TCP connections.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 #[path = "common/proxy.rs"]
 mod proxy;
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{fast_options, ip, wait_until};
 use keyward::{CreateOptions, Denial, OpenError, Options, Store, Verdict};
 
-const ROLE: &str = "keyward_tcp_test";
-
-/// What the tests need to know about the server.
-struct Server {
-    admin_url: String,
-    port: u16,
-    database: String,
-    password: String,
-    /// The certificate the server presents (readable: it is public).
-    cert_file: String,
-}
-
-fn admin(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).expect("admin connection")
-}
-
-/// The server, with a login role for TCP made once per run; `None` (a
-/// skip, a failure under CI=true) without `KEYWARD_TEST_PG`.
-fn server() -> Option<&'static Server> {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    let base = common::service("KEYWARD_TEST_PG", "the PostgreSQL network tests")?;
-    Some(SERVER.get_or_init(|| {
-        let mut a = admin(&base);
-        let row = a
-            .query_one(
-                "select current_database(), current_setting('port'), current_setting('ssl'), current_setting('ssl_cert_file')",
-                &[],
-            )
-            .unwrap();
-        let (database, port, ssl, cert_file): (String, String, String, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        assert_eq!(
-            ssl, "on",
-            "the test server must have ssl = on (Debian's default cluster has it)"
-        );
-        let password: String = (0..24)
-            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
-            .collect();
-        a.batch_execute(&format!(
-            "do $$ begin create role {ROLE} login; exception when duplicate_object then null; end $$;
-             alter role {ROLE} password '{password}';
-             grant connect, create on database {database} to {ROLE};"
-        ))
-        .unwrap();
-        Server {
-            admin_url: base,
-            port: port.parse().unwrap(),
-            database,
-            password,
-            cert_file,
-        }
-    }))
-}
-
-fn unique(name: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!(
-        "{name}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-
-impl Server {
-    /// A store URL over TCP to `host:port` with the given extra parameters.
-    fn url(&self, host: &str, port: u16, params: &str) -> String {
-        format!(
-            "postgresql://{ROLE}:{}@{host}:{port}/{}?schema={}&{params}",
-            self.password,
-            self.database,
-            unique("net")
-        )
-    }
-
-    /// Whether each of the sessions named `app` is encrypted.
-    fn encrypted(&self, app: &str) -> Vec<bool> {
-        admin(&self.admin_url)
-            .query(
-                "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = $1",
-                &[&app],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    }
-}
+use pg::{server, unique};
 
 fn works(store: &Store) {
     let created = store.create("tls", CreateOptions::new()).unwrap();

@@ -67,6 +67,14 @@ pub fn forge(store: &Store, id: &KeyId) -> String {
     format!("{body}{}", base62_6(crc))
 }
 
+/// A well-formed key (valid checksum) from its parts: `secret` is 43
+/// base62 characters.
+pub fn well_formed(prefix: &str, id: &str, secret: &str) -> String {
+    let body = format!("{prefix}_{id}_{secret}");
+    let crc = crc32fast::hash(body.as_bytes());
+    format!("{body}{}", base62_6(crc))
+}
+
 fn base62_6(mut n: u32) -> String {
     const A: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut out = [b'0'; 6];
