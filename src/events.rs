@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::{Backend, Batch, StorageError, Table};
+use std::time::Duration;
+
+use crate::backend::{Backend, Batch, Durability, StorageError, Table};
 use crate::key::KeyId;
 use crate::store::KeyRecord;
 use crate::time::Timestamp;
@@ -137,4 +139,126 @@ pub(crate) fn read(
         .into_iter()
         .map(|(k, v)| Event::from_stored(&k, &v))
         .collect()
+}
+
+/// The lowest cursor of the enabled plugins (`None` when there are none):
+/// events after it are still to be delivered.
+fn lowest_plugin_cursor(backend: &dyn Backend) -> Result<Option<u64>, StorageError> {
+    let mut lowest: Option<u64> = None;
+    for (name, record) in backend.scan(Table::Plugins, b"")? {
+        let record: Value = serde_json::from_slice(&record)
+            .map_err(|e| StorageError::with_source("unreadable plugin record", e))?;
+        if record.get("enabled") == Some(&Value::Bool(false)) {
+            continue;
+        }
+        let cursor = match backend.get(Table::PluginState, &name)? {
+            Some(state) => serde_json::from_slice::<Value>(&state)
+                .map_err(|e| StorageError::with_source("unreadable plugin state", e))?
+                .get("cursor")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            None => 0,
+        };
+        lowest = Some(lowest.map_or(cursor, |l| l.min(cursor)));
+    }
+    Ok(lowest)
+}
+
+/// Deletes the oldest events: those older than `retention` that every
+/// enabled plugin has delivered or dead-lettered. Returns how many went.
+pub(crate) fn prune(
+    backend: &dyn Backend,
+    now: i64,
+    retention: Duration,
+) -> Result<u64, StorageError> {
+    let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    let delivered = lowest_plugin_cursor(backend)?.unwrap_or(u64::MAX);
+    let mut pruned = 0;
+    loop {
+        let page = backend.range_from(Table::Events, &0u64.to_be_bytes(), 512)?;
+        let mut batch = Batch::default();
+        let mut done = page.len() < 512;
+        for (k, v) in &page {
+            let event = Event::from_stored(k, v)?;
+            if event.at.unix_millis() >= cutoff || event.seq > delivered {
+                done = true;
+                break;
+            }
+            batch.delete(Table::Events, k.clone());
+        }
+        let n = batch.ops.len() as u64;
+        if n > 0 {
+            backend.commit(batch, Durability::Lazy)?;
+            pruned += n;
+        }
+        if done || n == 0 {
+            return Ok(pruned);
+        }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+
+    fn event_at(batch: &mut Batch, at: i64) {
+        let event = serde_json::json!({
+            "kind": "key.updated", "at": Timestamp::from_unix_millis(at),
+            "key_id": "AAAAAAAAAAAA", "name": "k", "masked": "kw_…", "data": {}
+        });
+        batch.append(Table::Events, serde_json::to_vec(&event).unwrap());
+    }
+
+    fn seqs(backend: &MemoryBackend) -> Vec<u64> {
+        read(backend, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    #[test]
+    fn old_events_go_unless_an_enabled_plugin_still_waits_for_them() {
+        let backend = MemoryBackend::new(false);
+        let mut batch = Batch::default();
+        for at in 1..=10 {
+            event_at(&mut batch, at * 1_000);
+        }
+        batch.put(
+            Table::Plugins,
+            b"crm".to_vec(),
+            br#"{"enabled":true}"#.to_vec(),
+        );
+        batch.put(
+            Table::PluginState,
+            b"crm".to_vec(),
+            br#"{"cursor":4}"#.to_vec(),
+        );
+        batch.put(
+            Table::Plugins,
+            b"off".to_vec(),
+            br#"{"enabled":false}"#.to_vec(),
+        );
+        batch.put(
+            Table::PluginState,
+            b"off".to_vec(),
+            br#"{"cursor":0}"#.to_vec(),
+        );
+        backend.commit(batch, Durability::Durable).unwrap();
+        let hour = Duration::from_secs(3600);
+        // All older than the retention, but the enabled plugin is at 4.
+        assert_eq!(prune(&backend, 10_000_000, hour).unwrap(), 4);
+        assert_eq!(seqs(&backend), (5..=10).collect::<Vec<_>>());
+        // The plugin catches up: the rest may go, but only what is old.
+        let mut batch = Batch::default();
+        batch.put(
+            Table::PluginState,
+            b"crm".to_vec(),
+            br#"{"cursor":10}"#.to_vec(),
+        );
+        backend.commit(batch, Durability::Durable).unwrap();
+        assert_eq!(prune(&backend, 3_600_000 + 8_000, hour).unwrap(), 3);
+        assert_eq!(seqs(&backend), [8, 9, 10]);
+    }
 }

@@ -81,8 +81,8 @@ pub use crate::plugins::{
     PluginStatus, RetryPolicy, SUPPORTED_API_VERSIONS, SystemResolver,
 };
 pub use crate::store::{
-    CreateOptions, CreatedKey, KeyInfo, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Options,
-    PAST_GENERATIONS_KEPT, Store,
+    CreateOptions, CreatedKey, KeyInfo, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Maintenance,
+    Options, PAST_GENERATIONS_KEPT, Store,
 };
 pub use crate::time::Timestamp;
 pub use crate::usage::{

@@ -9,26 +9,37 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{fast_options, ip};
-use keyward::{CreateOptions, Denial, KeyError, Store, Verdict};
+use std::sync::Arc;
+
+use keyward::{CreateOptions, Denial, KeyError, KeyId, ManualClock, Options, Store, Verdict};
 use serde_json::json;
 
 trait Harness {
-    fn open(&self) -> Store;
+    fn open(&self) -> Store {
+        self.open_with(&fast_options())
+    }
+    fn open_with(&self, o: &Options) -> Store;
 }
 
 struct Sled(tempfile::TempDir);
 
 impl Harness for Sled {
-    fn open(&self) -> Store {
-        Store::open_with(self.0.path().join("store"), &fast_options()).unwrap()
+    fn open_with(&self, o: &Options) -> Store {
+        Store::open_with(self.0.path().join("store"), o).unwrap()
     }
 }
 
 struct Postgres(pub String);
 
 impl Harness for Postgres {
-    fn open(&self) -> Store {
-        Store::open_with(&self.0, &fast_options()).unwrap()
+    fn open_with(&self, o: &Options) -> Store {
+        // Commits need not wait for the disk here: what is tested is the
+        // logic, and churn tests make many.
+        Store::open_with(
+            format!("{}&options=-c%20synchronous_commit%3Doff", self.0),
+            o,
+        )
+        .unwrap()
     }
 }
 
@@ -77,6 +88,7 @@ conformance!(
     whitelist,
     usage_is_exact_after_reopen,
     events_in_order,
+    retention_under_churn,
     bad_input_changes_nothing
 );
 
@@ -251,6 +263,46 @@ fn events_in_order(h: &dyn Harness) {
     );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(store.events(events[1].seq, 100).unwrap().len(), 2);
+}
+
+/// Under steady churn the outbox stays bounded: events older than the
+/// retention go (those no plugin waits for), newer ones stay.
+fn retention_under_churn(h: &dyn Harness) {
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut o = fast_options();
+    o.clock = clock.clone();
+    o.event_retention = Duration::from_secs(3600);
+    let store = h.open_with(&o);
+    let mut live: std::collections::VecDeque<KeyId> = std::collections::VecDeque::new();
+    let mut most = 0;
+    for i in 0..10_000u32 {
+        if live.len() >= 20 {
+            store.delete(&live.pop_front().unwrap()).unwrap();
+        } else if i % 3 == 0 && !live.is_empty() {
+            store.rename(&live[0], &format!("renamed {i}")).unwrap();
+        } else {
+            live.push_back(
+                store
+                    .create(&format!("k{i}"), CreateOptions::new())
+                    .unwrap()
+                    .info
+                    .id,
+            );
+        }
+        // A change a second; maintenance every 500 changes.
+        clock.advance(Duration::from_secs(1));
+        if i % 500 == 499 {
+            store.maintain().unwrap();
+            most = most.max(store.events(0, 100_000).unwrap().len());
+        }
+    }
+    // At most the changes of the retention window (3,600) and those since
+    // the last maintenance stay.
+    assert!(most <= 3_600 + 500, "the outbox held {most} events");
+    let kept = store.events(0, 100_000).unwrap();
+    assert!(kept.last().unwrap().seq >= 10_000, "the newest stay");
+    // The keys themselves are untouched.
+    assert_eq!(store.list().unwrap().len(), live.len());
 }
 
 fn bad_input_changes_nothing(h: &dyn Harness) {
@@ -532,4 +584,55 @@ fn postgres_dispatcher_fails_over_when_its_process_is_killed() {
         .unwrap();
     let got = hook.wait_for(2, Duration::from_secs(30));
     assert_eq!(got.len(), 2, "the survivor took over delivery: {got:?}");
+}
+
+/// The PostgreSQL change feed is trimmed once every process has read past
+/// it; a process silent longer than the reader expiry stops holding it
+/// back, and when it speaks again it reloads, missing nothing.
+#[test]
+fn postgres_change_feed_is_trimmed_past_readers_and_a_forgotten_reader_reloads() {
+    let Some(h) = postgres() else { return };
+    let mut o = fast_options();
+    o.reader_expiry = Duration::from_secs(1);
+    // Maintenance only when the test asks for it.
+    o.maintenance_interval = Duration::from_hours(1);
+    let a = h.open_with(&o);
+    let b = h.open_with(&o);
+    let k = a.create("k", CreateOptions::new()).unwrap();
+    common::wait_until("b to see the key", Duration::from_secs(10), || {
+        b.verify(k.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+            .then_some(())
+    });
+    b.maintain().unwrap();
+    a.maintain().unwrap();
+    for i in 0..50 {
+        a.rename(&k.info.id, &format!("n{i}")).unwrap();
+    }
+    // B has not said it read these: A cannot trim them yet.
+    let held = a.maintain().unwrap();
+    assert_eq!(held.changes_trimmed, 0, "{held:?}");
+    // B falls silent (its worker does no maintenance); after the expiry A
+    // trims past it.
+    let trimmed = common::wait_until(
+        "the feed to be trimmed past B",
+        Duration::from_secs(30),
+        || {
+            let m = a.maintain().unwrap();
+            (m.changes_trimmed > 0).then_some(m)
+        },
+    );
+    assert!(trimmed.changes_trimmed >= 50, "{trimmed:?}");
+    // B still follows: a revocation reaches it (by reloading).
+    let fresh = a.regenerate(&k.info.id, Duration::ZERO).unwrap();
+    common::wait_until(
+        "b to refuse the old secret",
+        Duration::from_secs(10),
+        || (!b.verify(k.key.as_str(), ip("10.0.0.2"), None).is_valid()).then_some(()),
+    );
+    assert!(
+        b.verify(fresh.key.as_str(), ip("10.0.0.2"), None)
+            .is_valid()
+    );
+    assert_eq!(b.get(&k.info.id).unwrap().name, "n49");
 }

@@ -259,6 +259,15 @@ pub(crate) trait Backend: Send + Sync {
     /// follow the change feed.
     fn is_shared(&self) -> bool;
 
+    /// Tells a shared backend that engine `engine` has read the change feed
+    /// up to `seen`, so that what every engine heard from within `expiry`
+    /// has read can be trimmed (an engine silent longer is forgotten, and
+    /// reloads when it comes back). Returns the rows trimmed.
+    fn report_seen(&self, engine: &str, seen: u64, expiry: Duration) -> Result<u64, StorageError> {
+        let _ = (engine, seen, expiry);
+        Ok(0)
+    }
+
     /// Blocks up to `timeout` for word that another writer committed
     /// (LISTEN/NOTIFY); true when some came. Without such word the engine
     /// still polls the change feed.

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::index::Index;
 use super::options::Options;
@@ -52,6 +53,10 @@ pub(crate) struct Engine {
     /// When the change feed was last read successfully (the store clock's
     /// monotonic time, ms): a step of the wall clock cannot move it.
     pub synced_at: AtomicI64,
+    /// This engine's name in a shared backend's list of change-feed readers.
+    pub reader: String,
+    pub event_retention: Duration,
+    pub reader_expiry: Duration,
     /// How stale `synced_at` may get before verify refuses every key.
     pub staleness_ms: i64,
     #[cfg(feature = "plugins")]
@@ -95,6 +100,9 @@ impl Engine {
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             seen_version: AtomicU64::new(version),
+            reader: KeyId::random().to_string(),
+            event_retention: options.event_retention,
+            reader_expiry: options.reader_expiry,
             synced_at: AtomicI64::new(monotonic_ms(options.clock.as_ref())),
             staleness_ms: i64::try_from(options.staleness_bound.as_millis()).unwrap_or(i64::MAX),
             #[cfg(feature = "plugins")]
@@ -151,6 +159,23 @@ impl Engine {
         // Everything committed before `asked_at` is now in the index.
         self.synced_at.fetch_max(asked_at, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// What the worker does every `maintenance_interval`: prunes events
+    /// past their retention, and tells a shared backend how far this engine
+    /// has read its change feed.
+    pub(crate) fn maintain(&self) -> Result<Maintenance, StorageError> {
+        let events_pruned =
+            crate::events::prune(self.backend.as_ref(), self.now_ms(), self.event_retention)?;
+        let changes_trimmed = self.backend.report_seen(
+            &self.reader,
+            self.seen_version.load(Ordering::Acquire),
+            self.reader_expiry,
+        )?;
+        Ok(Maintenance {
+            events_pruned,
+            changes_trimmed,
+        })
     }
 
     fn refresh_key(&self, id: &KeyId) -> Result<(), StorageError> {
@@ -265,4 +290,14 @@ fn settle_meta(backend: &dyn Backend, wanted: Option<&str>) -> Result<(String, T
 
 fn monotonic_ms(clock: &dyn crate::clock::Clock) -> i64 {
     i64::try_from(clock.monotonic().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What one round of maintenance did ([`Store::maintain`](crate::Store::maintain)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Maintenance {
+    /// Outbox events deleted (past their retention, delivered by every plugin).
+    pub events_pruned: u64,
+    /// Change-feed rows trimmed (every process has read them).
+    pub changes_trimmed: u64,
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use self::engine::Maintenance;
 pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
 pub use self::options::{
     CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Options, PAST_GENERATIONS_KEPT,
@@ -290,6 +291,18 @@ impl Store {
     /// [`KeyError::NotFound`]; storage errors.
     pub fn usage(&self, id: &KeyId) -> Result<Usage, KeyError> {
         self.engine.usage(id)
+    }
+
+    /// Runs now what the background worker does every
+    /// [`Options::maintenance_interval`]: deletes outbox events older than
+    /// [`Options::event_retention`] that every enabled plugin has delivered
+    /// or dead-lettered, and on a shared store reports how far this process
+    /// has read the change feed, trimming what every process has read.
+    ///
+    /// # Errors
+    /// Storage errors; nothing is lost, the next round tries again.
+    pub fn maintain(&self) -> Result<Maintenance, StorageError> {
+        self.engine.maintain()
     }
 
     /// What waits in memory for storage (usage, notices) and what was let

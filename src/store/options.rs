@@ -58,6 +58,17 @@ pub struct Options {
     /// A shared store that has not confirmed it is current for this long
     /// refuses every key (`Denial::Unavailable`) until it has.
     pub staleness_bound: Duration,
+    /// How long outbox events are kept (at least until every enabled
+    /// plugin has delivered or dead-lettered them). Default 30 days.
+    pub event_retention: Duration,
+    /// How often the background worker prunes old events and, on a shared
+    /// store, reports how far it has read the change feed (so what every
+    /// process has read is trimmed). Default one minute.
+    pub maintenance_interval: Duration,
+    /// A process of a shared store silent this long no longer holds back
+    /// the trimming of the change feed; if it comes back, it reloads every
+    /// key. Default ten minutes.
+    pub reader_expiry: Duration,
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]
     pub plugin_retry: crate::plugins::RetryPolicy,
@@ -86,6 +97,9 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             staleness_bound: Duration::from_secs(5),
+            event_retention: Duration::from_hours(30 * 24),
+            maintenance_interval: Duration::from_mins(1),
+            reader_expiry: Duration::from_mins(10),
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
             #[cfg(feature = "plugins")]
@@ -104,6 +118,8 @@ impl Options {
             || self.sync_interval.is_zero()
             || self.connect_timeout.is_zero()
             || self.statement_timeout.is_zero()
+            || self.maintenance_interval.is_zero()
+            || self.reader_expiry.is_zero()
         {
             return Err(OpenError::InvalidOptions(
                 "intervals and timeouts must be greater than zero".into(),

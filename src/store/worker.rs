@@ -20,6 +20,7 @@ impl Worker {
         let (stop, stopped) = mpsc::channel::<()>();
         let weak: Weak<Engine> = Arc::downgrade(engine);
         let flush_every = options.usage_flush_interval;
+        let maintain_every = options.maintenance_interval;
         let sync_every = options.sync_interval;
         let shared = engine.shared;
         let tick = if shared {
@@ -31,6 +32,7 @@ impl Worker {
             .name("keyward-flusher".into())
             .spawn(move || {
                 let mut last_flush = Instant::now();
+                let mut last_maintenance = Instant::now();
                 let mut last_sync = Instant::now();
                 loop {
                     let changed = if shared {
@@ -62,6 +64,10 @@ impl Worker {
                         let _ = engine.flush_usage();
                         // Also re-applies a sled store's file permissions.
                         let _ = engine.backend.flush();
+                    }
+                    if last_maintenance.elapsed() >= maintain_every {
+                        last_maintenance = Instant::now();
+                        let _ = engine.maintain();
                     }
                 }
             })

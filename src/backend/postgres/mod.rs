@@ -26,7 +26,8 @@ use super::{
 use crate::error::OpenError;
 
 /// Migrations, in order; a store records the ones it has applied.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     create table {schema}.kv (
         tbl smallint not null,
         k bytea not null,
@@ -38,7 +39,20 @@ const MIGRATIONS: &[&str] = &["
         key_id bytea not null
     );
     create sequence {schema}.event_seq;
-"];
+",
+    "
+    create table {schema}.engines (
+        id text primary key,
+        seen bigint not null,
+        at timestamptz not null
+    );
+    create table {schema}.feed_floor (
+        one int primary key check (one = 1),
+        trimmed_to bigint not null
+    );
+    insert into {schema}.feed_floor values (1, 0);
+",
+];
 
 /// The advisory lock key serialising writers of one schema.
 fn lock_key(schema: &str) -> i64 {
@@ -296,7 +310,9 @@ impl Backend for PostgresBackend {
         let next_seq = self.sql("select nextval('{schema}.event_seq')");
         let change =
             self.sql("insert into {schema}.changes (key_id) values ($1) returning version");
-        let version_now = self.sql("select coalesce(max(version), 0) from {schema}.changes");
+        let version_now = self.sql(
+            "select greatest(coalesce(max(version), 0), (select trimmed_to from {schema}.feed_floor)) from {schema}.changes",
+        );
         let notify = format!("notify {}", self.channel());
         let followed: Vec<&[u8]> = batch.followed_rows().collect();
         let lock_key = self.lock_key;
@@ -358,8 +374,19 @@ impl Backend for PostgresBackend {
         let q = self.sql(
             "select version, key_id from {schema}.changes where version > $1 order by version",
         );
+        let floor = self.sql("select trimmed_to from {schema}.feed_floor");
         let seen_i = i64::try_from(seen).unwrap_or(i64::MAX);
-        let rows = self.with(async |c| Ok(c.query(&q, &[&seen_i]).await?))?;
+        let (trimmed_to, rows) = self.with(async |c| {
+            let trimmed_to: i64 = c.query_one(&floor, &[]).await?.get(0);
+            Ok((trimmed_to, c.query(&q, &[&seen_i]).await?))
+        })?;
+        if seen_i < trimmed_to {
+            // Changes this engine never read were trimmed: it was gone
+            // longer than the expiry. Everything is read again.
+            return Ok(Changes::Reload {
+                version: self.version()?,
+            });
+        }
         let mut version = seen;
         let mut keys = Vec::with_capacity(rows.len());
         for r in rows {
@@ -370,13 +397,45 @@ impl Backend for PostgresBackend {
     }
 
     fn version(&self) -> Result<u64, StorageError> {
-        let q = self.sql("select coalesce(max(version), 0) from {schema}.changes");
+        let q = self.sql(
+            "select greatest(coalesce(max(version), 0), (select trimmed_to from {schema}.feed_floor)) from {schema}.changes",
+        );
         let v: i64 = self.with(async |c| Ok(c.query_one(&q, &[]).await?.get(0)))?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn report_seen(&self, engine: &str, seen: u64, expiry: Duration) -> Result<u64, StorageError> {
+        let heartbeat = self.sql(
+            "insert into {schema}.engines (id, seen, at) values ($1, $2, now())
+             on conflict (id) do update set seen = excluded.seen, at = excluded.at",
+        );
+        let forget =
+            self.sql("delete from {schema}.engines where at < now() - make_interval(secs => $1)");
+        let floor = self.sql("select min(seen) from {schema}.engines");
+        let trim = self.sql("delete from {schema}.changes where version <= $1");
+        let raise =
+            self.sql("update {schema}.feed_floor set trimmed_to = greatest(trimmed_to, $1)");
+        let seen = i64::try_from(seen).unwrap_or(i64::MAX);
+        let expiry_s = expiry.as_secs_f64();
+        self.with(async |c| {
+            let tx = c.transaction().await?;
+            tx.execute(&heartbeat, &[&engine, &seen]).await?;
+            tx.execute(&forget, &[&expiry_s]).await?;
+            // Every live engine has read up to here (this one included).
+            let floor: i64 = tx
+                .query_one(&floor, &[])
+                .await?
+                .get::<_, Option<i64>>(0)
+                .unwrap_or(seen);
+            let trimmed = tx.execute(&trim, &[&floor]).await?;
+            tx.execute(&raise, &[&floor]).await?;
+            tx.commit().await?;
+            Ok(trimmed)
+        })
     }
 
     fn wait_for_change(&self, timeout: Duration) -> bool {
@@ -402,5 +461,67 @@ impl Backend for PostgresBackend {
             *slot = None;
         }
         changed.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader the trimming forgot (silent past the expiry) gets `Reload`
+    /// when it asks for changes it never read.
+    #[test]
+    fn a_reader_behind_the_trimmed_feed_is_told_to_reload() {
+        let Ok(base) = std::env::var("KEYWARD_TEST_PG") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "KEYWARD_TEST_PG is not set; under CI=true that is a failure"
+            );
+            return;
+        };
+        let schema = format!("feed_{}", std::process::id());
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            statement: Duration::from_secs(5),
+        };
+        let (backend, _) =
+            PostgresBackend::connect(&format!("{base}&schema={schema}"), timeouts).unwrap();
+        let start = backend.version().unwrap();
+        for i in 0..5u8 {
+            let mut batch = Batch::default();
+            batch.put(Table::FOLLOWED, vec![b'k', i], vec![i]);
+            backend.commit(batch, Durability::Durable).unwrap();
+        }
+        let head = backend.version().unwrap();
+        // A reader at `start` reports, then falls silent; another has read all.
+        backend
+            .report_seen("behind", start, Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(
+            backend
+                .report_seen("ahead", head, Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        assert!(
+            matches!(backend.changes_since(start).unwrap(), Changes::Rows { ref keys, .. } if keys.len() == 5)
+        );
+        // With an expiry of zero the silent reader is forgotten: trimmed.
+        assert_eq!(
+            backend.report_seen("ahead", head, Duration::ZERO).unwrap(),
+            5
+        );
+        assert_eq!(
+            backend.changes_since(start).unwrap(),
+            Changes::Reload { version: head }
+        );
+        assert_eq!(
+            backend.version().unwrap(),
+            head,
+            "the version survives an empty feed"
+        );
+        assert!(
+            matches!(backend.changes_since(head).unwrap(), Changes::Rows { ref keys, .. } if keys.is_empty())
+        );
     }
 }
