@@ -246,7 +246,7 @@ mod retention_tests {
             br#"{"cursor":0}"#.to_vec(),
         );
         backend.commit(batch, Durability::Durable).unwrap();
-        let hour = Duration::from_secs(3600);
+        let hour = Duration::from_hours(1);
         // All older than the retention, but the enabled plugin is at 4.
         assert_eq!(prune(&backend, 10_000_000, hour).unwrap(), 4);
         assert_eq!(seqs(&backend), (5..=10).collect::<Vec<_>>());

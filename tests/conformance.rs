@@ -153,7 +153,7 @@ fn grace_and_rotation(h: &dyn Harness) {
         Verdict::Denied(Denial::Rotated { .. })
     ));
     let third = store
-        .regenerate(&c.info.id, Duration::from_secs(3600))
+        .regenerate(&c.info.id, Duration::from_hours(1))
         .unwrap();
     assert!(
         store
@@ -271,7 +271,7 @@ fn retention_under_churn(h: &dyn Harness) {
     let clock = Arc::new(ManualClock::starting_now());
     let mut o = fast_options();
     o.clock = clock.clone();
-    o.event_retention = Duration::from_secs(3600);
+    o.event_retention = Duration::from_hours(1);
     let store = h.open_with(&o);
     let mut live: std::collections::VecDeque<KeyId> = std::collections::VecDeque::new();
     let mut most = 0;

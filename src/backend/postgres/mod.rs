@@ -495,11 +495,11 @@ mod tests {
         let head = backend.version().unwrap();
         // A reader at `start` reports, then falls silent; another has read all.
         backend
-            .report_seen("behind", start, Duration::from_secs(3600))
+            .report_seen("behind", start, Duration::from_hours(1))
             .unwrap();
         assert_eq!(
             backend
-                .report_seen("ahead", head, Duration::from_secs(3600))
+                .report_seen("ahead", head, Duration::from_hours(1))
                 .unwrap(),
             0
         );
