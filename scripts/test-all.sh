@@ -109,3 +109,6 @@ echo "python example: ok"
 
 # --- Last, alone: the PostgreSQL server is stopped and restarted mid-run -----
 cargo test --profile dev --test pg_server_kill -- --ignored --test-threads=1
+
+# --- Fuzzing: every target, its kept crash inputs, then new ones ---------------
+bash scripts/fuzz.sh "${KEYWARD_FUZZ_SECONDS:-20}"

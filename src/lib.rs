@@ -60,6 +60,9 @@ mod clock;
 mod error;
 mod events;
 mod ffi;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod locks;
 #[cfg(feature = "plugins")]

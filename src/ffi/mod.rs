@@ -50,3 +50,21 @@ pub const KW_ENTRY_ID_BUFFER_LEN: usize = 16;
 const _: () = assert!(KW_KEY_BUFFER_LEN > key::MAX_KEY_LEN);
 const _: () = assert!(KW_KEY_ID_BUFFER_LEN > key::ID_LEN);
 const _: () = assert!(KW_ENTRY_ID_BUFFER_LEN > ENTRY_ID_LEN);
+
+/// The C functions, for the fuzz targets (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod all {
+    pub use super::generated::kw_status;
+    pub use super::keys::*;
+    pub use super::store::*;
+    pub use super::usage::*;
+    pub use super::values::kw_string_free;
+    pub use super::verify::*;
+    pub use super::whitelist::*;
+
+    /// A C handle over a store opened in Rust (an in-memory one, say).
+    #[must_use]
+    pub fn handle(store: crate::Store) -> *mut kw_store {
+        Box::into_raw(Box::new(kw_store { store }))
+    }
+}
