@@ -23,7 +23,7 @@ pub fn parse_network(input: &str) -> Result<ipnet::IpNet, String> {
 ///
 /// # Errors
 /// What is wrong with it.
-#[cfg(feature = "plugins")]
-pub fn parse_manifest(text: &str) -> Result<crate::Manifest, String> {
-    crate::Manifest::parse(text)
+#[cfg(feature = "manifest")]
+pub fn parse_manifest(text: &str) -> Result<crate::manifest::Manifest, String> {
+    crate::manifest::Manifest::parse(text)
 }

@@ -65,6 +65,8 @@ mod ffi;
 pub mod fuzzing;
 mod key;
 mod locks;
+#[cfg(feature = "manifest")]
+mod manifest;
 #[cfg(feature = "plugins")]
 mod plugins;
 mod store;

@@ -21,8 +21,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter};
 
 use super::http::{self, Egress, HttpLimits, HttpRequest};
-use super::manifest::Manifest;
 use crate::events::Event;
+use crate::manifest::Manifest;
 
 mod bindings {
     wasmtime::component::bindgen!({

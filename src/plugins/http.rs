@@ -32,7 +32,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::manifest::Origin;
+use crate::manifest::Origin;
 
 /// Addresses kept per resolved name (ureq's own limit).
 const MAX_ADDRS: usize = 16;

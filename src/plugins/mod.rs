@@ -12,7 +12,6 @@ mod dispatch;
 mod host;
 mod http;
 mod lease;
-mod manifest;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -23,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::http::{HostResolver, SystemResolver};
-pub use self::manifest::{EVENT_KINDS, Manifest, SUPPORTED_API_VERSIONS};
+pub use crate::manifest::{EVENT_KINDS, Manifest, SUPPORTED_API_VERSIONS};
 
 use self::host::{Loaded, Runtime};
 use self::http::Egress;

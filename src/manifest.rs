@@ -1,5 +1,7 @@
 //! Plugin manifests: what a plugin is, what it hears, where it may call.
 
+#![cfg_attr(not(feature = "plugins"), allow(dead_code))]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -80,7 +82,7 @@ impl Origin {
     /// path, the origin of a URL (the `http` crate's URI parser). Returns
     /// the origin and the rest (path and query).
     pub(crate) fn split_url(url: &str) -> Result<(Origin, String), String> {
-        let uri: ureq::http::Uri = url
+        let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
         let scheme = uri
@@ -106,7 +108,7 @@ impl Origin {
         };
         let path = uri
             .path_and_query()
-            .map_or("/", ureq::http::uri::PathAndQuery::as_str);
+            .map_or("/", http::uri::PathAndQuery::as_str);
         let path = if path.is_empty() { "/" } else { path };
         Ok((origin, path.to_string()))
     }
