@@ -127,6 +127,11 @@ typedef enum kw_status {
    */
   KW_STATUS_STORE_LOCKED = 200,
   /**
+   * The process forked after opening this handle: open the store
+   * again in the child (e.g. in gunicorn's `post_fork` hook).
+   */
+  KW_STATUS_FORKED = 203,
+  /**
    * The storage layer failed; nothing was changed.
    */
   KW_STATUS_STORAGE = 201,
@@ -518,6 +523,11 @@ enum kw_status kw_plugin_retry(struct kw_store *store, const char *name, size_t 
  * - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
  *   (`{ .size = sizeof o }`), and zero fields take their defaults.
  * - `store_out`: receives the handle on success; not NULL.
+ *
+ * A handle belongs to the process that opened it: in a child made by
+ * `fork()` afterwards, every call returns `KW_STATUS_FORKED` (open the
+ * store again in the child, e.g. in gunicorn's `post_fork` hook), and
+ * `kw_store_free` leaves the parent's store alone.
  *
  * Returns `KW_STATUS_STORE_LOCKED` at once when another process holds a
  * sled store.

@@ -60,6 +60,7 @@ mod clock;
 mod error;
 mod events;
 mod ffi;
+mod fork;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;

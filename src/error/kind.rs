@@ -31,6 +31,9 @@ macro_rules! with_error_kinds {
             InvalidOptions = 120, python InvalidInput, exit 4;
             /// Another process holds the store.
             StoreLocked = 200, python StoreLocked, exit 5;
+            /// The process forked after opening this handle: open the store
+            /// again in the child (e.g. in gunicorn's `post_fork` hook).
+            Forked = 203, python StoreForked, exit 5;
             /// The storage layer failed; nothing was changed.
             Storage = 201, python StorageError, exit 6;
             /// The store was written by a newer keyward.

@@ -46,6 +46,9 @@ pub enum kw_status {
     KW_STATUS_INVALID_OPTIONS = 120,
     /// Another process holds the store.
     KW_STATUS_STORE_LOCKED = 200,
+    /// The process forked after opening this handle: open the store
+    /// again in the child (e.g. in gunicorn's `post_fork` hook).
+    KW_STATUS_FORKED = 203,
     /// The storage layer failed; nothing was changed.
     KW_STATUS_STORAGE = 201,
     /// The store was written by a newer keyward.
@@ -80,6 +83,7 @@ impl From<ErrorKind> for kw_status {
             ErrorKind::EntryNotFound => kw_status::KW_STATUS_ENTRY_NOT_FOUND,
             ErrorKind::InvalidOptions => kw_status::KW_STATUS_INVALID_OPTIONS,
             ErrorKind::StoreLocked => kw_status::KW_STATUS_STORE_LOCKED,
+            ErrorKind::Forked => kw_status::KW_STATUS_FORKED,
             ErrorKind::Storage => kw_status::KW_STATUS_STORAGE,
             ErrorKind::UnsupportedVersion => kw_status::KW_STATUS_UNSUPPORTED_VERSION,
             ErrorKind::PluginInvalidManifest => kw_status::KW_STATUS_PLUGIN_INVALID_MANIFEST,

@@ -65,6 +65,6 @@ pub mod all {
     /// A C handle over a store opened in Rust (an in-memory one, say).
     #[must_use]
     pub fn handle(store: crate::Store) -> *mut kw_store {
-        Box::into_raw(Box::new(kw_store { store }))
+        Box::into_raw(Box::new(kw_store::new(store)))
     }
 }

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use super::abi::read_in;
-use super::error::boundary;
+use super::error::{boundary, fail};
 use super::generated::{KW_ABI_VERSION, kw_status};
 use super::values::{key_len, not_null, optional_text, store_ref, text};
 use crate::store::{Options, Store};
@@ -44,6 +44,22 @@ const _: () = assert!(std::mem::size_of::<kw_options>() >= KW_OPTIONS_SIZE_1);
 /// once, including `kw_verify` beside mutations.
 pub struct kw_store {
     pub(crate) store: Store,
+    /// The process's fork count when the store was opened.
+    pub(crate) forks: u64,
+}
+
+impl kw_store {
+    pub(crate) fn new(store: Store) -> Self {
+        kw_store {
+            store,
+            forks: crate::fork::generation(),
+        }
+    }
+
+    /// Whether this process is a child forked since the store was opened.
+    pub(crate) fn forked(&self) -> bool {
+        crate::fork::generation() != self.forks
+    }
 }
 
 /// Opens the store at `path`: a sled directory (created, mode 0700, if
@@ -56,6 +72,11 @@ pub struct kw_store {
 /// - `options`: NULL for defaults; else its `size` is `sizeof(kw_options)`
 ///   (`{ .size = sizeof o }`), and zero fields take their defaults.
 /// - `store_out`: receives the handle on success; not NULL.
+///
+/// A handle belongs to the process that opened it: in a child made by
+/// `fork()` afterwards, every call returns `KW_STATUS_FORKED` (open the
+/// store again in the child, e.g. in gunicorn's `post_fork` hook), and
+/// `kw_store_free` leaves the parent's store alone.
 ///
 /// Returns `KW_STATUS_STORE_LOCKED` at once when another process holds a
 /// sled store.
@@ -97,7 +118,7 @@ pub unsafe extern "C" fn kw_store_open(
         }
         let store = Store::open_with(path, &o)?;
         // SAFETY: checked non-NULL above.
-        unsafe { *store_out = Box::into_raw(Box::new(kw_store { store })) };
+        unsafe { *store_out = Box::into_raw(Box::new(kw_store::new(store))) };
         Ok(())
     })
 }
@@ -113,7 +134,11 @@ pub unsafe extern "C" fn kw_store_free(store: *mut kw_store) {
     if !store.is_null() {
         let _ = boundary(|| {
             // SAFETY: came from kw_store_open, released exactly once.
-            drop(unsafe { Box::from_raw(store) });
+            let handle = unsafe { Box::from_raw(store) };
+            if handle.forked() {
+                // The parent's threads are not here to stop: leave it be.
+                std::mem::forget(handle);
+            }
             Ok(())
         });
     }
@@ -132,6 +157,13 @@ pub unsafe extern "C" fn kw_store_close(store: *mut kw_store) -> kw_status {
     boundary(|| {
         // SAFETY: came from kw_store_open, released exactly once.
         let handle = unsafe { Box::from_raw(store) };
+        if handle.forked() {
+            std::mem::forget(handle);
+            return Err(fail(
+                kw_status::from(crate::ErrorKind::Forked),
+                crate::fork::FORKED,
+            ));
+        }
         handle.store.close()?;
         Ok(())
     })

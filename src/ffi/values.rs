@@ -46,9 +46,15 @@ pub(crate) unsafe fn key_id(p: *const c_char) -> Result<KeyId, Fail> {
 
 pub(crate) unsafe fn store_ref<'a>(p: *const kw_store) -> Result<&'a Store, Fail> {
     // SAFETY: a non-NULL handle came from kw_store_open and was not freed.
-    unsafe { p.as_ref() }
-        .map(|h| &h.store)
-        .ok_or_else(|| fail(kw_status::KW_STATUS_NULL_ARGUMENT, "store is NULL"))
+    let handle = unsafe { p.as_ref() }
+        .ok_or_else(|| fail(kw_status::KW_STATUS_NULL_ARGUMENT, "store is NULL"))?;
+    if handle.forked() {
+        return Err(fail(
+            kw_status::from(crate::ErrorKind::Forked),
+            crate::fork::FORKED,
+        ));
+    }
+    Ok(&handle.store)
 }
 
 pub(crate) fn not_null<T>(p: *mut T, what: &str) -> Result<(), Fail> {

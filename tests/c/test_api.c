@@ -2,6 +2,8 @@
  * and 1 MiB strings, buffers too small, and the errors of each kind.
  * Usage: test_api STORE_DIR [NOTIFIER_COMPONENT_FILE] */
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -256,6 +258,24 @@ int main(int argc, char **argv) {
     CHECK(info && strstr(info, third + 23) == NULL); /* the secret is not in it */
     kw_string_free(info);
     CHECK(verify(store, third, "10.9.9.9").generation == 4);
+
+    /* --- fork: a child must open the store itself ----------------------- */
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        kw_verdict cv;
+        memset(&cv, 0, sizeof cv);
+        cv.size = sizeof cv;
+        int ok = kw_verify(store, third, strlen(third), "10.9.9.9", NULL, &cv) == KW_STATUS_FORKED
+                 && strstr(last_error(), "post_fork") != NULL
+                 && kw_key_delete(store, id) == KW_STATUS_FORKED
+                 && kw_store_close(store) == KW_STATUS_FORKED;
+        _exit(ok ? 0 : 1);
+    }
+    int child_status = 0;
+    CHECK(child > 0 && waitpid(child, &child_status, 0) == child);
+    CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0);
+    CHECK(verify(store, third, "10.9.9.9").generation == 4); /* the parent's is untouched */
     char made[KW_KEY_BUFFER_LEN];
     CHECK_STATUS(kw_key_create_json(store, "with-info", "{\"metadata\":{\"plan\":\"pro\"}}", made, sizeof made, &info), KW_STATUS_OK);
     CHECK(info && strstr(info, "\"name\":\"with-info\"") && strstr(info, "\"plan\":\"pro\""));

@@ -3,6 +3,7 @@ exit too) never frees the C handle under a call in flight on another
 thread; calls after close raise StoreClosed. And what a caller must never
 lose or see: the only copy of a regenerated key, a password in a repr."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -158,3 +159,21 @@ def test_repr_of_a_store_has_no_password(store_path):
         s._path = "postgresql://app:s3cret@db/keys"
         assert "s3cret" not in repr(s) and "app:***@db" in repr(s)
         s._path = store_path
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_is_told_to_open_the_store_itself(store):
+    key = store.create_key("k").key
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            store.verify(key, "10.0.0.1")
+        except keyward.StoreForked as e:
+            code = 0 if "post_fork" in str(e) and e.status == 203 else 2
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert store.verify(key, "10.0.0.1"), "the parent's store is untouched"

@@ -68,6 +68,7 @@ STATUS_EXCEPTIONS: Dict[int, str] = {
     lib.KW_STATUS_ENTRY_NOT_FOUND: "NotFound",
     lib.KW_STATUS_INVALID_OPTIONS: "InvalidInput",
     lib.KW_STATUS_STORE_LOCKED: "StoreLocked",
+    lib.KW_STATUS_FORKED: "StoreForked",
     lib.KW_STATUS_STORAGE: "StorageError",
     lib.KW_STATUS_UNSUPPORTED_VERSION: "StorageError",
     lib.KW_STATUS_PLUGIN_INVALID_MANIFEST: "InvalidInput",

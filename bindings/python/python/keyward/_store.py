@@ -37,6 +37,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "StoreLocked",
+    "StoreForked",
     "StorageError",
     "StoreClosed",
     "InternalError",
@@ -61,6 +62,11 @@ class InvalidInput(KeywardError):
 
 class NotFound(KeywardError):
     """No key (or whitelist entry) has this id."""
+
+
+class StoreForked(KeywardError):
+    """The process forked after opening this store: open it again in the
+    child (for gunicorn, in the ``post_fork`` hook, or without ``--preload``)."""
 
 
 class StoreLocked(KeywardError):
