@@ -161,7 +161,15 @@ fn a_black_holed_server_turns_into_unavailable_and_errors_and_close_returns() {
             .is_valid()
             .then_some(())
     });
-    works(&store);
+    // Writes work again; a connection that waited through the cut may
+    // still hold the worker up briefly, so the new key is polled for.
+    let after = store.create("after", CreateOptions::new()).unwrap();
+    wait_until("the new key to verify", Duration::from_secs(30), || {
+        store
+            .verify(after.key.as_str(), client, None)
+            .is_valid()
+            .then_some(())
+    });
 
     // Cut again and close: close returns in bounded time.
     proxy.black_hole(true);
