@@ -20,7 +20,8 @@ use crate::whitelist;
 /// What the warm path found: an answer, or the need for argon2.
 enum Step {
     Done(Verdict, Freshness),
-    Cold(Arc<Live>, Vec<usize>),
+    /// The key's entry, the candidate generations, the secret's warm digest.
+    Cold(Arc<Live>, Vec<usize>, [u8; 32]),
 }
 
 impl Engine {
@@ -87,15 +88,15 @@ impl Engine {
                         Ok(c) if c.is_empty() => {
                             Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
                         }
-                        Ok(c) => Step::Cold(Arc::clone(live), c),
+                        Ok(c) => Step::Cold(Arc::clone(live), c, digest),
                     }
                 }
             }
         };
         let (verdict, freshness) = match step {
             Step::Done(v, f) => (v, f),
-            Step::Cold(live, candidates) => {
-                self.verify_cold(id, parsed.secret, ip, &live, &candidates)
+            Step::Cold(live, candidates, digest) => {
+                self.verify_cold(id, parsed.secret, &digest, ip, &live, &candidates)
             }
         };
         let outcome = match verdict {
@@ -134,6 +135,7 @@ impl Engine {
         &self,
         id: KeyId,
         secret: &[u8],
+        digest: &[u8; 32],
         ip: IpAddr,
         live: &Live,
         candidates: &[usize],
@@ -143,9 +145,8 @@ impl Engine {
         let Some(_share) = live.cold_share(self.hashes_per_key, verifier::QUEUE_WAIT) else {
             return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
         };
-        let digest = self.warm_key.digest(secret);
         // Another thread may have verified this very secret meanwhile.
-        let warmed = live.warm_match(&digest).map(|i| live.gens[i].n);
+        let warmed = live.warm_match(digest).map(|i| live.gens[i].n);
         let n = if let Some(n) = warmed {
             n
         } else {
@@ -169,7 +170,7 @@ impl Engine {
         let Some(i) = current.gens.iter().position(|g| g.n == n) else {
             return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
         };
-        let _ = current.gens[i].warm.set(digest);
+        let _ = current.gens[i].warm.set(*digest);
         if let Some(d) = current.gatekeep(now, ip) {
             return (Verdict::Denied(d), Freshness::Unknown);
         }

@@ -54,6 +54,10 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
+/// Where the change feed stands: its newest row, or where it was trimmed
+/// to when it is empty.
+const VERSION_NOW: &str = "select greatest(coalesce(max(version), 0), (select trimmed_to from {schema}.feed_floor)) from {schema}.changes";
+
 /// The advisory lock key serialising writers of one schema.
 fn lock_key(schema: &str) -> i64 {
     let h = blake3::hash(format!("keyward:{schema}").as_bytes());
@@ -310,9 +314,7 @@ impl Backend for PostgresBackend {
         let next_seq = self.sql("select nextval('{schema}.event_seq')");
         let change =
             self.sql("insert into {schema}.changes (key_id) values ($1) returning version");
-        let version_now = self.sql(
-            "select greatest(coalesce(max(version), 0), (select trimmed_to from {schema}.feed_floor)) from {schema}.changes",
-        );
+        let version_now = self.sql(VERSION_NOW);
         let notify = format!("notify {}", self.channel());
         let followed: Vec<&[u8]> = batch.followed_rows().collect();
         let lock_key = self.lock_key;
@@ -397,9 +399,7 @@ impl Backend for PostgresBackend {
     }
 
     fn version(&self) -> Result<u64, StorageError> {
-        let q = self.sql(
-            "select greatest(coalesce(max(version), 0), (select trimmed_to from {schema}.feed_floor)) from {schema}.changes",
-        );
+        let q = self.sql(VERSION_NOW);
         let v: i64 = self.with(async |c| Ok(c.query_one(&q, &[]).await?.get(0)))?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
