@@ -268,6 +268,18 @@ typedef struct kw_options {
    * argon2 verifications at once; 0 = the number of cores.
    */
   uint32_t max_concurrent_hashes;
+  /**
+   * true: this process must own a sled store; when another process owns
+   * it, `kw_store_open` returns `KW_STATUS_STORE_LOCKED` instead of
+   * attaching.
+   */
+  bool require_owner;
+  /**
+   * A group (name or number) whose members may attach to a sled store
+   * this process owns (directory 0750, socket 0660, of that group);
+   * NULL: only this user.
+   */
+  const char *attach_group;
 } kw_options;
 
 /**
@@ -529,8 +541,19 @@ enum kw_status kw_plugin_retry(struct kw_store *store, const char *name, size_t 
  * store again in the child, e.g. in gunicorn's `post_fork` hook), and
  * `kw_store_free` leaves the parent's store alone.
  *
- * Returns `KW_STATUS_STORE_LOCKED` at once when another process holds a
- * sled store.
+ * Any number of processes of one user may open the same sled store: the
+ * first owns its files and serves them on a Unix socket in the store
+ * directory (`keyward.sock`); later openers attach to it, each with its
+ * own in-memory verify index (verification never leaves the process),
+ * their writes made by the owner and durable before the call returns.
+ * When the owner exits or is killed, an attached process takes over. A
+ * second open of the same path in one process shares that process's
+ * store (each handle is freed on its own; the store stops with the last).
+ * `kw_store_status_json` says which process owns the store.
+ *
+ * Returns `KW_STATUS_STORE_LOCKED` only when the store cannot be attached
+ * to: its owner runs as another user (and names no group of this one),
+ * or `options->require_owner` is set and another process owns it.
  */
 enum kw_status kw_store_open(const char *path,
                              const struct kw_options *options,
@@ -578,6 +601,16 @@ const char *kw_version(void);
  * `KW_ABI_VERSION` at start-up.
  */
 uint32_t kw_abi_version(void);
+
+/**
+ * Where this process stands with its store, as a JSON object written to
+ * `*json_out` (free with `kw_string_free`):
+ * `{"role", "pid", "owner_pid", "socket", "path", "keys"}` — `role` is
+ * `"owner"` (this process owns the sled store and serves the others),
+ * `"attached"` (it is attached to the process `owner_pid`), `"shared"`
+ * (PostgreSQL) or `"memory"`.
+ */
+enum kw_status kw_store_status_json(const struct kw_store *store, char **json_out);
 
 /**
  * Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):

@@ -88,7 +88,7 @@ pub use crate::plugins::{
 };
 pub use crate::store::{
     CreateOptions, CreatedKey, KeyInfo, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Maintenance,
-    Options, PAST_GENERATIONS_KEPT, Store,
+    Options, PAST_GENERATIONS_KEPT, Role, Status, Store,
 };
 pub use crate::time::Timestamp;
 pub use crate::usage::{

@@ -462,12 +462,9 @@ fn errors_are_one_line_with_documented_exit_codes() {
     let usage_error = cli.run(&["key", "frobnicate"]);
     assert_eq!(usage_error.status.code(), Some(2));
 
+    // A store another process owns is attached to, not refused.
     let held = keyward::Store::open(&cli.db).unwrap();
-    let err = cli.fails(&["key", "list"], 5);
-    assert!(
-        err.contains("locked") && err.contains(&cli.db.display().to_string()),
-        "{err}"
-    );
+    cli.ok(&["key", "list"]);
     drop(held);
     cli.ok(&["key", "list"]);
 }

@@ -1,5 +1,6 @@
 //! Durability and ownership of the store on disk: acknowledged revocations
-//! survive SIGKILL, a held store is refused with `StoreLocked`, and the
+//! survive SIGKILL, a store held by another process is attached to (and
+//! refused with `StoreLocked` only to an open that must own it), and the
 //! files are private to their owner.
 
 mod common;
@@ -123,11 +124,12 @@ fn acknowledged_revocations_survive_sigkill() {
     );
 }
 
-/// Child half of the lock test: holds the store until stdin closes.
+/// Child half of the ownership test: holds the store until stdin closes.
 #[test]
-#[ignore = "child process of a_store_held_by_another_process_is_refused"]
+#[ignore = "child process of a_store_held_by_another_process_is_attached_to"]
 fn lock_holder() {
-    let dir = std::env::var(HOLD_DIR).expect("run by a_store_held_by_another_process_is_refused");
+    let dir =
+        std::env::var(HOLD_DIR).expect("run by a_store_held_by_another_process_is_attached_to");
     let _store = open(Path::new(&dir));
     println!("ready");
     let mut sink = String::new();
@@ -135,8 +137,9 @@ fn lock_holder() {
 }
 
 #[test]
-fn a_store_held_by_another_process_is_refused() {
+fn a_store_held_by_another_process_is_attached_to() {
     let (_dir, path, store) = temp_store();
+    let created = store.create("k", CreateOptions::new()).unwrap();
     drop(store);
     let mut holder = child("lock_holder")
         .env(HOLD_DIR, &path)
@@ -152,29 +155,62 @@ fn a_store_held_by_another_process_is_refused() {
             .any(|l| l.ends_with("ready"))
     );
 
-    match Store::open(&path) {
+    // Only an open that must own the store is refused.
+    let mut must_own = common::fast_options();
+    must_own.require_owner = true;
+    match Store::open_with(&path, &must_own) {
         Err(OpenError::StoreLocked { path: locked }) => assert_eq!(locked, path),
         other => panic!("expected StoreLocked, got {other:?}"),
     }
-    let msg = Store::open(&path).unwrap_err().to_string();
+    let msg = Store::open_with(&path, &must_own).unwrap_err().to_string();
     assert!(
         msg.contains(&path.display().to_string()) && msg.contains("locked"),
         "{msg}"
     );
+    let attached = open(&path);
+    let status = attached.status();
+    assert_eq!(status.role, keyward::Role::Attached);
+    assert_eq!(status.owner_pid, Some(holder.id()));
+    assert!(
+        attached
+            .verify(created.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
 
-    drop(holder.stdin.take()); // the holder exits
+    drop(holder.stdin.take()); // the holder exits: this process takes over
     holder.wait().unwrap();
-    let store = Store::open(&path).expect("free once the holder is gone");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while attached.status().role != keyward::Role::Owner {
+        assert!(std::time::Instant::now() < until, "no takeover");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        attached
+            .verify(created.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    drop(attached);
+    let store = Store::open_with(&path, &must_own).expect("free once every process is gone");
     drop(store);
 }
 
 #[test]
-fn a_second_open_in_the_same_process_is_refused_too() {
-    let (_dir, path, _store) = temp_store();
-    assert!(matches!(
-        Store::open(&path),
-        Err(OpenError::StoreLocked { .. })
-    ));
+fn a_second_open_in_the_same_process_shares_the_store() {
+    let (_dir, path, store) = temp_store();
+    let second = Store::open(&path).expect("shared");
+    let k = second.create("k", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .verify(k.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    second.close().unwrap();
+    assert!(
+        store
+            .verify(k.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    assert_eq!(store.status().role, keyward::Role::Owner);
 }
 
 fn assert_private(dir: &Path) {

@@ -190,9 +190,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
             copy_dir(&e.path(), &dest);
-        } else {
+        } else if ft.is_file() {
+            // Not the owner's socket.
             std::fs::copy(e.path(), dest).unwrap();
         }
     }

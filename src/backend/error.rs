@@ -24,6 +24,11 @@ impl StorageError {
         }
     }
 
+    /// What failed, without the "storage error" heading.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// `context` failed because of `source`; the message says both.
     pub(crate) fn with_source(
         context: impl Into<String>,

@@ -10,6 +10,7 @@
 //! leaves empty. It knows nothing of keys, events or plugins.
 
 mod error;
+mod host;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub(crate) use self::error::CommitError;
 pub use self::error::StorageError;
+pub(crate) use self::host::{HostBackend, HostRules, group_id};
 pub(crate) use self::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
 pub(crate) use self::postgres::{PostgresConn, PostgresTarget};
@@ -60,8 +62,13 @@ pub(crate) struct Timeouts {
 
 /// Opens the storage `location` names: a `postgres://` or `postgresql://`
 /// URL opens a shared store on PostgreSQL (schema created and migrated);
-/// anything else is the directory of a sled store (created 0700).
-pub(crate) fn open(location: &Path, timeouts: Timeouts) -> Result<Opened, OpenError> {
+/// anything else is the directory of a sled store (created 0700), owned by
+/// this process or attached to the process that owns it (`rules`).
+pub(crate) fn open(
+    location: &Path,
+    timeouts: Timeouts,
+    rules: HostRules,
+) -> Result<Opened, OpenError> {
     #[cfg(feature = "postgres")]
     if let Some(url) = location.to_str().filter(|l| postgres::is_url(l)) {
         let (backend, target) = postgres::PostgresBackend::connect(url, timeouts)?;
@@ -76,12 +83,12 @@ pub(crate) fn open(location: &Path, timeouts: Timeouts) -> Result<Opened, OpenEr
         .to_str()
         .filter(|l| l.starts_with("postgres://") || l.starts_with("postgresql://"))
     {
-        let _ = timeouts;
+        let _ = (timeouts, rules);
         return Err(OpenError::InvalidOptions(format!(
             "{url}: this keyward was built without PostgreSQL support"
         )));
     }
-    let backend = sled::SledBackend::open(location)?;
+    let backend = HostBackend::open(location, rules)?;
     Ok(Opened {
         backend: Arc::new(backend),
         dir: Some(location.to_path_buf()),
@@ -92,7 +99,9 @@ pub(crate) fn open(location: &Path, timeouts: Timeouts) -> Result<Opened, OpenEr
 
 /// The tables of a store.
 #[cfg_attr(not(feature = "plugins"), allow(dead_code))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) enum Table {
     /// Store-wide settings: schema version, key prefix.
     Meta,
@@ -110,6 +119,9 @@ pub(crate) enum Table {
     PluginState,
     /// Per-plugin dead letters, by name, NUL, sequence number.
     DeadLetters,
+    /// A sled store's change feed: the id of each key record changed, by
+    /// version (big-endian u64), for the processes attached to its owner.
+    Feed,
 }
 
 impl Table {
@@ -127,37 +139,44 @@ impl Table {
             Table::PluginCode => b'c',
             Table::PluginState => b's',
             Table::DeadLetters => b'd',
+            Table::Feed => b'f',
         }
     }
 }
 
 /// One write in a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Op {
     Put {
         table: Table,
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete {
         table: Table,
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Abort the batch with [`CommitError::Conflict`] unless the current value is `expected`.
     Expect {
         table: Table,
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         expected: Option<Vec<u8>>,
     },
     /// Append `value` under the table's next sequence number (big-endian u64).
     Append {
         table: Table,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
 }
 
 /// Writes applied all together or not at all.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Batch {
     pub ops: Vec<Op>,
 }
@@ -208,7 +227,7 @@ impl Batch {
 }
 
 /// Whether a commit must be on stable storage before it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Durability {
     /// Flushed before return: changes to who is admitted.
     Durable,
@@ -217,7 +236,7 @@ pub(crate) enum Durability {
 }
 
 /// What other writers changed since a version a reader has seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Changes {
     /// These rows of [`Table::FOLLOWED`] changed (by key); the backend is now at `version`.
     Rows { version: u64, keys: Vec<Vec<u8>> },
@@ -269,10 +288,27 @@ pub(crate) trait Backend: Send + Sync {
     }
 
     /// Blocks up to `timeout` for word that another writer committed
-    /// (LISTEN/NOTIFY); true when some came. Without such word the engine
-    /// still polls the change feed.
-    fn wait_for_change(&self, timeout: Duration) -> bool {
+    /// (LISTEN/NOTIFY, or the owner of a store shared on one host).
+    /// Without such word the engine still polls the change feed.
+    fn wait_for_change(&self, timeout: Duration) -> Wake {
         std::thread::sleep(timeout);
-        false
+        Wake::Quiet
     }
+
+    /// The store shared on this host, when it is one.
+    fn host(&self) -> Option<&HostBackend> {
+        None
+    }
+}
+
+/// What waiting for a change came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Another writer committed: read the change feed.
+    Changed,
+    /// Nothing was heard within the time.
+    Quiet,
+    /// The writer this process follows went away: until the feed has been
+    /// read from its successor, the index may miss a revocation.
+    Lost,
 }

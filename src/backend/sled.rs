@@ -20,6 +20,8 @@ const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub(crate) struct SledBackend {
     dir: PathBuf,
+    /// The store directory's mode: 0700, or 0750 when a group may attach.
+    dir_mode: u32,
     db: sled::Db,
     tree: sled::Tree,
     /// Serialises commits, so appended sequence numbers become visible in order.
@@ -32,18 +34,19 @@ fn storage(e: sled::Error) -> StorageError {
     StorageError::with_source("sled", e)
 }
 
-/// Directories 0700, files 0600. sled creates files with the process
-/// umask, so this runs after open, on every flush and on close.
-fn secure_tree(dir: &Path) {
+/// The store directory `top_mode`, the directories in it 0700, files
+/// 0600. sled creates files with the process umask, so this runs after
+/// open, on every flush and on close.
+fn secure_tree(dir: &Path, top_mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(top_mode));
     for entry in entries.flatten() {
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
-            secure_tree(&entry.path());
+            secure_tree(&entry.path(), 0o700);
         } else if ft.is_file() {
             let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
         }
@@ -72,8 +75,8 @@ fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
 }
 
 impl SledBackend {
-    /// Opens (creating if needed, private) the sled database in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {
+    /// Opens the sled database in `dir`, whose own mode is `dir_mode`.
+    pub(crate) fn open_with_mode(dir: &Path, dir_mode: u32) -> Result<Self, OpenError> {
         create_private_dir(dir)?;
         // The engine keeps what verification needs in its own index, so
         // sled's page cache only serves mutations and usage: keep it small.
@@ -111,15 +114,29 @@ impl SledBackend {
                 k.get(1..9)
                     .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
             });
-        secure_tree(dir);
+        secure_tree(dir, dir_mode);
         Ok(SledBackend {
             dir: dir.to_path_buf(),
+            dir_mode,
             db,
             tree,
             commit_lock: Mutex::new(()),
             next_seq: AtomicU64::new(last_event.map_or(1, |s| s + 1)),
             version: AtomicU64::new(0),
         })
+    }
+}
+
+impl SledBackend {
+    /// The key of the last entry of `table`.
+    pub(crate) fn last(&self, table: Table) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tree
+            .scan_prefix([table.tag()])
+            .next_back()
+            .transpose()
+            .map_err(storage)?
+            .map(|(k, _)| k[1..].to_vec()))
     }
 }
 
@@ -215,7 +232,7 @@ impl Backend for SledBackend {
 
     fn flush(&self) -> Result<(), StorageError> {
         let flushed = self.db.flush().map(drop).map_err(storage);
-        secure_tree(&self.dir);
+        secure_tree(&self.dir, self.dir_mode);
         flushed
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::abi::read_in;
 use super::error::{boundary, fail};
 use super::generated::{KW_ABI_VERSION, kw_status};
-use super::values::{key_len, not_null, optional_text, store_ref, text};
+use super::values::{key_len, not_null, optional_text, put_json, store_ref, text};
 use crate::store::{Options, Store};
 use crate::verifier::Argon2Params;
 
@@ -32,6 +32,14 @@ pub struct kw_options {
     pub usage_flush_interval_ms: u32,
     /// argon2 verifications at once; 0 = the number of cores.
     pub max_concurrent_hashes: u32,
+    /// true: this process must own a sled store; when another process owns
+    /// it, `kw_store_open` returns `KW_STATUS_STORE_LOCKED` instead of
+    /// attaching.
+    pub require_owner: bool,
+    /// A group (name or number) whose members may attach to a sled store
+    /// this process owns (directory 0750, socket 0660, of that group);
+    /// NULL: only this user.
+    pub attach_group: *const c_char,
 }
 
 /// The size of the first published `kw_options` (with `size`): the least
@@ -78,8 +86,19 @@ impl kw_store {
 /// store again in the child, e.g. in gunicorn's `post_fork` hook), and
 /// `kw_store_free` leaves the parent's store alone.
 ///
-/// Returns `KW_STATUS_STORE_LOCKED` at once when another process holds a
-/// sled store.
+/// Any number of processes of one user may open the same sled store: the
+/// first owns its files and serves them on a Unix socket in the store
+/// directory (`keyward.sock`); later openers attach to it, each with its
+/// own in-memory verify index (verification never leaves the process),
+/// their writes made by the owner and durable before the call returns.
+/// When the owner exits or is killed, an attached process takes over. A
+/// second open of the same path in one process shares that process's
+/// store (each handle is freed on its own; the store stops with the last).
+/// `kw_store_status_json` says which process owns the store.
+///
+/// Returns `KW_STATUS_STORE_LOCKED` only when the store cannot be attached
+/// to: its owner runs as another user (and names no group of this one),
+/// or `options->require_owner` is set and another process owns it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_store_open(
     path: *const c_char,
@@ -115,6 +134,9 @@ pub unsafe extern "C" fn kw_store_open(
             if c.max_concurrent_hashes != 0 {
                 o.max_concurrent_hashes = c.max_concurrent_hashes as usize;
             }
+            o.require_owner = c.require_owner;
+            o.attach_group =
+                unsafe { optional_text(c.attach_group, "options.attach_group") }?.map(String::from);
         }
         let store = Store::open_with(path, &o)?;
         // SAFETY: checked non-NULL above.
@@ -196,4 +218,22 @@ pub extern "C" fn kw_version() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn kw_abi_version() -> u32 {
     KW_ABI_VERSION
+}
+
+/// Where this process stands with its store, as a JSON object written to
+/// `*json_out` (free with `kw_string_free`):
+/// `{"role", "pid", "owner_pid", "socket", "path", "keys"}` — `role` is
+/// `"owner"` (this process owns the sled store and serves the others),
+/// `"attached"` (it is attached to the process `owner_pid`), `"shared"`
+/// (PostgreSQL) or `"memory"`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_status_json(
+    store: *const kw_store,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.status().to_json()) }
+    })
 }

@@ -1,5 +1,6 @@
 //! Which process delivers to plugins. Exactly one process of a store runs
-//! the dispatcher: a store one process owns always may; on a shared
+//! the dispatcher: the process that owns a sled store (attached processes
+//! stand by, and one takes over with the store); on a shared
 //! PostgreSQL store the dispatcher holds a session advisory lock, which the
 //! server releases when that process's session ends (exit, crash, SIGKILL),
 //! so another process takes over.
@@ -31,7 +32,9 @@ pub(crate) fn for_store(opened: &Opened) -> Box<dyn DispatcherLease> {
             session: Mutex::new(None),
         });
     }
-    let _ = opened;
+    if opened.backend.host().is_some() {
+        return Box::new(HostOwner(std::sync::Arc::clone(&opened.backend)));
+    }
     Box::new(OneProcess)
 }
 
@@ -41,6 +44,18 @@ struct OneProcess;
 impl DispatcherLease for OneProcess {
     fn hold(&self) -> bool {
         true
+    }
+}
+
+/// A sled store shared on one host: the process that owns it dispatches
+/// (and whoever takes over from it, when it goes).
+struct HostOwner(std::sync::Arc<dyn crate::backend::Backend>);
+
+impl DispatcherLease for HostOwner {
+    fn hold(&self) -> bool {
+        self.0
+            .host()
+            .is_some_and(crate::backend::HostBackend::is_owner)
     }
 }
 

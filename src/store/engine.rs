@@ -109,7 +109,32 @@ impl Engine {
             plugins,
         });
         engine.reload_all().map_err(OpenError::Storage)?;
+        if let Some(host) = engine.backend.host() {
+            // Events another process of the host appended: deliver them now.
+            let weak = Arc::downgrade(&engine);
+            host.on_events(Box::new(move || {
+                if let Some(e) = weak.upgrade() {
+                    e.events_appended();
+                }
+            }));
+        }
         Ok(engine)
+    }
+
+    /// For the owner of a store shared on its host, the feed is local:
+    /// reading it now settles whether the index is current (a step of the
+    /// store clock, a worker held up), without waiting for the worker.
+    pub(crate) fn caught_up_locally(&self) -> bool {
+        self.backend
+            .host()
+            .is_some_and(crate::backend::HostBackend::is_owner)
+            && self.sync().is_ok()
+    }
+
+    /// The writer this engine follows went away: until the change feed has
+    /// been read from its successor, verify refuses (`Unavailable`).
+    pub(crate) fn mark_unsynced(&self) {
+        self.synced_at.store(i64::MIN / 2, Ordering::Release);
     }
 
     /// Now, by the store's clock, in milliseconds since the epoch.
@@ -153,7 +178,9 @@ impl Engine {
             }
             Changes::Reload { version } => {
                 self.reload_all()?;
-                self.seen_version.fetch_max(version, Ordering::AcqRel);
+                // Not `fetch_max`: a new owner's feed may stand lower than
+                // what a dead owner told (its last change never reached disk).
+                self.seen_version.store(version, Ordering::Release);
             }
         }
         // Everything committed before `asked_at` is now in the index.

@@ -15,13 +15,15 @@ mod engine;
 mod index;
 mod options;
 mod record;
+mod status;
 mod verify;
 mod worker;
 mod write;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -33,6 +35,7 @@ pub use self::options::{
 };
 pub(crate) use self::record::KeyRecord;
 pub use self::record::{CreatedKey, KeyInfo};
+pub use self::status::{Role, Status};
 use self::worker::Worker;
 use crate::backend::{self, Backend, MemoryBackend, Opened, StorageError};
 use crate::error::{KeyError, OpenError, WhitelistError};
@@ -46,11 +49,65 @@ use crate::whitelist::{Whitelist, WhitelistEntry};
 /// An open key store. `Send + Sync`: share it between threads by reference
 /// or in an `Arc`.
 ///
+/// A sled store is owned by the first process that opens it; the other
+/// processes of the host attach to that owner (see [`Store::open`]).
+/// Opening the same sled store again in one process gives a handle on the
+/// same open store; it stops when its last handle is closed or dropped.
+///
 /// Dropping it flushes pending usage; [`Store::close`] does the same and
 /// reports errors.
 pub struct Store {
     engine: Arc<Engine>,
-    worker: Option<Worker>,
+    life: Option<Arc<Life>>,
+}
+
+/// What the handles of one open store in this process share: the worker,
+/// and stopping everything when the last handle goes.
+struct Life {
+    engine: Arc<Engine>,
+    worker: std::sync::Mutex<Option<Worker>>,
+}
+
+impl Life {
+    fn shutdown(&self) -> Result<(), StorageError> {
+        let Some(worker) = crate::locks::lock(&self.worker).take() else {
+            return Ok(());
+        };
+        #[cfg(feature = "plugins")]
+        self.engine.plugins.stop();
+        worker.stop();
+        let flushed = self
+            .engine
+            .flush_usage()
+            .and_then(|()| self.engine.backend.flush());
+        // Stops serving attached processes (one takes over) and lets the files go.
+        if let Some(host) = self.engine.backend.host() {
+            host.close();
+        }
+        flushed
+    }
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// The sled stores open in this process, by canonical path: a second open
+/// of one shares it.
+fn open_here() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Weak<Life>>> {
+    static OPEN: OnceLock<std::sync::Mutex<HashMap<PathBuf, Weak<Life>>>> = OnceLock::new();
+    crate::locks::lock(OPEN.get_or_init(Default::default))
+}
+
+/// The name a sled store is known by in this process (none for a URL).
+fn sled_name(path: &Path) -> Option<PathBuf> {
+    let text = path.to_str().unwrap_or("");
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return None;
+    }
+    std::fs::canonicalize(path).ok()
 }
 
 impl std::fmt::Debug for Store {
@@ -68,9 +125,18 @@ impl Store {
     /// (created 0700 if needed), or, for `postgres://user@host:port/db?schema=NAME`,
     /// a store shared through PostgreSQL (schema created and migrated on open).
     ///
+    /// Any number of processes of one user on one host may open the same
+    /// sled store. The first owns its files and serves it on a Unix socket
+    /// in the store directory; the others attach to it, each with its own
+    /// in-memory verify index fed by the owner's change feed, their writes
+    /// made by the owner (durable before they return). When the owner
+    /// exits or dies, an attached process takes the store over.
+    ///
     /// # Errors
-    /// [`OpenError::StoreLocked`] when another process holds a sled store;
-    /// [`OpenError::Storage`] when it cannot be read or created.
+    /// [`OpenError::StoreLocked`] when the store cannot be attached to (its
+    /// owner runs as another user, or [`Options::require_owner`] is set
+    /// and another process owns it); [`OpenError::Storage`] when it cannot
+    /// be read or created.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
         Self::open_with(path, &Options::default())
     }
@@ -81,12 +147,36 @@ impl Store {
     /// As [`Store::open`], and [`OpenError::InvalidOptions`].
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Store, OpenError> {
         options.check()?;
+        let path = path.as_ref();
+        let mut open_here = open_here();
+        open_here.retain(|_, life| life.strong_count() > 0);
+        if let Some(life) = sled_name(path).and_then(|name| open_here.get(&name)?.upgrade()) {
+            if options.require_owner
+                && !life
+                    .engine
+                    .backend
+                    .host()
+                    .is_some_and(crate::backend::HostBackend::is_owner)
+            {
+                return Err(OpenError::StoreLocked {
+                    path: path.to_path_buf(),
+                });
+            }
+            return Ok(Store {
+                engine: Arc::clone(&life.engine),
+                life: Some(life),
+            });
+        }
         let timeouts = backend::Timeouts {
             connect: options.connect_timeout,
             statement: options.statement_timeout,
         };
-        let opened = backend::open(path.as_ref(), timeouts)?;
-        Self::start(opened, options)
+        let opened = backend::open(path, timeouts, options.host_rules()?)?;
+        let store = Self::start(opened, options)?;
+        if let (Some(name), Some(life)) = (sled_name(path), &store.life) {
+            open_here.insert(name, Arc::downgrade(life));
+        }
+        Ok(store)
     }
 
     /// A store in memory only: nothing persists past `close`. For an
@@ -110,9 +200,13 @@ impl Store {
     fn start(opened: Opened, options: &Options) -> Result<Store, OpenError> {
         let engine = Engine::start(opened, options)?;
         let worker = Worker::spawn(&engine, options);
+        let life = Arc::new(Life {
+            engine: Arc::clone(&engine),
+            worker: std::sync::Mutex::new(Some(worker)),
+        });
         Ok(Store {
             engine,
-            worker: Some(worker),
+            life: Some(life),
         })
     }
 
@@ -456,23 +550,33 @@ impl Store {
         self.engine.plugins.log(name)
     }
 
-    /// Stops the background flusher, writes pending usage and flushes storage.
+    /// Writes pending usage and flushes storage; for the last handle on
+    /// the store in this process, also stops its background threads and,
+    /// for the owner of a sled store, stops serving it (an attached process
+    /// takes over) and lets its files go.
     ///
     /// # Errors
     /// Storage errors from the final flush.
     pub fn close(mut self) -> Result<(), StorageError> {
-        self.shutdown()
+        let Some(life) = self.life.take() else {
+            return Ok(());
+        };
+        match Arc::try_unwrap(life) {
+            Ok(life) => life.shutdown(),
+            Err(shared) => {
+                drop(shared);
+                self.engine
+                    .flush_usage()
+                    .and_then(|()| self.engine.backend.flush())
+            }
+        }
     }
 
-    fn shutdown(&mut self) -> Result<(), StorageError> {
-        #[cfg(feature = "plugins")]
-        self.engine.plugins.stop();
-        if let Some(w) = self.worker.take() {
-            w.stop();
-        }
-        self.engine
-            .flush_usage()
-            .and_then(|()| self.engine.backend.flush())
+    /// Whether this process owns the store or is attached to its owner,
+    /// and which process owns it.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        Status::of(&self.engine)
     }
 
     /// Applies changes other processes made (shared backends); the
@@ -480,14 +584,6 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
         self.engine.sync()
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if self.worker.is_some() {
-            let _ = self.shutdown();
-        }
     }
 }
 

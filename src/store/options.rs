@@ -69,6 +69,20 @@ pub struct Options {
     /// the trimming of the change feed; if it comes back, it reloads every
     /// key. Default ten minutes.
     pub reader_expiry: Duration,
+    /// A sled store is owned by the first process to open it and shared
+    /// with the others of its host, which attach to the owner's socket.
+    /// With `require_owner`, this open refuses to attach: it fails with
+    /// [`OpenError::StoreLocked`] when another process owns the store.
+    pub require_owner: bool,
+    /// A group (name or number) whose members may attach to a sled store
+    /// this process owns: the store directory becomes 0750 and its socket
+    /// 0660, both of that group (the files stay 0600). `None`: only the
+    /// user who owns the store (0700 and 0600).
+    pub attach_group: Option<String>,
+    /// How long opening a sled store waits for an owner that is starting
+    /// or stopping, and how long an attached process waits for one to take
+    /// over when the owner goes. Default five seconds.
+    pub takeover_timeout: Duration,
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]
     pub plugin_retry: crate::plugins::RetryPolicy,
@@ -100,6 +114,9 @@ impl Default for Options {
             event_retention: Duration::from_hours(30 * 24),
             maintenance_interval: Duration::from_mins(1),
             reader_expiry: Duration::from_mins(10),
+            require_owner: false,
+            attach_group: None,
+            takeover_timeout: Duration::from_secs(5),
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
             #[cfg(feature = "plugins")]
@@ -120,6 +137,7 @@ impl Options {
             || self.statement_timeout.is_zero()
             || self.maintenance_interval.is_zero()
             || self.reader_expiry.is_zero()
+            || self.takeover_timeout.is_zero()
         {
             return Err(OpenError::InvalidOptions(
                 "intervals and timeouts must be greater than zero".into(),
@@ -135,10 +153,31 @@ impl Options {
                 "usage limits must be greater than zero".into(),
             ));
         }
+        self.attach_gid()?;
         self.argon2
             .hasher()
             .map(drop)
             .map_err(OpenError::InvalidOptions)
+    }
+
+    /// The id of [`Options::attach_group`].
+    pub(crate) fn attach_gid(&self) -> Result<Option<u32>, OpenError> {
+        let Some(g) = &self.attach_group else {
+            return Ok(None);
+        };
+        crate::backend::group_id(g)
+            .map(Some)
+            .ok_or_else(|| OpenError::InvalidOptions(format!("attach_group: no group {g:?}")))
+    }
+
+    /// How a sled store is opened and shared on this host.
+    pub(crate) fn host_rules(&self) -> Result<crate::backend::HostRules, OpenError> {
+        Ok(crate::backend::HostRules {
+            require_owner: self.require_owner,
+            group: self.attach_gid()?,
+            takeover: self.takeover_timeout,
+            reply: self.statement_timeout + Duration::from_secs(1),
+        })
     }
 }
 

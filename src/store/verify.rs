@@ -41,6 +41,7 @@ impl Engine {
         // could be missing a revocation.
         if self.shared
             && self.monotonic_ms() - self.synced_at.load(Ordering::Acquire) > self.staleness_ms
+            && !self.caught_up_locally()
         {
             // Counted for keys the index knows; an unknown id costs nothing.
             if read(self.index.shard(&id)).contains_key(&id) {

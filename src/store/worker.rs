@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::engine::Engine;
 use super::options::Options;
+use crate::backend::Wake;
 
 pub(crate) struct Worker {
     stop: mpsc::Sender<()>,
@@ -40,12 +41,17 @@ impl Worker {
                         let Some(engine) = weak.upgrade() else { return };
                         let backend = Arc::clone(&engine.backend);
                         drop(engine);
-                        let changed = backend.wait_for_change(tick);
+                        let wake = backend.wait_for_change(tick);
                         match stopped.try_recv() {
                             Err(mpsc::TryRecvError::Empty) => {}
                             Ok(()) | Err(mpsc::TryRecvError::Disconnected) => return,
                         }
-                        changed
+                        if wake == Wake::Lost
+                            && let Some(engine) = weak.upgrade()
+                        {
+                            engine.mark_unsynced();
+                        }
+                        wake != Wake::Quiet
                     } else {
                         match stopped.recv_timeout(tick) {
                             Err(RecvTimeoutError::Timeout) => {}

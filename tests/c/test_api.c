@@ -72,10 +72,17 @@ int main(int argc, char **argv) {
     o.prefix = "acme_live";
     CHECK_STATUS(kw_store_open(path, &o, &store), KW_STATUS_OK);
     CHECK(store != NULL);
+    /* A second open of the same store in one process shares it. */
     kw_store *second = NULL;
-    CHECK_STATUS(kw_store_open(path, NULL, &second), KW_STATUS_STORE_LOCKED);
-    CHECK(strstr(last_error(), path) != NULL);
-    CHECK(second == NULL);
+    CHECK_STATUS(kw_store_open(path, NULL, &second), KW_STATUS_OK);
+    CHECK(second != NULL && second != store);
+    CHECK_STATUS(kw_store_close(second), KW_STATUS_OK); /* frees `second` only */
+    char *status = NULL;
+    CHECK_STATUS(kw_store_status_json(store, &status), KW_STATUS_OK);
+    CHECK(status != NULL && strstr(status, "\"role\":\"owner\"") != NULL);
+    kw_string_free(status);
+    CHECK_STATUS(kw_store_status_json(NULL, &status), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_status_json(store, NULL), KW_STATUS_NULL_ARGUMENT);
 
     size_t key_len = kw_key_buffer_len(store);
     CHECK(key_len == strlen("acme_live") + 2 + 12 + 43 + 6 + 1);

@@ -3,6 +3,7 @@ a store shared with the Rust API."""
 
 import gc
 import multiprocessing
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -159,9 +160,6 @@ def test_every_error_class(store, store_path, tmp_path):
         keyward.Store(str(tmp_path / "other"), argon2={"memory_kib": 1})
     with pytest.raises(keyward.InvalidInput):
         keyward.Store(str(tmp_path / "other"), argon2={"lanes": 1})
-    with pytest.raises(keyward.StoreLocked) as locked:
-        keyward.Store(store_path)
-    assert store_path in str(locked.value) and locked.value.status == 200
     (tmp_path / "a-file").write_text("not a directory")
     with pytest.raises(keyward.StorageError):
         keyward.Store(str(tmp_path / "a-file" / "store"))
@@ -242,22 +240,26 @@ def test_threads_verify_while_another_regenerates(store):
     assert store.key(c.info.id).generation == 31
 
 
-def _try_open(path, queue):
+def _try_open(path, queue, require_owner):
     try:
-        keyward.Store(path)
-        queue.put("opened")
+        with keyward.Store(path, require_owner=require_owner) as s:
+            st = s.status()
+            queue.put(f"opened {st['role']} {st['owner_pid']}")
     except keyward.StoreLocked as e:
-        queue.put(f"locked: {e}")
+        queue.put(f"locked: {e} {e.status}")
 
 
-def test_store_locked_from_a_second_process(store, store_path):
+def test_a_second_process_attaches_unless_it_must_own(store, store_path):
+    assert store.status()["role"] == "owner" and store.status()["owner_pid"] == os.getpid()
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    p = ctx.Process(target=_try_open, args=(store_path, queue))
-    p.start()
-    answer = queue.get(timeout=60)
-    p.join(timeout=60)
-    assert answer.startswith("locked: ") and store_path in answer
+    for require_owner, expected in ((False, f"opened attached {os.getpid()}"), (True, "locked: ")):
+        queue = ctx.Queue()
+        p = ctx.Process(target=_try_open, args=(store_path, queue, require_owner))
+        p.start()
+        answer = queue.get(timeout=60)
+        p.join(timeout=60)
+        assert answer.startswith(expected), answer
+    assert store_path in answer and answer.endswith(" 200")
 
 
 def test_a_store_is_shared_with_the_rust_api(store_path, store_tool):

@@ -22,6 +22,7 @@ use self::conn::{CallError, Conn, Connector};
 pub(crate) use self::url::is_url;
 use super::{
     Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table, Timeouts,
+    Wake,
 };
 use crate::error::OpenError;
 
@@ -438,7 +439,7 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn wait_for_change(&self, timeout: Duration) -> bool {
+    fn wait_for_change(&self, timeout: Duration) -> Wake {
         let mut slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         if self.listener_suspect.swap(false, Ordering::Relaxed)
             || slot.as_ref().is_some_and(|c| !c.is_usable())
@@ -449,18 +450,22 @@ impl Backend for PostgresBackend {
             let Some(conn) = self.listen() else {
                 drop(slot);
                 std::thread::sleep(timeout);
-                return false;
+                return Wake::Quiet;
             };
             *slot = Some(conn);
             // Connected anew: changes may have been missed, look now.
-            return true;
+            return Wake::Changed;
         };
         let changed = conn.wait_for_notification(timeout);
         if changed.is_none() {
             // The listener connection broke: reconnect next time.
             *slot = None;
         }
-        changed.unwrap_or(false)
+        if changed.unwrap_or(false) {
+            Wake::Changed
+        } else {
+            Wake::Quiet
+        }
     }
 }
 

@@ -70,7 +70,8 @@ class StoreForked(KeywardError):
 
 
 class StoreLocked(KeywardError):
-    """Another process holds the store."""
+    """The store cannot be attached to: its owning process runs as another
+    user, or ``require_owner=True`` and another process owns it."""
 
 
 class StorageError(KeywardError):
@@ -520,12 +521,22 @@ def _redacted(location: str) -> str:
 
 
 class Store:
-    """An open key store: a directory (sled) owned by this process.
+    """An open key store: a directory (sled) or a ``postgresql://`` URL.
 
     ``Store(path, *, prefix=None, argon2=None, usage_flush_ms=None,
-    max_concurrent_hashes=None)`` where ``argon2`` is a mapping with
-    ``memory_kib``, ``iterations`` and ``parallelism``. Use it as a context
-    manager, or call :meth:`close`. Safe to share between threads.
+    max_concurrent_hashes=None, require_owner=False, attach_group=None)``
+    where ``argon2`` is a mapping with ``memory_kib``, ``iterations`` and
+    ``parallelism``. Use it as a context manager, or call :meth:`close`.
+    Safe to share between threads.
+
+    Any number of processes may open one sled store: the first owns it and
+    serves the others over a Unix socket in the store directory; the
+    others attach (each verifies from its own in-memory index) and one of
+    them takes over when the owner exits or dies. :meth:`status` tells
+    which. With ``require_owner=True`` an open that would attach raises
+    :class:`StoreLocked` instead; ``attach_group`` names a group whose
+    members may attach to a store this process owns. Open the store after
+    ``fork()`` (gunicorn: in ``post_fork``), never before.
     """
 
     def __init__(
@@ -536,6 +547,8 @@ class Store:
         argon2: Optional[Dict[str, int]] = None,
         usage_flush_ms: Optional[int] = None,
         max_concurrent_hashes: Optional[int] = None,
+        require_owner: bool = False,
+        attach_group: Optional[Union[str, int]] = None,
     ) -> None:
         self._life = _Handle(ffi.NULL)
         self._life.take()
@@ -558,6 +571,11 @@ class Store:
             opts.usage_flush_interval_ms = _u32(usage_flush_ms, "usage_flush_ms", minimum=1)
         if max_concurrent_hashes is not None:
             opts.max_concurrent_hashes = _u32(max_concurrent_hashes, "max_concurrent_hashes", minimum=1)
+        opts.require_owner = bool(require_owner)
+        if attach_group is not None:
+            g = ffi.new("char[]", _text(str(attach_group), "attach_group"))
+            keep.append(g)
+            opts.attach_group = g
         out = ffi.new("kw_store **")
         _check(lib.kw_store_open(_text(os.fspath(path), "path"), opts, out))
         self._life = _Handle(out[0])
@@ -595,6 +613,14 @@ class Store:
     def _h(self) -> Any:
         """The handle, inside a call (see ``_in_flight``)."""
         return self._life.ptr
+
+    @_in_flight
+    def status(self) -> Dict[str, Any]:
+        """Where this process stands with its store: ``role`` is ``"owner"``
+        (it owns the sled store and serves the others), ``"attached"`` (to
+        the process ``owner_pid``), ``"shared"`` (PostgreSQL) or
+        ``"memory"``; also ``pid``, ``socket``, ``path`` and ``keys``."""
+        return self._json(lib.kw_store_status_json, self._h())
 
     # -- verify -------------------------------------------------------
 

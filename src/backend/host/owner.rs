@@ -1,0 +1,187 @@
+//! The owner's side: the sled files, with a change feed written in the
+//! same transaction as every change to a key record, so that attached
+//! processes (and whoever owns the store next) can ask what changed since
+//! a version they have seen.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::super::sled::SledBackend;
+use crate::backend::{Backend, Batch, Changes, CommitError, Durability, Op, StorageError, Table};
+use crate::error::OpenError;
+use crate::locks::lock;
+
+/// Feed rows kept: a process further behind than this reloads every key.
+const FEED_KEEP: u64 = 100_000;
+
+/// Feed rows listed in one answer; more than this and the reader reloads.
+const FEED_LISTED: usize = 10_000;
+
+/// Feed rows deleted in one trimming batch.
+const TRIM_BATCH: usize = 10_000;
+
+pub(super) struct Owner {
+    pub sled: SledBackend,
+    /// Serialises commits, so feed versions are handed out in order.
+    commit_lock: Mutex<()>,
+    /// The last feed version committed; waiters are woken when it moves.
+    version: Mutex<u64>,
+    changed: Condvar,
+    stopping: AtomicBool,
+}
+
+fn version_key(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+fn version_of(key: &[u8]) -> Option<u64> {
+    key.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Owner {
+    /// Opens the sled files (the lock says who owns them) and finds where the feed stands.
+    pub(super) fn open(dir: &Path, dir_mode: u32) -> Result<Owner, OpenError> {
+        let sled = SledBackend::open_with_mode(dir, dir_mode)?;
+        let version = last_feed_version(&sled).map_err(OpenError::Storage)?;
+        Ok(Owner {
+            sled,
+            commit_lock: Mutex::new(()),
+            version: Mutex::new(version),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn version(&self) -> u64 {
+        *lock(&self.version)
+    }
+
+    /// Commits `batch` with a feed row for every key record it changes;
+    /// returns the feed version after it.
+    pub(super) fn commit(
+        &self,
+        mut batch: Batch,
+        durability: Durability,
+    ) -> Result<u64, CommitError> {
+        let _serial = lock(&self.commit_lock);
+        let before = self.version();
+        let rows: Vec<Vec<u8>> = batch.followed_rows().map(<[u8]>::to_vec).collect();
+        let mut after = before;
+        for row in rows {
+            after += 1;
+            batch.put(Table::Feed, version_key(after).to_vec(), row);
+        }
+        let result = self.sled.commit(batch, durability);
+        match &result {
+            // Unflushed: applied all the same, and readers see it.
+            Ok(_) | Err(CommitError::Unflushed(_)) if after > before => {
+                *lock(&self.version) = after;
+                self.changed.notify_all();
+            }
+            _ => {}
+        }
+        result.map(|_| after)
+    }
+
+    /// The key records changed after `seen`, from the feed.
+    pub(super) fn changes_since(&self, seen: u64) -> Result<Changes, StorageError> {
+        let version = self.version();
+        if seen == version {
+            return Ok(Changes::Rows {
+                version,
+                keys: Vec::new(),
+            });
+        }
+        if seen > version {
+            // A version this feed never gave (an owner that died before
+            // its last change reached the disk): read everything again.
+            return Ok(Changes::Reload { version });
+        }
+        let first = seen + 1;
+        let rows = self
+            .sled
+            .range_from(Table::Feed, &version_key(first), FEED_LISTED + 1)?;
+        let starts_at_first = rows
+            .first()
+            .and_then(|(k, _)| version_of(k))
+            .is_some_and(|v| v == first);
+        if !starts_at_first || rows.len() > FEED_LISTED {
+            // Trimmed past what this reader has seen, or too much to list.
+            return Ok(Changes::Reload { version });
+        }
+        let last = rows
+            .last()
+            .and_then(|(k, _)| version_of(k))
+            .unwrap_or(version);
+        let mut keys: Vec<Vec<u8>> = rows.into_iter().map(|(_, id)| id).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Changes::Rows {
+            version: last.max(version),
+            keys,
+        })
+    }
+
+    /// Blocks until the feed passes `after` or `timeout` passes (or the
+    /// owner stops); returns where the feed stands.
+    pub(super) fn wait(&self, after: u64, timeout: Duration) -> u64 {
+        let until = Instant::now() + timeout;
+        let mut v = lock(&self.version);
+        while *v <= after && !self.stopping.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            v = self
+                .changed
+                .wait_timeout(v, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *v
+    }
+
+    /// Wakes every waiter: the owner is going away.
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _v = lock(&self.version);
+        self.changed.notify_all();
+    }
+
+    /// Deletes feed rows older than the last [`FEED_KEEP`]; returns how many.
+    pub(super) fn trim(&self) -> Result<u64, StorageError> {
+        let version = self.version();
+        let Some(floor) = version.checked_sub(FEED_KEEP) else {
+            return Ok(0);
+        };
+        let old = self.sled.range_from(Table::Feed, &[], TRIM_BATCH)?;
+        let mut batch = Batch::default();
+        for (k, _) in old {
+            if version_of(&k).is_some_and(|v| v < floor) {
+                batch.ops.push(Op::Delete {
+                    table: Table::Feed,
+                    key: k,
+                });
+            }
+        }
+        let n = batch.ops.len() as u64;
+        if n > 0 {
+            self.sled
+                .commit(batch, Durability::Lazy)
+                .map_err(|e| match e {
+                    CommitError::Storage(e) | CommitError::Unflushed(e) => e,
+                    CommitError::Conflict => StorageError::new("feed trim conflicted"),
+                })?;
+        }
+        Ok(n)
+    }
+}
+
+fn last_feed_version(sled: &SledBackend) -> Result<u64, StorageError> {
+    Ok(sled
+        .last(Table::Feed)?
+        .and_then(|k| version_of(&k))
+        .unwrap_or(0))
+}

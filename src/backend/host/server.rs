@@ -1,0 +1,274 @@
+//! The owner serving its store: a listening Unix socket, a thread per
+//! attached connection, each answering one request at a time.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Hook;
+use super::access::{self, Access};
+use super::owner::Owner;
+use super::proto::{self, Failure, Reply, Request, Row};
+use crate::backend::{Backend, CommitError, Op, Table};
+use crate::locks::lock;
+
+/// The longest a `Wait` is held before it is answered anyway.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub(super) struct Server {
+    owner: Arc<Owner>,
+    socket: PathBuf,
+    listener_fd: i32,
+    stop: Arc<AtomicBool>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+    conns: Arc<Mutex<Conns>>,
+}
+
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: HashMap<u64, UnixStream>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What a connection thread needs.
+struct Ctx {
+    owner: Arc<Owner>,
+    access: Access,
+    hook: Arc<Hook>,
+    conns: Arc<Mutex<Conns>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Binds `socket` (replacing a dead owner's: the caller holds the
+    /// store's lock) and serves `owner` to the peers `access` admits.
+    pub(super) fn start(
+        owner: Arc<Owner>,
+        socket: &Path,
+        access: Access,
+        hook: Arc<Hook>,
+    ) -> io::Result<Server> {
+        use std::os::unix::fs::PermissionsExt;
+        access::prepare_socket_dir(socket)?;
+        match std::fs::remove_file(socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(socket)?;
+        let (_, socket_mode) = access.modes();
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(socket_mode))?;
+        if let Some(gid) = access.group {
+            std::os::unix::fs::lchown(socket, None, Some(gid))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Conns::default()));
+        let ctx = Arc::new(Ctx {
+            owner: Arc::clone(&owner),
+            access,
+            hook,
+            conns: Arc::clone(&conns),
+            stop: Arc::clone(&stop),
+        });
+        let listener_fd = listener.as_raw_fd();
+        let accept = std::thread::Builder::new()
+            .name("keyward-owner".into())
+            .spawn(move || accept_loop(&listener, &ctx))?;
+        Ok(Server {
+            owner,
+            socket: socket.to_path_buf(),
+            listener_fd,
+            stop,
+            accept: Mutex::new(Some(accept)),
+            conns,
+        })
+    }
+
+    /// Stops accepting, ends every connection (an attached process sees
+    /// the owner go and takes over) and removes the socket.
+    pub(super) fn shutdown(&self) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wakes the blocked accept (Linux answers it with EINVAL).
+        // SAFETY: the listener lives until the accept thread is joined below.
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+        if let Some(t) = lock(&self.accept).take() {
+            let _ = t.join();
+        }
+        self.owner.stop();
+        let threads = {
+            let mut conns = lock(&self.conns);
+            for s in conns.open.values() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            std::mem::take(&mut conns.threads)
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
+    for stream in listener.incoming() {
+        if ctx.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            // EMFILE and the like: back off instead of spinning.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let Ok(watch) = stream.try_clone() else {
+            continue;
+        };
+        let mut conns = lock(&ctx.conns);
+        conns.threads.retain(|t| !t.is_finished());
+        let id = conns.next;
+        conns.next += 1;
+        conns.open.insert(id, watch);
+        let c = Arc::clone(ctx);
+        match std::thread::Builder::new()
+            .name("keyward-attached".into())
+            .spawn(move || {
+                serve(&stream, &c);
+                lock(&c.conns).open.remove(&id);
+            }) {
+            Ok(t) => conns.threads.push(t),
+            Err(_) => {
+                conns.open.remove(&id);
+            }
+        }
+    }
+}
+
+/// One attached connection: the greeting, then requests until it closes.
+fn serve(stream: &UnixStream, ctx: &Ctx) {
+    let Ok(peer) = access::peer(stream) else {
+        return;
+    };
+    let Ok(Request::Hello { protocol }) = proto::recv::<Request>(stream) else {
+        return;
+    };
+    if !ctx.access.admits(peer, access::is_member) {
+        let _ = proto::send(
+            stream,
+            &Reply::Refused {
+                reason: format!(
+                    "user {} may not attach to this store (owned by user {})",
+                    peer.uid, ctx.access.uid
+                ),
+            },
+        );
+        return;
+    }
+    if protocol != proto::PROTOCOL {
+        let _ = proto::send(
+            stream,
+            &Reply::Refused {
+                reason: format!(
+                    "protocol {protocol} is not this owner's {}: run one keyward version on a store",
+                    proto::PROTOCOL
+                ),
+            },
+        );
+        return;
+    }
+    let welcome = Reply::Welcome {
+        protocol: proto::PROTOCOL,
+        owner_pid: std::process::id(),
+    };
+    if proto::send(stream, &welcome).is_err() {
+        return;
+    }
+    while !ctx.stop.load(Ordering::Acquire) {
+        let Ok(request) = proto::recv::<Request>(stream) else {
+            return;
+        };
+        let reply = answer(request, ctx);
+        if proto::send(stream, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn answer(request: Request, ctx: &Ctx) -> Reply {
+    let owner = &ctx.owner;
+    let storage =
+        |e: crate::backend::StorageError| Reply::Failed(Failure::Storage(e.message().to_string()));
+    match request {
+        Request::Hello { .. } => Reply::Failed(Failure::Storage("greeted twice".into())),
+        Request::Get { table, key } => match owner.sled.get(table, &key) {
+            Ok(v) => Reply::Value(v),
+            Err(e) => storage(e),
+        },
+        Request::RangeFrom {
+            table,
+            start,
+            limit,
+        } => {
+            let limit = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .min(proto::PAGE_ROWS);
+            match owner.sled.range_from(table, &start, limit) {
+                Ok(rows) => Reply::Rows(
+                    rows.into_iter()
+                        .map(|(key, value)| Row { key, value })
+                        .collect(),
+                ),
+                Err(e) => storage(e),
+            }
+        }
+        Request::Commit { batch, durability } => {
+            let events = batch.ops.iter().any(|op| {
+                matches!(
+                    op,
+                    Op::Append {
+                        table: Table::Events,
+                        ..
+                    }
+                )
+            });
+            let result = owner.commit(batch, durability);
+            if events && !matches!(result, Err(CommitError::Conflict | CommitError::Storage(_))) {
+                ctx.hook.events_appended();
+            }
+            match result {
+                Ok(version) => Reply::Committed { version },
+                Err(CommitError::Conflict) => Reply::Failed(Failure::Conflict),
+                Err(CommitError::Storage(e)) => storage(e),
+                Err(CommitError::Unflushed(e)) => {
+                    Reply::Failed(Failure::Unflushed(e.message().to_string()))
+                }
+            }
+        }
+        Request::Flush => match owner.sled.flush() {
+            Ok(()) => Reply::Done,
+            Err(e) => storage(e),
+        },
+        Request::ChangesSince { seen } => match owner.changes_since(seen) {
+            Ok(c) => Reply::Changes(c),
+            Err(e) => storage(e),
+        },
+        Request::Version => Reply::Version(owner.version()),
+        Request::Wait { after, timeout_ms } => {
+            let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+            Reply::Version(owner.wait(after, timeout))
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Many processes on one sled store: the first opener owns it, the others
+//! attach; changes made anywhere are seen everywhere; when the owner dies
+//! another process takes over without losing an acknowledged write or
+//! accepting a revoked key.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{fast_options, ip, open};
+use keyward::{CreateOptions, Denial, KeyId, OpenError, Role, Store, Verdict};
+
+const DIR: &str = "KEYWARD_TEST_HOST_DIR";
+
+/// A generous deadline for what the design does in milliseconds.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Child half of these tests: opens the store and answers one line per
+/// command read from stdin. Run only by the tests below.
+#[test]
+#[ignore = "child process of the host tests"]
+fn host_child() {
+    let dir = std::env::var(DIR).expect("run by the host tests");
+    let store = open(Path::new(&dir));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nready {}", store.status().role).unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap();
+        let mut words = line.split(' ');
+        let reply = match (words.next().unwrap_or(""), words.next()) {
+            ("status", _) => {
+                let s = store.status();
+                format!("status {} {}", s.role, s.owner_pid.unwrap_or(0))
+            }
+            ("create", Some(name)) => match store.create(name, CreateOptions::new()) {
+                Ok(c) => format!("created {} {}", c.info.id, c.key.as_str()),
+                Err(e) => format!("error {e}"),
+            },
+            ("regenerate", Some(id)) => {
+                match store.regenerate(&id.parse().unwrap(), Duration::ZERO) {
+                    Ok(c) => format!("regenerated {} {}", c.info.generation, c.key.as_str()),
+                    Err(e) => format!("error {e}"),
+                }
+            }
+            ("verify", Some(key)) => match store.verify(key, ip("10.1.1.1"), Some("child")) {
+                Verdict::Valid(_) => "granted".to_string(),
+                Verdict::Denied(d) => format!("denied {d:?}"),
+            },
+            ("usage", Some(id)) => match store.usage(&id.parse().unwrap()) {
+                Ok(u) => format!("usage {}", u.ips.iter().map(|i| i.allowed).sum::<u64>()),
+                Err(e) => format!("error {e}"),
+            },
+            ("flush", _) => match store.flush() {
+                Ok(()) => "flushed".to_string(),
+                Err(e) => format!("error {e}"),
+            },
+            _ => format!("error unknown command {line:?}"),
+        };
+        writeln!(out, "{reply}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// A child process holding the store, spoken to line by line.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    pid: u32,
+}
+
+impl Peer {
+    fn spawn(path: &Path) -> Peer {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "host_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(DIR, path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let pid = child.id();
+        let mut peer = Peer {
+            child,
+            stdin,
+            lines,
+            pid,
+        };
+        peer.expect_line("ready ");
+        peer
+    }
+
+    fn expect_line(&mut self, prefix: &str) -> String {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {prefix:?} line from child {}", self.pid));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_string();
+            }
+        }
+    }
+
+    /// Sends one command and returns its answer line.
+    fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("child {} did not answer {command:?}", self.pid));
+            if !line.starts_with("running ") && !line.is_empty() {
+                return line;
+            }
+        }
+    }
+
+    fn status(&mut self) -> (String, u32) {
+        let line = self.ask("status");
+        let mut w = line.split(' ').skip(1);
+        (
+            w.next().unwrap().to_string(),
+            w.next().unwrap().parse().unwrap(),
+        )
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it holds, failing at the deadline.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !check() {
+        assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn temp_path() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    (dir, path)
+}
+
+#[test]
+fn a_second_process_attaches_and_changes_flow_both_ways() {
+    let (_dir, path) = temp_path();
+    let store = open(&path);
+    assert_eq!(store.status().role, Role::Owner);
+    assert_eq!(store.status().owner_pid, Some(std::process::id()));
+
+    let mut peer = Peer::spawn(&path);
+    assert_eq!(peer.status(), ("attached".to_string(), std::process::id()));
+
+    // Made by the owner, verified in the attached process.
+    let k = store.create("from-owner", CreateOptions::new()).unwrap();
+    let key = k.key.as_str().to_string();
+    eventually("the attached process knows the owner's new key", || {
+        peer.ask(&format!("verify {key}")) == "granted"
+    });
+
+    // Regenerated by the attached process: refused here, the new one granted.
+    let answer = peer.ask(&format!("regenerate {}", k.info.id));
+    let fresh = answer
+        .strip_prefix("regenerated 2 ")
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_string();
+    eventually("the owner refuses the regenerated key", || {
+        matches!(
+            store.verify(&key, ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::Rotated { .. })
+        )
+    });
+    assert!(store.verify(&fresh, ip("10.0.0.1"), None).is_valid());
+    assert_eq!(store.get(&k.info.id).unwrap().generation, 2);
+
+    // Created by the attached process, with the same errors as the owner's.
+    let answer = peer.ask("create from-peer");
+    let mut w = answer.strip_prefix("created ").unwrap().split(' ');
+    let (id, key2): (KeyId, String) =
+        (w.next().unwrap().parse().unwrap(), w.next().unwrap().into());
+    assert_eq!(store.get(&id).unwrap().name, "from-peer");
+    eventually("the owner knows the attached process's key", || {
+        store.verify(&key2, ip("10.0.0.1"), None).is_valid()
+    });
+    store.delete(&id).unwrap();
+    let answer = peer.ask(&format!("regenerate {id}"));
+    assert!(answer.contains("no key"), "{answer}");
+
+    // Usage seen in the attached process reaches the owner.
+    assert_eq!(peer.ask(&format!("verify {fresh}")), "granted");
+    assert_eq!(peer.ask("flush"), "flushed");
+    let seen_by_peer = store
+        .usage(&k.info.id)
+        .unwrap()
+        .ips
+        .iter()
+        .any(|i| i.ip == ip("10.1.1.1"));
+    assert!(
+        seen_by_peer,
+        "usage from the attached process is in the owner's store"
+    );
+}
+
+#[test]
+fn require_owner_refuses_to_attach_and_a_second_open_here_shares() {
+    let (_dir, path) = temp_path();
+    let _owner = Peer::spawn(&path);
+    let mut o = fast_options();
+    o.require_owner = true;
+    match Store::open_with(&path, &o) {
+        Err(OpenError::StoreLocked { path: p }) => assert_eq!(p, path),
+        other => panic!("expected StoreLocked, got {other:?}"),
+    }
+    let a = open(&path);
+    let b = open(&path);
+    assert_eq!(a.status().role, Role::Attached);
+    let k = a.create("k", CreateOptions::new()).unwrap();
+    assert!(
+        b.verify(k.key.as_str(), ip("10.0.0.1"), None).is_valid(),
+        "one store, one index"
+    );
+    b.close().unwrap();
+    assert!(
+        a.verify(k.key.as_str(), ip("10.0.0.1"), None).is_valid(),
+        "still open"
+    );
+}
+
+#[test]
+fn when_the_owner_is_killed_an_attached_process_takes_over() {
+    let (_dir, path) = temp_path();
+    let owner = Peer::spawn(&path);
+    let mut other = Peer::spawn(&path);
+    let store = open(&path);
+    assert_eq!(store.status().owner_pid, Some(owner.pid));
+    let k = store.create("k", CreateOptions::new()).unwrap();
+
+    owner.kill();
+    // One of the two survivors owns the store now; the other is attached to it.
+    eventually("a survivor took over", || {
+        let (role, pid) = other.status();
+        let mine = store.status();
+        (role == "owner"
+            && mine.role == Role::Attached
+            && mine.owner_pid == Some(other.pid)
+            && pid == other.pid)
+            || (mine.role == Role::Owner && role == "attached" && pid == std::process::id())
+    });
+    // Writes and verification go on.
+    let fresh = store.regenerate(&k.info.id, Duration::ZERO).unwrap();
+    let old = k.key.as_str().to_string();
+    eventually("the survivor refuses the old key", || {
+        other
+            .ask(&format!("verify {old}"))
+            .starts_with("denied Rotated")
+    });
+    eventually("the survivor grants the new key", || {
+        other.ask(&format!("verify {}", fresh.key.as_str())) == "granted"
+    });
+}
