@@ -55,6 +55,10 @@ fn host_child() {
                 Ok(u) => format!("usage {}", u.ips.iter().map(|i| i.allowed).sum::<u64>()),
                 Err(e) => format!("error {e}"),
             },
+            ("generation", Some(id)) => match store.get(&id.parse().unwrap()) {
+                Ok(info) => format!("generation {}", info.generation),
+                Err(e) => format!("error {e}"),
+            },
             ("flush", _) => match store.flush() {
                 Ok(()) => "flushed".to_string(),
                 Err(e) => format!("error {e}"),
@@ -154,6 +158,17 @@ impl Peer {
     fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Sends a command without waiting for its answer.
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The answer to a command sent with [`Peer::send`].
+    fn answer(&mut self) -> String {
+        self.expect_line("")
     }
 }
 
@@ -295,4 +310,125 @@ fn when_the_owner_is_killed_an_attached_process_takes_over() {
     eventually("the survivor grants the new key", || {
         other.ask(&format!("verify {}", fresh.key.as_str())) == "granted"
     });
+}
+
+/// The acknowledged generations of one key, and their keys.
+struct Acked(Vec<(u32, String)>);
+
+impl Acked {
+    fn record(&mut self, answer: &str) {
+        if let Some(rest) = answer.strip_prefix("regenerated ") {
+            let (g, k) = rest.split_once(' ').unwrap();
+            self.0.push((g.parse().unwrap(), k.to_string()));
+        }
+    }
+
+    fn last(&self) -> &(u32, String) {
+        self.0.last().unwrap()
+    }
+}
+
+#[test]
+fn sigkill_rounds_lose_no_acknowledged_write_and_admit_no_revoked_key() {
+    const ROUNDS: usize = 20;
+    const PEERS: usize = 3;
+    let (_dir, path) = temp_path();
+    let mut peers: Vec<Peer> = (0..PEERS).map(|_| Peer::spawn(&path)).collect();
+    let answer = peers[0].ask("create rotating");
+    let mut w = answer.strip_prefix("created ").unwrap().split(' ');
+    let id = w.next().unwrap().to_string();
+    let mut acked = Acked(vec![(1, w.next().unwrap().to_string())]);
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut handed_over = 0;
+    let mut in_flight_outcomes = Vec::new();
+
+    for round in 0..ROUNDS {
+        let owner_pid = peers[0].status().1;
+        let owner_at = peers
+            .iter()
+            .position(|p| p.pid == owner_pid)
+            .expect("a child owns it");
+        let writer_at = (owner_at + 1) % PEERS;
+
+        // An acknowledged regeneration, seen everywhere.
+        let answer = peers[writer_at].ask(&format!("regenerate {id}"));
+        assert!(
+            answer.starts_with("regenerated "),
+            "round {round}: {answer}"
+        );
+        acked.record(&answer);
+        let revoked = acked.0[acked.0.len() - 2].1.clone();
+        for p in &mut peers {
+            eventually("the previous key is refused everywhere", || {
+                !p.ask(&format!("verify {revoked}")).starts_with("granted")
+            });
+        }
+
+        // Another one in flight while the owner is killed.
+        peers[writer_at].send(&format!("regenerate {id}"));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_micros(seed % 3000));
+        peers.remove(owner_at).kill();
+        let writer_at = if writer_at > owner_at {
+            writer_at - 1
+        } else {
+            writer_at
+        };
+
+        // During the handover: no revoked key is admitted anywhere (the
+        // writer is asked once its regeneration has answered).
+        let revoked: Vec<String> = acked.0[..acked.0.len() - 1]
+            .iter()
+            .map(|(_, k)| k.clone())
+            .collect();
+        let mut check = |p: &mut Peer| {
+            for key in &revoked {
+                let v = p.ask(&format!("verify {key}"));
+                assert!(!v.starts_with("granted"), "round {round}: revoked key {v}");
+            }
+        };
+        for (i, p) in peers.iter_mut().enumerate() {
+            if i != writer_at {
+                check(p);
+            }
+        }
+        let in_flight = peers[writer_at].answer();
+        check(&mut peers[writer_at]);
+        in_flight_outcomes.push(in_flight.split(' ').next().unwrap_or("").to_string());
+        acked.record(&in_flight);
+        peers.push(Peer::spawn(&path));
+
+        // After it: a new owner among the survivors, and every acknowledged
+        // write there.
+        let (last_gen, last_key) = acked.last().clone();
+        for p in &mut peers {
+            eventually("the last acknowledged key is admitted", || {
+                let generation: u32 = p
+                    .ask(&format!("generation {id}"))
+                    .strip_prefix("generation ")
+                    .map_or(0, |g| g.parse().unwrap());
+                assert!(
+                    generation >= last_gen,
+                    "round {round}: generation {last_gen} lost"
+                );
+                generation > last_gen || p.ask(&format!("verify {last_key}")) == "granted"
+            });
+            for (_, key) in &acked.0[..acked.0.len() - 1] {
+                eventually("every older key is refused", || {
+                    !p.ask(&format!("verify {key}")).starts_with("granted")
+                });
+            }
+        }
+        let (_, new_owner) = peers[0].status();
+        assert_ne!(new_owner, owner_pid);
+        assert!(
+            peers.iter().any(|p| p.pid == new_owner),
+            "a survivor owns the store"
+        );
+        handed_over += 1;
+    }
+    assert_eq!(handed_over, ROUNDS);
+    eprintln!("regenerations in flight at the kill: {in_flight_outcomes:?}");
 }

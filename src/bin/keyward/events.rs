@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use keyward::{OpenError, Store};
+use keyward::Store;
 
 use crate::{Out, Result, failure};
 
@@ -35,20 +35,11 @@ fn print_event(e: &keyward::Event) {
 }
 
 pub(crate) fn follow_events(path: &Path, mut since: u64, out: &Out) -> Result<u8> {
-    // A sled store has one owner at a time: open, read, close, so that
-    // other commands can write in between.
+    // Held open: attached to the store's owner, or owning it (and then
+    // delivering to its plugins too).
+    let store = Store::open(path)?;
     loop {
-        let store = loop {
-            match Store::open(path) {
-                Ok(s) => break s,
-                Err(OpenError::StoreLocked { .. }) => {
-                    std::thread::sleep(Duration::from_millis(200))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
         let events = store.events(since, 1000)?;
-        store.close()?;
         for e in &events {
             if out.json {
                 println!(

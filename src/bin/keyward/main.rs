@@ -6,24 +6,30 @@
 //! Every error's code comes from its [`keyward::ErrorKind`].
 //!
 //! One module per command group: [`keys`], [`whitelist`], [`usage`],
-//! [`verify`], [`events`], [`plugins`].
+//! [`verify`], [`events`], [`plugins`], [`serve`] (and `status`).
+//!
+//! A sled store may be open in other processes: the CLI attaches to the
+//! process that owns it (whose dispatcher delivers the CLI's events), or
+//! owns it for the length of the command, and then waits for its own
+//! events' first delivery attempt before it exits.
 
 mod events;
 mod keys;
 #[cfg(feature = "plugins")]
 mod plugins;
+mod serve;
 mod shown;
 mod usage;
 mod verify;
 mod whitelist;
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use keyward::{ErrorKind, KeyId, OpenError, Store, Timestamp};
+use keyward::{ErrorKind, KeyId, Store, Timestamp};
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +86,12 @@ enum Command {
     #[cfg(feature = "plugins")]
     #[command(subcommand)]
     Plugin(plugins::PluginCommand),
+    /// Keeps the store open until SIGTERM: owns it (delivering events to
+    /// plugins, serving the other processes) or stands by to take over.
+    Serve,
+    /// Whether this process owns the store or attaches to it, and which
+    /// process owns it.
+    Status,
 }
 
 #[derive(Args)]
@@ -219,7 +231,11 @@ fn run(cli: Cli) -> Result<u8> {
     {
         return events::follow_events(&path, since, &out);
     }
-    let store = open_patiently(&path)?;
+    if let Command::Serve = cli.command {
+        return serve::serve_command(&path, &out);
+    }
+    let store = Store::open(&path)?;
+    let before = serve::outbox_end(&store);
     let code = match cli.command {
         Command::Key(k) => keys::key_command(&store, k, &out)?,
         Command::Whitelist(w) => whitelist::whitelist_command(&store, w, &out)?,
@@ -232,23 +248,12 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Events { since, .. } => events::events_command(&store, since, &out)?,
         #[cfg(feature = "plugins")]
         Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
+        Command::Status => serve::status_command(&store, &out)?,
+        Command::Serve => unreachable!("served above"),
     };
+    serve::deliver_own_events(&store, before);
     store.close()?;
     Ok(code)
-}
-
-/// Opens the store, waiting up to 3 s while another process holds it
-/// (`events --follow` holds it for an instant every second).
-fn open_patiently(path: &Path) -> Result<Store> {
-    let until = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        match Store::open(path) {
-            Err(OpenError::StoreLocked { .. }) if std::time::Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => return Ok(other?),
-        }
-    }
 }
 
 /// Asks y/N on a terminal; refuses without one unless `--yes`.
