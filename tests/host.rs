@@ -383,7 +383,7 @@ fn sigkill_rounds_lose_no_acknowledged_write_and_admit_no_revoked_key() {
             .iter()
             .map(|(_, k)| k.clone())
             .collect();
-        let mut check = |p: &mut Peer| {
+        let check = |p: &mut Peer| {
             for key in &revoked {
                 let v = p.ask(&format!("verify {key}"));
                 assert!(!v.starts_with("granted"), "round {round}: revoked key {v}");
