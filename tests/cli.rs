@@ -555,3 +555,111 @@ fn stored_text_is_escaped_and_a_pasted_key_is_not_echoed() {
     }
     assert!(cli.ok(&["key", "show", &id]).contains("k"));
 }
+
+/// Installs a plugin posting every event to `hook` ("crm", allowed to
+/// reach the loopback webhook).
+fn install_crm(cli: &Cli, hook: &webhook::Webhook, dir: &Path) {
+    let wasm = dir.join("p.wat");
+    std::fs::write(
+        &wasm,
+        common::notifier_component(common::POST_KIND, &hook.url("/h")),
+    )
+    .unwrap();
+    let manifest = dir.join("p.toml");
+    std::fs::write(
+        &manifest,
+        format!("name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n", hook.origin()),
+    )
+    .unwrap();
+    cli.ok(&[
+        "plugin",
+        "install",
+        wasm.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--allow-private-network",
+    ]);
+}
+
+fn kinds(hook: &webhook::Webhook) -> Vec<String> {
+    // The fixture posts the event kind as the body.
+    hook.requests().iter().map(webhook::Received::body_text).collect()
+}
+
+#[test]
+fn the_cli_beside_a_running_owner_attaches_and_the_owner_delivers() {
+    let cli = Cli::new();
+    let hook = webhook::Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    install_crm(&cli, &hook, dir.path());
+    let (id, _) = create(&cli, "k");
+    let app = keyward::Store::open(&cli.db).unwrap();
+    assert_eq!(app.status().role, keyward::Role::Owner);
+
+    let status = cli.json(&["status"]);
+    assert_eq!(status["role"], "attached");
+    assert_eq!(status["owner_pid"], std::process::id());
+    let before = hook.requests().len();
+    cli.ok(&["key", "regenerate", &id, "--yes"]);
+    // Delivered by this process (the owner), not by the CLI, which is gone.
+    let got = hook.wait_for(before + 1, Duration::from_secs(20));
+    assert!(
+        got.len() > before,
+        "the owner delivered the CLI's regeneration"
+    );
+    assert!(kinds(&hook).contains(&"key.regenerated".to_string()));
+    assert_eq!(app.get(&id.parse().unwrap()).unwrap().generation, 2);
+}
+
+#[test]
+fn a_cli_owning_the_store_delivers_its_own_events_before_it_exits() {
+    let cli = Cli::new();
+    let hook = webhook::Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    install_crm(&cli, &hook, dir.path());
+    assert_eq!(cli.json(&["status"])["role"], "owner");
+    let created = cli.json(&["key", "create", "k"]);
+    // No wait here: the CLI waited for the delivery before exiting.
+    assert!(
+        kinds(&hook).contains(&"key.created".to_string()),
+        "delivered before the CLI exited: {:?}",
+        kinds(&hook)
+    );
+    assert!(created["key"].is_string(), "stdout is the JSON alone");
+
+    // An unreachable CRM: the CLI says what is pending, on stderr only.
+    hook.status.store(500, std::sync::atomic::Ordering::Release);
+    let out = cli.run(&["--json", "key", "create", "k2"]);
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("pending for plugin crm"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout stays JSON");
+    assert_eq!(v["name"], "k2");
+}
+
+#[test]
+fn serve_owns_the_store_until_sigterm() {
+    let cli = Cli::new();
+    let mut serve = cli.cmd(&["serve"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(
+        first,
+        format!("serving {} (pid {})", cli.db.display(), serve.id())
+    );
+    let status = cli.json(&["status"]);
+    assert_eq!(
+        (status["role"].as_str(), status["owner_pid"].as_u64()),
+        (Some("attached"), Some(u64::from(serve.id())))
+    );
+    create(&cli, "k");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(i32::try_from(serve.id()).unwrap(), libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
+    assert_eq!(lines.next().unwrap().unwrap(), "stopped on SIGTERM");
+    assert!(
+        !cli.db.join("keyward.sock").exists(),
+        "the socket is removed"
+    );
+    assert_eq!(cli.json(&["status"])["role"], "owner");
+}

@@ -1,5 +1,7 @@
 //! One backend conformance suite, run against every backend: sled (a
-//! directory) and PostgreSQL (a schema of its own per test). The
+//! directory, owned by the test), sled attached (the directory owned by a
+//! `keyward serve` process, the test attached to it) and PostgreSQL (a
+//! schema of its own per test). The
 //! PostgreSQL half needs `KEYWARD_TEST_PG` (a URL such as
 //! `postgresql:///keyward_test?host=/var/run/postgresql`); scripts/test-all.sh
 //! starts a server and sets it.
@@ -27,6 +29,47 @@ impl Harness for Sled {
     fn open_with(&self, o: &Options) -> Store {
         Store::open_with(self.0.path().join("store"), o).unwrap()
     }
+}
+
+/// A sled store owned by another process (`keyward serve`): every open
+/// here attaches to it.
+struct SledAttached {
+    dir: tempfile::TempDir,
+    owner: std::process::Child,
+}
+
+impl Harness for SledAttached {
+    fn open_with(&self, o: &Options) -> Store {
+        let store = Store::open_with(self.dir.path().join("store"), o).unwrap();
+        assert_eq!(store.status().role, keyward::Role::Attached);
+        assert_eq!(store.status().owner_pid, Some(self.owner.id()));
+        store
+    }
+}
+
+impl Drop for SledAttached {
+    fn drop(&mut self) {
+        let _ = self.owner.kill();
+        let _ = self.owner.wait();
+    }
+}
+
+fn sled_attached() -> SledAttached {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--db")
+        .arg(dir.path().join("store"))
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(owner.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("serving "), "{line}");
+    SledAttached { dir, owner }
 }
 
 struct Postgres(pub String);
@@ -75,6 +118,9 @@ macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_sled {
             $( #[test] fn $name() { super::$name(&super::sled()); } )*
+        }
+        mod on_sled_attached {
+            $( #[test] fn $name() { super::$name(&super::sled_attached()); } )*
         }
         mod on_postgres {
             $( #[test] fn $name() { if let Some(h) = super::postgres() { super::$name(&h); } } )*
