@@ -583,7 +583,10 @@ fn install_crm(cli: &Cli, hook: &webhook::Webhook, dir: &Path) {
 
 fn kinds(hook: &webhook::Webhook) -> Vec<String> {
     // The fixture posts the event kind as the body.
-    hook.requests().iter().map(webhook::Received::body_text).collect()
+    hook.requests()
+        .iter()
+        .map(webhook::Received::body_text)
+        .collect()
 }
 
 #[test]
