@@ -201,13 +201,9 @@ fn propagation(c: &mut Criterion) {
     let mut samples = Vec::new();
     g.bench_function("owner_to_attached", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let d = revoke_and_watch(&owner, &mut watcher);
-                samples.push(d);
-                total += d;
-            }
-            total
+            measured(iters, &mut samples, || {
+                revoke_and_watch(&owner, &mut watcher)
+            })
         });
     });
     report("revocation owner → attached", std::mem::take(&mut samples));
@@ -220,17 +216,28 @@ fn propagation(c: &mut Criterion) {
     let mut watcher = Other::spawn("watch", served_dir.path());
     g.bench_function("attached_to_attached", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let d = revoke_and_watch(&attached, &mut watcher);
-                samples.push(d);
-                total += d;
-            }
-            total
+            measured(iters, &mut samples, || {
+                revoke_and_watch(&attached, &mut watcher)
+            })
         });
     });
     report("revocation attached → attached", samples);
     g.finish();
+}
+
+/// Runs `one` `iters` times, keeping each duration; returns their sum.
+fn measured(
+    iters: u64,
+    samples: &mut Vec<Duration>,
+    mut one: impl FnMut() -> Duration,
+) -> Duration {
+    (0..iters)
+        .map(|_| {
+            let d = one();
+            samples.push(d);
+            d
+        })
+        .sum()
 }
 
 fn revoke_and_watch(store: &Store, watcher: &mut Other) -> Duration {

@@ -115,35 +115,30 @@ impl Peer {
         peer
     }
 
-    fn expect_line(&mut self, prefix: &str) -> String {
+    /// The next line `wanted` accepts, within the deadline.
+    fn next_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         let until = Instant::now() + DEADLINE;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let line = self
                 .lines
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {prefix:?} line from child {}", self.pid));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_string();
+                .unwrap_or_else(|_| panic!("child {}: no {what}", self.pid));
+            if wanted(&line) {
+                return line;
             }
         }
     }
 
+    fn expect_line(&mut self, prefix: &str) -> String {
+        let line = self.next_line(prefix, |l| l.starts_with(prefix));
+        line[prefix.len()..].to_string()
+    }
+
     /// Sends one command and returns its answer line.
     fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("child {} did not answer {command:?}", self.pid));
-            if !line.starts_with("running ") && !line.is_empty() {
-                return line;
-            }
-        }
+        self.send(command);
+        self.next_line(command, |l| !l.starts_with("running ") && !l.is_empty())
     }
 
     fn status(&mut self) -> (String, u32) {
