@@ -81,7 +81,7 @@ plugins_job=$!
 (
     python3 -m venv "$pyenv"
     "$pyenv/bin/pip" install --quiet --upgrade pip
-    "$pyenv/bin/pip" install --quiet "maturin>=1.9,<2" "cffi>=1.15" pytest
+    "$pyenv/bin/pip" install --quiet "maturin>=1.9,<2" "cffi>=1.15" pytest gunicorn
 ) > "$CARGO_TARGET_DIR/pyenv-setup.log" 2>&1 &
 pyenv_job=$!
 

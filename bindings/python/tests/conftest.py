@@ -1,3 +1,4 @@
+import json
 import os
 import pathlib
 import subprocess
@@ -35,5 +36,20 @@ def store_tool():
     def run(*args):
         out = subprocess.run([str(exe), *args], capture_output=True, text=True, check=True)
         return out.stdout
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def cli():
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "keyward"], cwd=REPO, check=True)
+    exe = TARGET / "debug" / "keyward"
+    assert exe.exists()
+
+    def run(path, *args):
+        out = subprocess.run([str(exe), "--db", path, "--json", *args],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
 
     return run

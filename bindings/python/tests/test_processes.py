@@ -3,16 +3,12 @@ sled store; the first opener owns it, the others attach. A regeneration
 made anywhere is refused everywhere, and usage from every process reaches
 the store."""
 
-import json
 import multiprocessing
 import os
-import subprocess
 import time
 
-import pytest
-
 import keyward
-from conftest import CHEAP, REPO, TARGET
+from conftest import CHEAP
 
 DEADLINE = 20.0
 
@@ -65,21 +61,6 @@ def eventually(what, check):
     while not check():
         assert time.monotonic() < until, f"not within {DEADLINE}s: {what}"
         time.sleep(0.005)
-
-
-@pytest.fixture(scope="module")
-def cli():
-    subprocess.run(["cargo", "build", "--quiet", "--bin", "keyward"], cwd=REPO, check=True)
-    exe = TARGET / "debug" / "keyward"
-    assert exe.exists()
-
-    def run(path, *args):
-        out = subprocess.run([str(exe), "--db", path, "--json", *args],
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-    return run
 
 
 def test_four_processes_and_the_cli_share_one_store(store_path, cli):
