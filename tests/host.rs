@@ -4,6 +4,8 @@
 //! accepting a revoked key.
 
 mod common;
+#[path = "common/webhook.rs"]
+mod webhook;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -526,4 +528,61 @@ fn another_user_is_refused_unless_the_owner_names_its_group() {
     assert_eq!((meta.gid(), sock.gid()), (NOBODY, NOBODY));
     let k = store.create("k", CreateOptions::new()).unwrap();
     assert_eq!(probe(&shared, k.key.as_str()), "opened attached true");
+}
+
+#[test]
+fn only_the_owner_delivers_to_plugins_and_its_successor_takes_over() {
+    let (_dir, path) = temp_path();
+    let hook = webhook::Webhook::start();
+    {
+        let store = open(&path);
+        let wat = common::notifier_component(common::POST_KIND, &hook.url("/h"));
+        let manifest = format!(
+            "name = \"crm\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\nevents = [\"*\"]\nallowed_hosts = [\"{}\"]\n",
+            hook.origin()
+        );
+        store
+            .install_plugin_with(
+                &wat,
+                &manifest,
+                keyward::InstallOptions::new().allow_private_network(true),
+            )
+            .unwrap();
+        store.close().unwrap();
+    }
+    let owner = Peer::spawn(&path);
+    let store = open(&path);
+    eventually("the attached process stands by", || {
+        store.dispatches_plugins() == Some(false)
+    });
+    let k = store.create("k", CreateOptions::new()).unwrap();
+    let kinds = || -> Vec<String> {
+        hook.requests()
+            .iter()
+            .map(webhook::Received::body_text)
+            .collect()
+    };
+    eventually("the owner delivered the attached process's event", || {
+        kinds().contains(&"key.created".to_string())
+    });
+    assert_eq!(store.dispatches_plugins(), Some(false), "never both");
+    // Its cursor is stored before the owner goes (otherwise the successor
+    // would deliver the event again: delivery is at least once).
+    eventually("the delivery is recorded", || {
+        store.plugin("crm").unwrap().status.delivered >= 1
+    });
+
+    owner.kill();
+    eventually("this process took the store over", || {
+        store.status().role == Role::Owner
+    });
+    eventually("and its dispatcher with it", || {
+        store.dispatches_plugins() == Some(true)
+    });
+    store.regenerate(&k.info.id, Duration::ZERO).unwrap();
+    eventually("the new owner delivers", || {
+        kinds().contains(&"key.regenerated".to_string())
+    });
+    let created = kinds().iter().filter(|k| *k == "key.created").count();
+    assert_eq!(created, 1, "each event delivered once: {:?}", kinds());
 }
