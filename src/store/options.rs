@@ -76,8 +76,10 @@ pub struct Options {
     pub require_owner: bool,
     /// A group (name or number) whose members may attach to a sled store
     /// this process owns: the store directory becomes 0750 and its socket
-    /// 0660, both of that group (the files stay 0600). `None`: only the
-    /// user who owns the store (0700 and 0600).
+    /// 0660, both of that group (the files stay 0600). Its members get
+    /// what the owning user's processes get through the socket: reading
+    /// and changing every key. `None`: only the user who owns the store
+    /// (0700 and 0600).
     pub attach_group: Option<String>,
     /// How long opening a sled store waits for an owner that is starting
     /// or stopping, and how long an attached process waits for one to take

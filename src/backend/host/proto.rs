@@ -137,8 +137,15 @@ pub(super) fn recv<T: DeserializeOwned>(mut stream: &UnixStream) -> io::Result<T
             format!("a {len}-byte frame is over the {MAX_FRAME}-byte limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
+    // Grown as bytes arrive: a peer that announces a large frame and sends
+    // little holds little memory.
+    let mut body = Vec::new();
+    stream
+        .take(u64::try_from(len).unwrap_or(u64::MAX))
+        .read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     postcard::from_bytes(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

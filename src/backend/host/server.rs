@@ -18,6 +18,9 @@ use super::proto::{self, Failure, Reply, Request, Row};
 use crate::backend::{Backend, CommitError, Op, Table};
 use crate::locks::lock;
 
+/// Connections served at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 1024;
+
 /// The longest a `Wait` is held before it is answered anyway.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -139,6 +142,9 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
         };
         let mut conns = lock(&ctx.conns);
         conns.threads.retain(|t| !t.is_finished());
+        if conns.open.len() >= MAX_CONNECTIONS {
+            continue;
+        }
         let id = conns.next;
         conns.next += 1;
         conns.open.insert(id, watch);
