@@ -130,10 +130,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn report(name: &str, mut samples: Vec<Duration>) {
+fn report(name: &str, what: &str, mut samples: Vec<Duration>) {
     samples.sort();
     eprintln!(
-        "{name}: p50 {:?}, p99 {:?}, max {:?} over {} revocations",
+        "{name}: p50 {:?}, p99 {:?}, max {:?} over {} {what}",
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
         samples.last().unwrap(),
@@ -206,7 +206,11 @@ fn propagation(c: &mut Criterion) {
             })
         });
     });
-    report("revocation owner → attached", std::mem::take(&mut samples));
+    report(
+        "revocation owner → attached",
+        "revocations",
+        std::mem::take(&mut samples),
+    );
 
     // Attached → attached: another process owns; this one and the watcher attach.
     let served_dir = temp();
@@ -221,7 +225,7 @@ fn propagation(c: &mut Criterion) {
             })
         });
     });
-    report("revocation attached → attached", samples);
+    report("revocation attached → attached", "revocations", samples);
     g.finish();
 }
 
@@ -271,6 +275,40 @@ fn takeover(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("host/takeover");
     g.sample_size(10);
+    // The open time of the same store, for comparison: owning it (the
+    // files read, every key loaded) and attaching to an owner (every key
+    // read through the socket).
+    g.bench_function("open_100k/owner", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let start = Instant::now();
+                    let store = Store::open_with(&dir, &cheap()).unwrap();
+                    let took = start.elapsed();
+                    assert_eq!(store.status().role, Role::Owner);
+                    store.close().unwrap();
+                    took
+                })
+                .sum()
+        });
+    });
+    {
+        let _owner = Other::spawn("owner", &dir);
+        g.bench_function("open_100k/attached", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let start = Instant::now();
+                        let store = Store::open_with(&dir, &cheap()).unwrap();
+                        let took = start.elapsed();
+                        assert_eq!(store.status().role, Role::Attached);
+                        drop(store);
+                        took
+                    })
+                    .sum()
+            });
+        });
+    }
     let mut owned_at = Vec::new();
     let mut admitting_at = Vec::new();
     g.bench_function("sigkill_100k", |b| {
@@ -302,8 +340,8 @@ fn takeover(c: &mut Criterion) {
         });
     });
     g.finish();
-    report("takeover (owning the store)", owned_at);
-    report("takeover (admitting keys again)", admitting_at);
+    report("takeover (owning the store)", "takeovers", owned_at);
+    report("takeover (admitting keys again)", "takeovers", admitting_at);
 }
 
 fn main() {

@@ -87,7 +87,8 @@ pub(crate) struct HostBackend {
     generation: AtomicU64,
     recovering: Mutex<()>,
     hook: Arc<Hook>,
-    /// The feed version this process last heard the owner name.
+    /// The feed version this process's engine has read up to (what the
+    /// next wait waits past).
     heard: AtomicU64,
 }
 
@@ -426,10 +427,9 @@ impl Backend for HostBackend {
                 durability,
             };
             match client.call(&request) {
-                Ok(Reply::Committed { version }) => {
-                    self.heard.fetch_max(version, Ordering::AcqRel);
-                    return Ok(version);
-                }
+                // Not `heard`: that is what this process's index has read,
+                // and the feed may have moved past it by others' changes.
+                Ok(Reply::Committed { version }) => return Ok(version),
                 Ok(Reply::Failed(Failure::Conflict)) => return Err(CommitError::Conflict),
                 Ok(Reply::Failed(Failure::Unflushed(m))) => {
                     return Err(CommitError::Unflushed(StorageError::new(m)));
