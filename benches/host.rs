@@ -133,6 +133,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn report(name: &str, what: &str, mut samples: Vec<Duration>) {
+    if samples.is_empty() {
+        return; // filtered out
+    }
     samples.sort();
     eprintln!(
         "{name}: p50 {:?}, p99 {:?}, max {:?} over {} {what}",
@@ -253,6 +256,9 @@ fn revoke_and_watch(store: &Store, watcher: &mut Other) -> i64 {
 
 /// Percentiles of signed nanoseconds, in microseconds.
 fn report_signed(name: &str, mut samples: Vec<i64>) {
+    if samples.is_empty() {
+        return; // filtered out
+    }
     samples.sort_unstable();
     let at = |p: f64| {
         let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
