@@ -128,7 +128,7 @@ impl Client {
 pub(super) fn unexpected(reply: &Reply) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("the owner answered out of turn: {reply:?}"),
+        format!("the owner answered out of turn ({})", reply.name()),
     )
 }
 

@@ -253,9 +253,11 @@ impl HostBackend {
                 Role::Attached(c) => match c.call(&request()) {
                     Ok(Reply::Failed(f)) => return Err(failure(f)),
                     Ok(reply) => {
-                        let unexpected = client::unexpected(&reply);
+                        let name = reply.name();
                         return answer(reply).ok_or_else(|| {
-                            StorageError::with_source("talking to the owning process", unexpected)
+                            StorageError::new(format!(
+                                "talking to the owning process: it answered out of turn ({name})"
+                            ))
                         });
                     }
                     Err(e) => {

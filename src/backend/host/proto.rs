@@ -81,6 +81,24 @@ pub(super) enum Reply {
     Failed(Failure),
 }
 
+impl Reply {
+    /// The kind of answer, for a message (never its contents: rows can be
+    /// megabytes, and hold hashes).
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Reply::Welcome { .. } => "welcome",
+            Reply::Refused { .. } => "refused",
+            Reply::Value(_) => "value",
+            Reply::Rows(_) => "rows",
+            Reply::Committed { .. } => "committed",
+            Reply::Done => "done",
+            Reply::Changes(_) => "changes",
+            Reply::Version(_) => "version",
+            Reply::Failed(_) => "failed",
+        }
+    }
+}
+
 /// A backend error, carried across.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Failure {
