@@ -109,8 +109,13 @@ pub(crate) fn append(
     rec: &KeyRecord,
     prefix: &str,
     at: i64,
-    data: Value,
+    mut data: Value,
 ) {
+    // The owner rides inside `data`, so plugins built before owners keep working.
+    if let Value::Object(map) = &mut data {
+        map.entry("owner")
+            .or_insert_with(|| rec.owner.clone().map_or(Value::Null, Value::String));
+    }
     let event = Event {
         seq: 0,
         kind,

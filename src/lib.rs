@@ -87,8 +87,8 @@ pub use crate::plugins::{
     PluginStatus, RetryPolicy, SUPPORTED_API_VERSIONS, SystemResolver,
 };
 pub use crate::store::{
-    CreateOptions, CreatedKey, KeyInfo, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Maintenance,
-    Options, PAST_GENERATIONS_KEPT, Role, Status, Store,
+    CreateOptions, CreatedKey, KeyInfo, KeyPage, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN,
+    MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options, PAST_GENERATIONS_KEPT, Role, Status, Store,
 };
 pub use crate::time::Timestamp;
 pub use crate::usage::{

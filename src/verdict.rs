@@ -52,7 +52,7 @@ macro_rules! with_denials {
 pub(crate) use with_denials;
 
 /// Whether a presented key is admitted, and if not, why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Admitted.
     Valid(Grant),
@@ -78,7 +78,7 @@ impl Verdict {
 }
 
 /// What an admitted key is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {
     /// The key's id.
     pub key_id: KeyId,
@@ -86,6 +86,9 @@ pub struct Grant {
     pub generation: u32,
     /// An older generation, still inside the grace period of a regeneration.
     pub in_grace: bool,
+    /// The account the key belongs to ([`CreateOptions::owner`](crate::CreateOptions::owner)):
+    /// shared with the store's index, so a verification allocates nothing.
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 macro_rules! define_denial {

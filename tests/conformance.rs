@@ -135,7 +135,8 @@ conformance!(
     usage_is_exact_after_reopen,
     events_in_order,
     retention_under_churn,
-    bad_input_changes_nothing
+    bad_input_changes_nothing,
+    owners
 );
 
 fn lifecycle(h: &dyn Harness) {
@@ -681,4 +682,124 @@ fn postgres_change_feed_is_trimmed_past_readers_and_a_forgotten_reader_reloads()
             .is_valid()
     );
     assert_eq!(b.get(&k.info.id).unwrap().name, "n49");
+}
+
+fn owners(h: &dyn Harness) {
+    let store = h.open();
+    let acme: Vec<_> = (0..3)
+        .map(|i| {
+            store
+                .create(
+                    &format!("acme {i}"),
+                    CreateOptions::new().owner("acct_acme"),
+                )
+                .unwrap()
+        })
+        .collect();
+    let other = store
+        .create("globex", CreateOptions::new().owner("acct_globex"))
+        .unwrap();
+    let none = store.create("unowned", CreateOptions::new()).unwrap();
+    assert_eq!(acme[0].info.owner.as_deref(), Some("acct_acme"));
+    assert_eq!(none.info.owner, None);
+
+    // The verdict names the account; a key without one says none.
+    match store.verify(acme[1].key.as_str(), ip("10.0.0.1"), None) {
+        Verdict::Valid(g) => assert_eq!(g.owner.as_deref(), Some("acct_acme")),
+        v => panic!("{v:?}"),
+    }
+    match store.verify(none.key.as_str(), ip("10.0.0.1"), None) {
+        Verdict::Valid(g) => assert_eq!(g.owner, None),
+        v => panic!("{v:?}"),
+    }
+
+    // Ids of a listing, sorted (keys made in one millisecond have no order).
+    let ids = |list: Vec<keyward::KeyInfo>| {
+        let mut ids = list.into_iter().map(|k| k.id).collect::<Vec<_>>();
+        ids.sort();
+        ids
+    };
+    let mut want = acme.iter().map(|c| c.info.id).collect::<Vec<_>>();
+    want.sort();
+    assert_eq!(ids(store.list_owner("acct_acme").unwrap()), want);
+    assert!(store.list_owner("acct_nobody").unwrap().is_empty());
+
+    // An account merge moves the key in the index, with its event.
+    let moved = store
+        .set_owner(&acme[2].info.id, Some("acct_globex"))
+        .unwrap();
+    assert_eq!(moved.owner.as_deref(), Some("acct_globex"));
+    assert_eq!(store.list_owner("acct_acme").unwrap().len(), 2);
+    let mut want = vec![other.info.id, acme[2].info.id];
+    want.sort();
+    assert_eq!(ids(store.list_owner("acct_globex").unwrap()), want);
+    let last = store.events(0, 1000).unwrap().pop().unwrap();
+    assert_eq!(last.kind, keyward::EventKind::KeyUpdated);
+    assert_eq!(
+        (
+            &last.data["owner_from"],
+            &last.data["owner_to"],
+            &last.data["owner"]
+        ),
+        (
+            &json!("acct_acme"),
+            &json!("acct_globex"),
+            &json!("acct_globex")
+        )
+    );
+    store.set_owner(&none.info.id, Some("acct_acme")).unwrap();
+    store.set_owner(&none.info.id, None).unwrap();
+    assert_eq!(store.list_owner("acct_acme").unwrap().len(), 2);
+
+    // Deleting a key takes it out of the index.
+    store.delete(&acme[0].info.id).unwrap();
+    assert_eq!(
+        ids(store.list_owner("acct_acme").unwrap()),
+        vec![acme[1].info.id]
+    );
+    assert!(matches!(
+        store.set_owner(&acme[1].info.id, Some("bad\nowner")),
+        Err(KeyError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.create("k", CreateOptions::new().owner("x".repeat(129))),
+        Err(KeyError::InvalidInput(_))
+    ));
+    store.close().unwrap();
+
+    // Pages: every key once, in id order, across reopen.
+    let store = h.open();
+    for i in 0..7 {
+        store
+            .create(
+                &format!("paged {i}"),
+                CreateOptions::new().owner("acct_paged"),
+            )
+            .unwrap();
+    }
+    for owner in [None, Some("acct_paged")] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_page(owner, after.as_ref(), 3).unwrap();
+            assert!(page.keys.len() <= 3);
+            seen.extend(page.keys.iter().map(|k| k.id));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "id order");
+        let expected = match owner {
+            None => store.list().unwrap().len(),
+            Some(o) => store.list_owner(o).unwrap().len(),
+        };
+        assert_eq!(seen.len(), expected);
+    }
+    assert!(matches!(
+        store.list_page(None, None, 0),
+        Err(KeyError::InvalidInput(_))
+    ));
 }

@@ -122,6 +122,9 @@ pub(crate) enum Table {
     /// A sled store's change feed: the id of each key record changed, by
     /// version (big-endian u64), for the processes attached to its owner.
     Feed,
+    /// The owner index: owner, NUL, key id → nothing. Written in the batch
+    /// that writes the key record.
+    Owners,
 }
 
 impl Table {
@@ -140,6 +143,7 @@ impl Table {
             Table::PluginState => b's',
             Table::DeadLetters => b'd',
             Table::Feed => b'f',
+            Table::Owners => b'o',
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Live {
     expires_at: Option<i64>,
     /// `Some` when the whitelist restriction is on.
     rules: Option<Rules>,
+    /// The key's account, shared with every grant (no allocation per verify).
+    owner: Option<Arc<str>>,
     /// Newest first.
     pub gens: Box<[LiveGen]>,
 }
@@ -80,6 +82,14 @@ impl Live {
                 .whitelist
                 .enabled
                 .then(|| Rules::from_entries(&rec.whitelist.entries)),
+            owner: match (
+                previous.and_then(|p| p.owner.as_ref()),
+                rec.owner.as_deref(),
+            ) {
+                // The same account: the same shared string.
+                (Some(was), Some(is)) if **was == *is => Some(Arc::clone(was)),
+                (_, is) => is.map(Arc::from),
+            },
             gens,
         }
     }
@@ -167,6 +177,7 @@ impl Live {
                 key_id: id,
                 generation: g.n,
                 in_grace: false,
+                owner: self.owner.clone(),
             };
             return (Verdict::Valid(grant), Freshness::Current);
         }
@@ -175,6 +186,7 @@ impl Live {
                 key_id: id,
                 generation: g.n,
                 in_grace: true,
+                owner: self.owner.clone(),
             };
             return (Verdict::Valid(grant), Freshness::Stale);
         }

@@ -13,6 +13,7 @@
 
 mod engine;
 mod index;
+mod list;
 mod options;
 mod record;
 mod status;
@@ -30,8 +31,10 @@ use serde_json::Value;
 
 pub use self::engine::Maintenance;
 pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
+pub use self::list::{KeyPage, MAX_PAGE};
 pub use self::options::{
-    CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, Options, PAST_GENERATIONS_KEPT,
+    CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, Options,
+    PAST_GENERATIONS_KEPT,
 };
 pub(crate) use self::record::KeyRecord;
 pub use self::record::{CreatedKey, KeyInfo};
@@ -292,6 +295,42 @@ impl Store {
     /// Storage errors.
     pub fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
         self.engine.list()
+    }
+
+    /// Every key of one account, oldest first, through the owner index: as
+    /// fast in a store of a million keys as in one of a thousand.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for an owner that is empty, over
+    /// [`MAX_OWNER_LEN`] bytes or holds control characters; storage errors.
+    pub fn list_owner(&self, owner: &str) -> Result<Vec<KeyInfo>, KeyError> {
+        self.engine.list_owner(owner)
+    }
+
+    /// A page of keys — of `owner`, or of every account — in id order: up
+    /// to `limit` (1 to [`MAX_PAGE`]) keys whose ids come after `after`.
+    /// Start with `after` `None`; pass each page's `next` to get the next.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for a bad limit or owner; storage errors.
+    pub fn list_page(
+        &self,
+        owner: Option<&str>,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<KeyPage, KeyError> {
+        self.engine.list_page(owner, after, limit)
+    }
+
+    /// Moves a key to another account, or to none (an account merge);
+    /// emits `key.updated` with `owner_from` and `owner_to`. Durable
+    /// before return.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad owner;
+    /// storage errors.
+    pub fn set_owner(&self, id: &KeyId, owner: Option<&str>) -> Result<KeyInfo, KeyError> {
+        self.engine.set_owner(id, owner)
     }
 
     /// Disables (admits nobody) or re-enables a key. Durable before return.

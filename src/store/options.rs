@@ -19,6 +19,8 @@ pub const PAST_GENERATIONS_KEPT: usize = 8;
 pub const MAX_NAME_LEN: usize = 200;
 /// Largest metadata object accepted, serialised, in bytes.
 pub const MAX_METADATA_LEN: usize = 16 * 1024;
+/// Longest owner id accepted, in bytes.
+pub const MAX_OWNER_LEN: usize = 128;
 /// Longest grace period a regeneration may give the old secret.
 pub const MAX_GRACE: Duration = Duration::from_hours(366 * 24);
 
@@ -189,6 +191,7 @@ pub struct CreateOptions {
     pub(crate) expires_at: Option<Timestamp>,
     pub(crate) metadata: Option<Value>,
     pub(crate) whitelist: Vec<(String, String)>,
+    pub(crate) owner: Option<String>,
 }
 
 impl CreateOptions {
@@ -209,6 +212,14 @@ impl CreateOptions {
     #[must_use]
     pub fn metadata(mut self, metadata: Value) -> Self {
         self.metadata = Some(metadata);
+        self
+    }
+
+    /// The account the key belongs to: the application's own customer or
+    /// account id, 1 to [`MAX_OWNER_LEN`] bytes without control characters.
+    #[must_use]
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
         self
     }
 

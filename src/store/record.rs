@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::options::{MAX_METADATA_LEN, MAX_NAME_LEN};
+use super::options::{MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN};
 use crate::backend::StorageError;
 use crate::error::KeyError;
 use crate::key::{self, KeyId, PlaintextKey};
@@ -41,6 +41,8 @@ pub struct KeyInfo {
     pub grace_until: Option<Timestamp>,
     /// The JSON object given at creation or later.
     pub metadata: Option<Value>,
+    /// The account the key belongs to (the application's customer id).
+    pub owner: Option<String>,
 }
 
 /// A key as created or regenerated: its info, and the plaintext, shown once.
@@ -92,6 +94,10 @@ pub(crate) struct KeyRecord {
     pub disabled: bool,
     pub expires_at: Option<i64>,
     pub metadata: Option<Value>,
+    /// The account the key belongs to (records written before owners
+    /// existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Newest first; the first is current.
     pub generations: Vec<GenRecord>,
     pub whitelist: Whitelist,
@@ -143,8 +149,44 @@ impl KeyRecord {
                 .max()
                 .map(ts),
             metadata: self.metadata.clone(),
+            owner: self.owner.clone(),
         }
     }
+
+    /// This key's row in the owner index, when it has an owner.
+    pub(crate) fn owner_row(&self) -> Option<Vec<u8>> {
+        self.owner.as_deref().map(|o| owner_row(o, &self.id))
+    }
+}
+
+/// The owner index row of key `id` owned by `owner`.
+pub(crate) fn owner_row(owner: &str, id: &KeyId) -> Vec<u8> {
+    let mut row = owner_prefix(owner);
+    row.extend_from_slice(id.as_bytes());
+    row
+}
+
+/// Where `owner`'s rows start in the owner index (owners hold no NUL).
+pub(crate) fn owner_prefix(owner: &str) -> Vec<u8> {
+    let mut row = Vec::with_capacity(owner.len() + 13);
+    row.extend_from_slice(owner.as_bytes());
+    row.push(0);
+    row
+}
+
+pub(crate) fn validate_owner(owner: &str) -> Result<(), KeyError> {
+    if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
+        return Err(KeyError::InvalidInput(format!(
+            "an owner is 1 to {MAX_OWNER_LEN} bytes (got {})",
+            owner.len()
+        )));
+    }
+    if owner.chars().any(char::is_control) {
+        return Err(KeyError::InvalidInput(
+            "an owner must not contain control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), KeyError> {

@@ -100,12 +100,12 @@ impl Engine {
                 self.verify_cold(id, parsed.secret, &digest, ip, &live, &candidates)
             }
         };
-        let outcome = match verdict {
+        let outcome = match &verdict {
             Verdict::Valid(_) => Outcome::Allowed,
-            Verdict::Denied(d) => Outcome::Denied(d),
+            Verdict::Denied(d) => Outcome::Denied(*d),
         };
         // Rare paths only: a refused IP, an old secret.
-        let notice_kind = match (verdict, freshness) {
+        let notice_kind = match (&verdict, freshness) {
             (Verdict::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
             (_, Freshness::Stale) => Some(EventKind::KeyStaleSecretUsed),
             _ => None,
@@ -116,7 +116,7 @@ impl Engine {
                 key_id: id,
                 ip,
                 integration,
-                generation: match verdict {
+                generation: match &verdict {
                     Verdict::Valid(g) => Some(g.generation),
                     Verdict::Denied(_) => None,
                 },

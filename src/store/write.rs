@@ -10,6 +10,7 @@ use super::engine::{COMMIT_RETRIES, Engine};
 use super::options::{CreateOptions, MAX_GRACE, PAST_GENERATIONS_KEPT};
 use super::record::{
     CreatedKey, GenRecord, KeyInfo, KeyRecord, SCHEMA_VERSION, validate_metadata, validate_name,
+    validate_owner,
 };
 use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
 use crate::error::{KeyError, WhitelistError};
@@ -39,12 +40,23 @@ impl Engine {
         let _w = lock(&self.write_lock);
         for _ in 0..COMMIT_RETRIES {
             let (mut rec, old) = self.record_bytes(id)?;
+            let old_owner_row = rec.owner_row();
             let now = self.now_ms();
             let data = change(&mut rec, now)?;
             rec.updated_at = now;
             let mut batch = Batch::default();
             batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
             batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+            // The owner index moves with the record, in the same batch.
+            let new_owner_row = rec.owner_row();
+            if old_owner_row != new_owner_row {
+                if let Some(row) = old_owner_row {
+                    batch.delete(Table::Owners, row);
+                }
+                if let Some(row) = new_owner_row {
+                    batch.put(Table::Owners, row, Vec::new());
+                }
+            }
             events::append(&mut batch, kind, &rec, &self.prefix, now, data);
             let flushed = match self.backend.commit(batch, Durability::Durable) {
                 Ok(_) => Ok(()),
@@ -72,6 +84,9 @@ impl Engine {
         validate_name(name)?;
         validate_metadata(options.metadata.as_ref())?;
         validate_expiry(options.expires_at)?;
+        if let Some(owner) = &options.owner {
+            validate_owner(owner)?;
+        }
         let now = self.now_ms();
         let mut wl = Whitelist {
             enabled: !options.whitelist.is_empty(),
@@ -96,6 +111,7 @@ impl Engine {
             disabled: false,
             expires_at: options.expires_at.map(Timestamp::unix_millis),
             metadata: options.metadata,
+            owner: options.owner,
             generations: vec![GenRecord {
                 n: 1,
                 created_at: now,
@@ -116,6 +132,9 @@ impl Engine {
         // Ids are random; a collision is astronomically unlikely, and refused.
         batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
         batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+        if let Some(row) = rec.owner_row() {
+            batch.put(Table::Owners, row, Vec::new());
+        }
         events::append(
             &mut batch,
             EventKind::KeyCreated,
@@ -212,6 +231,9 @@ impl Engine {
             batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
             batch.delete(Table::Keys, id.as_bytes().to_vec());
             batch.delete(Table::Usage, id.as_bytes().to_vec());
+            if let Some(row) = rec.owner_row() {
+                batch.delete(Table::Owners, row);
+            }
             events::append(
                 &mut batch,
                 EventKind::KeyDeleted,
@@ -239,6 +261,17 @@ impl Engine {
         self.update(id, EventKind::KeyUpdated, |rec, _| {
             rec.disabled = disabled;
             Ok(json!({ "disabled": disabled }))
+        })
+    }
+
+    /// Moves a key to another account (or none): an account merge.
+    pub(crate) fn set_owner(&self, id: &KeyId, owner: Option<&str>) -> Result<KeyInfo, KeyError> {
+        if let Some(o) = owner {
+            validate_owner(o)?;
+        }
+        self.update(id, EventKind::KeyUpdated, |rec, _| {
+            let old = std::mem::replace(&mut rec.owner, owner.map(String::from));
+            Ok(json!({ "owner_from": old, "owner_to": owner }))
         })
     }
 

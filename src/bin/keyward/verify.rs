@@ -22,7 +22,7 @@ pub(crate) fn verify_command(
     if out.json {
         out.json(&verdict_json(&v));
     } else {
-        match v {
+        match &v {
             Verdict::Valid(g) if g.in_grace => println!(
                 "valid: key {} generation {} (an old secret, still inside its grace period)",
                 g.key_id, g.generation
@@ -37,7 +37,8 @@ pub(crate) fn verify_command(
 fn verdict_json(v: &Verdict) -> Value {
     match v {
         Verdict::Valid(g) => json!({
-            "valid": true, "denial": null, "key_id": g.key_id, "generation": g.generation, "in_grace": g.in_grace
+            "valid": true, "denial": null, "key_id": g.key_id, "generation": g.generation, "in_grace": g.in_grace,
+            "owner": g.owner
         }),
         Verdict::Denied(d) => json!({ "valid": false, "denial": d.as_str(), "detail": d }),
     }
