@@ -53,6 +53,16 @@
 #define KW_ENTRY_ID_BUFFER_LEN 16
 
 /**
+ * Size of a buffer that holds any owner id with its NUL (`kw_verdict.owner`).
+ */
+#define KW_OWNER_BUFFER_LEN 129
+
+/**
+ * Most keys one page of `kw_key_list_page_json` holds.
+ */
+#define KW_MAX_PAGE 1000
+
+/**
  * The ABI version of this header: the number in the library's soname
  * (`libkeyward.so.1`). Compare it with `kw_abi_version()` at start-up.
  */
@@ -317,6 +327,12 @@ typedef struct kw_verdict {
    * milliseconds since the Unix epoch; otherwise 0.
    */
   int64_t rotated_at_unix_ms;
+  /**
+   * The account the key belongs to, NUL-terminated; empty when it has
+   * none or when no key has this id. Filled on refusals too whenever
+   * the key was found.
+   */
+  char owner[KW_OWNER_BUFFER_LEN];
 } kw_verdict;
 
 
@@ -357,7 +373,8 @@ enum kw_status kw_key_create(struct kw_store *store,
 /**
  * `kw_key_create` with options as a JSON object (NULL = none):
  * `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
- *   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}]}`.
+ *   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
+ *   "owner": "acct_42"}` (`owner`: the account the key belongs to).
  * Whitelist entries also switch the restriction on.
  */
 enum kw_status kw_key_create_ex(struct kw_store *store,
@@ -450,6 +467,36 @@ enum kw_status kw_key_get_json(const struct kw_store *store, const char *id, cha
  * `kw_key_get_json`, written to `*json_out` (free with `kw_string_free`).
  */
 enum kw_status kw_key_list_json(const struct kw_store *store, char **json_out);
+
+/**
+ * Moves key `id` to the account `owner` (NUL-terminated UTF-8, 1–128
+ * bytes, no control characters), or to none with NULL: an account merge.
+ * Emits `key.updated` with `owner_from` and `owner_to`; durable before it
+ * returns.
+ */
+enum kw_status kw_key_set_owner(struct kw_store *store, const char *id, const char *owner);
+
+/**
+ * Every key of the account `owner`, oldest first, found through the
+ * owner index, as a JSON array of the objects of `kw_key_get_json`,
+ * written to `*json_out` (free with `kw_string_free`).
+ */
+enum kw_status kw_key_list_owner_json(const struct kw_store *store,
+                                      const char *owner,
+                                      char **json_out);
+
+/**
+ * One page of keys in id order, as `{"keys": [...], "next": "ID" | null}`
+ * written to `*json_out` (free with `kw_string_free`): up to `limit` (1 to
+ * `KW_MAX_PAGE`) keys — of `owner`, or of every account when NULL — whose
+ * ids come after `after` (NULL for the first page; then each page's
+ * `next`, until it is null).
+ */
+enum kw_status kw_key_list_page_json(const struct kw_store *store,
+                                     const char *owner,
+                                     const char *after,
+                                     size_t limit,
+                                     char **json_out);
 
 /**
  * Installs a notifier plugin: `component`, `component_len` are the bytes

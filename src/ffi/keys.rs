@@ -22,6 +22,7 @@ struct CreateJson {
     metadata: Option<serde_json::Value>,
     #[serde(default)]
     whitelist: Vec<EntryJson>,
+    owner: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +65,9 @@ unsafe fn create(
     for e in options.whitelist {
         o = o.restrict_to(e.name, e.network);
     }
+    if let Some(owner) = options.owner {
+        o = o.owner(owner);
+    }
     let created = store.create(name, o)?;
     unsafe { put(key_out, created.key.as_str()) };
     Ok(created)
@@ -98,7 +102,8 @@ pub unsafe extern "C" fn kw_key_create(
 
 /// `kw_key_create` with options as a JSON object (NULL = none):
 /// `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
-///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}]}`.
+///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
+///   "owner": "acct_42"}` (`owner`: the account the key belongs to).
 /// Whitelist entries also switch the restriction on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_create_ex(
@@ -303,5 +308,68 @@ pub unsafe extern "C" fn kw_key_list_json(
         let store = unsafe { store_ref(store) }?;
         not_null(json_out, "json_out")?;
         unsafe { put_json(json_out, &store.list()?) }
+    })
+}
+
+/// Moves key `id` to the account `owner` (NUL-terminated UTF-8, 1–128
+/// bytes, no control characters), or to none with NULL: an account merge.
+/// Emits `key.updated` with `owner_from` and `owner_to`; durable before it
+/// returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_owner(
+    store: *mut kw_store,
+    id: *const c_char,
+    owner: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let owner = unsafe { optional_text(owner, "owner") }?;
+        store.set_owner(&id, owner)?;
+        Ok(())
+    })
+}
+
+/// Every key of the account `owner`, oldest first, found through the
+/// owner index, as a JSON array of the objects of `kw_key_get_json`,
+/// written to `*json_out` (free with `kw_string_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_list_owner_json(
+    store: *const kw_store,
+    owner: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let owner = unsafe { text(owner, "owner") }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.list_owner(owner)?) }
+    })
+}
+
+/// One page of keys in id order, as `{"keys": [...], "next": "ID" | null}`
+/// written to `*json_out` (free with `kw_string_free`): up to `limit` (1 to
+/// `KW_MAX_PAGE`) keys — of `owner`, or of every account when NULL — whose
+/// ids come after `after` (NULL for the first page; then each page's
+/// `next`, until it is null).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_list_page_json(
+    store: *const kw_store,
+    owner: *const c_char,
+    after: *const c_char,
+    limit: usize,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let owner = unsafe { optional_text(owner, "owner") }?;
+        let after = match unsafe { optional_text(after, "after") }? {
+            Some(a) => Some(a.parse::<crate::KeyId>()?),
+            None => None,
+        };
+        not_null(json_out, "json_out")?;
+        let page = store.list_page(owner, after.as_ref(), limit)?;
+        let value = serde_json::json!({ "keys": page.keys, "next": page.next });
+        unsafe { put_json(json_out, &value) }
     })
 }

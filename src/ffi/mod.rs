@@ -46,8 +46,14 @@ pub const KW_KEY_ID_BUFFER_LEN: usize = 16;
 pub const KW_KEY_BUFFER_LEN: usize = 96;
 /// Size of a buffer that holds any whitelist entry id with its NUL.
 pub const KW_ENTRY_ID_BUFFER_LEN: usize = 16;
+/// Size of a buffer that holds any owner id with its NUL (`kw_verdict.owner`).
+pub const KW_OWNER_BUFFER_LEN: usize = 129;
+/// Most keys one page of `kw_key_list_page_json` holds.
+pub const KW_MAX_PAGE: usize = 1000;
 
 const _: () = assert!(KW_KEY_BUFFER_LEN > key::MAX_KEY_LEN);
+const _: () = assert!(KW_OWNER_BUFFER_LEN > crate::store::MAX_OWNER_LEN);
+const _: () = assert!(KW_MAX_PAGE == crate::store::MAX_PAGE);
 const _: () = assert!(KW_KEY_ID_BUFFER_LEN > key::ID_LEN);
 const _: () = assert!(KW_ENTRY_ID_BUFFER_LEN > ENTRY_ID_LEN);
 

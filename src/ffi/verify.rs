@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 use std::net::IpAddr;
 
-use super::KW_KEY_ID_BUFFER_LEN;
+use super::{KW_KEY_ID_BUFFER_LEN, KW_OWNER_BUFFER_LEN};
 use super::abi::{out_size, write_out};
 use super::error::{boundary, fail};
 use super::generated::{kw_denial, kw_status};
@@ -33,6 +33,10 @@ pub struct kw_verdict {
     /// For `KW_DENIAL_ROTATED`: when that secret stopped working, in
     /// milliseconds since the Unix epoch; otherwise 0.
     pub rotated_at_unix_ms: i64,
+    /// The account the key belongs to, NUL-terminated; empty when it has
+    /// none or when no key has this id. Filled on refusals too whenever
+    /// the key was found.
+    pub owner: [c_char; KW_OWNER_BUFFER_LEN],
 }
 
 /// The size of the first published `kw_verdict` (with `size`): the least
@@ -88,15 +92,21 @@ pub unsafe extern "C" fn kw_verify(
             generation: 0,
             in_grace: false,
             rotated_at_unix_ms: 0,
+            owner: [0; KW_OWNER_BUFFER_LEN],
         };
+        let mut owner = None;
         let id: &[u8] = match verdict {
             Verdict::Valid(g) => {
                 out.valid = true;
                 out.generation = g.generation;
                 out.in_grace = g.in_grace;
+                owner = g.owner;
                 key::id_part(bytes)
             }
             Verdict::Denied(d) => {
+                if d != Denial::Malformed {
+                    owner = store.owner_of_key(bytes);
+                }
                 out.denial = kw_denial::from(&d);
                 if let Denial::Rotated { at } = d {
                     out.rotated_at_unix_ms = at.unix_millis();
@@ -113,6 +123,10 @@ pub unsafe extern "C" fn kw_verify(
             {
                 *slot = *b as c_char;
             }
+        }
+        // At most 128 bytes: the NUL always fits.
+        for (slot, b) in out.owner.iter_mut().zip(owner.as_deref().unwrap_or("").as_bytes()) {
+            *slot = c_char::from_ne_bytes([*b]);
         }
         // SAFETY: `size` writable bytes, checked above.
         unsafe { write_out(verdict_out, size, &out) };

@@ -234,6 +234,11 @@ impl Index {
         read(self.shard(id)).contains_key(id)
     }
 
+    /// The account of key `id`, when the index has the key and it has one.
+    pub(crate) fn owner(&self, id: &KeyId) -> Option<Arc<str>> {
+        read(self.shard(id)).get(id)?.owner.clone()
+    }
+
     pub(crate) fn install(&self, rec: &KeyRecord) {
         let mut shard = write(self.shard(&rec.id));
         let live = Live::from_record(rec, shard.get(&rec.id).map(Arc::as_ref));

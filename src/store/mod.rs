@@ -252,6 +252,17 @@ impl Store {
         self.engine.verify(key, client_ip, integration)
     }
 
+    /// The account of the key a presented key names, from the in-memory
+    /// index (no storage, no allocation): what the C verdict reports on a
+    /// refusal of a key that exists.
+    pub(crate) fn owner_of_key(&self, key: &[u8]) -> Option<Arc<str>> {
+        let id = std::str::from_utf8(crate::key::id_part(key))
+            .ok()?
+            .parse::<KeyId>()
+            .ok()?;
+        self.engine.index.owner(&id)
+    }
+
     // --------------------------------------------------------- lifecycle
 
     /// Creates a key. The plaintext is in the result and nowhere else.

@@ -151,6 +151,57 @@ int main(int argc, char **argv) {
                  key2, sizeof key2, id2, sizeof id2), KW_STATUS_INVALID_INPUT);
     CHECK_STATUS(kw_key_create_ex(store, "x", bad_utf8, key2, sizeof key2, id2, sizeof id2), KW_STATUS_INVALID_UTF8);
 
+    /* --- owners: set at creation, in the verdict, moved, listed, paged ---- */
+    {
+        char longest[KW_OWNER_BUFFER_LEN], too_long[KW_OWNER_BUFFER_LEN + 1], options[200];
+        memset(longest, 'o', KW_OWNER_BUFFER_LEN - 1);
+        longest[KW_OWNER_BUFFER_LEN - 1] = 0; /* 128 bytes: the most an owner holds */
+        memset(too_long, 'o', KW_OWNER_BUFFER_LEN);
+        too_long[KW_OWNER_BUFFER_LEN] = 0;
+        snprintf(options, sizeof options, "{\"owner\": \"%s\"}", longest);
+        char okey[KW_KEY_BUFFER_LEN], oid[KW_KEY_ID_BUFFER_LEN];
+        CHECK_STATUS(kw_key_create_ex(store, "owned", options, okey, sizeof okey, oid, sizeof oid), KW_STATUS_OK);
+        kw_verdict ov = verify(store, okey, "10.0.0.1"); /* filled with 0xAB first */
+        CHECK(ov.valid && strlen(ov.owner) == KW_OWNER_BUFFER_LEN - 1);
+        CHECK(ov.owner[KW_OWNER_BUFFER_LEN - 1] == 0 && strcmp(ov.owner, longest) == 0);
+        CHECK_STATUS(kw_key_set_disabled(store, oid, true), KW_STATUS_OK);
+        ov = verify(store, okey, "10.0.0.1"); /* a refusal of a key that exists names its owner */
+        CHECK(!ov.valid && ov.denial == KW_DENIAL_DISABLED && strcmp(ov.owner, longest) == 0);
+        CHECK_STATUS(kw_key_set_disabled(store, oid, false), KW_STATUS_OK);
+        CHECK(verify(store, key, "203.0.113.7").owner[0] == 0); /* no owner: empty */
+        CHECK(json_has(store, id, "\"owner\":null"));
+
+        CHECK_STATUS(kw_key_set_owner(store, oid, "acct_b"), KW_STATUS_OK);
+        CHECK(strcmp(verify(store, okey, "10.0.0.1").owner, "acct_b") == 0);
+        char *owned = NULL;
+        CHECK_STATUS(kw_key_list_owner_json(store, "acct_b", &owned), KW_STATUS_OK);
+        CHECK(owned && strstr(owned, oid) && strstr(owned, "\"owner\":\"acct_b\""));
+        kw_string_free(owned);
+        CHECK_STATUS(kw_key_list_owner_json(store, longest, &owned), KW_STATUS_OK);
+        CHECK(owned && strcmp(owned, "[]") == 0);
+        kw_string_free(owned);
+        CHECK_STATUS(kw_key_set_owner(store, oid, NULL), KW_STATUS_OK);
+        CHECK(json_has(store, oid, "\"owner\":null"));
+        CHECK_STATUS(kw_key_set_owner(store, oid, too_long), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_owner(store, oid, "tab\there"), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_owner(store, oid, bad_utf8), KW_STATUS_INVALID_UTF8);
+        CHECK_STATUS(kw_key_set_owner(NULL, oid, "a"), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_list_owner_json(store, NULL, &owned), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_list_owner_json(store, huge, &owned), KW_STATUS_INVALID_INPUT);
+
+        char *page = NULL;
+        CHECK_STATUS(kw_key_list_page_json(store, NULL, NULL, 1, &page), KW_STATUS_OK);
+        CHECK(page && strstr(page, "\"keys\":[{") && strstr(page, "\"next\":\""));
+        kw_string_free(page);
+        CHECK_STATUS(kw_key_list_page_json(store, "acct_none", NULL, KW_MAX_PAGE, &page), KW_STATUS_OK);
+        CHECK(page && strstr(page, "\"keys\":[]") && strstr(page, "\"next\":null"));
+        kw_string_free(page);
+        CHECK_STATUS(kw_key_list_page_json(store, NULL, NULL, 0, &page), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_list_page_json(store, NULL, NULL, KW_MAX_PAGE + 1, &page), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_list_page_json(store, NULL, "not an id", 5, &page), KW_STATUS_INVALID_KEY_ID);
+        CHECK_STATUS(kw_key_list_page_json(store, NULL, NULL, 5, NULL), KW_STATUS_NULL_ARGUMENT);
+    }
+
     char *json = NULL;
     CHECK_STATUS(kw_key_get_json(store, id, &json), KW_STATUS_OK);
     CHECK(json && strstr(json, "\"name\":\"c key\"") && strstr(json, "\"generation\":1"));
