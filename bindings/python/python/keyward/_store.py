@@ -152,7 +152,7 @@ _DENIALS = {d.value: d for d in Denial}
 class Verdict:
     """The answer of :meth:`Store.verify`. True when the key was admitted."""
 
-    __slots__ = ("valid", "denial", "key_id", "generation", "in_grace", "rotated_at")
+    __slots__ = ("valid", "denial", "key_id", "generation", "in_grace", "rotated_at", "owner")
 
     def __init__(
         self,
@@ -162,6 +162,7 @@ class Verdict:
         generation: int,
         in_grace: bool = False,
         rotated_at: Optional[datetime] = None,
+        owner: Optional[str] = None,
     ) -> None:
         self.valid = valid
         self.denial = denial
@@ -169,6 +170,9 @@ class Verdict:
         self.generation = generation
         self.in_grace = in_grace
         self.rotated_at = rotated_at
+        #: The account the key belongs to; ``None`` when it has none (or no
+        #: key has this id). Set on refusals too, whenever the key exists.
+        self.owner = owner
 
     def __bool__(self) -> bool:
         return self.valid
@@ -181,7 +185,8 @@ class Verdict:
     def __repr__(self) -> str:
         if self.valid:
             grace = ", in_grace=True" if self.in_grace else ""
-            return f"Verdict(valid=True, key_id={self.key_id!r}, generation={self.generation}{grace})"
+            owner = f", owner={self.owner!r}" if self.owner is not None else ""
+            return f"Verdict(valid=True, key_id={self.key_id!r}, generation={self.generation}{grace}{owner})"
         return f"Verdict(valid=False, denial={self.denial}, key_id={self.key_id!r})"
 
 
@@ -201,6 +206,7 @@ class KeyInfo:
     whitelist_enabled: bool
     grace_until: Optional[datetime]
     metadata: Optional[Dict[str, Any]]
+    owner: Optional[str] = None
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "KeyInfo":
@@ -217,7 +223,17 @@ class KeyInfo:
             whitelist_enabled=d["whitelist_enabled"],
             grace_until=_time(d["grace_until"]),
             metadata=d["metadata"],
+            owner=d.get("owner"),
         )
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of :meth:`Store.key_page`, in id order: ``keys``, and
+    ``next`` to pass as ``after`` for the next page (``None`` on the last)."""
+
+    keys: List[KeyInfo]
+    next: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -656,14 +672,16 @@ class Store:
             status = lib.kw_verify(h, kb, len(kb), ib, _text(integration, "integration"), out)
         if status:
             _check(status)
+        owner = ffi.string(out.owner).decode() if out.owner[0] != b"\0" else None
         if out.valid:
-            return Verdict(True, None, ffi.string(out.key_id).decode(), out.generation, out.in_grace)
+            return Verdict(True, None, ffi.string(out.key_id).decode(), out.generation, out.in_grace,
+                           None, owner)
         denial = _DENIALS[out.denial]
         key_id = ffi.string(out.key_id).decode() or None
         rotated = None
         if denial is Denial.ROTATED:
             rotated = datetime.fromtimestamp(out.rotated_at_unix_ms / 1000, _UTC)
-        return Verdict(False, denial, key_id, 0, False, rotated)
+        return Verdict(False, denial, key_id, 0, False, rotated, owner)
 
     # -- lifecycle ----------------------------------------------------
 
@@ -675,10 +693,14 @@ class Store:
         expires_at: Optional[datetime] = None,
         metadata: Optional[Dict[str, Any]] = None,
         whitelist: Sequence[Tuple[str, str]] = (),
+        owner: Optional[str] = None,
     ) -> CreatedKey:
         """Creates a key. ``whitelist`` is ``[(name, ip_or_cidr), ...]`` and
-        switches the restriction on. The plaintext is in the result only."""
+        switches the restriction on; ``owner`` is the account the key belongs
+        to (your customer id, 1-128 bytes). The plaintext is in the result only."""
         options: Dict[str, Any] = {}
+        if owner is not None:
+            options["owner"] = owner
         if expires_at is not None:
             options["expires_at"] = _rfc3339(expires_at)
         if metadata is not None:
@@ -712,9 +734,40 @@ class Store:
         return CreatedKey(plaintext, info)
 
     @_in_flight
-    def keys(self) -> List[KeyInfo]:
-        """Every key, oldest first."""
-        return [KeyInfo._from(d) for d in self._json(lib.kw_key_list_json, self._h())]
+    def keys(self, owner: Optional[str] = None) -> List[KeyInfo]:
+        """Every key, oldest first; with ``owner``, that account's keys only
+        (through the owner index, however many keys the store holds)."""
+        if owner is None:
+            return [KeyInfo._from(d) for d in self._json(lib.kw_key_list_json, self._h())]
+        found = self._json(lib.kw_key_list_owner_json, self._h(), _text(owner, "owner"))
+        return [KeyInfo._from(d) for d in found]
+
+    @_in_flight
+    def key_page(self, owner: Optional[str] = None, after: Optional[str] = None,
+                 limit: int = 100) -> KeyPage:
+        """Up to ``limit`` keys (1 to 1000) — of ``owner``, or of every
+        account — whose ids come after ``after``, in id order. Start with
+        ``after=None``, then pass each page's ``next`` until it is ``None``."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise InvalidInput("limit must be a positive integer")
+        page = self._json(
+            lib.kw_key_list_page_json, self._h(),
+            _text(owner, "owner") if owner is not None else ffi.NULL,
+            _text(after, "after") if after is not None else ffi.NULL,
+            limit,
+        )
+        return KeyPage([KeyInfo._from(d) for d in page["keys"]], page["next"])
+
+    @_in_flight
+    def set_owner(self, key_id: str, owner: Optional[str]) -> KeyInfo:
+        """Moves the key to another account, or to none (``owner=None``):
+        an account merge. Emits ``key.updated`` with ``owner_from`` and
+        ``owner_to``."""
+        _check(lib.kw_key_set_owner(
+            self._h(), _text(key_id, "key_id"),
+            _text(owner, "owner") if owner is not None else ffi.NULL,
+        ))
+        return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), _text(key_id, "key_id")))
 
     @_in_flight
     def key(self, key_id: str) -> KeyInfo:
