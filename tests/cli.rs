@@ -666,3 +666,62 @@ fn serve_owns_the_store_until_sigterm() {
     );
     assert_eq!(cli.json(&["status"])["role"], "owner");
 }
+
+#[test]
+fn owners_are_set_listed_moved_and_paged() {
+    let cli = Cli::new();
+    let a = cli.json(&["key", "create", "a", "--owner", "acct_1"]);
+    assert_eq!(a["owner"], "acct_1");
+    let b = cli.json(&["key", "create", "b"]);
+    assert_eq!(b["owner"], Value::Null);
+    let c = cli.json(&["key", "create", "c", "--owner", "acct_2"]);
+    let table = cli.ok(&["key", "list"]);
+    assert!(table.lines().next().unwrap().contains("OWNER") && table.contains("acct_2"));
+
+    let only = cli.json(&["key", "list", "--owner", "acct_2"]);
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert_eq!(only[0]["id"], c["id"]);
+    let id = c["id"].as_str().unwrap();
+    let moved = cli.json(&["key", "set-owner", id, "acct_1"]);
+    assert_eq!(moved["owner"], "acct_1");
+    assert_eq!(
+        cli.json(&["key", "list", "--owner", "acct_1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        cli.json(&["key", "set-owner", id, "--none"])["owner"],
+        Value::Null
+    );
+    assert!(
+        cli.ok(&["key", "show", a["id"].as_str().unwrap()])
+            .contains("owner         acct_1")
+    );
+    cli.fails(&["key", "set-owner", id, "bad\u{7}owner"], 4);
+    cli.fails(&["key", "create", "x", "--owner", ""], 4);
+    assert_eq!(cli.run(&["key", "set-owner", id]).status.code(), Some(2));
+
+    // Pages: every key once, in id order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec!["key", "list", "--limit", "2"];
+        if let Some(a) = &after {
+            args.extend(["--after", a.as_str()]);
+        }
+        let page = cli.json(&args);
+        for k in page["keys"].as_array().unwrap() {
+            seen.push(k["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!((seen.len(), seen.clone()), (3, sorted));
+    let _ = b;
+}

@@ -3,12 +3,12 @@
 use std::ffi::c_char;
 use std::net::IpAddr;
 
-use super::{KW_KEY_ID_BUFFER_LEN, KW_OWNER_BUFFER_LEN};
 use super::abi::{out_size, write_out};
 use super::error::{boundary, fail};
 use super::generated::{kw_denial, kw_status};
 use super::store::kw_store;
 use super::values::{not_null, optional_text, store_ref, text};
+use super::{KW_KEY_ID_BUFFER_LEN, KW_OWNER_BUFFER_LEN};
 use crate::key;
 use crate::verdict::{Denial, Verdict};
 
@@ -125,7 +125,11 @@ pub unsafe extern "C" fn kw_verify(
             }
         }
         // At most 128 bytes: the NUL always fits.
-        for (slot, b) in out.owner.iter_mut().zip(owner.as_deref().unwrap_or("").as_bytes()) {
+        for (slot, b) in out
+            .owner
+            .iter_mut()
+            .zip(owner.as_deref().unwrap_or("").as_bytes())
+        {
             *slot = c_char::from_ne_bytes([*b]);
         }
         // SAFETY: `size` writable bytes, checked above.

@@ -20,9 +20,32 @@ pub(crate) enum KeyCommand {
         /// A JSON object to keep with the key.
         #[arg(long)]
         metadata: Option<String>,
+        /// The account the key belongs to (your customer id).
+        #[arg(long)]
+        owner: Option<String>,
     },
-    /// Every key.
-    List,
+    /// Every key (oldest first), or one account's; with --limit or
+    /// --after, one page in id order.
+    List {
+        /// Only this account's keys (through the owner index).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Keys per page (1 to 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this key id (the previous page's `next`).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Moves the key to another account, or to none with --none.
+    SetOwner {
+        id: String,
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        owner: Option<String>,
+        /// The key belongs to no account.
+        #[arg(long)]
+        none: bool,
+    },
     /// One key's Overview.
     Show { id: String },
     /// Gives the key a new secret; asks y/N on a terminal unless --yes.
@@ -60,8 +83,12 @@ pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u
             name,
             expires,
             metadata,
+            owner,
         } => {
             let mut o = CreateOptions::new();
+            if let Some(owner) = owner {
+                o = o.owner(owner);
+            }
             if let Some(e) = expires {
                 o = o.expires_at(expiry(&e)?);
             }
@@ -81,12 +108,43 @@ pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u
                 println!("{}", out.warn("Store it now: this is the only time the key is shown. keyward keeps only a hash."));
             }
         }
-        KeyCommand::List => {
-            let keys = store.list()?;
+        KeyCommand::List {
+            owner,
+            limit,
+            after,
+        } if limit.is_some() || after.is_some() => {
+            let after = after.as_deref().map(key_id).transpose()?;
+            let page = store.list_page(owner.as_deref(), after.as_ref(), limit.unwrap_or(100))?;
+            if out.json {
+                out.json(&json!({ "keys": page.keys, "next": page.next }));
+            } else {
+                print_key_table(&page.keys);
+                if let Some(next) = page.next {
+                    println!("\nMore: keyward key list --after {next}");
+                }
+            }
+        }
+        KeyCommand::List { owner, .. } => {
+            let keys = match owner {
+                Some(o) => store.list_owner(&o)?,
+                None => store.list()?,
+            };
             if out.json {
                 out.json(&keys);
             } else {
                 print_key_table(&keys);
+            }
+        }
+        KeyCommand::SetOwner { id, owner, none } => {
+            let owner = if none { None } else { owner };
+            let info = store.set_owner(&key_id(&id)?, owner.as_deref())?;
+            if out.json {
+                out.json(&info);
+            } else {
+                match &info.owner {
+                    Some(o) => println!("Key {} now belongs to {}", info.id, shown::text(o)),
+                    None => println!("Key {} now belongs to no account", info.id),
+                }
             }
         }
         KeyCommand::Show { id } => {
@@ -216,9 +274,31 @@ fn print_key_table(keys: &[KeyInfo]) {
         println!("No keys. Create one with: keyward key create NAME");
         return;
     }
+    // An OWNER column once any key has an owner.
+    let owners = keys.iter().any(|k| k.owner.is_some());
+    let owner_cell = |k: &KeyInfo| -> String {
+        if !owners {
+            return String::new();
+        }
+        let o: String = shown::text(k.owner.as_deref().unwrap_or("-"))
+            .chars()
+            .take(20)
+            .collect();
+        format!("{o:<20}  ")
+    };
     println!(
-        "{:<12}  {:<24}  {:<22}  {:>3}  {:<9}  {:<9}  LAST USED",
-        "ID", "NAME", "KEY", "GEN", "STATUS", "WHITELIST"
+        "{:<12}  {}{:<24}  {:<22}  {:>3}  {:<9}  {:<9}  LAST USED",
+        "ID",
+        if owners {
+            format!("{:<20}  ", "OWNER")
+        } else {
+            String::new()
+        },
+        "NAME",
+        "KEY",
+        "GEN",
+        "STATUS",
+        "WHITELIST"
     );
     for k in keys {
         let status = if k.disabled {
@@ -230,8 +310,9 @@ fn print_key_table(keys: &[KeyInfo]) {
         };
         let name: String = k.name.chars().take(24).collect();
         println!(
-            "{:<12}  {:<24}  {:<22}  {:>3}  {:<9}  {:<9}  {}",
+            "{:<12}  {}{:<24}  {:<22}  {:>3}  {:<9}  {:<9}  {}",
             k.id,
+            owner_cell(k),
             name,
             k.masked,
             k.generation,
@@ -245,6 +326,9 @@ fn print_key_table(keys: &[KeyInfo]) {
 fn print_overview(k: &KeyInfo, out: &Out) {
     println!("{}", out.bold(&k.name));
     println!("  id            {}", k.id);
+    if let Some(o) = &k.owner {
+        println!("  owner         {}", shown::text(o));
+    }
     println!("  key           {}", k.masked);
     println!("  created       {}", k.created_at);
     println!("  last rotated  {}", opt_time(k.rotated_at));
