@@ -241,3 +241,84 @@ fn the_store_directory_and_files_are_private() {
     store.close().unwrap();
     assert_private(&path);
 }
+
+const CHURN_DIR: &str = "KEYWARD_TEST_CHURN_DIR";
+const OWNERS: [&str; 4] = ["acct_a", "acct_b", "acct_c", "acct_d"];
+
+/// Child half of the owner-index crash test: creates, moves and deletes
+/// owned keys forever. Run only by the parent.
+#[test]
+#[ignore = "child process of the owner index crash test"]
+fn owner_churn_child() {
+    let dir = std::env::var(CHURN_DIR).expect("run by the owner index crash test");
+    let store = open(Path::new(&dir));
+    let mut ids: Vec<KeyId> = store.list().unwrap().iter().map(|k| k.id).collect();
+    let mut n = ids.len();
+    println!("ready");
+    loop {
+        n += 1;
+        let owner = OWNERS[n % OWNERS.len()];
+        let c = store
+            .create("churn", CreateOptions::new().owner(owner))
+            .unwrap();
+        ids.push(c.info.id);
+        let moved = ids[(n * 7) % ids.len()];
+        let to = (n % 5 != 0).then_some(OWNERS[(n / 3) % OWNERS.len()]);
+        store.set_owner(&moved, to).unwrap();
+        if n % 4 == 0 {
+            let gone = ids.remove((n * 13) % ids.len());
+            store.delete(&gone).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_owner_index_never_disagrees_with_the_records_after_sigkill() {
+    let (_dir, path, store) = temp_store();
+    drop(store);
+    let mut seed = std::process::id() as u64 | 1;
+    for round in 0..20 {
+        let mut proc = child("owner_churn_child")
+            .env(CHURN_DIR, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(proc.stdout.take().unwrap()).lines();
+        assert!(
+            lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| l.ends_with("ready"))
+        );
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(10 + seed % 150));
+        proc.kill().unwrap(); // SIGKILL, mid-write
+        proc.wait().unwrap();
+
+        let store = open(&path);
+        let keys = store.list().unwrap();
+        for owner in OWNERS {
+            let mut by_index: Vec<KeyId> = store
+                .list_owner(owner)
+                .unwrap()
+                .iter()
+                .map(|k| k.id)
+                .collect();
+            let mut by_record: Vec<KeyId> = keys
+                .iter()
+                .filter(|k| k.owner.as_deref() == Some(owner))
+                .map(|k| k.id)
+                .collect();
+            by_index.sort();
+            by_record.sort();
+            assert_eq!(
+                by_index, by_record,
+                "round {round}: the index of {owner} disagrees"
+            );
+        }
+        drop(store);
+    }
+}
