@@ -263,9 +263,9 @@ fn owner_churn_child() {
             .unwrap();
         ids.push(c.info.id);
         let moved = ids[(n * 7) % ids.len()];
-        let to = (n % 5 != 0).then_some(OWNERS[(n / 3) % OWNERS.len()]);
+        let to = (!n.is_multiple_of(5)).then_some(OWNERS[(n / 3) % OWNERS.len()]);
         store.set_owner(&moved, to).unwrap();
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let gone = ids.remove((n * 13) % ids.len());
             store.delete(&gone).unwrap();
         }
