@@ -88,7 +88,8 @@ pub use crate::plugins::{
 };
 pub use crate::store::{
     CreateOptions, CreatedKey, KeyInfo, KeyPage, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN,
-    MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options, PAST_GENERATIONS_KEPT, Role, Status, Store,
+    MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options, OwnerInfo, OwnerUsage, PAST_GENERATIONS_KEPT,
+    Role, Status, Store,
 };
 pub use crate::time::Timestamp;
 pub use crate::usage::{

@@ -136,7 +136,8 @@ conformance!(
     events_in_order,
     retention_under_churn,
     bad_input_changes_nothing,
-    owners
+    owners,
+    accounts
 );
 
 fn lifecycle(h: &dyn Harness) {
@@ -802,4 +803,80 @@ fn owners(h: &dyn Harness) {
         store.list_page(None, None, 0),
         Err(KeyError::InvalidInput(_))
     ));
+}
+
+fn accounts(h: &dyn Harness) {
+    let store = h.open();
+    let closing: Vec<_> = (0..3)
+        .map(|_| {
+            store
+                .create("k", CreateOptions::new().owner("acct_closing"))
+                .unwrap()
+        })
+        .collect();
+    let kept = store
+        .create("k", CreateOptions::new().owner("acct_kept"))
+        .unwrap();
+    store.create("k", CreateOptions::new()).unwrap();
+    for c in &closing {
+        assert!(
+            store
+                .verify(c.key.as_str(), ip("10.0.0.1"), None)
+                .is_valid()
+        );
+    }
+    store.verify(closing[0].key.as_str(), ip("10.0.0.2"), None);
+    store.verify(kept.key.as_str(), ip("10.0.0.1"), None);
+    let _ = store.verify(
+        &common::forge(&store, &closing[1].info.id),
+        ip("10.0.0.1"),
+        None,
+    );
+
+    let owners = store.owners().unwrap();
+    let counts: Vec<(&str, usize)> = owners.iter().map(|o| (o.owner.as_str(), o.keys)).collect();
+    assert_eq!(counts, [("acct_closing", 3), ("acct_kept", 1)]);
+
+    let usage = store.owner_usage("acct_closing").unwrap();
+    assert_eq!(
+        (usage.keys, usage.totals.allowed, usage.totals.denied),
+        (3, 4, 1)
+    );
+    assert!(usage.last_used_at.is_some());
+
+    let before = store.events(0, 10_000).unwrap().len();
+    assert_eq!(store.delete_owner_keys("acct_closing").unwrap(), 3);
+    for c in &closing {
+        assert_eq!(
+            store.verify(c.key.as_str(), ip("10.0.0.1"), None),
+            Verdict::Denied(Denial::UnknownKey)
+        );
+    }
+    let events = store.events(0, 10_000).unwrap();
+    let deleted: Vec<_> = events[before..]
+        .iter()
+        .filter(|e| e.kind == keyward::EventKind::KeyDeleted)
+        .collect();
+    assert_eq!(deleted.len(), 3);
+    assert!(
+        deleted
+            .iter()
+            .all(|e| e.data["owner"] == json!("acct_closing"))
+    );
+    assert_eq!(store.delete_owner_keys("acct_closing").unwrap(), 0);
+    assert!(
+        store
+            .verify(kept.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    assert_eq!(store.owners().unwrap().len(), 1);
+    assert_eq!(store.owner_usage("acct_closing").unwrap().keys, 0);
+    assert!(matches!(
+        store.delete_owner_keys(""),
+        Err(KeyError::InvalidInput(_))
+    ));
+    store.close().unwrap();
+    let store = h.open();
+    // kept, the unowned key, and the throwaway key `forge` made.
+    assert_eq!(store.list().unwrap().len(), 3, "durable");
 }

@@ -15,6 +15,7 @@ mod engine;
 mod index;
 mod list;
 mod options;
+mod owners;
 mod record;
 mod status;
 mod verify;
@@ -36,6 +37,7 @@ pub use self::options::{
     CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, Options,
     PAST_GENERATIONS_KEPT,
 };
+pub use self::owners::{OwnerInfo, OwnerUsage};
 pub(crate) use self::record::KeyRecord;
 pub use self::record::{CreatedKey, KeyInfo};
 pub use self::status::{Role, Status};
@@ -331,6 +333,32 @@ impl Store {
         limit: usize,
     ) -> Result<KeyPage, KeyError> {
         self.engine.list_page(owner, after, limit)
+    }
+
+    /// Every account with keys, by owner id, with its key count.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn owners(&self) -> Result<Vec<OwnerInfo>, KeyError> {
+        self.engine.owners()
+    }
+
+    /// One account's usage: totals and the latest use across its keys.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for a bad owner; storage errors.
+    pub fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, KeyError> {
+        self.engine.owner_usage(owner)
+    }
+
+    /// Closes an account: deletes all of `owner`'s keys (and their usage)
+    /// in one durable transaction, one `key.deleted` event each; their
+    /// secrets stop working when this returns. Returns how many.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for a bad owner; storage errors.
+    pub fn delete_owner_keys(&self, owner: &str) -> Result<usize, KeyError> {
+        self.engine.delete_owner_keys(owner)
     }
 
     /// Moves a key to another account, or to none (an account merge);

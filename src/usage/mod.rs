@@ -88,7 +88,7 @@ macro_rules! define_usage_totals {
         }
 
         impl UsageTotals {
-            fn add(&mut self, o: &UsageTotals) {
+            pub(crate) fn add(&mut self, o: &UsageTotals) {
                 self.allowed += o.allowed;
                 self.denied += o.denied;
                 $($(self.$counter += o.$counter;)?)*
