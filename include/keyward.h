@@ -499,6 +499,28 @@ enum kw_status kw_key_list_page_json(const struct kw_store *store,
                                      char **json_out);
 
 /**
+ * Deletes every key of the account `owner` (and their usage) in one
+ * durable transaction, one `key.deleted` event each; their secrets stop
+ * working when this returns. Writes how many to `*deleted_out` (not NULL).
+ */
+enum kw_status kw_owner_delete_keys(struct kw_store *store, const char *owner, size_t *deleted_out);
+
+/**
+ * The account `owner`'s usage across its keys, as a JSON object written
+ * to `*json_out` (free with `kw_string_free`): `{"owner", "keys",
+ * "totals": {"allowed", "denied", ...}, "last_used_at"}`.
+ */
+enum kw_status kw_owner_usage_json(const struct kw_store *store,
+                                   const char *owner,
+                                   char **json_out);
+
+/**
+ * Every account with keys, by owner id, as a JSON array of
+ * `{"owner", "keys"}` written to `*json_out` (free with `kw_string_free`).
+ */
+enum kw_status kw_owners_json(const struct kw_store *store, char **json_out);
+
+/**
  * Installs a notifier plugin: `component`, `component_len` are the bytes
  * of a WebAssembly component (or its WAT text); `manifest_toml` its TOML
  * manifest (NUL-terminated). It receives subscribed events from now on.

@@ -725,3 +725,54 @@ fn owners_are_set_listed_moved_and_paged() {
     assert_eq!((seen.len(), seen.clone()), (3, sorted));
     let _ = b;
 }
+
+#[test]
+fn an_account_is_listed_summed_and_closed() {
+    let cli = Cli::new();
+    let keys: Vec<Value> = (0..2)
+        .map(|_| cli.json(&["key", "create", "k", "--owner", "acct_closing"]))
+        .collect();
+    cli.json(&["key", "create", "kept", "--owner", "acct_kept"]);
+    for k in &keys {
+        assert_eq!(
+            cli.run(&["verify", k["key"].as_str().unwrap(), "--ip", "10.0.0.1"])
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+    let owners = cli.json(&["owner", "list"]);
+    assert_eq!(
+        owners,
+        serde_json::json!([{"owner": "acct_closing", "keys": 2}, {"owner": "acct_kept", "keys": 1}])
+    );
+    assert!(cli.ok(&["owner", "list"]).contains("acct_closing"));
+    let usage = cli.json(&["usage", "--owner", "acct_closing"]);
+    assert_eq!(
+        (usage["keys"].as_u64(), usage["totals"]["allowed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(
+        cli.ok(&["usage", "--owner", "acct_closing"])
+            .contains("2 allowed")
+    );
+
+    // Confirmed like `key delete`: refused without a terminal unless --yes.
+    cli.fails(&["owner", "delete", "acct_closing"], 2);
+    assert_eq!(cli.json(&["owner", "list"]).as_array().unwrap().len(), 2);
+    let closed = cli.json(&["owner", "delete", "acct_closing", "--yes"]);
+    assert_eq!(closed["deleted"], 2);
+    assert_eq!(
+        cli.run(&[
+            "verify",
+            keys[0]["key"].as_str().unwrap(),
+            "--ip",
+            "10.0.0.1"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    assert_eq!(cli.json(&["owner", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(cli.run(&["usage"]).status.code(), Some(2));
+}

@@ -27,6 +27,7 @@ mod abi;
 mod error;
 mod generated;
 mod keys;
+mod owners;
 mod plugins;
 mod store;
 mod usage;

@@ -200,6 +200,29 @@ int main(int argc, char **argv) {
         CHECK_STATUS(kw_key_list_page_json(store, NULL, NULL, KW_MAX_PAGE + 1, &page), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_list_page_json(store, NULL, "not an id", 5, &page), KW_STATUS_INVALID_KEY_ID);
         CHECK_STATUS(kw_key_list_page_json(store, NULL, NULL, 5, NULL), KW_STATUS_NULL_ARGUMENT);
+
+        /* accounts: every owner, one account's usage, closing it */
+        char ck[KW_KEY_BUFFER_LEN], cid[KW_KEY_ID_BUFFER_LEN];
+        for (int i = 0; i < 2; i++)
+            CHECK_STATUS(kw_key_create_ex(store, "closing", "{\"owner\": \"acct_closing\"}", ck, sizeof ck, cid, sizeof cid), KW_STATUS_OK);
+        CHECK(verify(store, ck, "10.0.0.1").valid);
+        char *accounts = NULL;
+        CHECK_STATUS(kw_owners_json(store, &accounts), KW_STATUS_OK);
+        CHECK(accounts && strstr(accounts, "{\"owner\":\"acct_closing\",\"keys\":2}"));
+        kw_string_free(accounts);
+        CHECK_STATUS(kw_owner_usage_json(store, "acct_closing", &accounts), KW_STATUS_OK);
+        CHECK(accounts && strstr(accounts, "\"keys\":2") && strstr(accounts, "\"allowed\":1"));
+        kw_string_free(accounts);
+        size_t deleted = 99;
+        CHECK_STATUS(kw_owner_delete_keys(store, "acct_closing", &deleted), KW_STATUS_OK);
+        CHECK(deleted == 2);
+        CHECK(verify(store, ck, "10.0.0.1").denial == KW_DENIAL_UNKNOWN_KEY);
+        CHECK_STATUS(kw_owner_delete_keys(store, "acct_closing", &deleted), KW_STATUS_OK);
+        CHECK(deleted == 0);
+        CHECK_STATUS(kw_owner_delete_keys(store, "acct_closing", NULL), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_owner_delete_keys(store, too_long, &deleted), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_owner_usage_json(store, bad_utf8, &accounts), KW_STATUS_INVALID_UTF8);
+        CHECK_STATUS(kw_owners_json(NULL, &accounts), KW_STATUS_NULL_ARGUMENT);
     }
 
     char *json = NULL;

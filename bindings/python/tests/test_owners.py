@@ -78,3 +78,22 @@ def test_the_middleware_passes_the_account_on(store):
                "HTTP_X_API_KEY": k.key}
     body = b"".join(wrapped(environ, lambda status, headers: None))
     assert body == b"ok" and seen["owner"] == "acct_7"
+
+
+def test_an_account_is_summed_and_closed(store):
+    keys = [store.create_key(f"k{i}", owner="acct_closing") for i in range(3)]
+    kept = store.create_key("kept", owner="acct_kept")
+    for k in keys:
+        assert store.verify(k.key, "10.0.0.1")
+    store.flush()
+    assert store.owners() == [("acct_closing", 3), ("acct_kept", 1)]
+    usage = store.owner_usage("acct_closing")
+    assert usage["keys"] == 3 and usage["totals"]["allowed"] == 3 and usage["last_used_at"] is not None
+    assert store.delete_owner_keys("acct_closing") == 3
+    assert all(store.verify(k.key, "10.0.0.1").denial is keyward.Denial.UNKNOWN_KEY for k in keys)
+    assert store.delete_owner_keys("acct_closing") == 0
+    assert store.owners() == [("acct_kept", 1)] and store.verify(kept.key, "10.0.0.1")
+    deleted = [e for e in store.events() if e.kind == "key.deleted"]
+    assert len(deleted) == 3 and all(e.data["owner"] == "acct_closing" for e in deleted)
+    with pytest.raises(keyward.InvalidInput):
+        store.delete_owner_keys("")

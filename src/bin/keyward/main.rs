@@ -15,6 +15,7 @@
 
 mod events;
 mod keys;
+mod owners;
 #[cfg(feature = "plugins")]
 mod plugins;
 mod serve;
@@ -58,9 +59,17 @@ enum Command {
     /// A key's IP whitelist.
     #[command(subcommand)]
     Whitelist(whitelist::WhitelistCommand),
-    /// A key's Usage tab: IPs, integrations, stale-secret users, hourly chart.
+    /// Accounts: every owner with its keys; close an account.
+    #[command(subcommand)]
+    Owner(owners::OwnerCommand),
+    /// A key's Usage tab: IPs, integrations, stale-secret users, hourly
+    /// chart; with --owner, an account's totals across its keys.
     Usage {
-        id: String,
+        #[arg(required_unless_present = "owner", conflicts_with = "owner")]
+        id: Option<String>,
+        /// An account instead of a key.
+        #[arg(long)]
+        owner: Option<String>,
         /// Days of hourly history to chart.
         #[arg(long, default_value_t = 7)]
         days: u32,
@@ -239,7 +248,13 @@ fn run(cli: Cli) -> Result<u8> {
     let code = match cli.command {
         Command::Key(k) => keys::key_command(&store, k, &out)?,
         Command::Whitelist(w) => whitelist::whitelist_command(&store, w, &out)?,
-        Command::Usage { id, days } => usage::usage_command(&store, &id, days, &out)?,
+        Command::Owner(o) => owners::owner_command(&store, o, &out)?,
+        Command::Usage {
+            owner: Some(owner), ..
+        } => owners::owner_usage_command(&store, &owner, &out)?,
+        Command::Usage { id, days, .. } => {
+            usage::usage_command(&store, id.as_deref().unwrap_or_default(), days, &out)?
+        }
         Command::Verify {
             key,
             ip,

@@ -759,6 +759,27 @@ class Store:
         return KeyPage([KeyInfo._from(d) for d in page["keys"]], page["next"])
 
     @_in_flight
+    def owners(self) -> List[Tuple[str, int]]:
+        """Every account with keys, by owner id: ``[(owner, key_count), ...]``."""
+        return [(o["owner"], o["keys"]) for o in self._json(lib.kw_owners_json, self._h())]
+
+    @_in_flight
+    def owner_usage(self, owner: str) -> Dict[str, Any]:
+        """One account's usage across its keys: ``{"owner", "keys", "totals":
+        {"allowed", "denied", ...}, "last_used_at"}`` (a datetime or ``None``)."""
+        u = self._json(lib.kw_owner_usage_json, self._h(), _text(owner, "owner"))
+        u["last_used_at"] = _time(u["last_used_at"])
+        return u
+
+    @_in_flight
+    def delete_owner_keys(self, owner: str) -> int:
+        """Closes an account: deletes all of its keys in one durable
+        transaction (a ``key.deleted`` event each). Returns how many."""
+        deleted = ffi.new("size_t *")
+        _check(lib.kw_owner_delete_keys(self._h(), _text(owner, "owner"), deleted))
+        return int(deleted[0])
+
+    @_in_flight
     def set_owner(self, key_id: str, owner: Optional[str]) -> KeyInfo:
         """Moves the key to another account, or to none (``owner=None``):
         an account merge. Emits ``key.updated`` with ``owner_from`` and
