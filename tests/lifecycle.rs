@@ -537,3 +537,42 @@ fn an_expiry_rfc_3339_cannot_write_is_invalid_input_not_a_panic() {
     assert!(matches!(e, KeyError::InvalidInput(_)), "{e:?}");
     assert_eq!(store.key_count(), 1);
 }
+
+#[test]
+fn create_many_makes_every_key_or_none() {
+    let (_dir, _path, store) = temp_store();
+    let made = store
+        .create_many(
+            (0..50)
+                .map(|i| (format!("bulk {i}"), CreateOptions::new().owner("acct_bulk")))
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(made.len(), 50);
+    assert!(made.iter().all(|c| {
+        store
+            .verify(c.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    }));
+    assert_eq!(store.list_owner("acct_bulk").unwrap().len(), 50);
+    let created = store.events(0, 1000).unwrap().len();
+    assert_eq!(created, 50, "one key.created each");
+
+    // One bad entry: nothing is created.
+    let bad = vec![
+        ("fine".to_string(), CreateOptions::new()),
+        (String::new(), CreateOptions::new()),
+    ];
+    assert!(matches!(
+        store.create_many(bad),
+        Err(KeyError::InvalidInput(_))
+    ));
+    assert_eq!(store.list().unwrap().len(), 50);
+    let too_many = (0..10_001)
+        .map(|_| ("k".to_string(), CreateOptions::new()))
+        .collect();
+    assert!(matches!(
+        store.create_many(too_many),
+        Err(KeyError::InvalidInput(_))
+    ));
+}

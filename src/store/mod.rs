@@ -276,6 +276,19 @@ impl Store {
         self.engine.create(name, options)
     }
 
+    /// Creates many keys at once, all or none, in one durable write (the
+    /// cost of provisioning is the hashing, not a disk flush per key). At
+    /// most 10,000 at once.
+    ///
+    /// # Errors
+    /// As [`Store::create`], for any of them: nothing is created.
+    pub fn create_many(
+        &self,
+        keys: Vec<(String, CreateOptions)>,
+    ) -> Result<Vec<CreatedKey>, KeyError> {
+        self.engine.create_many(keys)
+    }
+
     /// Gives the key a new secret. The old secret stops working when this
     /// returns (`grace` zero) or at now + `grace`; durable before return.
     ///

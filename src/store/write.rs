@@ -21,6 +21,9 @@ use crate::time::Timestamp;
 use crate::verifier;
 use crate::whitelist::{self, Whitelist, WhitelistEntry};
 
+/// Most keys one [`Engine::create_many`] makes.
+pub(crate) const MAX_CREATE_MANY: usize = 10_000;
+
 fn too_many_writers() -> KeyError {
     KeyError::Storage(StorageError::new(
         "too many concurrent writers to one key; try again",
@@ -81,68 +84,93 @@ impl Engine {
         name: &str,
         options: CreateOptions,
     ) -> Result<CreatedKey, KeyError> {
-        validate_name(name)?;
-        validate_metadata(options.metadata.as_ref())?;
-        validate_expiry(options.expires_at)?;
-        if let Some(owner) = &options.owner {
-            validate_owner(owner)?;
+        let mut created = self.create_many(vec![(name.to_string(), options)])?;
+        Ok(created.pop().expect("one key made"))
+    }
+
+    /// Creates every key in one atomic, durable batch (provisioning many
+    /// keys costs one write to disk): all are made or none.
+    pub(crate) fn create_many(
+        &self,
+        keys: Vec<(String, CreateOptions)>,
+    ) -> Result<Vec<CreatedKey>, KeyError> {
+        if keys.len() > MAX_CREATE_MANY {
+            return Err(KeyError::InvalidInput(format!(
+                "at most {MAX_CREATE_MANY} keys at once (got {})",
+                keys.len()
+            )));
         }
         let now = self.now_ms();
-        let mut wl = Whitelist {
-            enabled: !options.whitelist.is_empty(),
-            entries: Vec::new(),
-        };
-        for (entry_name, network) in &options.whitelist {
-            let entry = whitelist::new_entry(&wl, entry_name, network, now)
-                .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
-            wl.entries.push(entry);
+        // Everything is checked before anything is hashed or written.
+        let mut checked = Vec::with_capacity(keys.len());
+        for (name, options) in keys {
+            validate_name(&name)?;
+            validate_metadata(options.metadata.as_ref())?;
+            validate_expiry(options.expires_at)?;
+            if let Some(owner) = &options.owner {
+                validate_owner(owner)?;
+            }
+            let mut wl = Whitelist {
+                enabled: !options.whitelist.is_empty(),
+                entries: Vec::new(),
+            };
+            for (entry_name, network) in &options.whitelist {
+                let entry = whitelist::new_entry(&wl, entry_name, network, now)
+                    .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
+                wl.entries.push(entry);
+            }
+            checked.push((name, options, wl));
         }
-        let id = KeyId::random();
-        let generated = key::generate(&self.prefix, &id);
-        let phc =
-            verifier::hash_secret(&self.hasher, &generated.secret).map_err(KeyError::Internal)?;
-        let rec = KeyRecord {
-            v: SCHEMA_VERSION,
-            id,
-            name: name.to_string(),
-            created_at: now,
-            updated_at: now,
-            rotated_at: None,
-            disabled: false,
-            expires_at: options.expires_at.map(Timestamp::unix_millis),
-            metadata: options.metadata,
-            owner: options.owner,
-            generations: vec![GenRecord {
-                n: 1,
-                created_at: now,
-                retired_at: None,
-                grace_until: None,
-                phc,
-                tag: self.tag_key.tag(&generated.secret),
-                store_tag: true,
-                last4: generated.last4.clone(),
-            }],
-            whitelist: wl,
-        };
-        let data = json!({
-            "expires_at": options.expires_at,
-            "whitelist_enabled": rec.whitelist.enabled,
-        });
         let mut batch = Batch::default();
-        // Ids are random; a collision is astronomically unlikely, and refused.
-        batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
-        batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
-        if let Some(row) = rec.owner_row() {
-            batch.put(Table::Owners, row, Vec::new());
+        let mut made = Vec::with_capacity(checked.len());
+        for (name, options, wl) in checked {
+            let id = KeyId::random();
+            let generated = key::generate(&self.prefix, &id);
+            let phc = verifier::hash_secret(&self.hasher, &generated.secret)
+                .map_err(KeyError::Internal)?;
+            let rec = KeyRecord {
+                v: SCHEMA_VERSION,
+                id,
+                name,
+                created_at: now,
+                updated_at: now,
+                rotated_at: None,
+                disabled: false,
+                expires_at: options.expires_at.map(Timestamp::unix_millis),
+                metadata: options.metadata,
+                owner: options.owner,
+                generations: vec![GenRecord {
+                    n: 1,
+                    created_at: now,
+                    retired_at: None,
+                    grace_until: None,
+                    phc,
+                    tag: self.tag_key.tag(&generated.secret),
+                    store_tag: true,
+                    last4: generated.last4.clone(),
+                }],
+                whitelist: wl,
+            };
+            let data = json!({
+                "expires_at": options.expires_at,
+                "whitelist_enabled": rec.whitelist.enabled,
+            });
+            // Ids are random; a collision is astronomically unlikely, and refused.
+            batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
+            batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+            if let Some(row) = rec.owner_row() {
+                batch.put(Table::Owners, row, Vec::new());
+            }
+            events::append(
+                &mut batch,
+                EventKind::KeyCreated,
+                &rec,
+                &self.prefix,
+                now,
+                data,
+            );
+            made.push((rec, generated.key));
         }
-        events::append(
-            &mut batch,
-            EventKind::KeyCreated,
-            &rec,
-            &self.prefix,
-            now,
-            data,
-        );
         let _w = lock(&self.write_lock);
         let flushed = match self.backend.commit(batch, Durability::Durable) {
             Ok(_) => Ok(()),
@@ -152,13 +180,18 @@ impl Engine {
             }
             Err(CommitError::Storage(e)) => return Err(e.into()),
         };
-        self.index.install(&rec);
+        for (rec, _) in &made {
+            self.index.install(rec);
+        }
         self.events_appended();
         flushed?;
-        Ok(CreatedKey {
-            info: rec.info(&self.prefix, None, now),
-            key: generated.key,
-        })
+        Ok(made
+            .into_iter()
+            .map(|(rec, key)| CreatedKey {
+                info: rec.info(&self.prefix, None, now),
+                key,
+            })
+            .collect())
     }
 
     pub(crate) fn regenerate(&self, id: &KeyId, grace: Duration) -> Result<CreatedKey, KeyError> {
