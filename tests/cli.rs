@@ -672,6 +672,15 @@ fn owners_are_set_listed_moved_and_paged() {
     let cli = Cli::new();
     let a = cli.json(&["key", "create", "a", "--owner", "acct_1"]);
     assert_eq!(a["owner"], "acct_1");
+    let key = a["key"].as_str().unwrap();
+    assert!(
+        cli.ok(&["verify", key, "--ip", "10.0.0.1"])
+            .contains("account acct_1")
+    );
+    assert_eq!(
+        cli.json(&["verify", key, "--ip", "10.0.0.1"])["owner"],
+        "acct_1"
+    );
     let b = cli.json(&["key", "create", "b"]);
     assert_eq!(b["owner"], Value::Null);
     let c = cli.json(&["key", "create", "c", "--owner", "acct_2"]);

@@ -22,12 +22,25 @@ pub(crate) fn verify_command(
     if out.json {
         out.json(&verdict_json(&v));
     } else {
+        let account = |g: &keyward::Grant| {
+            g.owner
+                .as_deref()
+                .map(|o| format!(", account {}", crate::shown::text(o)))
+                .unwrap_or_default()
+        };
         match &v {
             Verdict::Valid(g) if g.in_grace => println!(
-                "valid: key {} generation {} (an old secret, still inside its grace period)",
-                g.key_id, g.generation
+                "valid: key {} generation {}{} (an old secret, still inside its grace period)",
+                g.key_id,
+                g.generation,
+                account(g)
             ),
-            Verdict::Valid(g) => println!("valid: key {} generation {}", g.key_id, g.generation),
+            Verdict::Valid(g) => println!(
+                "valid: key {} generation {}{}",
+                g.key_id,
+                g.generation,
+                account(g)
+            ),
             Verdict::Denied(d) => println!("denied: {d}"),
         }
     }
