@@ -160,7 +160,12 @@ impl Engine {
     }
 
     /// Follows the change feed of a shared backend into the index.
+    ///
+    /// Under the write lock: a record read here must not be installed over
+    /// a newer one that a write of this process (or another sync) installed
+    /// meanwhile, which would bring a revoked secret back.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        let _w = crate::locks::lock(&self.write_lock);
         let seen = self.seen_version.load(Ordering::Acquire);
         let asked_at = self.monotonic_ms();
         match self.backend.changes_since(seen)? {

@@ -463,3 +463,54 @@ fn a_flood_of_forged_keys_from_a_slash_64_costs_bounded_storage_and_outbox() {
             .sum::<usize>()
     );
 }
+
+/// Sets its flag when dropped: stops helper threads however a test ends.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A sync that read a key record just before this process's own write must
+/// not install it over the newer one: the revoked secret would work again.
+#[test]
+fn a_sync_racing_a_regeneration_never_brings_the_old_secret_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path().join("s"), &fast()).unwrap();
+    let created = store.create("k", CreateOptions::new()).unwrap();
+    let id = created.info.id;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // More busy threads than cores: a sync is often preempted between
+        // reading a record and installing it.
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = store.sync();
+                }
+            });
+        }
+        // However the loop ends (a failed assertion too), the syncs stop.
+        let _stop = StopOnDrop(&stop);
+        let mut old = created.key;
+        for round in 0..300 {
+            let fresh = store.regenerate(&id, Duration::ZERO).unwrap();
+            // Give a sync that read the previous record time to land.
+            for _ in 0..50 {
+                assert!(
+                    !store.verify(old.as_str(), ip("10.0.0.1"), None).is_valid(),
+                    "round {round}: the revoked secret works again"
+                );
+                assert!(
+                    store
+                        .verify(fresh.key.as_str(), ip("10.0.0.1"), None)
+                        .is_valid(),
+                    "round {round}: the current secret is refused"
+                );
+            }
+            old = fresh.key;
+        }
+    });
+}
