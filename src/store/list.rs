@@ -24,10 +24,8 @@ pub struct KeyPage {
 impl Engine {
     /// Every key of `owner`, oldest first, found through the owner index.
     pub(crate) fn list_owner(&self, owner: &str) -> Result<Vec<KeyInfo>, KeyError> {
-        validate_owner(owner)?;
-        let prefix = owner_prefix(owner);
-        let rows = self.backend.scan(Table::Owners, &prefix)?;
-        let mut out = self.infos(rows.iter().map(|(row, _)| &row[prefix.len()..]))?;
+        let ids = self.owner_ids(owner)?;
+        let mut out = self.infos(ids.iter().map(|id| id.as_bytes().as_slice()))?;
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }

@@ -9,7 +9,6 @@ use super::engine::{COMMIT_RETRIES, Engine};
 use super::record::{KeyRecord, owner_prefix, validate_owner};
 use crate::backend::{Batch, CommitError, Durability, Table};
 use crate::error::KeyError;
-use crate::events::{self, EventKind};
 use crate::key::KeyId;
 use crate::locks::lock;
 use crate::time::Timestamp;
@@ -41,7 +40,7 @@ pub struct OwnerUsage {
 
 impl Engine {
     /// The ids in `owner`'s part of the owner index.
-    fn owner_ids(&self, owner: &str) -> Result<Vec<KeyId>, KeyError> {
+    pub(crate) fn owner_ids(&self, owner: &str) -> Result<Vec<KeyId>, KeyError> {
         validate_owner(owner)?;
         let prefix = owner_prefix(owner);
         Ok(self
@@ -105,17 +104,10 @@ impl Engine {
                     continue;
                 };
                 let rec = KeyRecord::decode(&bytes)?;
-                batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(bytes));
-                batch.delete(Table::Keys, id.as_bytes().to_vec());
-                batch.delete(Table::Usage, id.as_bytes().to_vec());
-                if let Some(row) = rec.owner_row() {
-                    batch.delete(Table::Owners, row);
-                }
-                events::append(
+                self.delete_in(
                     &mut batch,
-                    EventKind::KeyDeleted,
                     &rec,
-                    &self.prefix,
+                    bytes,
                     now,
                     json!({ "account_closed": true }),
                 );

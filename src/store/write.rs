@@ -255,26 +255,33 @@ impl Engine {
         })
     }
 
+    /// Adds to `batch` the deletion of key `rec` (stored as `old`): its
+    /// record unless it changed meanwhile, its usage, its owner index row,
+    /// and its `key.deleted` event carrying `data`.
+    pub(crate) fn delete_in(
+        &self,
+        batch: &mut Batch,
+        rec: &KeyRecord,
+        old: Vec<u8>,
+        now: i64,
+        data: Value,
+    ) {
+        let id = rec.id.as_bytes();
+        batch.expect(Table::Keys, id.to_vec(), Some(old));
+        batch.delete(Table::Keys, id.to_vec());
+        batch.delete(Table::Usage, id.to_vec());
+        if let Some(row) = rec.owner_row() {
+            batch.delete(Table::Owners, row);
+        }
+        events::append(batch, EventKind::KeyDeleted, rec, &self.prefix, now, data);
+    }
+
     pub(crate) fn delete(&self, id: &KeyId) -> Result<(), KeyError> {
         let _w = lock(&self.write_lock);
         for _ in 0..COMMIT_RETRIES {
             let (rec, old) = self.record_bytes(id)?;
-            let now = self.now_ms();
             let mut batch = Batch::default();
-            batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
-            batch.delete(Table::Keys, id.as_bytes().to_vec());
-            batch.delete(Table::Usage, id.as_bytes().to_vec());
-            if let Some(row) = rec.owner_row() {
-                batch.delete(Table::Owners, row);
-            }
-            events::append(
-                &mut batch,
-                EventKind::KeyDeleted,
-                &rec,
-                &self.prefix,
-                now,
-                json!({}),
-            );
+            self.delete_in(&mut batch, &rec, old, self.now_ms(), json!({}));
             let flushed = match self.backend.commit(batch, Durability::Durable) {
                 Ok(_) => Ok(()),
                 // Applied: the key is gone from the index too.
