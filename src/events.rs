@@ -109,12 +109,17 @@ pub(crate) fn append(
     rec: &KeyRecord,
     prefix: &str,
     at: i64,
+    actor: Option<&str>,
     mut data: Value,
 ) {
-    // The owner rides inside `data`, so plugins built before owners keep working.
+    // The owner and actor ride inside `data`, so plugins built before them
+    // keep working.
     if let Value::Object(map) = &mut data {
         map.entry("owner")
             .or_insert_with(|| rec.owner.clone().map_or(Value::Null, Value::String));
+        if let Some(actor) = actor {
+            map.insert("actor".into(), Value::String(actor.to_owned()));
+        }
     }
     let event = Event {
         seq: 0,

@@ -493,6 +493,36 @@ fn events_record_each_mutation_without_secrets() {
 }
 
 #[test]
+fn events_of_a_handle_with_an_actor_name_it_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = common::fast_options();
+    options.actor = Some("admin panel".into());
+    let store = Store::open_with(dir.path().join("store"), &options).unwrap();
+    let c = store.create("k", CreateOptions::new()).unwrap();
+    store.rename(&c.info.id, "k2").unwrap();
+    store.delete(&c.info.id).unwrap();
+    let events = store.events(0, 100).unwrap();
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!(e.data["actor"], "admin panel", "{}", e.kind.as_str());
+    }
+    store.close().unwrap();
+
+    let (_dir, _path, plain) = temp_store();
+    plain.create("k", CreateOptions::new()).unwrap();
+    assert!(plain.events(0, 10).unwrap()[0].data.get("actor").is_none());
+
+    for bad in ["", "tab\there", &"a".repeat(129)] {
+        let mut o = common::fast_options();
+        o.actor = Some(bad.to_string());
+        assert!(matches!(
+            Store::open_in_memory(&o),
+            Err(keyward::OpenError::InvalidOptions(_))
+        ));
+    }
+}
+
+#[test]
 fn a_key_expires_at_its_expiry_by_the_store_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(

@@ -59,6 +59,8 @@ pub(crate) struct Engine {
     pub reader_expiry: Duration,
     /// How stale `synced_at` may get before verify refuses every key.
     pub staleness_ms: i64,
+    /// Who this handle's changes are by (`data.actor` of their events).
+    pub actor: Option<String>,
     #[cfg(feature = "plugins")]
     pub plugins: crate::plugins::Plugins,
 }
@@ -105,6 +107,7 @@ impl Engine {
             reader_expiry: options.reader_expiry,
             synced_at: AtomicI64::new(monotonic_ms(options.clock.as_ref())),
             staleness_ms: i64::try_from(options.staleness_bound.as_millis()).unwrap_or(i64::MAX),
+            actor: options.actor.clone(),
             #[cfg(feature = "plugins")]
             plugins,
         });

@@ -87,6 +87,11 @@ pub struct Options {
     /// or stopping, and how long an attached process waits for one to take
     /// over when the owner goes. Default five seconds.
     pub takeover_timeout: Duration,
+    /// Who makes the changes through this store handle (`"admin panel"`,
+    /// a service's name): every event of a change it makes carries it as
+    /// `data.actor`. 1 to [`MAX_OWNER_LEN`] bytes without control
+    /// characters; `None` leaves `actor` out.
+    pub actor: Option<String>,
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]
     pub plugin_retry: crate::plugins::RetryPolicy,
@@ -121,6 +126,7 @@ impl Default for Options {
             require_owner: false,
             attach_group: None,
             takeover_timeout: Duration::from_secs(5),
+            actor: None,
             #[cfg(feature = "plugins")]
             plugin_retry: crate::plugins::RetryPolicy::default(),
             #[cfg(feature = "plugins")]
@@ -156,6 +162,16 @@ impl Options {
             return Err(OpenError::InvalidOptions(
                 "usage limits must be greater than zero".into(),
             ));
+        }
+        if let Some(actor) = &self.actor {
+            if actor.is_empty()
+                || actor.len() > MAX_OWNER_LEN
+                || actor.chars().any(char::is_control)
+            {
+                return Err(OpenError::InvalidOptions(format!(
+                    "actor: 1 to {MAX_OWNER_LEN} bytes without control characters"
+                )));
+            }
         }
         self.attach_gid()?;
         self.argon2

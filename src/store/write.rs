@@ -60,7 +60,15 @@ impl Engine {
                     batch.put(Table::Owners, row, Vec::new());
                 }
             }
-            events::append(&mut batch, kind, &rec, &self.prefix, now, data);
+            events::append(
+                &mut batch,
+                kind,
+                &rec,
+                &self.prefix,
+                now,
+                self.actor.as_deref(),
+                data,
+            );
             let flushed = match self.backend.commit(batch, Durability::Durable) {
                 Ok(_) => Ok(()),
                 // Applied: the index follows storage, and the caller hears of the failure.
@@ -167,6 +175,7 @@ impl Engine {
                 &rec,
                 &self.prefix,
                 now,
+                self.actor.as_deref(),
                 data,
             );
             made.push((rec, generated.key));
@@ -273,7 +282,15 @@ impl Engine {
         if let Some(row) = rec.owner_row() {
             batch.delete(Table::Owners, row);
         }
-        events::append(batch, EventKind::KeyDeleted, rec, &self.prefix, now, data);
+        events::append(
+            batch,
+            EventKind::KeyDeleted,
+            rec,
+            &self.prefix,
+            now,
+            self.actor.as_deref(),
+            data,
+        );
     }
 
     pub(crate) fn delete(&self, id: &KeyId) -> Result<(), KeyError> {

@@ -119,7 +119,7 @@ impl Engine {
             if let Some(confirmed) = n.confirmed {
                 data["confirmed"] = json!(confirmed);
             }
-            events::append(&mut batch, n.kind, &rec, &self.prefix, n.at, data);
+            events::append(&mut batch, n.kind, &rec, &self.prefix, n.at, None, data);
         }
         if batch.ops.is_empty() {
             return Ok(());

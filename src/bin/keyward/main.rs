@@ -13,6 +13,8 @@
 //! owns it for the length of the command, and then waits for its own
 //! events' first delivery attempt before it exits.
 
+#[cfg(feature = "admin")]
+mod admin;
 mod events;
 mod keys;
 mod owners;
@@ -101,6 +103,11 @@ enum Command {
     /// Whether this process owns the store or attaches to it, and which
     /// process owns it.
     Status,
+    /// The settings panel as a web page: prints the URL to open (with a
+    /// one-time login token) as the first line on stdout, serves until
+    /// SIGTERM.
+    #[cfg(feature = "admin")]
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Args)]
@@ -185,6 +192,11 @@ fn duration(s: &str) -> Result<Duration> {
         .map_err(|e| invalid(format!("{s:?} is not a duration (like 24h, 7d): {e}")))
 }
 
+/// A duration argument of clap.
+fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
+    duration(s).map_err(|f| f.message)
+}
+
 /// A duration from now, or an RFC 3339 time.
 fn expiry(s: &str) -> Result<Timestamp> {
     if let Ok(d) = humantime::parse_duration(s) {
@@ -243,6 +255,10 @@ fn run(cli: Cli) -> Result<u8> {
     if let Command::Serve = cli.command {
         return serve::serve_command(&path, &out);
     }
+    #[cfg(feature = "admin")]
+    if let Command::Admin(args) = cli.command {
+        return admin::admin_command(&path, args);
+    }
     let store = Store::open(&path)?;
     let before = serve::outbox_end(&store);
     let code = match cli.command {
@@ -265,6 +281,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
         Command::Status => serve::status_command(&store, &out)?,
         Command::Serve => unreachable!("served above"),
+        #[cfg(feature = "admin")]
+        Command::Admin(_) => unreachable!("served above"),
     };
     serve::deliver_own_events(&store, before);
     store.close()?;

@@ -47,7 +47,7 @@ pub(crate) fn block_stop_signals() -> libc::sigset_t {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+pub(crate) fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     let mut sig = 0;
     // SAFETY: `set` is an initialised signal set; `sig` is writable.
     unsafe { libc::sigwait(set, &raw mut sig) };

@@ -1,0 +1,179 @@
+//! The panel's layout, its embedded assets, and how values are shown.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward::{KeyInfo, Timestamp};
+use maud::{DOCTYPE, Markup, html};
+
+use super::App;
+use super::auth::{Ctx, Flash};
+
+pub(crate) const LOGIN_NEEDED: &str =
+    "Log in with the URL `keyward admin` printed when it started.";
+
+/// Which page of the navigation is open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nav {
+    Keys,
+    Events,
+    Plugins,
+}
+
+const STYLESHEET: &str = include_str!("panel.css");
+const SCRIPT: &str = include_str!("panel.js");
+
+pub(crate) async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+pub(crate) async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · keyward" }
+        link rel="stylesheet" href="/assets/panel.css";
+        script src="/assets/panel.js" defer {}
+    }
+}
+
+/// A page of the panel: navigation, the flash notice, the body.
+pub(crate) fn page(
+    app: &App,
+    ctx: &Ctx,
+    nav: Nav,
+    title: &str,
+    flash: &Flash,
+    body: Markup,
+) -> Response {
+    let markup = html! {
+        (head(title))
+        header.top {
+            a.brand href="/keys" { "keyward" }
+            @if let Some(owner) = &app.owner {
+                span.account { "Account " strong { (owner) } }
+            }
+            nav {
+                a href="/keys" class=[(nav == Nav::Keys).then_some("active")] { "API keys" }
+                a href="/events" class=[(nav == Nav::Events).then_some("active")] { "Events" }
+                @if plugins_page(app) {
+                    a href="/plugins" class=[(nav == Nav::Plugins).then_some("active")] { "Plugins" }
+                }
+            }
+            form.logout method="post" action="/logout" {
+                (csrf(ctx))
+                button.link type="submit" { "Log out" }
+            }
+        }
+        main {
+            @if let Some(notice) = &flash.notice {
+                p.notice role="status" { (notice) }
+            }
+            (body)
+        }
+    };
+    html_response(StatusCode::OK, markup)
+}
+
+/// Whether this panel has a Plugins page (not in one account's panel).
+pub(crate) fn plugins_page(app: &App) -> bool {
+    cfg!(feature = "plugins") && app.owner.is_none()
+}
+
+fn html_response(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+/// A page that refuses the request, without navigation.
+pub(crate) fn refused(status: StatusCode, message: &str) -> Response {
+    let markup = html! {
+        (head(status.canonical_reason().unwrap_or("Refused")))
+        main.refused {
+            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
+            p { (message) }
+        }
+    };
+    html_response(status, markup)
+}
+
+pub(crate) fn not_found_page() -> Response {
+    refused(StatusCode::NOT_FOUND, "There is no such page or key here.")
+}
+
+pub(crate) async fn not_found() -> Response {
+    not_found_page()
+}
+
+/// A server error, said without details (they go to stderr).
+pub(crate) fn failed(what: &str, error: &dyn std::fmt::Display) -> Response {
+    eprintln!("keyward admin: {what}: {error}");
+    refused(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("{what} failed: {error}"),
+    )
+}
+
+/// The hidden CSRF field every form carries.
+pub(crate) fn csrf(ctx: &Ctx) -> Markup {
+    html! { input type="hidden" name="csrf" value=(ctx.csrf); }
+}
+
+/// `2026-11-30 09:14 UTC`, with the exact time as a tooltip; `never`.
+pub(crate) fn when(t: Option<Timestamp>) -> Markup {
+    match t {
+        None => html! { span.muted { "never" } },
+        Some(t) => {
+            let full = t.to_string();
+            let short = format!("{} {} UTC", &full[..10], &full[11..16]);
+            html! { time datetime=(full) title=(full) { (short) } }
+        }
+    }
+}
+
+/// A key's state as the keys page shows it.
+pub(crate) fn status(info: &KeyInfo, now: Timestamp) -> (&'static str, &'static str) {
+    if info.disabled {
+        ("disabled", "bad")
+    } else if info.expires_at.is_some_and(|e| e <= now) {
+        ("expired", "bad")
+    } else if info.grace_until.is_some_and(|g| g > now) {
+        ("in grace", "warn")
+    } else {
+        ("active", "good")
+    }
+}
+
+/// A field's error message, when the flash holds one for it.
+pub(crate) fn field_error(flash: &Flash, form: &str, field: &str) -> Markup {
+    html! {
+        @if let Some(e) = flash.error.as_ref().filter(|e| e.form == form && e.field == field) {
+            span.field-error role="alert" id=(format!("{form}-{field}-error")) { (e.message) }
+        }
+    }
+}
+
+/// The value to put back in a field whose input was refused.
+pub(crate) fn field_value<'a>(flash: &'a Flash, form: &str, field: &str) -> &'a str {
+    flash
+        .error
+        .as_ref()
+        .filter(|e| e.form == form && e.field == field)
+        .map_or("", |e| e.value.as_str())
+}
