@@ -286,9 +286,10 @@ fn add_security_headers(response: &mut Response) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: with it, browsers send `Origin: null` on form posts.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         "cross-origin-opener-policy",
@@ -325,7 +326,10 @@ async fn check(app: &Shared, mut request: Request, next: Next) -> Response {
         );
     }
     let path = request.uri().path();
-    if path.starts_with("/assets/") || (path == "/" && request.method() == Method::GET) {
+    if path.starts_with("/assets/")
+        || path == "/favicon.ico"
+        || (path == "/" && request.method() == Method::GET)
+    {
         return next.run(request).await;
     }
     let Some(session) = session_cookie(app, request.headers()) else {

@@ -234,6 +234,7 @@ fn routes(app: Shared) -> Router {
         .route("/plugins/{name}/retry", post(outbox::retry))
         .route("/assets/panel.css", get(view::stylesheet))
         .route("/assets/panel.js", get(view::script))
+        .route("/favicon.ico", get(view::icon))
         .fallback(view::not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),

@@ -38,12 +38,19 @@ pub(crate) async fn script() -> Response {
         .into_response()
 }
 
+const ICON: &str = include_str!("icon.svg");
+
+pub(crate) async fn icon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], ICON).into_response()
+}
+
 fn head(title: &str) -> Markup {
     html! {
         (DOCTYPE)
         meta charset="utf-8";
         meta name="viewport" content="width=device-width, initial-scale=1";
         title { (title) " · keyward" }
+        link rel="icon" href="/favicon.ico" type="image/svg+xml";
         link rel="stylesheet" href="/assets/panel.css";
         script src="/assets/panel.js" defer {}
     }
