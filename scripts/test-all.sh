@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 
 # Debian packages the tests use: a C and C++ compiler (with AddressSanitizer),
-# make and pkg-config for the C examples, and Python 3 with venv.
+# make and pkg-config for the C examples, Python 3 with venv, and chromium
+# with Node.js for the admin panel's browser tests.
 apt_install() {
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
@@ -23,6 +24,10 @@ command -v make >/dev/null || missing+=(make)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+# The admin panel's browser tests: Debian's chromium, driven from Node.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     apt_install "${missing[@]}"
@@ -84,10 +89,15 @@ plugins_job=$!
     "$pyenv/bin/pip" install --quiet "maturin>=1.9,<2" "cffi>=1.15" pytest gunicorn
 ) > "$CARGO_TARGET_DIR/pyenv-setup.log" 2>&1 &
 pyenv_job=$!
+# playwright-core, pinned by the committed lockfile (it drives the system's
+# chromium; it never downloads a browser).
+(cd tests/browser && npm ci --no-audit --no-fund) > "$CARGO_TARGET_DIR/npm-setup.log" 2>&1 &
+npm_job=$!
 
 cargo build --lib --bins --tests --examples
 wait "$plugins_job" || { cat "$CARGO_TARGET_DIR/plugins-build.log"; exit 1; }
 wait "$pyenv_job" || { cat "$CARGO_TARGET_DIR/pyenv-setup.log"; exit 1; }
+wait "$npm_job" || { cat "$CARGO_TARGET_DIR/npm-setup.log"; exit 1; }
 
 # --- Rust: unit, integration and doc tests ------------------------------------
 cargo test --profile dev --lib --bins --tests --examples
@@ -97,6 +107,9 @@ cargo run --quiet --example tour > /dev/null
 echo "tour: ok"
 
 cargo test --profile dev --doc
+
+# --- The admin panel in a real browser (screenshots in target/panel-screenshots)
+(cd tests/browser && KEYWARD_BIN="$CARGO_TARGET_DIR/debug/keyward" node --test panel.test.mjs)
 
 # --- Python: a real `pip install` of the package into the private venv -------
 # Built from the same target directory and profile as the tests (a user's

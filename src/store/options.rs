@@ -163,15 +163,14 @@ impl Options {
                 "usage limits must be greater than zero".into(),
             ));
         }
-        if let Some(actor) = &self.actor {
-            if actor.is_empty()
+        if let Some(actor) = &self.actor
+            && (actor.is_empty()
                 || actor.len() > MAX_OWNER_LEN
-                || actor.chars().any(char::is_control)
-            {
-                return Err(OpenError::InvalidOptions(format!(
-                    "actor: 1 to {MAX_OWNER_LEN} bytes without control characters"
-                )));
-            }
+                || actor.chars().any(char::is_control))
+        {
+            return Err(OpenError::InvalidOptions(format!(
+                "actor: 1 to {MAX_OWNER_LEN} bytes without control characters"
+            )));
         }
         self.attach_gid()?;
         self.argon2

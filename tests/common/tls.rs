@@ -12,6 +12,9 @@ pub struct TestCa {
     pub ca_pem: String,
     /// A server configuration with the certificate the CA signed.
     pub server: Arc<rustls::ServerConfig>,
+    /// That certificate and its private key, PEM (for a server that reads files).
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
 }
 
 pub fn test_ca() -> TestCa {
@@ -43,5 +46,7 @@ pub fn test_ca() -> TestCa {
     TestCa {
         ca_pem: ca_cert.pem(),
         server: Arc::new(server),
+        server_cert_pem: cert.pem(),
+        server_key_pem: key.serialize_pem(),
     }
 }

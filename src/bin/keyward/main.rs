@@ -193,6 +193,7 @@ fn duration(s: &str) -> Result<Duration> {
 }
 
 /// A duration argument of clap.
+#[cfg(feature = "admin")]
 fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
     duration(s).map_err(|f| f.message)
 }

@@ -2,13 +2,13 @@
 //! Plugins page (delivery status, dead letters, retry).
 
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use keyward::{Event, StorageError, Store};
 use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::auth::{Ctx, Flash};
+use super::auth::Ctx;
 use super::view::{self, Nav};
 use super::{Shared, blocking};
 
@@ -232,6 +232,8 @@ pub(crate) async fn retry(
     ctx: Ctx,
     Path(name): Path<String>,
 ) -> Response {
+    use super::auth::Flash;
+    use axum::response::{IntoResponse, Redirect};
     if !view::plugins_page(&app) {
         return view::not_found_page();
     }
@@ -249,6 +251,7 @@ pub(crate) async fn retry(
             );
             Redirect::to("/plugins").into_response()
         }
+        Err(keyward::PluginError::NotFound(_)) => view::not_found_page(),
         Err(e) => view::failed("Retrying", &e),
     }
 }
