@@ -604,10 +604,14 @@ fn the_plugins_page_shows_dead_letters_and_retries_them() {
     let (_, _, page) = panel.get("/plugins", Some(&cookie));
     assert!(page.contains("Queued 1 dead letter(s) of crm"), "{page}");
     hook.wait_for(2, Duration::from_secs(30));
-    common::wait_until("the retried event delivered", Duration::from_secs(30), || {
-        let (_, _, page) = panel.get("/plugins", Some(&cookie));
-        Some(()).filter(|()| page.contains("Dead letters (0)"))
-    });
+    common::wait_until(
+        "the retried event delivered",
+        Duration::from_secs(30),
+        || {
+            let (_, _, page) = panel.get("/plugins", Some(&cookie));
+            Some(()).filter(|()| page.contains("Dead letters (0)"))
+        },
+    );
     let (status, _) = panel.post("/plugins/nope/retry", &cookie, &[], &[("csrf", &csrf)]);
     assert_eq!(status, 404, "no such plugin");
     panel.stop();
@@ -638,10 +642,14 @@ fn the_panel_serves_a_postgresql_store() {
         &[("csrf", &csrf)],
     );
     assert_eq!(status, 303);
-    common::wait_until("the application sees the key disabled", Duration::from_secs(30), || {
-        let v = app.verify(existing.key.as_str(), common::ip("203.0.113.1"), None);
-        Some(()).filter(|()| v == keyward::Verdict::Denied(keyward::Denial::Disabled))
-    });
+    common::wait_until(
+        "the application sees the key disabled",
+        Duration::from_secs(30),
+        || {
+            let v = app.verify(existing.key.as_str(), common::ip("203.0.113.1"), None);
+            Some(()).filter(|()| v == keyward::Verdict::Denied(keyward::Denial::Disabled))
+        },
+    );
     panel.stop();
     let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
     admin
