@@ -358,9 +358,11 @@ fn the_keys_page_is_paged_and_searchable() {
     let (_dir, path) = store_path();
     {
         let store = common::open(&path);
-        let keys = (0..120)
+        let mut keys: Vec<_> = (0..120)
             .map(|i| (format!("integration {i:03}"), CreateOptions::new()))
             .collect();
+        // A name that has the shape of a key id.
+        keys.push(("backendsync1".to_string(), CreateOptions::new()));
         store.create_many(keys).unwrap();
         store.close().unwrap();
     }
@@ -381,13 +383,15 @@ fn the_keys_page_is_paged_and_searchable() {
     let (_, _, second) = panel.get(&next(&first).unwrap(), Some(&cookie));
     assert_eq!(rows(&second), 50);
     let (_, _, third) = panel.get(&next(&second).unwrap(), Some(&cookie));
-    assert_eq!(rows(&third), 20);
+    assert_eq!(rows(&third), 21);
     assert!(next(&third).is_none(), "the last page");
 
     let (_, _, found) = panel.get("/keys?q=integration+07", Some(&cookie));
     assert_eq!(rows(&found), 10, "integration 070 to 079");
     let (_, _, found) = panel.get("/keys?q=INTEGRATION+119", Some(&cookie));
     assert_eq!(rows(&found), 1, "case-insensitive");
+    let (_, _, found) = panel.get("/keys?q=backendsync1", Some(&cookie));
+    assert_eq!(rows(&found), 1, "a name shaped like an id is still a name");
     let (_, _, none) = panel.get("/keys?q=nothing+like+it", Some(&cookie));
     assert_eq!(rows(&none), 0);
     panel.stop();
@@ -615,6 +619,79 @@ fn the_plugins_page_shows_dead_letters_and_retries_them() {
     let (status, _) = panel.post("/plugins/nope/retry", &cookie, &[], &[("csrf", &csrf)]);
     assert_eq!(status, 404, "no such plugin");
     panel.stop();
+}
+
+/// The panel beside an application that owns the sled store: the panel
+/// attaches, and what it changes the application enforces.
+#[test]
+fn the_panel_attaches_beside_an_application_that_owns_the_store() {
+    let (_dir, path) = store_path();
+    let app = common::open(&path);
+    let created = app.create("live", CreateOptions::new()).unwrap();
+    let panel = start(&path, &[], None);
+    let (cookie, csrf) = panel.login();
+    let id = created.info.id;
+    let (status, _) = panel.post(
+        &format!("/keys/{id}/whitelist/entries"),
+        &cookie,
+        &[],
+        &[
+            ("name", "office"),
+            ("network", "203.0.113.0/24"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(status, 303);
+    let (status, _) = panel.post(
+        &format!("/keys/{id}/whitelist/toggle"),
+        &cookie,
+        &[],
+        &[("enabled", "1"), ("csrf", &csrf)],
+    );
+    assert_eq!(status, 303);
+    assert!(
+        app.verify(created.key.as_str(), common::ip("203.0.113.4"), None)
+            .is_valid()
+    );
+    common::wait_until(
+        "the application refuses another address",
+        Duration::from_secs(30),
+        || {
+            let v = app.verify(created.key.as_str(), common::ip("198.51.100.4"), None);
+            Some(()).filter(|()| v == keyward::Verdict::Denied(keyward::Denial::IpNotAllowed))
+        },
+    );
+    common::wait_until(
+        "the refusal on the Usage tab",
+        Duration::from_secs(30),
+        || {
+            app.flush().unwrap();
+            let (_, _, page) = panel.get(&format!("/keys/{id}/usage"), Some(&cookie));
+            Some(()).filter(|()| page.contains("data-reason=\"ip_not_allowed\">1<"))
+        },
+    );
+    let (status, err) = panel.stop();
+    assert!(status.success(), "{err}");
+    let events = app.events(0, 10).unwrap();
+    let actors: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.data.get("actor").and_then(|a| a.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            ("key.created", None),
+            ("whitelist.updated", Some("admin panel")),
+            ("whitelist.updated", Some("admin panel")),
+            ("key.denied_ip", None),
+        ],
+        "the application's create, the panel's two changes, the application's refusal"
+    );
 }
 
 /// The panel on a PostgreSQL store, beside another process using it.

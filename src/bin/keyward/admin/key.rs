@@ -2,6 +2,7 @@
 //! to it (regenerate and delete behind a confirmation page; disable,
 //! enable, rename, expiry; whitelist toggle and entries).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Form, Path, Query, State};
@@ -538,8 +539,6 @@ pub(crate) async fn expiry(
         r => changed(r),
     }
 }
-
-use std::sync::Arc;
 
 /// `GET /keys/{id}/usage`: the Usage tab.
 pub(crate) async fn usage(State(app): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Response {

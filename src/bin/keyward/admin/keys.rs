@@ -50,17 +50,22 @@ fn find(
     q: &str,
     after: Option<KeyId>,
 ) -> Result<Found, KeyError> {
-    if let Ok(id) = q.parse::<KeyId>() {
-        let keys = match store.get(&id) {
-            Ok(info) if owner.is_none_or(|o| info.owner.as_deref() == Some(o)) => vec![info],
-            Ok(_) | Err(KeyError::NotFound(_)) => Vec::new(),
+    // An id finds its key at once; a name that merely looks like an id
+    // is searched for as a name.
+    if after.is_none()
+        && let Ok(id) = q.parse::<KeyId>()
+    {
+        match store.get(&id) {
+            Ok(info) if owner.is_none_or(|o| info.owner.as_deref() == Some(o)) => {
+                return Ok(Found {
+                    keys: vec![info],
+                    next: None,
+                    scanned: 1,
+                });
+            }
+            Ok(_) | Err(KeyError::NotFound(_)) => {}
             Err(e) => return Err(e),
-        };
-        return Ok(Found {
-            keys,
-            next: None,
-            scanned: 1,
-        });
+        }
     }
     if q.is_empty() {
         let page = store.list_page(owner, after.as_ref(), PAGE)?;

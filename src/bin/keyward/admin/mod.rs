@@ -139,10 +139,10 @@ pub(crate) fn admin_command(path: &Path, args: AdminArgs) -> Result<u8> {
         hosts,
     });
     // The URL is the first line on stdout; what the panel serves goes to stderr.
-    println!("{url}");
     {
         use std::io::Write;
-        let _ = std::io::stdout().flush();
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{url}").and_then(|()| stdout.flush());
     }
     eprintln!(
         "keyward admin: serving {} on {scheme}://{addr}/{} (SIGTERM or Ctrl-C stops)",
