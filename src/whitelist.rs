@@ -141,6 +141,10 @@ fn normalise_net(net: IpNet) -> IpNet {
 pub(crate) struct Rules(Box<[IpNet]>);
 
 impl Rules {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.0)
+    }
+
     pub(crate) fn from_entries(entries: &[WhitelistEntry]) -> Self {
         Rules(
             entries

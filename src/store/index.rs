@@ -94,6 +94,21 @@ impl Live {
         }
     }
 
+    /// Heap bytes of this entry (its `Arc` allocation and what it points
+    /// to; an account's name shared by several keys is split between them).
+    fn heap_bytes(self: &Arc<Self>) -> usize {
+        use std::mem::size_of;
+        let owner = self.owner.as_ref().map_or(0, |o| {
+            (o.len() + 2 * size_of::<usize>()) / Arc::strong_count(o).max(1)
+        });
+        2 * size_of::<usize>()
+            + size_of::<Live>()
+            + self.gens.len() * size_of::<LiveGen>()
+            + self.gens.iter().map(|g| g.phc.len()).sum::<usize>()
+            + self.rules.as_ref().map_or(0, Rules::heap_bytes)
+            + owner
+    }
+
     /// Status, then whitelist. A refused IP never costs a hash.
     pub(crate) fn gatekeep(&self, now: i64, ip: IpAddr) -> Option<Denial> {
         if self.disabled {
@@ -251,6 +266,19 @@ impl Index {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Memory the index holds, counted from its structures: each shard's
+    /// table (slots and control bytes, by capacity) and each entry's heap.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let map = read(s);
+                map.capacity() * (std::mem::size_of::<(KeyId, Arc<Live>)>() + 1)
+                    + map.values().map(Live::heap_bytes).sum::<usize>()
+            })
+            .sum()
     }
 
     /// Replaces every entry with one built from `records` (warm digests of

@@ -51,11 +51,16 @@ pub struct Status {
     pub path: Option<PathBuf>,
     /// Keys in this process's verify index.
     pub keys: usize,
+    /// Memory this process's verify index holds, counted from its
+    /// structures (entries, table slots, hashes, rules, accounts; not the
+    /// allocator's own overhead).
+    pub index_bytes: usize,
 }
 
 impl Status {
     pub(super) fn of(engine: &Engine) -> Status {
         let keys = engine.index.len();
+        let index_bytes = engine.index.approx_bytes();
         let path = engine.dir.clone();
         if let Some(host) = engine.backend.host() {
             return match host.status() {
@@ -65,6 +70,7 @@ impl Status {
                     socket: Some(s.socket),
                     path,
                     keys,
+                    index_bytes,
                 },
                 // Closed: nothing is served or attached any more.
                 None => Status {
@@ -73,6 +79,7 @@ impl Status {
                     socket: None,
                     path,
                     keys,
+                    index_bytes,
                 },
             };
         }
@@ -86,11 +93,12 @@ impl Status {
             socket: None,
             path,
             keys,
+            index_bytes,
         }
     }
 
     /// The status as a JSON object (`role`, `owner_pid`, `socket`, `path`,
-    /// `keys`, `pid`): what `keyward status --json`, C and Python give.
+    /// `keys`, `index_bytes`, `pid`): what `keyward status --json`, C and Python give.
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -100,6 +108,7 @@ impl Status {
             "socket": self.socket.as_ref().map(|p| p.display().to_string()),
             "path": self.path.as_ref().map(|p| p.display().to_string()),
             "keys": self.keys,
+            "index_bytes": self.index_bytes,
         })
     }
 }
