@@ -141,7 +141,7 @@ fn build(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     let created = store.create_many(keys).expect("create_many");
                     let mut sample = sample.lock().unwrap();
                     for (i, c) in (start..end).zip(created) {
-                        if i % every == 0 {
+                        if i.is_multiple_of(every) {
                             let ip = if i % 10 == 3 {
                                 "203.0.113.7"
                             } else {
@@ -150,7 +150,7 @@ fn build(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
                             sample.push(format!("{} {ip}", c.key.as_str()));
                         }
                     }
-                    if end % 100_000 == 0 || end == a.keys {
+                    if end.is_multiple_of(100_000) || end == a.keys {
                         eprintln!("scale: {end} keys in {:.0?}", started.elapsed());
                     }
                 }

@@ -157,9 +157,14 @@ impl Engine {
     }
 
     pub(crate) fn reload_all(&self) -> Result<(), StorageError> {
-        let rows = self.backend.scan(Table::Keys, b"")?;
-        self.index
-            .replace_all(rows.iter().map(|(_, bytes)| KeyRecord::decode(bytes)))
+        // Read a page at a time: a million records are never in memory at once.
+        self.index.replace_all(RecordPages {
+            backend: self.backend.as_ref(),
+            next: Some(Vec::new()),
+            page: Vec::new().into_iter(),
+        })?;
+        release_free_memory();
+        Ok(())
     }
 
     /// Follows the change feed of a shared backend into the index.
@@ -335,4 +340,52 @@ pub struct Maintenance {
     pub events_pruned: u64,
     /// Change-feed rows trimmed (every process has read them).
     pub changes_trimmed: u64,
+}
+
+/// Key records read from storage a page at a time, in id order.
+struct RecordPages<'a> {
+    backend: &'a dyn Backend,
+    /// Where the next page starts; `None` after the last.
+    next: Option<Vec<u8>>,
+    page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Key records read at once while loading the index.
+const RELOAD_PAGE: usize = 4096;
+
+impl Iterator for RecordPages<'_> {
+    type Item = Result<KeyRecord, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((_, bytes)) = self.page.next() {
+                return Some(KeyRecord::decode(&bytes));
+            }
+            let start = self.next.take()?;
+            match self.backend.range_from(Table::Keys, &start, RELOAD_PAGE) {
+                Err(e) => return Some(Err(e)),
+                Ok(rows) => {
+                    if rows.len() == RELOAD_PAGE
+                        && let Some((last, _)) = rows.last()
+                    {
+                        // The smallest key after the last one read.
+                        let mut after = last.clone();
+                        after.push(0);
+                        self.next = Some(after);
+                    }
+                    self.page = rows.into_iter();
+                }
+            }
+        }
+    }
+}
+
+/// Gives the memory a full load freed (records read and decoded, the old
+/// index) back to the operating system, where the allocator allows it.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of glibc's heap to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

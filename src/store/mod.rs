@@ -11,6 +11,7 @@
 //! Reading and flushing usage lives in `crate::usage`, outbox writes in
 //! `crate::events`, whitelist entry rules in `crate::whitelist`.
 
+mod codec;
 mod engine;
 mod index;
 mod list;

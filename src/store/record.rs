@@ -104,9 +104,9 @@ pub(crate) struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A stored record, in either format (see [`super::codec`]).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let rec: KeyRecord = serde_json::from_slice(bytes)
-            .map_err(|e| StorageError::with_source("unreadable key record", e))?;
+        let rec = super::codec::decode(bytes)?;
         if rec.v > SCHEMA_VERSION || rec.generations.is_empty() {
             return Err(StorageError::new(format!(
                 "key record {} has an unknown format",
@@ -116,8 +116,9 @@ impl KeyRecord {
         Ok(rec)
     }
 
+    /// The record as stored now (format 2).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("key records serialise")
+        super::codec::encode(self)
     }
 
     pub(crate) fn current(&self) -> &GenRecord {

@@ -514,3 +514,26 @@ fn a_sync_racing_a_regeneration_never_brings_the_old_secret_back() {
         }
     });
 }
+
+#[test]
+fn storage_holds_an_argon2id_hash_of_the_secret_never_the_secret() {
+    let backend = Arc::new(MemoryBackend::new(false));
+    let store = Store::open_backend(backend.clone(), &fast()).unwrap();
+    let created = store.create("k", CreateOptions::new()).unwrap();
+    let raw = backend
+        .get(backend::Table::Keys, created.info.id.as_bytes())
+        .unwrap()
+        .unwrap();
+    let secret = &created.key.as_str()[16..59];
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    let rec = record::KeyRecord::decode(&raw).unwrap();
+    assert!(
+        rec.generations[0]
+            .phc
+            .starts_with("$argon2id$v=19$m=64,t=1,p=1$")
+    );
+    assert!(crate::verifier::verify_secret(
+        &rec.generations[0].phc,
+        secret.as_bytes()
+    ));
+}

@@ -1,0 +1,326 @@
+//! How key records are laid out in storage.
+//!
+//! Format 2 (written now): the byte `2`, then the record in postcard (a
+//! compact binary serde format): integers as varints, strings with their
+//! length, and each argon2id hash as its cost numbers, salt and output
+//! bytes instead of its PHC text (a hash whose PHC text would not come
+//! back byte for byte is kept as text). About half the size of format 1.
+//!
+//! Format 1 (the first release): the record as a JSON object. Still read;
+//! a record is rewritten in format 2 the next time it changes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::record::{GenRecord, KeyRecord};
+use crate::backend::StorageError;
+use crate::key::KeyId;
+use crate::time::Timestamp;
+use crate::whitelist::{Whitelist, WhitelistEntry};
+
+/// The first byte of a format 2 record (a JSON record starts with `{`).
+const FORMAT_2: u8 = 2;
+
+#[derive(Serialize, Deserialize)]
+struct Record2 {
+    v: u32,
+    id: KeyId,
+    name: String,
+    created_at: i64,
+    updated_at: i64,
+    rotated_at: Option<i64>,
+    disabled: bool,
+    expires_at: Option<i64>,
+    /// The metadata object as JSON text.
+    metadata: Option<String>,
+    owner: Option<String>,
+    generations: Vec<Gen2>,
+    whitelist_enabled: bool,
+    entries: Vec<Entry2>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Gen2 {
+    n: u32,
+    created_at: i64,
+    retired_at: Option<i64>,
+    grace_until: Option<i64>,
+    hash: Hash2,
+    tag: u32,
+    store_tag: bool,
+    last4: String,
+}
+
+/// A secret's hash.
+#[derive(Serialize, Deserialize)]
+enum Hash2 {
+    /// `$argon2id$v=19$m=M,t=T,p=P$<salt>$<output>`, as numbers and bytes.
+    Argon2id {
+        m: u32,
+        t: u32,
+        p: u32,
+        #[serde(with = "serde_bytes")]
+        salt: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        output: Vec<u8>,
+    },
+    /// Any other PHC string, verbatim.
+    Text(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry2 {
+    id: String,
+    name: String,
+    network: String,
+    created_at: i64,
+}
+
+impl Hash2 {
+    fn from_phc(phc: &str) -> Hash2 {
+        Self::compact(phc).unwrap_or_else(|| Hash2::Text(phc.to_string()))
+    }
+
+    /// The numbers and bytes of an argon2id v19 PHC string, when its text
+    /// can be written back exactly.
+    fn compact(phc: &str) -> Option<Hash2> {
+        use argon2::password_hash::phc::PasswordHash;
+        let h = PasswordHash::new(phc).ok()?;
+        if h.algorithm.as_str() != "argon2id"
+            || h.version != Some(19)
+            || h.params.iter().count() != 3
+        {
+            return None;
+        }
+        let compact = Hash2::Argon2id {
+            m: h.params.get_decimal("m")?,
+            t: h.params.get_decimal("t")?,
+            p: h.params.get_decimal("p")?,
+            salt: h.salt?.as_ref().to_vec(),
+            output: h.hash?.as_bytes().to_vec(),
+        };
+        (compact.to_phc().as_deref() == Some(phc)).then_some(compact)
+    }
+
+    fn to_phc(&self) -> Option<String> {
+        use argon2::password_hash::phc::{Ident, Output, ParamsString, PasswordHash, Salt};
+        match self {
+            Hash2::Text(s) => Some(s.clone()),
+            Hash2::Argon2id {
+                m,
+                t,
+                p,
+                salt,
+                output,
+            } => {
+                let mut params = ParamsString::new();
+                params.add_decimal("m", *m).ok()?;
+                params.add_decimal("t", *t).ok()?;
+                params.add_decimal("p", *p).ok()?;
+                let hash = PasswordHash {
+                    algorithm: Ident::new("argon2id").ok()?,
+                    version: Some(19),
+                    params,
+                    salt: Some(Salt::new(salt).ok()?),
+                    hash: Some(Output::new(output).ok()?),
+                };
+                Some(hash.to_string())
+            }
+        }
+    }
+}
+
+fn unreadable(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::with_source("unreadable key record", e)
+}
+
+/// A stored record, in either format.
+pub(crate) fn decode(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
+    match bytes.first() {
+        Some(&FORMAT_2) => decode_2(&bytes[1..]),
+        _ => serde_json::from_slice(bytes).map_err(unreadable),
+    }
+}
+
+fn decode_2(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
+    let r: Record2 = postcard::from_bytes(bytes).map_err(unreadable)?;
+    let metadata = match r.metadata {
+        Some(text) => Some(serde_json::from_str::<Value>(&text).map_err(unreadable)?),
+        None => None,
+    };
+    let generations =
+        r.generations
+            .into_iter()
+            .map(|g| {
+                Ok(GenRecord {
+                    n: g.n,
+                    created_at: g.created_at,
+                    retired_at: g.retired_at,
+                    grace_until: g.grace_until,
+                    phc: g.hash.to_phc().ok_or_else(|| {
+                        StorageError::new(format!("key record {}: a bad hash", r.id))
+                    })?,
+                    tag: g.tag,
+                    store_tag: g.store_tag,
+                    last4: g.last4,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok(KeyRecord {
+        v: r.v,
+        id: r.id,
+        name: r.name,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        rotated_at: r.rotated_at,
+        disabled: r.disabled,
+        expires_at: r.expires_at,
+        metadata,
+        owner: r.owner,
+        generations,
+        whitelist: Whitelist {
+            enabled: r.whitelist_enabled,
+            entries: r
+                .entries
+                .into_iter()
+                .map(|e| WhitelistEntry {
+                    id: e.id,
+                    name: e.name,
+                    network: e.network,
+                    created_at: Timestamp::from_unix_millis(e.created_at),
+                })
+                .collect(),
+        },
+    })
+}
+
+/// The record in format 2.
+pub(crate) fn encode(rec: &KeyRecord) -> Vec<u8> {
+    let r = Record2 {
+        v: rec.v,
+        id: rec.id,
+        name: rec.name.clone(),
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+        rotated_at: rec.rotated_at,
+        disabled: rec.disabled,
+        expires_at: rec.expires_at,
+        metadata: rec.metadata.as_ref().map(Value::to_string),
+        owner: rec.owner.clone(),
+        generations: rec
+            .generations
+            .iter()
+            .map(|g| Gen2 {
+                n: g.n,
+                created_at: g.created_at,
+                retired_at: g.retired_at,
+                grace_until: g.grace_until,
+                hash: Hash2::from_phc(&g.phc),
+                tag: g.tag,
+                store_tag: g.store_tag,
+                last4: g.last4.clone(),
+            })
+            .collect(),
+        whitelist_enabled: rec.whitelist.enabled,
+        entries: rec
+            .whitelist
+            .entries
+            .iter()
+            .map(|e| Entry2 {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                network: e.network.clone(),
+                created_at: e.created_at.unix_millis(),
+            })
+            .collect(),
+    };
+    let mut out = vec![FORMAT_2];
+    out.extend(postcard::to_allocvec(&r).expect("key records serialise"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(phc: &str) -> KeyRecord {
+        KeyRecord {
+            v: 1,
+            id: "AbCdEfGhIjKl".parse().unwrap(),
+            name: "CRM sync ✓".into(),
+            created_at: 1_795_853_042_123,
+            updated_at: 1_795_853_042_999,
+            rotated_at: Some(-5),
+            disabled: true,
+            expires_at: None,
+            metadata: Some(serde_json::json!({"plan": "pro", "n": [1, 2.5, null]})),
+            owner: Some("acme".into()),
+            generations: vec![GenRecord {
+                n: 2,
+                created_at: 7,
+                retired_at: None,
+                grace_until: Some(i64::MAX),
+                phc: phc.into(),
+                tag: 0xdead_beef,
+                store_tag: true,
+                last4: "Zz9a".into(),
+            }],
+            whitelist: Whitelist {
+                enabled: true,
+                entries: vec![WhitelistEntry {
+                    id: "e1".into(),
+                    name: "office".into(),
+                    network: "203.0.113.0/24".into(),
+                    created_at: Timestamp::from_unix_millis(99),
+                }],
+            },
+        }
+    }
+
+    fn same(a: &KeyRecord, b: &KeyRecord) -> bool {
+        serde_json::to_value(a).unwrap() == serde_json::to_value(b).unwrap()
+    }
+
+    #[test]
+    fn both_formats_read_back_every_field_and_format_2_is_smaller() {
+        let hasher = crate::verifier::Argon2Params::default().hasher().unwrap();
+        let phc = crate::verifier::hash_secret(&hasher, b"secret").unwrap();
+        let rec = record(&phc);
+        let v2 = encode(&rec);
+        assert_eq!(v2[0], FORMAT_2);
+        assert!(same(&decode(&v2).unwrap(), &rec));
+        let v1 = serde_json::to_vec(&rec).unwrap();
+        assert!(same(&decode(&v1).unwrap(), &rec));
+        assert!(v2.len() * 2 < v1.len(), "{} vs {}", v2.len(), v1.len());
+        assert!(crate::verifier::verify_secret(
+            &decode(&v2).unwrap().generations[0].phc,
+            b"secret"
+        ));
+    }
+
+    #[test]
+    fn a_hash_that_would_not_come_back_exactly_is_kept_as_text() {
+        for phc in [
+            "$argon2i$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$wWKIMhR9lyDFvRz9YTZweHKfbftvj+qf+YFY4NeBbtA",
+            "$argon2id$v=19$m=64,t=1,p=1,keyid=AAAA$c29tZXNhbHQ$aGFzaA",
+            "not a phc string",
+        ] {
+            let rec = record(phc);
+            let back = decode(&encode(&rec)).unwrap();
+            assert_eq!(back.generations[0].phc, phc);
+        }
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        let hasher = crate::verifier::Argon2Params::default().hasher().unwrap();
+        let v2 = encode(&record(
+            &crate::verifier::hash_secret(&hasher, b"s").unwrap(),
+        ));
+        for cut in 0..v2.len() {
+            let _ = decode(&v2[..cut]);
+        }
+        assert!(decode(&[FORMAT_2, 0xff, 0xff]).is_err());
+        assert!(decode(b"").is_err());
+    }
+}
