@@ -61,6 +61,86 @@ pub(crate) fn verify_secret(phc: &str, secret: &[u8]) -> bool {
     PasswordVerifier::<str>::verify_password(&Argon2::default(), secret, phc).is_ok()
 }
 
+/// A secret's hash as the verify index holds it: every hash keyward makes
+/// (argon2id v19, 16-byte salt, 32-byte output) as its numbers and bytes,
+/// anything else as its PHC text.
+pub(crate) enum SecretHash {
+    Argon2id {
+        m: u32,
+        t: u32,
+        p: u32,
+        salt: [u8; 16],
+        output: [u8; 32],
+    },
+    Phc(Box<str>),
+}
+
+impl SecretHash {
+    /// From a PHC string (as key records of format 1 hold it).
+    pub(crate) fn from_phc(phc: &str) -> Self {
+        use argon2::password_hash::phc::PasswordHash;
+        let compact = PasswordHash::new(phc).ok().and_then(|h| {
+            if h.algorithm.as_str() != "argon2id"
+                || h.version != Some(19)
+                || h.params.iter().count() != 3
+            {
+                return None;
+            }
+            Self::argon2id(
+                h.params.get_decimal("m")?,
+                h.params.get_decimal("t")?,
+                h.params.get_decimal("p")?,
+                h.salt?.as_ref(),
+                h.hash?.as_bytes(),
+            )
+        });
+        compact.unwrap_or_else(|| SecretHash::Phc(phc.into()))
+    }
+
+    /// From an argon2id v19 hash's numbers and bytes, when the salt and
+    /// output have the usual lengths.
+    pub(crate) fn argon2id(m: u32, t: u32, p: u32, salt: &[u8], output: &[u8]) -> Option<Self> {
+        Some(SecretHash::Argon2id {
+            m,
+            t,
+            p,
+            salt: salt.try_into().ok()?,
+            output: output.try_into().ok()?,
+        })
+    }
+
+    /// Whether `secret` hashes to this.
+    pub(crate) fn verify(&self, secret: &[u8]) -> bool {
+        match self {
+            SecretHash::Phc(phc) => verify_secret(phc, secret),
+            SecretHash::Argon2id {
+                m,
+                t,
+                p,
+                salt,
+                output,
+            } => {
+                let Ok(params) = argon2::Params::new(*m, *t, *p, Some(output.len())) else {
+                    return false;
+                };
+                let mut out = Zeroizing::new([0u8; 32]);
+                Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                    .hash_password_into(secret, salt, out.as_mut())
+                    .is_ok()
+                    && bool::from(subtle::ConstantTimeEq::ct_eq(&out[..], &output[..]))
+            }
+        }
+    }
+
+    /// Heap bytes beyond the value itself.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            SecretHash::Phc(phc) => phc.len(),
+            SecretHash::Argon2id { .. } => 0,
+        }
+    }
+}
+
 /// The key of a store's 32-bit pre-check tags, kept at rest beside the
 /// hashes: a truncated keyed BLAKE3 of the secret. A secret whose tag
 /// differs cannot match, so no argon2 runs for it. The key is random per
@@ -237,5 +317,44 @@ mod tests {
         let b = WarmKey::random();
         assert_eq!(a.digest(b"x"), a.digest(b"x"));
         assert_ne!(a.digest(b"x"), b.digest(b"x"));
+    }
+}
+
+#[cfg(test)]
+mod secret_hash_tests {
+    use super::*;
+
+    #[test]
+    fn the_compact_hash_verifies_exactly_as_its_phc_text() {
+        let hasher = Argon2Params {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+        .hasher()
+        .unwrap();
+        let phc = hash_secret(&hasher, b"the secret").unwrap();
+        let compact = SecretHash::from_phc(&phc);
+        assert!(matches!(
+            compact,
+            SecretHash::Argon2id {
+                m: 64,
+                t: 1,
+                p: 1,
+                ..
+            }
+        ));
+        assert!(compact.verify(b"the secret"));
+        assert!(!compact.verify(b"the secreT"));
+        assert!(!compact.verify(b""));
+        let text = SecretHash::Phc(phc.into());
+        assert!(text.verify(b"the secret") && !text.verify(b"other"));
+        let other =
+            "$argon2i$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$wWKIMhR9lyDFvRz9YTZweHKfbftvj+qf+YFY4NeBbtA";
+        assert!(matches!(SecretHash::from_phc(other), SecretHash::Phc(_)));
+        assert!(matches!(
+            SecretHash::from_phc("garbage"),
+            SecretHash::Phc(_)
+        ));
     }
 }

@@ -146,12 +146,12 @@ impl Rules {
     }
 
     pub(crate) fn from_entries(entries: &[WhitelistEntry]) -> Self {
-        Rules(
-            entries
-                .iter()
-                .filter_map(|e| parse_network(&e.network).ok())
-                .collect(),
-        )
+        Self::from_networks(entries.iter().map(|e| e.network.as_str()))
+    }
+
+    /// The rules of entries' networks (in canonical form, as stored).
+    pub(crate) fn from_networks<'a>(networks: impl Iterator<Item = &'a str>) -> Self {
+        Rules(networks.filter_map(|n| parse_network(n).ok()).collect())
     }
 
     /// Whether `ip` (already normalised) is covered by some entry.

@@ -16,6 +16,7 @@ use super::record::{GenRecord, KeyRecord};
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::time::Timestamp;
+use crate::verifier::SecretHash;
 use crate::whitelist::{Whitelist, WhitelistEntry};
 
 /// The first byte of a format 2 record (a JSON record starts with `{`).
@@ -127,6 +128,122 @@ impl Hash2 {
                 Some(hash.to_string())
             }
         }
+    }
+}
+
+/// A format 2 record read in place: what the verify index takes from
+/// it, borrowed from the stored bytes (a full load of the index allocates
+/// only what the index keeps). Fields in [`Record2`]'s order.
+#[derive(Deserialize)]
+pub(crate) struct View<'a> {
+    pub v: u32,
+    #[serde(borrow)]
+    pub id: &'a str,
+    #[serde(borrow)]
+    _name: &'a str,
+    _created_at: i64,
+    _updated_at: i64,
+    _rotated_at: Option<i64>,
+    pub disabled: bool,
+    pub expires_at: Option<i64>,
+    #[serde(borrow)]
+    _metadata: Option<&'a str>,
+    #[serde(borrow)]
+    pub owner: Option<&'a str>,
+    #[serde(borrow)]
+    pub generations: Vec<GenView<'a>>,
+    pub whitelist_enabled: bool,
+    #[serde(borrow)]
+    pub entries: Vec<EntryView<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GenView<'a> {
+    pub n: u32,
+    _created_at: i64,
+    pub retired_at: Option<i64>,
+    pub grace_until: Option<i64>,
+    #[serde(borrow)]
+    hash: HashView<'a>,
+    pub tag: u32,
+    pub store_tag: bool,
+    #[serde(borrow)]
+    _last4: &'a str,
+}
+
+#[derive(Deserialize)]
+enum HashView<'a> {
+    Argon2id {
+        m: u32,
+        t: u32,
+        p: u32,
+        #[serde(borrow)]
+        salt: &'a [u8],
+        #[serde(borrow)]
+        output: &'a [u8],
+    },
+    Text(&'a str),
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EntryView<'a> {
+    #[serde(borrow)]
+    _id: &'a str,
+    #[serde(borrow)]
+    _name: &'a str,
+    #[serde(borrow)]
+    pub network: &'a str,
+    _created_at: i64,
+}
+
+impl GenView<'_> {
+    /// The hash as the index holds it.
+    pub(crate) fn secret_hash(&self) -> Option<SecretHash> {
+        match self.hash {
+            HashView::Text(phc) => Some(SecretHash::from_phc(phc)),
+            HashView::Argon2id {
+                m,
+                t,
+                p,
+                salt,
+                output,
+            } => SecretHash::argon2id(m, t, p, salt, output).or_else(|| {
+                let phc = Hash2::Argon2id {
+                    m,
+                    t,
+                    p,
+                    salt: salt.to_vec(),
+                    output: output.to_vec(),
+                }
+                .to_phc()?;
+                Some(SecretHash::Phc(phc.into()))
+            }),
+        }
+    }
+}
+
+/// A stored record as the index reads it.
+pub(crate) enum Stored<'a> {
+    /// Format 2, read in place.
+    View(View<'a>),
+    /// Format 1, decoded whole.
+    Record(Box<KeyRecord>),
+}
+
+/// Reads a stored record for the index.
+pub(crate) fn stored(bytes: &[u8]) -> Result<Stored<'_>, StorageError> {
+    match bytes.first() {
+        Some(&FORMAT_2) => {
+            let view: View<'_> = postcard::from_bytes(&bytes[1..]).map_err(unreadable)?;
+            if view.generations.is_empty() || view.v > super::record::SCHEMA_VERSION {
+                return Err(StorageError::new(format!(
+                    "key record {} has an unknown format",
+                    view.id
+                )));
+            }
+            Ok(Stored::View(view))
+        }
+        _ => KeyRecord::decode(bytes).map(|r| Stored::Record(Box::new(r))),
     }
 }
 
@@ -295,6 +412,43 @@ mod tests {
         assert!(crate::verifier::verify_secret(
             &decode(&v2).unwrap().generations[0].phc,
             b"secret"
+        ));
+    }
+
+    #[test]
+    fn the_index_reads_format_2_in_place_with_what_a_whole_decode_gives() {
+        let hasher = crate::verifier::Argon2Params::default().hasher().unwrap();
+        let rec = record(&crate::verifier::hash_secret(&hasher, b"secret").unwrap());
+        let bytes = encode(&rec);
+        let Stored::View(view) = stored(&bytes).unwrap() else {
+            panic!("format 2 is read in place")
+        };
+        assert_eq!(view.id, rec.id.as_str());
+        assert_eq!(view.disabled, rec.disabled);
+        assert_eq!(view.expires_at, rec.expires_at);
+        assert_eq!(view.owner, rec.owner.as_deref());
+        assert_eq!(view.whitelist_enabled, rec.whitelist.enabled);
+        assert_eq!(view.entries[0].network, "203.0.113.0/24");
+        let (g, r) = (&view.generations[0], &rec.generations[0]);
+        assert_eq!(
+            (g.n, g.retired_at, g.grace_until, g.tag, g.store_tag),
+            (r.n, r.retired_at, r.grace_until, r.tag, r.store_tag)
+        );
+        let hash = g.secret_hash().unwrap();
+        assert!(matches!(hash, SecretHash::Argon2id { .. }));
+        assert!(hash.verify(b"secret") && !hash.verify(b"secreT"));
+        let json = serde_json::to_vec(&rec).unwrap();
+        assert!(matches!(stored(&json).unwrap(), Stored::Record(_)));
+        let text = record(
+            "$argon2i$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$wWKIMhR9lyDFvRz9YTZweHKfbftvj+qf+YFY4NeBbtA",
+        );
+        let bytes = encode(&text);
+        let Stored::View(view) = stored(&bytes).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            view.generations[0].secret_hash(),
+            Some(SecretHash::Phc(_))
         ));
     }
 

@@ -354,12 +354,12 @@ struct RecordPages<'a> {
 const RELOAD_PAGE: usize = 4096;
 
 impl Iterator for RecordPages<'_> {
-    type Item = Result<KeyRecord, StorageError>;
+    type Item = Result<Vec<u8>, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some((_, bytes)) = self.page.next() {
-                return Some(KeyRecord::decode(&bytes));
+                return Some(Ok(bytes));
             }
             let start = self.next.take()?;
             match self.backend.range_from(Table::Keys, &start, RELOAD_PAGE) {

@@ -3,19 +3,22 @@
 //! and, once a secret has verified, its warm digest). Built from the key
 //! records and replaced record by record after each committed change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use super::codec::{self, Stored, View};
 use super::record::KeyRecord;
+use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::locks::{lock, read, write};
 use crate::time::Timestamp;
 use crate::usage::Freshness;
 use crate::verdict::{Denial, Grant, Verdict};
+use crate::verifier::SecretHash;
 use crate::whitelist::Rules;
 
 const INDEX_SHARDS: usize = 64;
@@ -42,19 +45,107 @@ pub(crate) struct LiveGen {
     store_tag: bool,
     retired_at: i64,
     grace_until: Option<i64>,
-    pub phc: Box<str>,
+    pub hash: SecretHash,
     /// Keyed digest of this generation's secret, once one verification of it
     /// has succeeded. A generation's secret never changes, so set once.
     pub warm: OnceLock<[u8; 32]>,
+}
+
+/// A generation as a source gives it to the index.
+struct GenParts {
+    n: u32,
+    tag: u32,
+    store_tag: bool,
+    retired_at: Option<i64>,
+    grace_until: Option<i64>,
+    hash: SecretHash,
+}
+
+/// The accounts of a full load, one shared string each.
+#[derive(Default)]
+pub(crate) struct Owners(HashSet<Arc<str>>);
+
+impl Owners {
+    fn get(&mut self, owner: &str) -> Arc<str> {
+        if let Some(o) = self.0.get(owner) {
+            return Arc::clone(o);
+        }
+        let o: Arc<str> = Arc::from(owner);
+        self.0.insert(Arc::clone(&o));
+        o
+    }
 }
 
 impl Live {
     /// Builds the entry for `rec`, keeping the warm digests of generations
     /// that `previous` (the entry it replaces) had already verified.
     pub(crate) fn from_record(rec: &KeyRecord, previous: Option<&Live>) -> Self {
-        let gens = rec
-            .generations
-            .iter()
+        let owner = match (
+            previous.and_then(|p| p.owner.as_ref()),
+            rec.owner.as_deref(),
+        ) {
+            // The same account: the same shared string.
+            (Some(was), Some(is)) if **was == *is => Some(Arc::clone(was)),
+            (_, is) => is.map(Arc::from),
+        };
+        Self::build(
+            rec.disabled,
+            rec.expires_at,
+            rec.whitelist
+                .enabled
+                .then(|| Rules::from_entries(&rec.whitelist.entries)),
+            owner,
+            rec.generations.iter().map(|g| GenParts {
+                n: g.n,
+                tag: g.tag,
+                store_tag: g.store_tag,
+                retired_at: g.retired_at,
+                grace_until: g.grace_until,
+                hash: SecretHash::from_phc(&g.phc),
+            }),
+            previous,
+        )
+    }
+
+    /// Builds the entry of a record read in place from storage.
+    fn from_view(
+        view: &View<'_>,
+        previous: Option<&Live>,
+        owners: &mut Owners,
+    ) -> Result<Self, StorageError> {
+        let mut gens = Vec::with_capacity(view.generations.len());
+        for g in &view.generations {
+            gens.push(GenParts {
+                n: g.n,
+                tag: g.tag,
+                store_tag: g.store_tag,
+                retired_at: g.retired_at,
+                grace_until: g.grace_until,
+                hash: g.secret_hash().ok_or_else(|| {
+                    StorageError::new(format!("key record {}: a bad hash", view.id))
+                })?,
+            });
+        }
+        Ok(Self::build(
+            view.disabled,
+            view.expires_at,
+            view.whitelist_enabled
+                .then(|| Rules::from_networks(view.entries.iter().map(|e| e.network))),
+            view.owner.map(|o| owners.get(o)),
+            gens.into_iter(),
+            previous,
+        ))
+    }
+
+    fn build(
+        disabled: bool,
+        expires_at: Option<i64>,
+        rules: Option<Rules>,
+        owner: Option<Arc<str>>,
+        gens: impl Iterator<Item = GenParts>,
+        previous: Option<&Live>,
+    ) -> Self {
+        let gens = gens
             .map(|g| {
                 let warm = OnceLock::new();
                 if let Some(d) = previous
@@ -69,27 +160,17 @@ impl Live {
                     store_tag: g.store_tag,
                     retired_at: g.retired_at.unwrap_or(i64::MAX),
                     grace_until: g.grace_until,
-                    phc: g.phc.clone().into_boxed_str(),
+                    hash: g.hash,
                     warm,
                 }
             })
             .collect();
         Live {
             cold: ColdSlots::default(),
-            disabled: rec.disabled,
-            expires_at: rec.expires_at,
-            rules: rec
-                .whitelist
-                .enabled
-                .then(|| Rules::from_entries(&rec.whitelist.entries)),
-            owner: match (
-                previous.and_then(|p| p.owner.as_ref()),
-                rec.owner.as_deref(),
-            ) {
-                // The same account: the same shared string.
-                (Some(was), Some(is)) if **was == *is => Some(Arc::clone(was)),
-                (_, is) => is.map(Arc::from),
-            },
+            disabled,
+            expires_at,
+            rules,
+            owner,
             gens,
         }
     }
@@ -104,7 +185,7 @@ impl Live {
         2 * size_of::<usize>()
             + size_of::<Live>()
             + self.gens.len() * size_of::<LiveGen>()
-            + self.gens.iter().map(|g| g.phc.len()).sum::<usize>()
+            + self.gens.iter().map(|g| g.hash.heap_bytes()).sum::<usize>()
             + self.rules.as_ref().map_or(0, Rules::heap_bytes)
             + owner
     }
@@ -281,21 +362,37 @@ impl Index {
             .sum()
     }
 
-    /// Replaces every entry with one built from `records` (warm digests of
-    /// unchanged generations are kept); on the first error nothing changes.
-    pub(crate) fn replace_all<E>(
+    /// Replaces every entry with one built from `rows` (stored key
+    /// records, in either format; warm digests of unchanged generations
+    /// are kept); on the first error nothing changes.
+    pub(crate) fn replace_all(
         &self,
-        records: impl Iterator<Item = Result<KeyRecord, E>>,
-    ) -> Result<(), E> {
+        rows: impl Iterator<Item = Result<Vec<u8>, StorageError>>,
+    ) -> Result<(), StorageError> {
         let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> =
             (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
-        for rec in records {
-            let rec = rec?;
-            let previous = self.get(&rec.id);
-            fresh[Self::shard_index(&rec.id)].insert(
-                rec.id,
-                Arc::new(Live::from_record(&rec, previous.as_deref())),
-            );
+        let mut owners = Owners::default();
+        for bytes in rows {
+            let bytes = bytes?;
+            let (id, live) = match codec::stored(&bytes)? {
+                Stored::View(view) => {
+                    let id: KeyId = view.id.parse().map_err(|_| {
+                        StorageError::new(format!("a key record with a bad id {:?}", view.id))
+                    })?;
+                    let previous = self.get(&id);
+                    (
+                        id,
+                        Live::from_view(&view, previous.as_deref(), &mut owners)?,
+                    )
+                }
+                Stored::Record(rec) => {
+                    let previous = self.get(&rec.id);
+                    let mut live = Live::from_record(&rec, previous.as_deref());
+                    live.owner = rec.owner.as_deref().map(|o| owners.get(o));
+                    (rec.id, live)
+                }
+            };
+            fresh[Self::shard_index(&id)].insert(id, Arc::new(live));
         }
         for (shard, map) in self.shards.iter().zip(fresh) {
             *write(shard) = map;

@@ -157,7 +157,7 @@ impl Engine {
             let Some(n) = candidates
                 .iter()
                 .map(|&i| &live.gens[i])
-                .find(|g| verifier::verify_secret(&g.phc, secret))
+                .find(|g| g.hash.verify(secret))
                 .map(|g| g.n)
             else {
                 return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
