@@ -12,7 +12,7 @@ use super::index::Index;
 use super::options::Options;
 use super::record::{KeyInfo, KeyRecord, MetaRecord, SCHEMA_VERSION};
 use crate::backend::{
-    Backend, Batch, Changes, CommitError, Durability, Opened, StorageError, Table,
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Opened, StorageError, Table,
 };
 use crate::clock::Clock;
 use crate::error::{KeyError, OpenError};
@@ -157,11 +157,38 @@ impl Engine {
     }
 
     pub(crate) fn reload_all(&self) -> Result<(), StorageError> {
-        // Read a page at a time: a million records are never in memory at once.
-        self.index.replace_all(RecordPages {
-            backend: self.backend.as_ref(),
-            next: Some(Vec::new()),
-            page: Vec::new().into_iter(),
+        // A page at a time (a million records are never in memory at
+        // once), read by a second thread while this one builds the index.
+        let (pages, received) = std::sync::mpsc::sync_channel(2);
+        let backend = self.backend.as_ref();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut start = Vec::new();
+                loop {
+                    let page = backend.range_from(Table::Keys, &start, RELOAD_PAGE);
+                    let after = match &page {
+                        Ok(rows) if rows.len() == RELOAD_PAGE => rows.last().map(|(last, _)| {
+                            // The smallest key after the last one read.
+                            let mut after = last.clone();
+                            after.push(0);
+                            after
+                        }),
+                        _ => None,
+                    };
+                    // The builder stopped (an unreadable record): so do we.
+                    if pages.send(page).is_err() {
+                        return;
+                    }
+                    match after {
+                        Some(a) => start = a,
+                        None => return,
+                    }
+                }
+            });
+            self.index.replace_all(Rows {
+                next_page: move || received.recv().ok(),
+                page: Vec::new().into_iter(),
+            })
         })?;
         release_free_memory();
         Ok(())
@@ -343,17 +370,18 @@ pub struct Maintenance {
 }
 
 /// Key records read from storage a page at a time, in id order.
-struct RecordPages<'a> {
-    backend: &'a dyn Backend,
-    /// Where the next page starts; `None` after the last.
-    next: Option<Vec<u8>>,
+struct Rows<F> {
+    next_page: F,
     page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Key records read at once while loading the index.
 const RELOAD_PAGE: usize = 4096;
 
-impl Iterator for RecordPages<'_> {
+impl<F> Iterator for Rows<F>
+where
+    F: FnMut() -> Option<Result<KvPairs, StorageError>>,
+{
     type Item = Result<Vec<u8>, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -361,20 +389,9 @@ impl Iterator for RecordPages<'_> {
             if let Some((_, bytes)) = self.page.next() {
                 return Some(Ok(bytes));
             }
-            let start = self.next.take()?;
-            match self.backend.range_from(Table::Keys, &start, RELOAD_PAGE) {
+            match (self.next_page)()? {
+                Ok(rows) => self.page = rows.into_iter(),
                 Err(e) => return Some(Err(e)),
-                Ok(rows) => {
-                    if rows.len() == RELOAD_PAGE
-                        && let Some((last, _)) = rows.last()
-                    {
-                        // The smallest key after the last one read.
-                        let mut after = last.clone();
-                        after.push(0);
-                        self.next = Some(after);
-                    }
-                    self.page = rows.into_iter();
-                }
             }
         }
     }
