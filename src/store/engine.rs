@@ -159,21 +159,23 @@ impl Engine {
     pub(crate) fn reload_all(&self) -> Result<(), StorageError> {
         // A page at a time (a million records are never in memory at
         // once), read by a second thread while this one builds the index.
+        // Each page travels as one buffer: what one thread allocates, it
+        // frees (frees across threads contend on the allocator's locks).
         let (pages, received) = std::sync::mpsc::sync_channel(2);
         let backend = self.backend.as_ref();
         std::thread::scope(|s| {
             s.spawn(move || {
                 let mut start = Vec::new();
                 loop {
-                    let page = backend.range_from(Table::Keys, &start, RELOAD_PAGE);
-                    let after = match &page {
-                        Ok(rows) if rows.len() == RELOAD_PAGE => rows.last().map(|(last, _)| {
+                    let (page, after) = match backend.range_from(Table::Keys, &start, RELOAD_PAGE) {
+                        Err(e) => (Err(e), None),
+                        Ok(rows) => {
                             // The smallest key after the last one read.
-                            let mut after = last.clone();
-                            after.push(0);
-                            after
-                        }),
-                        _ => None,
+                            let after = (rows.len() == RELOAD_PAGE)
+                                .then(|| rows.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
+                                .flatten();
+                            (Ok(Page::of(&rows)), after)
+                        }
                     };
                     // The builder stopped (an unreadable record): so do we.
                     if pages.send(page).is_err() {
@@ -185,10 +187,7 @@ impl Engine {
                     }
                 }
             });
-            self.index.replace_all(Rows {
-                next_page: move || received.recv().ok(),
-                page: Vec::new().into_iter(),
-            })
+            self.index.replace_all(received.into_iter())
         })?;
         release_free_memory();
         Ok(())
@@ -369,31 +368,30 @@ pub struct Maintenance {
     pub changes_trimmed: u64,
 }
 
-/// Key records read from storage a page at a time, in id order.
-struct Rows<F> {
-    next_page: F,
-    page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
-}
-
 /// Key records read at once while loading the index.
 const RELOAD_PAGE: usize = 4096;
 
-impl<F> Iterator for Rows<F>
-where
-    F: FnMut() -> Option<Result<KvPairs, StorageError>>,
-{
-    type Item = Result<Vec<u8>, StorageError>;
+/// Stored key records, one after another in one buffer.
+pub(crate) struct Page {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some((_, bytes)) = self.page.next() {
-                return Some(Ok(bytes));
-            }
-            match (self.next_page)()? {
-                Ok(rows) => self.page = rows.into_iter(),
-                Err(e) => return Some(Err(e)),
-            }
+impl Page {
+    fn of(rows: &KvPairs) -> Page {
+        let mut data = Vec::with_capacity(rows.iter().map(|(_, v)| v.len()).sum());
+        let mut ends = Vec::with_capacity(rows.len());
+        for (_, v) in rows {
+            data.extend_from_slice(v);
+            ends.push(data.len());
         }
+        Page { data, ends }
+    }
+
+    /// Its records, in order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter()).map(|(a, &b)| &self.data[a..b])
     }
 }
 

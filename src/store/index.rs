@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use super::codec::{self, Stored, View};
+use super::engine::Page;
 use super::record::KeyRecord;
 use crate::backend::StorageError;
 use crate::key::KeyId;
@@ -367,37 +368,45 @@ impl Index {
     /// are kept); on the first error nothing changes.
     pub(crate) fn replace_all(
         &self,
-        rows: impl Iterator<Item = Result<Vec<u8>, StorageError>>,
+        pages: impl Iterator<Item = Result<Page, StorageError>>,
     ) -> Result<(), StorageError> {
         let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> =
             (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
         let mut owners = Owners::default();
-        for bytes in rows {
-            let bytes = bytes?;
-            let (id, live) = match codec::stored(&bytes)? {
-                Stored::View(view) => {
-                    let id: KeyId = view.id.parse().map_err(|_| {
-                        StorageError::new(format!("a key record with a bad id {:?}", view.id))
-                    })?;
-                    let previous = self.get(&id);
-                    (
-                        id,
-                        Live::from_view(&view, previous.as_deref(), &mut owners)?,
-                    )
-                }
-                Stored::Record(rec) => {
-                    let previous = self.get(&rec.id);
-                    let mut live = Live::from_record(&rec, previous.as_deref());
-                    live.owner = rec.owner.as_deref().map(|o| owners.get(o));
-                    (rec.id, live)
-                }
-            };
-            fresh[Self::shard_index(&id)].insert(id, Arc::new(live));
+        for page in pages {
+            let page = page?;
+            for bytes in page.records() {
+                let (id, live) = Self::entry(bytes, self, &mut owners)?;
+                fresh[Self::shard_index(&id)].insert(id, Arc::new(live));
+            }
         }
         for (shard, map) in self.shards.iter().zip(fresh) {
             *write(shard) = map;
         }
         Ok(())
+    }
+
+    /// The entry of one stored record (keeping what `current` has warm).
+    fn entry(
+        bytes: &[u8],
+        current: &Index,
+        owners: &mut Owners,
+    ) -> Result<(KeyId, Live), StorageError> {
+        Ok(match codec::stored(bytes)? {
+            Stored::View(view) => {
+                let id: KeyId = view.id.parse().map_err(|_| {
+                    StorageError::new(format!("a key record with a bad id {:?}", view.id))
+                })?;
+                let previous = current.get(&id);
+                (id, Live::from_view(&view, previous.as_deref(), owners)?)
+            }
+            Stored::Record(rec) => {
+                let previous = current.get(&rec.id);
+                let mut live = Live::from_record(&rec, previous.as_deref());
+                live.owner = rec.owner.as_deref().map(|o| owners.get(o));
+                (rec.id, live)
+            }
+        })
     }
 }
 
