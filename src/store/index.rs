@@ -26,9 +26,6 @@ const INDEX_SHARDS: usize = 64;
 
 /// What `verify` needs of one key, built from its record.
 pub(crate) struct Live {
-    /// argon2 verifications of this key running now (see
-    /// [`Live::cold_share`]).
-    cold: ColdSlots,
     disabled: bool,
     expires_at: Option<i64>,
     /// `Some` when the whitelist restriction is on.
@@ -167,7 +164,6 @@ impl Live {
             })
             .collect();
         Live {
-            cold: ColdSlots::default(),
             disabled,
             expires_at,
             rules,
@@ -244,28 +240,6 @@ impl Live {
         self.gens.iter().any(|g| !g.store_tag)
     }
 
-    /// A share of the argon2 gate for this key, waiting up to `wait` while
-    /// it has `limit` verifications running; `None` after that. A flood
-    /// against one key waits on itself, not on every other key.
-    pub(crate) fn cold_share(&self, limit: usize, wait: Duration) -> Option<ColdShare<'_>> {
-        let deadline = Instant::now() + wait;
-        let mut running = lock(&self.cold.running);
-        while *running >= limit {
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            running = self
-                .cold
-                .done
-                .wait_timeout(running, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        *running += 1;
-        Some(ColdShare(&self.cold))
-    }
-
     /// The verdict for a secret that matched generation `gens[i]`.
     pub(crate) fn decide(&self, id: KeyId, i: usize, now: i64) -> (Verdict, Freshness) {
         let g = &self.gens[i];
@@ -303,6 +277,8 @@ pub(crate) type Shard = RwLock<HashMap<KeyId, Arc<Live>>>;
 /// Every key's [`Live`] entry, sharded so that writers lock out few readers.
 pub(crate) struct Index {
     shards: Box<[Shard]>,
+    /// The argon2 verifications running per key.
+    pub cold: ColdKeys,
 }
 
 impl Index {
@@ -311,6 +287,7 @@ impl Index {
             shards: (0..INDEX_SHARDS)
                 .map(|_| RwLock::new(HashMap::new()))
                 .collect(),
+            cold: ColdKeys::default(),
         }
     }
 
@@ -410,19 +387,55 @@ impl Index {
     }
 }
 
-/// A key's argon2 verifications running now.
+/// The argon2 verifications running now, per key (only keys with one
+/// running are listed: a key costs nothing here until its secret is
+/// hashed, and cold verifications are rare and slow beside this lock).
 #[derive(Default)]
-pub(crate) struct ColdSlots {
-    running: Mutex<usize>,
+pub(crate) struct ColdKeys {
+    running: Mutex<HashMap<KeyId, usize>>,
     done: Condvar,
 }
 
+impl ColdKeys {
+    /// A share of the argon2 gate for key `id`, waiting up to `wait` while
+    /// it has `limit` verifications running; `None` after that. A flood
+    /// against one key waits on itself, not on every other key.
+    pub(crate) fn share(&self, id: KeyId, limit: usize, wait: Duration) -> Option<ColdShare<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut running = lock(&self.running);
+        while running.get(&id).is_some_and(|&n| n >= limit) {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            running = self
+                .done
+                .wait_timeout(running, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *running.entry(id).or_insert(0) += 1;
+        Some(ColdShare { keys: self, id })
+    }
+}
+
 /// One of a key's argon2 verifications in progress.
-pub(crate) struct ColdShare<'a>(&'a ColdSlots);
+pub(crate) struct ColdShare<'a> {
+    keys: &'a ColdKeys,
+    id: KeyId,
+}
 
 impl Drop for ColdShare<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.running) -= 1;
-        self.0.done.notify_one();
+        let mut running = lock(&self.keys.running);
+        if let Some(n) = running.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.id);
+            }
+        }
+        drop(running);
+        // Waiters of every key share the condition: each checks its own.
+        self.keys.done.notify_all();
     }
 }

@@ -143,7 +143,11 @@ impl Engine {
     ) -> (Verdict, Freshness) {
         // A key's share of the gate, waited for as briefly as the gate's
         // queue: a burst of first uses of one key waits for the first.
-        let Some(_share) = live.cold_share(self.hashes_per_key, verifier::QUEUE_WAIT) else {
+        let Some(_share) = self
+            .index
+            .cold
+            .share(id, self.hashes_per_key, verifier::QUEUE_WAIT)
+        else {
             return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
         };
         // Another thread may have verified this very secret meanwhile.
