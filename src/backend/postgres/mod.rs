@@ -7,6 +7,7 @@
 //! key ids they touch in `changes` (the change feed other processes follow)
 //! and NOTIFY listeners.
 
+mod batch;
 mod conn;
 mod tls;
 mod url;
@@ -21,8 +22,7 @@ pub(crate) use self::conn::Conn as PostgresConn;
 use self::conn::{CallError, Conn, Connector};
 pub(crate) use self::url::is_url;
 use super::{
-    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table, Timeouts,
-    Wake,
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, StorageError, Table, Timeouts, Wake,
 };
 use crate::error::OpenError;
 
@@ -306,56 +306,24 @@ impl Backend for PostgresBackend {
 
     fn commit(&self, batch: Batch, _durability: Durability) -> Result<u64, CommitError> {
         // A PostgreSQL commit is durable (synchronous_commit): Lazy costs the same.
-        let get = self.sql("select v from {schema}.kv where tbl = $1 and k = $2 for update");
-        let put = self.sql(
-            "insert into {schema}.kv (tbl, k, v) values ($1, $2, $3)
-             on conflict (tbl, k) do update set v = excluded.v",
-        );
-        let del = self.sql("delete from {schema}.kv where tbl = $1 and k = $2");
-        let next_seq = self.sql("select nextval('{schema}.event_seq')");
-        let change =
-            self.sql("insert into {schema}.changes (key_id) values ($1) returning version");
         let version_now = self.sql(VERSION_NOW);
         let notify = format!("notify {}", self.channel());
         let followed: Vec<&[u8]> = batch.followed_rows().collect();
+        let runs = batch::runs(&batch.ops);
         let lock_key = self.lock_key;
+        let sql = |text: &str| self.sql(text);
         let outcome = self.with(async |client| {
             let tx = client.transaction().await?;
             tx.execute("select pg_advisory_xact_lock($1)", &[&lock_key])
                 .await?;
-            for op in &batch.ops {
-                match op {
-                    Op::Expect {
-                        table,
-                        key,
-                        expected,
-                    } => {
-                        let current: Option<Vec<u8>> = tx
-                            .query_opt(&get, &[&table_id(*table), key])
-                            .await?
-                            .map(|r| r.get(0));
-                        if current.as_deref() != expected.as_deref() {
-                            tx.rollback().await?;
-                            return Ok(None);
-                        }
-                    }
-                    Op::Put { table, key, value } => {
-                        tx.execute(&put, &[&table_id(*table), key, value]).await?;
-                    }
-                    Op::Delete { table, key } => {
-                        tx.execute(&del, &[&table_id(*table), key]).await?;
-                    }
-                    Op::Append { table, value } => {
-                        let seq: i64 = tx.query_one(&next_seq, &[]).await?.get(0);
-                        let key = u64::try_from(seq).unwrap_or(0).to_be_bytes().to_vec();
-                        tx.execute(&put, &[&table_id(*table), &key, value]).await?;
-                    }
-                }
+            if !batch::apply(&tx, sql, &runs).await? {
+                tx.rollback().await?;
+                return Ok(None);
             }
-            let mut version: i64 = tx.query_one(&version_now, &[]).await?.get(0);
-            for key in &followed {
-                version = tx.query_one(&change, &[key]).await?.get(0);
-            }
+            let version: i64 = match batch::record_changes(&tx, sql, &followed).await? {
+                Some(v) => v,
+                None => tx.query_one(&version_now, &[]).await?.get(0),
+            };
             if !followed.is_empty() {
                 tx.batch_execute(&notify).await?;
             }
