@@ -13,10 +13,13 @@ use std::collections::HashMap;
 use super::table_id;
 use crate::backend::Op;
 
+/// A row's expected value: (table, key, value or absent).
+type Check<'a> = (i16, &'a [u8], Option<&'a [u8]>);
+
 /// What a run of operations of one kind does.
 pub(super) enum Run<'a> {
     /// Abort unless every row holds its expected value.
-    Expect(Vec<(i16, &'a [u8], Option<&'a [u8]>)>),
+    Expect(Vec<Check<'a>>),
     Put(Vec<(i16, &'a [u8], &'a [u8])>),
     Delete(Vec<(i16, &'a [u8])>),
     /// Values to store under the table's next sequence numbers.
