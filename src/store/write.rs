@@ -129,7 +129,12 @@ impl Engine {
             }
             checked.push((name, options, wl));
         }
+        // Every check, then every record, then every event: a backend
+        // that writes runs of one kind at once (PostgreSQL) makes three
+        // statements of a batch of thousands of keys, not thousands.
         let mut batch = Batch::default();
+        let mut records = Batch::default();
+        let mut outbox = Batch::default();
         let mut made = Vec::with_capacity(checked.len());
         for (name, options, wl) in checked {
             let id = KeyId::random();
@@ -165,12 +170,12 @@ impl Engine {
             });
             // Ids are random; a collision is astronomically unlikely, and refused.
             batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
-            batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+            records.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
             if let Some(row) = rec.owner_row() {
-                batch.put(Table::Owners, row, Vec::new());
+                records.put(Table::Owners, row, Vec::new());
             }
             events::append(
-                &mut batch,
+                &mut outbox,
                 EventKind::KeyCreated,
                 &rec,
                 &self.prefix,
@@ -180,6 +185,8 @@ impl Engine {
             );
             made.push((rec, generated.key));
         }
+        batch.ops.extend(records.ops);
+        batch.ops.extend(outbox.ops);
         let _w = lock(&self.write_lock);
         let flushed = match self.backend.commit(batch, Durability::Durable) {
             Ok(_) => Ok(()),
