@@ -110,25 +110,13 @@ impl Engine {
         }
         let now = self.now_ms();
         // Everything is checked before anything is hashed or written.
-        let mut checked = Vec::with_capacity(keys.len());
-        for (name, options) in keys {
-            validate_name(&name)?;
-            validate_metadata(options.metadata.as_ref())?;
-            validate_expiry(options.expires_at)?;
-            if let Some(owner) = &options.owner {
-                validate_owner(owner)?;
-            }
-            let mut wl = Whitelist {
-                enabled: !options.whitelist.is_empty(),
-                entries: Vec::new(),
-            };
-            for (entry_name, network) in &options.whitelist {
-                let entry = whitelist::new_entry(&wl, entry_name, network, now)
-                    .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
-                wl.entries.push(entry);
-            }
-            checked.push((name, options, wl));
-        }
+        let checked = keys
+            .into_iter()
+            .map(|(name, options)| {
+                let wl = checked_new_key(&name, &options, now)?;
+                Ok((name, options, wl))
+            })
+            .collect::<Result<Vec<_>, KeyError>>()?;
         // Every check, then every record, then every event: a backend
         // that writes runs of one kind at once (PostgreSQL) makes three
         // statements of a batch of thousands of keys, not thousands.
@@ -444,4 +432,24 @@ fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Checks a new key's name and options; its whitelist, made.
+fn checked_new_key(name: &str, options: &CreateOptions, now: i64) -> Result<Whitelist, KeyError> {
+    validate_name(name)?;
+    validate_metadata(options.metadata.as_ref())?;
+    validate_expiry(options.expires_at)?;
+    if let Some(owner) = &options.owner {
+        validate_owner(owner)?;
+    }
+    let mut wl = Whitelist {
+        enabled: !options.whitelist.is_empty(),
+        entries: Vec::new(),
+    };
+    for (entry_name, network) in &options.whitelist {
+        let entry = whitelist::new_entry(&wl, entry_name, network, now)
+            .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
+        wl.entries.push(entry);
+    }
+    Ok(wl)
 }
