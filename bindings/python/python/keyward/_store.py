@@ -449,11 +449,14 @@ class _Handle:
     in flight, and only then hands the pointer over to be freed.
     """
 
-    __slots__ = ("ptr", "_cond", "_calls", "_closing")
+    __slots__ = ("ptr", "_lock", "_cond", "_calls", "_closing")
 
     def __init__(self, ptr: Any) -> None:
         self.ptr = ptr
-        self._cond = threading.Condition(threading.Lock())
+        # enter/leave take the lock itself (a C-level context manager);
+        # the condition over it is for closing.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._calls = 0
         self._closing = False
 
@@ -462,14 +465,14 @@ class _Handle:
         return self._closing
 
     def enter(self) -> Any:
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise StoreClosed("the store is closed")
             self._calls += 1
             return self.ptr
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._calls -= 1
             if self._calls == 0 and self._closing:
                 self._cond.notify_all()
@@ -660,16 +663,18 @@ class Store:
             out = self._local.verdict = ffi.new("kw_verdict *")
             out.size = ffi.sizeof("kw_verdict")
         kb = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else bytes(key)
-        if isinstance(ip, str):
-            if "\0" in ip:
-                raise InvalidInput("ip must not contain NUL characters")
-            ib = ip.encode("utf-8", "surrogatepass")
-        else:
-            ib = _ip_text(ip)
+        # Client addresses and integration names repeat: their encoded
+        # forms are kept (a bounded table; never the key).
+        ib = _IPS.get(ip) if isinstance(ip, str) else None
+        if ib is None:
+            ib = _ip_bytes(ip)
         if integration is None:
             status = lib.kw_verify(h, kb, len(kb), ib, ffi.NULL, out)
         else:
-            status = lib.kw_verify(h, kb, len(kb), ib, _text(integration, "integration"), out)
+            ig = _INTEGRATIONS.get(integration) if isinstance(integration, str) else None
+            if ig is None:
+                ig = _remember(_INTEGRATIONS, integration, _text(integration, "integration"))
+            status = lib.kw_verify(h, kb, len(kb), ib, ig, out)
         if status:
             _check(status)
         owner = ffi.string(out.owner).decode() if out.owner[0] != b"\0" else None
@@ -944,6 +949,27 @@ def _u32(value: int, what: str, minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= 0xFFFFFFFF:
         raise InvalidInput(f"{what} must be an integer from {minimum} to 4294967295")
     return value
+
+
+#: Encoded forms of recent client addresses and integration names.
+_IPS: Dict[str, bytes] = {}
+_INTEGRATIONS: Dict[str, bytes] = {}
+_REMEMBERED = 4096
+
+
+def _remember(table: Dict[str, bytes], text: str, encoded: bytes) -> bytes:
+    if len(table) >= _REMEMBERED:
+        table.clear()
+    table[text] = encoded
+    return encoded
+
+
+def _ip_bytes(ip: object) -> bytes:
+    if isinstance(ip, str):
+        if "\0" in ip:
+            raise InvalidInput("ip must not contain NUL characters")
+        return _remember(_IPS, ip, ip.encode("utf-8", "surrogatepass"))
+    return _ip_text(ip)
 
 
 def _ip_text(ip: object) -> bytes:
