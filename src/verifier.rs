@@ -61,6 +61,55 @@ pub(crate) fn verify_secret(phc: &str, secret: &[u8]) -> bool {
     PasswordVerifier::<str>::verify_password(&Argon2::default(), secret, phc).is_ok()
 }
 
+/// The numbers and bytes of an argon2id v19 PHC string
+/// (`$argon2id$v=19$m=M,t=T,p=P$<salt>$<output>`): how key records and the
+/// verify index hold the hashes keyward makes.
+pub(crate) struct Argon2idParts {
+    pub m: u32,
+    pub t: u32,
+    pub p: u32,
+    pub salt: Vec<u8>,
+    pub output: Vec<u8>,
+}
+
+impl Argon2idParts {
+    /// The parts of `phc`, when it is argon2id v19 with exactly m, t, p.
+    pub(crate) fn parse(phc: &str) -> Option<Self> {
+        use argon2::password_hash::phc::PasswordHash;
+        let h = PasswordHash::new(phc).ok()?;
+        if h.algorithm.as_str() != "argon2id"
+            || h.version != Some(19)
+            || h.params.iter().count() != 3
+        {
+            return None;
+        }
+        Some(Argon2idParts {
+            m: h.params.get_decimal("m")?,
+            t: h.params.get_decimal("t")?,
+            p: h.params.get_decimal("p")?,
+            salt: h.salt?.as_ref().to_vec(),
+            output: h.hash?.as_bytes().to_vec(),
+        })
+    }
+
+    /// The PHC string of these parts.
+    pub(crate) fn to_phc(m: u32, t: u32, p: u32, salt: &[u8], output: &[u8]) -> Option<String> {
+        use argon2::password_hash::phc::{Ident, Output, ParamsString, PasswordHash, Salt};
+        let mut params = ParamsString::new();
+        params.add_decimal("m", m).ok()?;
+        params.add_decimal("t", t).ok()?;
+        params.add_decimal("p", p).ok()?;
+        let hash = PasswordHash {
+            algorithm: Ident::new("argon2id").ok()?,
+            version: Some(19),
+            params,
+            salt: Some(Salt::new(salt).ok()?),
+            hash: Some(Output::new(output).ok()?),
+        };
+        Some(hash.to_string())
+    }
+}
+
 /// A secret's hash as the verify index holds it: every hash keyward makes
 /// (argon2id v19, 16-byte salt, 32-byte output) as its numbers and bytes,
 /// anything else as its PHC text.
@@ -78,23 +127,9 @@ pub(crate) enum SecretHash {
 impl SecretHash {
     /// From a PHC string (as key records of format 1 hold it).
     pub(crate) fn from_phc(phc: &str) -> Self {
-        use argon2::password_hash::phc::PasswordHash;
-        let compact = PasswordHash::new(phc).ok().and_then(|h| {
-            if h.algorithm.as_str() != "argon2id"
-                || h.version != Some(19)
-                || h.params.iter().count() != 3
-            {
-                return None;
-            }
-            Self::argon2id(
-                h.params.get_decimal("m")?,
-                h.params.get_decimal("t")?,
-                h.params.get_decimal("p")?,
-                h.salt?.as_ref(),
-                h.hash?.as_bytes(),
-            )
-        });
-        compact.unwrap_or_else(|| SecretHash::Phc(phc.into()))
+        Argon2idParts::parse(phc)
+            .and_then(|h| Self::argon2id(h.m, h.t, h.p, &h.salt, &h.output))
+            .unwrap_or_else(|| SecretHash::Phc(phc.into()))
     }
 
     /// From an argon2id v19 hash's numbers and bytes, when the salt and

@@ -16,7 +16,7 @@ use super::record::{GenRecord, KeyRecord};
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::time::Timestamp;
-use crate::verifier::SecretHash;
+use crate::verifier::{Argon2idParts, SecretHash};
 use crate::whitelist::{Whitelist, WhitelistEntry};
 
 /// The first byte of a format 2 record (a JSON record starts with `{`).
@@ -85,26 +85,18 @@ impl Hash2 {
     /// The numbers and bytes of an argon2id v19 PHC string, when its text
     /// can be written back exactly.
     fn compact(phc: &str) -> Option<Hash2> {
-        use argon2::password_hash::phc::PasswordHash;
-        let h = PasswordHash::new(phc).ok()?;
-        if h.algorithm.as_str() != "argon2id"
-            || h.version != Some(19)
-            || h.params.iter().count() != 3
-        {
-            return None;
-        }
+        let h = Argon2idParts::parse(phc)?;
         let compact = Hash2::Argon2id {
-            m: h.params.get_decimal("m")?,
-            t: h.params.get_decimal("t")?,
-            p: h.params.get_decimal("p")?,
-            salt: h.salt?.as_ref().to_vec(),
-            output: h.hash?.as_bytes().to_vec(),
+            m: h.m,
+            t: h.t,
+            p: h.p,
+            salt: h.salt,
+            output: h.output,
         };
         (compact.to_phc().as_deref() == Some(phc)).then_some(compact)
     }
 
     fn to_phc(&self) -> Option<String> {
-        use argon2::password_hash::phc::{Ident, Output, ParamsString, PasswordHash, Salt};
         match self {
             Hash2::Text(s) => Some(s.clone()),
             Hash2::Argon2id {
@@ -113,20 +105,7 @@ impl Hash2 {
                 p,
                 salt,
                 output,
-            } => {
-                let mut params = ParamsString::new();
-                params.add_decimal("m", *m).ok()?;
-                params.add_decimal("t", *t).ok()?;
-                params.add_decimal("p", *p).ok()?;
-                let hash = PasswordHash {
-                    algorithm: Ident::new("argon2id").ok()?,
-                    version: Some(19),
-                    params,
-                    salt: Some(Salt::new(salt).ok()?),
-                    hash: Some(Output::new(output).ok()?),
-                };
-                Some(hash.to_string())
-            }
+            } => Argon2idParts::to_phc(*m, *t, *p, salt, output),
         }
     }
 }
@@ -208,14 +187,7 @@ impl GenView<'_> {
                 salt,
                 output,
             } => SecretHash::argon2id(m, t, p, salt, output).or_else(|| {
-                let phc = Hash2::Argon2id {
-                    m,
-                    t,
-                    p,
-                    salt: salt.to_vec(),
-                    output: output.to_vec(),
-                }
-                .to_phc()?;
+                let phc = Argon2idParts::to_phc(m, t, p, salt, output)?;
                 Some(SecretHash::Phc(phc.into()))
             }),
         }
