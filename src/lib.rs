@@ -70,6 +70,8 @@ mod locks;
 mod manifest;
 #[cfg(feature = "plugins")]
 mod plugins;
+#[cfg(feature = "python")]
+mod python;
 mod store;
 mod time;
 mod usage;

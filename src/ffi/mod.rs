@@ -29,7 +29,7 @@ mod generated;
 mod keys;
 mod owners;
 mod plugins;
-mod store;
+pub(crate) mod store;
 mod usage;
 mod values;
 mod verify;

@@ -3,11 +3,13 @@ exit too) never frees the C handle under a call in flight on another
 thread; calls after close raise StoreClosed. And what a caller must never
 lose or see: the only copy of a regenerated key, a password in a repr."""
 
+import ipaddress
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -60,6 +62,9 @@ def test_close_waits_for_verifications_in_flight_on_four_threads(store_path, mon
     monkeypatch.setattr(_store, "lib", watched)
     with keyward.Store(store_path, argon2=CHEAP) as s:
         key = s.create_key("hot").key
+    # An address object (not text) takes the general way, through the C
+    # interface this watches; text takes the native call (next test).
+    address = ipaddress.ip_address("10.0.0.1")
     unexpected = []
     for _ in range(60):
         s = keyward.Store(store_path, argon2=CHEAP)
@@ -69,7 +74,7 @@ def test_close_waits_for_verifications_in_flight_on_four_threads(store_path, mon
             started.wait()
             while True:
                 try:
-                    assert s.verify(key, "10.0.0.1")
+                    assert s.verify(key, address)
                 except keyward.StoreClosed:
                     return
                 except BaseException as e:  # anything else is a failure
@@ -89,6 +94,54 @@ def test_close_waits_for_verifications_in_flight_on_four_threads(store_path, mon
             assert not t.is_alive()
     assert unexpected == []
     assert watched.violations == 0, f"the handle was freed under {watched.violations} calls"
+
+
+def test_close_waits_for_native_verifications_running_argon2(store_path):
+    """Store.verify's native call (text address) on four threads, each
+    verifying a key cold, so each call spends milliseconds in argon2 with
+    the GIL released: close() returns only after every call that entered
+    has returned its verdict; calls that did not enter raise StoreClosed."""
+    costly = {"memory_kib": 8192, "iterations": 2, "parallelism": 1}
+    with keyward.Store(store_path, argon2=costly) as s:
+        keys = [s.create_key(f"k{i}").key for i in range(4 * 8)]
+    met_in_flight = 0
+    for round_ in range(8):  # close meets 1-4 calls in flight each time
+        s = keyward.Store(store_path, argon2=costly)  # a cold cache each time
+        calling = threading.Barrier(5)
+        results = []
+        lock = threading.Lock()
+
+        def verify(key):
+            calling.wait()
+            try:
+                verdict = s.verify(key, "10.0.0.1")
+                outcome = ("verdict", verdict.valid, time.monotonic())
+            except keyward.StoreClosed:
+                outcome = ("closed", None, time.monotonic())
+            except BaseException as e:  # anything else is a failure
+                outcome = ("error", repr(e), time.monotonic())
+            with lock:
+                results.append(outcome)
+
+        threads = [threading.Thread(target=verify, args=(keys[round_ * 4 + i],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        calling.wait()
+        deadline = time.monotonic() + 30
+        while s._life.gate.calls == 0 and results == []:
+            assert time.monotonic() < deadline, "no verification started"
+        s.close()
+        closed_at = time.monotonic()
+        for t in threads:
+            t.join(timeout=30)
+            assert not t.is_alive()
+        assert [r for r in results if r[0] == "error"] == []
+        answered = [r for r in results if r[0] == "verdict"]
+        assert all(valid for _, valid, _ in answered), results
+        assert all(at <= closed_at for _, _, at in answered), "close returned before a call in flight"
+        met_in_flight += len(answered)
+    # The close met calls in flight at least once (else this tested nothing).
+    assert met_in_flight > 0
 
 
 def test_the_finaliser_at_exit_waits_for_daemon_threads_and_flushes(store_path, tmp_path):

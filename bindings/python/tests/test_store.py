@@ -2,6 +2,7 @@
 a store shared with the Rust API."""
 
 import gc
+import ipaddress
 import multiprocessing
 import os
 import threading
@@ -55,6 +56,39 @@ def test_verdicts_for_each_denial(store):
         "UNAVAILABLE",
     }
     assert [d.value for d in Denial] == list(range(1, 10)), "same numbers as kw_denial"
+
+
+def test_the_native_verify_answers_as_the_c_interface_does(store):
+    """Store.verify answers text addresses in one native call and takes
+    everything else (address objects, bad input) the general way through
+    kw_verify: both give equal verdicts, and bad input the same errors."""
+    owned = store.create_key("owned", owner="acct_1", whitelist=[("office", "10.0.0.0/8")])
+    rotated = store.create_key("rotated")
+    store.regenerate(rotated.info.id)
+    disabled = store.create_key("disabled")
+    store.set_disabled(disabled.info.id, True)
+    gone = store.create_key("gone")
+    store.delete(gone.info.id)
+    wrong = owned.key[:-10] + ("A" if owned.key[-10] != "A" else "B") + owned.key[-9:]
+    cases = [owned.key, owned.key.encode(), rotated.key, disabled.key, gone.key, wrong, "nonsense", ""]
+    for key in cases:
+        for ip in ("10.1.2.3", "192.0.2.1", "::1"):
+            for integration in (None, "crm"):
+                native = store.verify(key, ip, integration)
+                general = store.verify(key, ipaddress.ip_address(ip), integration)
+                assert type(native) is keyward.Verdict
+                assert native == general, (key, ip, integration)
+                assert repr(native) == repr(general)
+    assert store.verify(owned.key, "10.1.2.3").owner == "acct_1"
+    assert store.verify(owned.key, "192.0.2.1").denial is Denial.IP_NOT_ALLOWED
+    assert store.verify(rotated.key, "10.1.2.3").rotated_at.tzinfo is not None
+    for bad_ip in ("10.0.0.300", "10.0.0.1\0", "", 42):
+        with pytest.raises(keyward.InvalidInput):
+            store.verify(owned.key, bad_ip)
+    with pytest.raises(keyward.InvalidInput):
+        store.verify(owned.key, "10.1.2.3", "crm\0")
+    # A key with a lone surrogate is not text the engine reads: malformed.
+    assert store.verify("kw_\udc80", "10.1.2.3").denial is Denial.MALFORMED
 
 
 def test_regenerate_now_and_with_grace(store):

@@ -16,6 +16,28 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from keyward._generated import STATUS_EXCEPTIONS, Denial, UsageTotals
 from keyward._native import ffi, lib
 
+
+def _load_fast() -> Any:
+    """``keyward._fast``, the native part built into the same shared
+    library as the C interface: loaded from that file by name."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    from keyward import _native
+
+    path = os.path.join(os.path.dirname(_native.__file__), "lib_native.so")
+    loader = importlib.machinery.ExtensionFileLoader("keyward._fast", path)
+    spec = importlib.util.spec_from_loader("keyward._fast", loader, origin=path)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules["keyward._fast"] = module
+    return module
+
+
+_fast = _load_fast()
+
 __all__ = [
     "Store",
     "Verdict",
@@ -149,45 +171,19 @@ def _rfc3339(value: datetime) -> str:
 _DENIALS = {d.value: d for d in Denial}
 
 
-class Verdict:
-    """The answer of :meth:`Store.verify`. True when the key was admitted."""
+def _datetime_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, _UTC)
 
-    __slots__ = ("valid", "denial", "key_id", "generation", "in_grace", "rotated_at", "owner")
 
-    def __init__(
-        self,
-        valid: bool,
-        denial: Optional[Denial],
-        key_id: Optional[str],
-        generation: int,
-        in_grace: bool = False,
-        rotated_at: Optional[datetime] = None,
-        owner: Optional[str] = None,
-    ) -> None:
-        self.valid = valid
-        self.denial = denial
-        self.key_id = key_id
-        self.generation = generation
-        self.in_grace = in_grace
-        self.rotated_at = rotated_at
-        #: The account the key belongs to; ``None`` when it has none (or no
-        #: key has this id). Set on refusals too, whenever the key exists.
-        self.owner = owner
+_fast.bind(tuple(_DENIALS.get(n) for n in range(max(_DENIALS) + 1)), _datetime_ms)
 
-    def __bool__(self) -> bool:
-        return self.valid
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Verdict) and all(
-            getattr(self, s) == getattr(other, s) for s in self.__slots__
-        )
-
-    def __repr__(self) -> str:
-        if self.valid:
-            grace = ", in_grace=True" if self.in_grace else ""
-            owner = f", owner={self.owner!r}" if self.owner is not None else ""
-            return f"Verdict(valid=True, key_id={self.key_id!r}, generation={self.generation}{grace}{owner})"
-        return f"Verdict(valid=False, denial={self.denial}, key_id={self.key_id!r})"
+#: The answer of :meth:`Store.verify`, true when the key was admitted:
+#: ``valid``, ``denial`` (a :class:`Denial` or ``None``), ``key_id``,
+#: ``generation``, ``in_grace``, ``rotated_at`` (for ``ROTATED``) and
+#: ``owner`` (the key's account, also on refusals whenever the key exists).
+#: ``Verdict(valid, denial, key_id, generation, in_grace=False,
+#: rotated_at=None, owner=None)``. Built natively by ``Store.verify``.
+Verdict = _fast.Verdict
 
 
 @dataclass(frozen=True)
@@ -446,50 +442,38 @@ class _Handle:
     cffi releases the GIL during every call: without this, closing on one
     thread while another is inside ``kw_verify`` would free memory in use.
     Every call enters and leaves; closing refuses new calls, waits for those
-    in flight, and only then hands the pointer over to be freed.
+    in flight, and only then hands the pointer over to be freed. The count
+    is kept natively (``keyward._fast.Gate``), where ``Store.verify`` enters
+    and leaves without a Python frame.
     """
 
-    __slots__ = ("ptr", "_lock", "_cond", "_calls", "_closing")
+    __slots__ = ("ptr", "gate")
 
     def __init__(self, ptr: Any) -> None:
         self.ptr = ptr
-        # enter/leave take the lock itself (a C-level context manager);
-        # the condition over it is for closing.
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._calls = 0
-        self._closing = False
+        self.gate = _fast.Gate(int(ffi.cast("uintptr_t", ptr)))
 
     @property
     def closing(self) -> bool:
-        return self._closing
+        return self.gate.closing
 
     def enter(self) -> Any:
-        with self._lock:
-            if self._closing:
-                raise StoreClosed("the store is closed")
-            self._calls += 1
-            return self.ptr
+        if not self.gate.enter():
+            raise StoreClosed("the store is closed")
+        return self.ptr
 
     def leave(self) -> None:
-        with self._lock:
-            self._calls -= 1
-            if self._calls == 0 and self._closing:
-                self._cond.notify_all()
+        self.gate.leave()
 
     def take(self, timeout: Optional[float] = None) -> Any:
         """Closes to new calls, waits for those in flight, and returns the
         pointer to free: NULL when another closer has it, or when calls were
         still in flight after ``timeout`` (the store is then left open,
         never freed under a running call)."""
-        with self._cond:
-            if self._closing:
-                return ffi.NULL
-            self._closing = True
-            if not self._cond.wait_for(lambda: self._calls == 0, timeout):
-                return ffi.NULL
-            ptr, self.ptr = self.ptr, ffi.NULL
-            return ptr
+        if not self.gate.take(timeout):
+            return ffi.NULL
+        ptr, self.ptr = self.ptr, ffi.NULL
+        return ptr
 
 
 def _free_handle(handle: _Handle) -> None:
@@ -599,7 +583,6 @@ class Store:
         _check(lib.kw_store_open(_text(os.fspath(path), "path"), opts, out))
         self._life = _Handle(out[0])
         self._path = os.fspath(path)
-        self._local = threading.local()
         self._finalizer = weakref.finalize(self, _free_handle, self._life)
         self._key_len = lib.kw_key_buffer_len(out[0])
 
@@ -649,6 +632,12 @@ class Store:
         ``integration`` (e.g. the User-Agent) is recorded in usage. A key
         that is not even well-formed is a ``MALFORMED`` verdict, not an error.
         """
+        # One native call for the usual input (a str or bytes key, an
+        # address as text); anything else, and a closed store, goes the
+        # general way below, which reports the typed error.
+        verdict = self._life.gate.verify(key, ip, integration)
+        if verdict is not None:
+            return verdict
         life = self._life
         h = life.enter()
         try:
@@ -657,26 +646,17 @@ class Store:
             life.leave()
 
     def _verify(self, h: Any, key: str, ip: str, integration: Optional[str]) -> Verdict:
-        try:
-            out = self._local.verdict
-        except AttributeError:
-            out = self._local.verdict = ffi.new("kw_verdict *")
-            out.size = ffi.sizeof("kw_verdict")
+        out = ffi.new("kw_verdict *")
+        out.size = ffi.sizeof("kw_verdict")
         kb = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else bytes(key)
-        # Client addresses and integration names repeat: their encoded
-        # forms are kept (a bounded table; never the key).
-        ib = _IPS.get(ip) if isinstance(ip, str) else None
-        if ib is None:
-            ib = _ip_bytes(ip)
-        if integration is None:
-            status = lib.kw_verify(h, kb, len(kb), ib, ffi.NULL, out)
+        if isinstance(ip, str):
+            if "\0" in ip:
+                raise InvalidInput("ip must not contain NUL characters")
+            ib = ip.encode("utf-8", "surrogatepass")
         else:
-            ig = _INTEGRATIONS.get(integration) if isinstance(integration, str) else None
-            if ig is None:
-                ig = _remember(_INTEGRATIONS, integration, _text(integration, "integration"))
-            status = lib.kw_verify(h, kb, len(kb), ib, ig, out)
-        if status:
-            _check(status)
+            ib = _ip_text(ip)
+        ig = ffi.NULL if integration is None else _text(integration, "integration")
+        _check(lib.kw_verify(h, kb, len(kb), ib, ig, out))
         owner = ffi.string(out.owner).decode() if out.owner[0] != b"\0" else None
         if out.valid:
             return Verdict(True, None, ffi.string(out.key_id).decode(), out.generation, out.in_grace,
@@ -685,7 +665,7 @@ class Store:
         key_id = ffi.string(out.key_id).decode() or None
         rotated = None
         if denial is Denial.ROTATED:
-            rotated = datetime.fromtimestamp(out.rotated_at_unix_ms / 1000, _UTC)
+            rotated = _datetime_ms(out.rotated_at_unix_ms)
         return Verdict(False, denial, key_id, 0, False, rotated, owner)
 
     # -- lifecycle ----------------------------------------------------
@@ -949,27 +929,6 @@ def _u32(value: int, what: str, minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= 0xFFFFFFFF:
         raise InvalidInput(f"{what} must be an integer from {minimum} to 4294967295")
     return value
-
-
-#: Encoded forms of recent client addresses and integration names.
-_IPS: Dict[str, bytes] = {}
-_INTEGRATIONS: Dict[str, bytes] = {}
-_REMEMBERED = 4096
-
-
-def _remember(table: Dict[str, bytes], text: str, encoded: bytes) -> bytes:
-    if len(table) >= _REMEMBERED:
-        table.clear()
-    table[text] = encoded
-    return encoded
-
-
-def _ip_bytes(ip: object) -> bytes:
-    if isinstance(ip, str):
-        if "\0" in ip:
-            raise InvalidInput("ip must not contain NUL characters")
-        return _remember(_IPS, ip, ip.encode("utf-8", "surrogatepass"))
-    return _ip_text(ip)
 
 
 def _ip_text(ip: object) -> bytes:
