@@ -15,6 +15,7 @@
 //! verifies the sample cold and warm. The last line:
 //!
 //! `keys=N open_ms=… rss_bytes_per_key=… index_bytes_per_key=… disk_bytes_per_key=… verify_warm_ns=…`
+//! (`disk_bytes_per_key=n/a` on PostgreSQL, whose files are the server's)
 //!
 //! `rss_bytes_per_key` is resident memory read from the OS after the open,
 //! minus the baseline, divided by N; `index_bytes_per_key` is the verify
@@ -216,11 +217,8 @@ fn measure(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let rss = rss_bytes();
     let n = store.key_count();
     let status = store.status();
-    let disk = if is_postgres(&a.db) {
-        0
-    } else {
-        disk_bytes(Path::new(&a.db))
-    };
+    // On PostgreSQL the server's files are not this process's to count.
+    let disk = (!is_postgres(&a.db)).then(|| disk_bytes(Path::new(&a.db)));
 
     let started = Instant::now();
     for (key, ip) in &samples {
@@ -244,13 +242,13 @@ fn measure(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         rss >> 20,
         baseline >> 20,
         status.index_bytes >> 20,
-        disk >> 20
+        disk.unwrap_or(0) >> 20
     );
     println!(
         "keys={n} open_ms={open_ms} rss_bytes_per_key={} index_bytes_per_key={} disk_bytes_per_key={} verify_warm_ns={warm_ns}",
         per_key(rss.saturating_sub(baseline)),
         per_key(status.index_bytes as u64),
-        per_key(disk),
+        disk.map_or_else(|| "n/a".to_string(), |d| per_key(d).to_string()),
     );
     store.close()?;
     Ok(())

@@ -106,6 +106,17 @@ cargo test --profile dev --lib --bins --tests --examples
 cargo run --quiet --example tour > /dev/null
 echo "tour: ok"
 
+# --- The scale example, small: on sled and on PostgreSQL (bulk built) ---------
+scale_dir=$(mktemp -d)
+sep='?'; [[ "$KEYWARD_TEST_PG" == *'?'* ]] && sep='&'
+for db in "$scale_dir/store" "$KEYWARD_TEST_PG${sep}schema=scale_ci_$(date +%s)_$$"; do
+    line=$(cargo run --quiet --example scale -- --keys 3000 --sample 200 --rebuild --db "$db" | tail -n 1)
+    echo "scale: $line"
+    [[ "$line" =~ ^keys=3000\ open_ms=[0-9]+\ rss_bytes_per_key=[0-9]+\ index_bytes_per_key=[0-9]+\ disk_bytes_per_key=([0-9]+|n/a)\ verify_warm_ns=[0-9]+$ ]] \
+        || { echo "scale: unexpected output for $db" >&2; exit 1; }
+done
+rm -rf "$scale_dir"
+
 cargo test --profile dev --doc
 
 # --- The admin panel in a real browser (screenshots in target/panel-screenshots)

@@ -261,6 +261,23 @@ pub(crate) trait Backend: Send + Sync {
     fn range_from(&self, table: Table, start: &[u8], limit: usize)
     -> Result<KvPairs, StorageError>;
 
+    /// The same entries as [`range_from`](Backend::range_from), each handed
+    /// to `each` as it is read (a backend that can, copies nothing);
+    /// returns how many.
+    fn visit_from(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+        each: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, StorageError> {
+        let rows = self.range_from(table, start, limit)?;
+        for (k, v) in &rows {
+            each(k, v);
+        }
+        Ok(rows.len())
+    }
+
     /// Applies `batch` atomically; with [`Durability::Durable`] it is on
     /// stable storage before this returns. Returns the backend's version
     /// after the commit.

@@ -175,6 +175,27 @@ impl Backend for SledBackend {
             .collect()
     }
 
+    fn visit_from(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+        each: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<usize, StorageError> {
+        let end = [table.tag() + 1];
+        let mut n = 0;
+        for row in self
+            .tree
+            .range(full_key(table, start)..end.to_vec())
+            .take(limit)
+        {
+            let (k, v) = row.map_err(storage)?;
+            each(&k[1..], &v);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn commit(&self, batch: Batch, durability: Durability) -> Result<u64, CommitError> {
         let _serial = self
             .commit_lock

@@ -12,7 +12,7 @@ use super::index::Index;
 use super::options::Options;
 use super::record::{KeyInfo, KeyRecord, MetaRecord, SCHEMA_VERSION};
 use crate::backend::{
-    Backend, Batch, Changes, CommitError, Durability, KvPairs, Opened, StorageError, Table,
+    Backend, Batch, Changes, CommitError, Durability, Opened, StorageError, Table,
 };
 use crate::clock::Clock;
 use crate::error::{KeyError, OpenError};
@@ -167,18 +167,21 @@ impl Engine {
             s.spawn(move || {
                 let mut start = Vec::new();
                 loop {
-                    let (page, after) = match backend.range_from(Table::Keys, &start, RELOAD_PAGE) {
-                        Err(e) => (Err(e), None),
-                        Ok(rows) => {
-                            // The smallest key after the last one read.
-                            let after = (rows.len() == RELOAD_PAGE)
-                                .then(|| rows.last().map(|(k, _)| [k.as_slice(), &[0]].concat()))
-                                .flatten();
-                            (Ok(Page::of(&rows)), after)
-                        }
-                    };
+                    let mut page = Page::default();
+                    let mut last = Vec::new();
+                    let read = backend.visit_from(Table::Keys, &start, RELOAD_PAGE, &mut |k, v| {
+                        page.data.extend_from_slice(v);
+                        page.ends.push(page.data.len());
+                        last.clear();
+                        last.extend_from_slice(k);
+                    });
+                    // The smallest key after the last one read.
+                    let after = matches!(read, Ok(RELOAD_PAGE)).then(|| {
+                        last.push(0);
+                        last
+                    });
                     // The builder stopped (an unreadable record): so do we.
-                    if pages.send(page).is_err() {
+                    if pages.send(read.map(|_| page)).is_err() {
                         return;
                     }
                     match after {
@@ -372,22 +375,13 @@ pub struct Maintenance {
 const RELOAD_PAGE: usize = 4096;
 
 /// Stored key records, one after another in one buffer.
+#[derive(Default)]
 pub(crate) struct Page {
     data: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl Page {
-    fn of(rows: &KvPairs) -> Page {
-        let mut data = Vec::with_capacity(rows.iter().map(|(_, v)| v.len()).sum());
-        let mut ends = Vec::with_capacity(rows.len());
-        for (_, v) in rows {
-            data.extend_from_slice(v);
-            ends.push(data.len());
-        }
-        Page { data, ends }
-    }
-
     /// Its records, in order.
     pub(crate) fn records(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
