@@ -158,39 +158,30 @@ impl Engine {
 
     pub(crate) fn reload_all(&self) -> Result<(), StorageError> {
         // A page at a time (a million records are never in memory at
-        // once), read by a second thread while this one builds the index.
-        // Each page travels as one buffer: what one thread allocates, it
-        // frees (frees across threads contend on the allocator's locks).
-        let (pages, received) = std::sync::mpsc::sync_channel(2);
+        // once), read by two threads, each half of the ids (random
+        // base62: the halves are about equal), while this one builds the
+        // index. Each page travels as one buffer: what one thread
+        // allocates, it frees (frees across threads contend on the
+        // allocator's locks).
+        let (pages, received) = std::sync::mpsc::sync_channel(4);
         let backend = self.backend.as_ref();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                let mut start = Vec::new();
-                loop {
-                    let mut page = Page::default();
-                    let mut last = Vec::new();
-                    let read = backend.visit_from(Table::Keys, &start, RELOAD_PAGE, &mut |k, v| {
-                        page.data.extend_from_slice(v);
-                        page.ends.push(page.data.len());
-                        last.clear();
-                        last.extend_from_slice(k);
-                    });
-                    // The smallest key after the last one read.
-                    let after = matches!(read, Ok(RELOAD_PAGE)).then(|| {
-                        last.push(0);
-                        last
-                    });
-                    // The builder stopped (an unreadable record): so do we.
-                    if pages.send(read.map(|_| page)).is_err() {
-                        return;
-                    }
-                    match after {
-                        Some(a) => start = a,
-                        None => return,
-                    }
-                }
-            });
-            self.index.replace_all(received.into_iter())
+            let mut recycle = Vec::new();
+            for (reader, (from, to)) in [(&b""[..], Some(RELOAD_SPLIT)), (RELOAD_SPLIT, None)]
+                .into_iter()
+                .enumerate()
+            {
+                let pages = pages.clone();
+                // Read pages come back to their reader to be filled again:
+                // a few buffers serve the whole load.
+                let (back, returned) = std::sync::mpsc::channel();
+                recycle.push(back);
+                s.spawn(move || read_pages(backend, reader, from, to, &pages, &returned));
+            }
+            drop(pages);
+            self.index.replace_all(received.into_iter(), |page: Page| {
+                let _ = recycle[page.reader].send(page);
+            })
         })?;
         release_free_memory();
         Ok(())
@@ -375,10 +366,57 @@ pub struct Maintenance {
 const RELOAD_PAGE: usize = 4096;
 
 /// Stored key records, one after another in one buffer.
+/// Where the second reader of a full load starts: the middle of the
+/// base62 alphabet that key ids are drawn from.
+const RELOAD_SPLIT: &[u8] = b"U";
+
+/// Sends the key records with ids from `from` up to `to` (excluded) in
+/// pages, until done, an error, or the receiver hangs up.
+fn read_pages(
+    backend: &dyn Backend,
+    reader: usize,
+    from: &[u8],
+    to: Option<&[u8]>,
+    pages: &std::sync::mpsc::SyncSender<Result<Page, StorageError>>,
+    returned: &std::sync::mpsc::Receiver<Page>,
+) {
+    let mut start = from.to_vec();
+    loop {
+        let mut page = returned.try_recv().unwrap_or_else(|_| Page {
+            reader,
+            ..Page::default()
+        });
+        page.data.clear();
+        page.ends.clear();
+        let mut last = Vec::new();
+        let mut past_end = false;
+        let read = backend.visit_from(Table::Keys, &start, RELOAD_PAGE, &mut |k, v| {
+            if past_end || to.is_some_and(|to| k >= to) {
+                past_end = true;
+                return;
+            }
+            page.data.extend_from_slice(v);
+            page.ends.push(page.data.len());
+            last.clear();
+            last.extend_from_slice(k);
+        });
+        // The smallest key after the last one read, unless that was all.
+        let more = matches!(read, Ok(RELOAD_PAGE)) && !past_end;
+        // The builder stopped (an unreadable record): so do we.
+        if pages.send(read.map(|_| page)).is_err() || !more {
+            return;
+        }
+        last.push(0);
+        start = last;
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Page {
     data: Vec<u8>,
     ends: Vec<usize>,
+    /// The reader that filled it, and gets it back.
+    reader: usize,
 }
 
 impl Page {

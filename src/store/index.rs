@@ -340,12 +340,14 @@ impl Index {
             .sum()
     }
 
-    /// Replaces every entry with one built from `rows` (stored key
-    /// records, in either format; warm digests of unchanged generations
-    /// are kept); on the first error nothing changes.
+    /// Replaces every entry with one built from `pages` of stored key
+    /// records (in either format; warm digests of unchanged generations
+    /// are kept), handing each page to `done` once read; on the first
+    /// error nothing changes.
     pub(crate) fn replace_all(
         &self,
         pages: impl Iterator<Item = Result<Page, StorageError>>,
+        mut done: impl FnMut(Page),
     ) -> Result<(), StorageError> {
         let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> =
             (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
@@ -356,6 +358,7 @@ impl Index {
                 let (id, live) = Self::entry(bytes, self, &mut owners)?;
                 fresh[Self::shard_index(&id)].insert(id, Arc::new(live));
             }
+            done(page);
         }
         for (shard, map) in self.shards.iter().zip(fresh) {
             *write(shard) = map;
