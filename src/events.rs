@@ -37,6 +37,9 @@ macro_rules! with_event_kinds {
             /// period or after it), at most once per key, IP and hour: it must be
             /// updated with the regenerated key.
             KeyStaleSecretUsed = "key.stale_secret_used";
+            /// A live key was found where it should not be (`keyward scan`);
+            /// `data` says where and what was done (`regenerated`, `disabled`).
+            KeyLeaked = "key.leaked";
         }
     };
 }

@@ -785,3 +785,155 @@ fn an_account_is_listed_summed_and_closed() {
     assert_eq!(cli.json(&["owner", "list"]).as_array().unwrap().len(), 1);
     assert_eq!(cli.run(&["usage"]).status.code(), Some(2));
 }
+
+#[test]
+fn scan_finds_this_stores_keys_says_what_each_is_and_revokes_the_live_ones() {
+    let cli = Cli::new();
+    let (live_id, live_key) = create(&cli, "live");
+    let (rotated_id, old_key) = create(&cli, "rotated");
+    cli.ok(&["key", "regenerate", &rotated_id, "--yes"]);
+    let (off_id, off_key) = create(&cli, "off");
+    cli.ok(&["key", "disable", &off_id]);
+    let wrong = common::well_formed("kw", &live_id, &"A".repeat(43));
+    let unknown = common::well_formed("kw", "AAAAAAAAAAAA", &"B".repeat(43));
+    // A typo (bad checksum), another vendor's key, a key inside a longer word.
+    let typo = format!(
+        "{}{}",
+        &live_key[..live_key.len() - 1],
+        if live_key.ends_with('x') { 'y' } else { 'x' }
+    );
+    let foreign = format!("sk_live_{}", "C".repeat(40));
+    let tree = tempfile::tempdir().unwrap();
+    let dir = tree.path();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(
+        dir.join("a.env"),
+        format!("# settings\nAPI_KEY={live_key}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sub/b.log"),
+        format!("GET /x Authorization: Bearer {old_key}\nfailed: {wrong}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sub/c.txt"),
+        format!("{unknown}\n{typo}\n{foreign}\nx{live_key}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("d.json"), format!("{{\"key\": \"{off_key}\"}}\n")).unwrap();
+    let root = dir.display().to_string();
+
+    let out = cli.run(&["--json", "scan", &root]);
+    assert_eq!(out.status.code(), Some(1), "a live key was found");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for whole in [&live_key, &old_key, &wrong, &off_key] {
+        assert!(
+            !stdout.contains(whole.as_str()),
+            "findings are masked: {stdout}"
+        );
+    }
+    let found: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let seen: Vec<(String, u64, String, String)> = found
+        .iter()
+        .map(|f| {
+            let file = f["file"].as_str().unwrap();
+            (
+                file.strip_prefix(&root).unwrap().to_string(),
+                f["line"].as_u64().unwrap(),
+                f["key_id"].as_str().unwrap().to_string(),
+                f["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let row = |file: &str, line, id: &str, state: &str| {
+        (file.to_string(), line, id.to_string(), state.to_string())
+    };
+    assert_eq!(
+        seen,
+        vec![
+            row("/a.env", 2, &live_id, "live"),
+            row("/d.json", 1, &off_id, "inactive"),
+            row("/sub/b.log", 1, &rotated_id, "rotated"),
+            row("/sub/b.log", 2, &live_id, "wrong_secret"),
+            row("/sub/c.txt", 1, "AAAAAAAAAAAA", "unknown_key"),
+        ]
+    );
+    let live = &found[0];
+    assert_eq!(live["name"], "live");
+    assert!(
+        live["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(&live_key[live_key.len() - 4..])
+    );
+
+    // Nothing live: exit 0; stdin is scanned as `-`.
+    let mut child = cli
+        .cmd(&["scan", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("token={old_key}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("-:1:") && text.contains(&rotated_id) && text.contains("rotated"),
+        "{text}"
+    );
+
+    // Bad usage.
+    cli.fails(&["scan"], 2);
+    cli.fails(&["scan", &format!("{root}/missing")], 2);
+    // --revoke needs a confirmation; without a terminal, --yes.
+    let out = cli.run(&["scan", "--revoke", &root]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        cli.run(&["verify", &live_key, "--ip", "10.0.0.1"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let out = cli.run(&["scan", "--revoke", "--yes", &root]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let fresh = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&format!("kw_{live_id}_")))
+        .expect("the new key is printed once")
+        .to_string();
+    assert_eq!(
+        cli.run(&["verify", &live_key, "--ip", "10.0.0.1"])
+            .status
+            .code(),
+        Some(1),
+        "the leaked key is refused"
+    );
+    assert_eq!(
+        cli.run(&["verify", &fresh, "--ip", "10.0.0.1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let events = cli.json(&["events"]);
+    let leaked: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "key.leaked")
+        .collect();
+    assert_eq!(leaked.len(), 1, "{events}");
+    assert_eq!(leaked[0]["key_id"], live_id.as_str());
+    assert_eq!(leaked[0]["data"]["action"], "regenerated");
+    // Scanned again: what was live is now rotated.
+    assert_eq!(cli.run(&["scan", &root]).status.code(), Some(0));
+}

@@ -36,6 +36,37 @@ pub(crate) struct Live {
     pub gens: Box<[LiveGen]>,
 }
 
+/// What a key found outside the store (in a file, a paste, a log) is to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakState {
+    /// The current secret, or an older one still in its grace period, of
+    /// an enabled, unexpired key: it works now.
+    Live,
+    /// A secret the key had before a regeneration, past its grace.
+    Rotated,
+    /// The key exists but never had this secret.
+    WrongSecret,
+    /// No key has this id.
+    UnknownKey,
+    /// The key's own secret, but the key is disabled or expired.
+    Inactive,
+}
+
+impl LeakState {
+    /// `live`, `rotated`, `wrong_secret`, `unknown_key`, `inactive`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakState::Live => "live",
+            LeakState::Rotated => "rotated",
+            LeakState::WrongSecret => "wrong_secret",
+            LeakState::UnknownKey => "unknown_key",
+            LeakState::Inactive => "inactive",
+        }
+    }
+}
+
 pub(crate) struct LiveGen {
     pub n: u32,
     tag: u32,
@@ -199,6 +230,22 @@ impl Live {
             return Some(Denial::IpNotAllowed);
         }
         None
+    }
+
+    /// What a secret found outside is, given the generation it matched
+    /// (`None`: none): the verdict's rules without an address or usage.
+    pub(crate) fn leak_state(&self, matched: Option<usize>, now: i64) -> LeakState {
+        let Some(i) = matched else {
+            return LeakState::WrongSecret;
+        };
+        let g = &self.gens[i];
+        if i != 0 && g.grace_until.is_none_or(|until| until <= now) {
+            return LeakState::Rotated;
+        }
+        if self.disabled || self.expires_at.is_some_and(|e| e <= now) {
+            return LeakState::Inactive;
+        }
+        LeakState::Live
     }
 
     pub(crate) fn warm_match(&self, digest: &[u8; 32]) -> Option<usize> {

@@ -14,6 +14,7 @@
 mod codec;
 mod engine;
 mod index;
+mod leaks;
 mod list;
 mod options;
 mod owners;
@@ -33,6 +34,7 @@ use serde_json::Value;
 
 pub use self::engine::Maintenance;
 pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
+pub use self::index::LeakState;
 pub use self::list::{KeyPage, MAX_PAGE};
 pub use self::options::{
     CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, Options,

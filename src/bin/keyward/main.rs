@@ -20,6 +20,7 @@ mod keys;
 mod owners;
 #[cfg(feature = "plugins")]
 mod plugins;
+mod scan;
 mod serve;
 mod shown;
 mod usage;
@@ -83,6 +84,22 @@ enum Command {
         ip: String,
         #[arg(long)]
         integration: Option<String>,
+    },
+    /// Finds this store's keys in files, directories or stdin (-) and says
+    /// what each is: live, rotated, wrong_secret, unknown_key, inactive.
+    /// Exit 0 when nothing live is found, 1 when a live key is.
+    Scan {
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Regenerate every live key found (after confirmation), printing
+        /// each new key once, and record a key.leaked event.
+        #[arg(long)]
+        revoke: bool,
+        /// With --revoke: disable the keys instead of regenerating them.
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        confirm: Confirm,
     },
     /// The event outbox.
     Events {
@@ -278,6 +295,12 @@ fn run(cli: Cli) -> Result<u8> {
             integration,
         } => verify::verify_command(&store, &key, &ip, integration.as_deref(), &out)?,
         Command::Events { since, .. } => events::events_command(&store, since, &out)?,
+        Command::Scan {
+            paths,
+            revoke,
+            disable,
+            confirm,
+        } => scan::scan_command(&store, &paths, revoke, disable, &confirm, &out)?,
         #[cfg(feature = "plugins")]
         Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
         Command::Status => serve::status_command(&store, &out)?,

@@ -1,0 +1,214 @@
+//! `keyward scan PATH...`: finds keys of this store in files, directories
+//! or stdin (`-`) and says what each is: `live`, `rotated`, `wrong_secret`,
+//! `unknown_key` or `inactive`. Findings are shown masked, never whole.
+//! With `--revoke`, every live key found is regenerated (or disabled with
+//! `--disable`) after confirmation, and a `key.leaked` event is recorded.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyward::{KeyId, LeakState, Store};
+use serde_json::{Value, json};
+
+use crate::{Confirm, Out, Result, confirmed, failure, shown};
+
+/// One key found in one place.
+struct Finding {
+    source: String,
+    line: usize,
+    masked: String,
+    id: KeyId,
+    state: LeakState,
+    name: Option<String>,
+    owner: Option<String>,
+}
+
+impl Finding {
+    fn json(&self) -> Value {
+        json!({
+            "file": self.source, "line": self.line, "key": self.masked, "key_id": self.id,
+            "name": self.name, "owner": self.owner, "state": self.state.as_str(),
+        })
+    }
+}
+
+/// Exit 0 when nothing live was found, 1 when a live key was.
+pub(crate) fn scan_command(
+    store: &Store,
+    paths: &[PathBuf],
+    revoke: bool,
+    disable: bool,
+    confirm: &Confirm,
+    out: &Out,
+) -> Result<u8> {
+    if paths.is_empty() {
+        return Err(failure(
+            2,
+            "scan: name at least one file or directory, or - for stdin",
+        ));
+    }
+    if disable && !revoke {
+        return Err(failure(2, "scan: --disable goes with --revoke"));
+    }
+    let mut findings = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            scan_reader(store, "-", std::io::stdin().lock(), &mut findings)?;
+        } else {
+            scan_path(store, path, &mut findings)?;
+        }
+    }
+    if out.json {
+        out.json(&findings.iter().map(Finding::json).collect::<Vec<_>>());
+    } else {
+        for f in &findings {
+            let who = match (&f.name, &f.owner) {
+                (Some(n), Some(o)) => format!(" {:?}, account {}", n, shown::text(o)),
+                (Some(n), None) => format!(" {n:?}"),
+                _ => String::new(),
+            };
+            println!(
+                "{}:{}: {} key {}{who}: {}",
+                shown::text(&f.source),
+                f.line,
+                f.masked,
+                f.id,
+                f.state.as_str()
+            );
+        }
+        if findings.is_empty() {
+            println!("no keys of this store found");
+        }
+    }
+    let mut live: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+    for f in findings.iter().filter(|f| f.state == LeakState::Live) {
+        live.entry(f.id)
+            .or_default()
+            .push(format!("{}:{}", f.source, f.line));
+    }
+    if revoke && !live.is_empty() {
+        revoke_live(store, &live, disable, confirm, out)?;
+    }
+    Ok(u8::from(!live.is_empty()))
+}
+
+fn revoke_live(
+    store: &Store,
+    live: &BTreeMap<KeyId, Vec<String>>,
+    disable: bool,
+    confirm: &Confirm,
+    out: &Out,
+) -> Result<()> {
+    let action = if disable { "disabled" } else { "regenerated" };
+    let verb = if disable { "Disable" } else { "Regenerate" };
+    confirmed(
+        &format!(
+            "{verb} {} leaked live key(s)? Their current secrets stop working at once.",
+            live.len()
+        ),
+        confirm,
+    )?;
+    let mut done = Vec::new();
+    for (id, places) in live {
+        store.report_leak(id, &json!({ "action": action, "found_in": places }))?;
+        if disable {
+            let info = store.set_disabled(id, true)?;
+            done.push(json!({ "key_id": id, "action": action, "name": info.name }));
+            if !out.json {
+                eprintln!("disabled key {id} ({:?})", info.name);
+            }
+        } else {
+            let fresh = store.regenerate(id, Duration::ZERO)?;
+            if out.json {
+                done.push(json!({
+                    "key_id": id, "action": action, "name": fresh.info.name,
+                    "key": fresh.key.as_str(), "generation": fresh.info.generation,
+                }));
+            } else {
+                println!(
+                    "regenerated key {id} ({:?}), generation {}:",
+                    fresh.info.name, fresh.info.generation
+                );
+                println!("    {}", out.bold(fresh.key.as_str()));
+            }
+        }
+    }
+    if out.json {
+        out.json(&json!({ "revoked": done }));
+    } else if !disable {
+        println!(
+            "{}",
+            out.warn("Store the new keys now: this is the only time they are shown.")
+        );
+    }
+    Ok(())
+}
+
+fn scan_path(store: &Store, path: &Path, findings: &mut Vec<Finding>) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| failure(2, format!("scan: {}: {e}", path.display())))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| failure(2, format!("scan: {}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            // Links are not followed inside a directory (no loops).
+            if std::fs::symlink_metadata(&entry).is_ok_and(|m| !m.file_type().is_symlink()) {
+                scan_path(store, &entry, findings)?;
+            }
+        }
+        Ok(())
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| failure(2, format!("scan: {}: {e}", path.display())))?;
+        scan_reader(store, &path.display().to_string(), file, findings)
+    }
+}
+
+fn scan_reader(
+    store: &Store,
+    source: &str,
+    reader: impl Read,
+    findings: &mut Vec<Finding>,
+) -> Result<()> {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| failure(2, format!("scan: {source}: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        for range in store.find_keys(&line) {
+            let found = &line[range];
+            let Some((id, state)) = store.inspect_found(found) else {
+                continue;
+            };
+            let info = store.get(&id).ok();
+            findings.push(Finding {
+                source: source.to_string(),
+                line: number,
+                masked: masked(found),
+                id,
+                state,
+                name: info.as_ref().map(|i| i.name.clone()),
+                owner: info.and_then(|i| i.owner),
+            });
+        }
+    }
+}
+
+/// `<prefix>_<id>_…<last 4>`, as keys are shown everywhere.
+fn masked(key: &[u8]) -> String {
+    let text = String::from_utf8_lossy(key);
+    let head = text.rfind('_').map_or(0, |i| i + 1);
+    format!("{}\u{2026}{}", &text[..head], &text[text.len() - 4..])
+}
