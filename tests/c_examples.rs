@@ -1,9 +1,8 @@
 //! The C examples build through pkg-config and the Makefile, and do what
 //! their comments say.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
 
@@ -62,19 +61,10 @@ fn admin_and_legacy_server_work_end_to_end() {
     );
 
     let serve = |input: String| {
-        let mut child = Command::new(dir.path().join("legacy_server"))
-            .arg(&store)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = common::output_with_stdin(
+            Command::new(dir.path().join("legacy_server")).arg(&store),
+            input.as_bytes(),
+        );
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap()
     };

@@ -869,19 +869,10 @@ fn scan_finds_this_stores_keys_says_what_each_is_and_revokes_the_live_ones() {
     );
 
     // Nothing live: exit 0; stdin is scanned as `-`.
-    let mut child = cli
-        .cmd(&["scan", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("token={old_key}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::output_with_stdin(
+        &mut cli.cmd(&["scan", "-"]),
+        format!("token={old_key}\n").as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(

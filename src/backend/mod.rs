@@ -271,11 +271,7 @@ pub(crate) trait Backend: Send + Sync {
         limit: usize,
         each: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<usize, StorageError> {
-        let rows = self.range_from(table, start, limit)?;
-        for (k, v) in &rows {
-            each(k, v);
-        }
-        Ok(rows.len())
+        Ok(visit_rows(&self.range_from(table, start, limit)?, each))
     }
 
     /// Applies `batch` atomically; with [`Durability::Durable`] it is on
@@ -332,4 +328,12 @@ pub(crate) enum Wake {
     /// The writer this process follows went away: until the feed has been
     /// read from its successor, the index may miss a revocation.
     Lost,
+}
+
+/// Hands each of `rows` to `each`; returns how many.
+pub(crate) fn visit_rows(rows: &KvPairs, each: &mut dyn FnMut(&[u8], &[u8])) -> usize {
+    for (k, v) in rows {
+        each(k, v);
+    }
+    rows.len()
 }

@@ -206,3 +206,16 @@ pub fn wait_for_parent() {
     let mut sink = String::new();
     let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
 }
+
+/// Runs `cmd` with `input` on its stdin (then closed), capturing stdout.
+pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -427,11 +427,10 @@ impl Backend for HostBackend {
         if let (Role::Owner(s), _) = self.current() {
             return s.owner.sled.visit_from(table, start, limit, each);
         }
-        let rows = self.range_from(table, start, limit)?;
-        for (k, v) in &rows {
-            each(k, v);
-        }
-        Ok(rows.len())
+        Ok(super::visit_rows(
+            &self.range_from(table, start, limit)?,
+            each,
+        ))
     }
 
     fn commit(&self, batch: Batch, durability: Durability) -> Result<u64, CommitError> {
