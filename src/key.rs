@@ -323,12 +323,6 @@ pub(crate) struct Parsed<'a> {
     pub secret: &'a [u8],
 }
 
-/// The id part of a key that [`parse`] accepted.
-pub(crate) fn id_part(key: &[u8]) -> &[u8] {
-    let end = key.len() - TAIL_LEN - 1;
-    &key[end - ID_LEN..end]
-}
-
 /// Parses `key` for a store whose prefix is `prefix`; checks length, prefix,
 /// characters and checksum, in that order, before anything is looked up.
 pub(crate) fn parse<'a>(key: &'a [u8], prefix: &str) -> Result<Parsed<'a>, Malformed> {

@@ -89,9 +89,9 @@ pub use crate::plugins::{
     PluginStatus, RetryPolicy, SUPPORTED_API_VERSIONS, SystemResolver,
 };
 pub use crate::store::{
-    CreateOptions, CreatedKey, KeyInfo, KeyPage, LeakState, MAX_GRACE, MAX_METADATA_LEN,
-    MAX_NAME_LEN, MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options, OwnerInfo, OwnerUsage,
-    PAST_GENERATIONS_KEPT, Role, Status, Store,
+    CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo, KeyPage, LeakState,
+    MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options,
+    OwnerInfo, OwnerUsage, PAST_GENERATIONS_KEPT, Role, Status, Store,
 };
 pub use crate::time::Timestamp;
 pub use crate::usage::{

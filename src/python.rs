@@ -26,7 +26,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::ffi::store::kw_store;
-use crate::key;
+use crate::key::KeyId;
 use crate::verdict::{Denial, Verdict as EngineVerdict};
 
 /// The package's `Denial` members by number, and its function from
@@ -308,41 +308,35 @@ impl Gate {
         // The key is read while other threads run: it is borrowed from a
         // str or bytes object, which is immutable and kept alive by this
         // call's arguments.
-        let (verdict, owner) = py.detach(|| {
+        let (verdict, owner, id) = py.detach(|| {
             let verdict = store.verify_bytes(bytes, ip, integration);
-            let owner = match &verdict {
-                EngineVerdict::Valid(g) => g.owner.clone(),
-                EngineVerdict::Denied(Denial::Malformed) => None,
-                EngineVerdict::Denied(_) => store.owner_of_key(bytes),
+            let (owner, id) = match &verdict {
+                EngineVerdict::Valid(g) => (g.owner.clone(), Some(g.key_id)),
+                EngineVerdict::Denied(Denial::Malformed) => (None, None),
+                EngineVerdict::Denied(_) => (store.owner_of_key(bytes), store.key_id_of(bytes)),
             };
-            (verdict, owner)
+            (verdict, owner, id)
         });
         self.leave_call();
-        Ok(Some(answer(py, bytes, &verdict, owner.as_deref())?))
+        Ok(Some(answer(py, &verdict, owner.as_deref(), id)?))
     }
 }
 
 fn answer(
     py: Python<'_>,
-    key: &[u8],
     verdict: &EngineVerdict,
     owner: Option<&str>,
+    id: Option<KeyId>,
 ) -> PyResult<Verdict> {
     let none = || py.None();
     let text = |s: &str| PyString::new(py, s).into_any().unbind();
     let owner = owner.map_or_else(none, text);
-    // The id part of a key the engine parsed (any verdict but Malformed).
-    let id = || {
-        std::str::from_utf8(key::id_part(key))
-            .ok()
-            .filter(|s| !s.is_empty())
-            .map_or_else(none, text)
-    };
+    let key_id = id.map_or_else(none, |id| text(id.as_str()));
     Ok(match verdict {
         EngineVerdict::Valid(g) => Verdict {
             valid: true,
             denial: none(),
-            key_id: id(),
+            key_id,
             generation: g.generation,
             in_grace: g.in_grace,
             rotated_at: none(),
@@ -362,11 +356,7 @@ fn answer(
             Verdict {
                 valid: false,
                 denial: denials.bind(py).get_item(d.code() as usize)?.unbind(),
-                key_id: if *d == Denial::Malformed {
-                    none()
-                } else {
-                    id()
-                },
+                key_id,
                 generation: 0,
                 in_grace: false,
                 rotated_at,

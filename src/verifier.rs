@@ -112,7 +112,8 @@ impl Argon2idParts {
 
 /// A secret's hash as the verify index holds it: every hash keyward makes
 /// (argon2id v19, 16-byte salt, 32-byte output) as its numbers and bytes,
-/// anything else as its PHC text.
+/// an imported key's SHA-256 as its bytes, anything else as its PHC text
+/// (argon2 of other kinds, bcrypt).
 pub(crate) enum SecretHash {
     Argon2id {
         m: u32,
@@ -121,12 +122,47 @@ pub(crate) enum SecretHash {
         salt: [u8; 16],
         output: [u8; 32],
     },
+    /// The SHA-256 of an imported key (`$sha256$<hex>` in records).
+    Sha256([u8; 32]),
     Phc(Box<str>),
+}
+
+/// How a SHA-256 digest is written where a PHC string goes.
+pub(crate) const SHA256_PHC: &str = "$sha256$";
+
+/// Whether `phc` is a bcrypt hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`).
+pub(crate) fn is_bcrypt(phc: &str) -> bool {
+    ["$2a$", "$2b$", "$2x$", "$2y$"]
+        .iter()
+        .any(|p| phc.starts_with(p))
+}
+
+/// The bytes of 64 hexadecimal digits.
+pub(crate) fn hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let digit = |b: u8| char::from(b).to_digit(16);
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks(2)) {
+        *o = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// The SHA-256 of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
 }
 
 impl SecretHash {
     /// From a PHC string (as key records of format 1 hold it).
     pub(crate) fn from_phc(phc: &str) -> Self {
+        if let Some(digest) = phc.strip_prefix(SHA256_PHC).and_then(hex32) {
+            return SecretHash::Sha256(digest);
+        }
         Argon2idParts::parse(phc)
             .and_then(|h| Self::argon2id(h.m, h.t, h.p, &h.salt, &h.output))
             .unwrap_or_else(|| SecretHash::Phc(phc.into()))
@@ -147,6 +183,12 @@ impl SecretHash {
     /// Whether `secret` hashes to this.
     pub(crate) fn verify(&self, secret: &[u8]) -> bool {
         match self {
+            SecretHash::Sha256(digest) => bool::from(subtle::ConstantTimeEq::ct_eq(
+                &sha256(secret)[..],
+                &digest[..],
+            )),
+            // bcrypt reads at most 72 bytes, as the systems that made the hash did.
+            SecretHash::Phc(phc) if is_bcrypt(phc) => bcrypt::verify(secret, phc).unwrap_or(false),
             SecretHash::Phc(phc) => verify_secret(phc, secret),
             SecretHash::Argon2id {
                 m,
@@ -171,7 +213,7 @@ impl SecretHash {
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             SecretHash::Phc(phc) => phc.len(),
-            SecretHash::Argon2id { .. } => 0,
+            SecretHash::Argon2id { .. } | SecretHash::Sha256(_) => 0,
         }
     }
 }
@@ -181,7 +223,11 @@ impl SecretHash {
 /// differs cannot match, so no argon2 runs for it. The key is random per
 /// store, so nobody without the store's data can search offline for a
 /// secret that passes another key's tag and costs it an argon2 run.
-pub(crate) struct TagKey(Zeroizing<[u8; 32]>);
+pub(crate) struct TagKey {
+    key: Zeroizing<[u8; 32]>,
+    /// Derived from `key`: the key of imported keys' lookups.
+    import: Zeroizing<[u8; 32]>,
+}
 
 impl TagKey {
     pub(crate) fn random() -> [u8; 32] {
@@ -191,11 +237,23 @@ impl TagKey {
     }
 
     pub(crate) fn new(bytes: [u8; 32]) -> Self {
-        TagKey(Zeroizing::new(bytes))
+        TagKey {
+            import: Zeroizing::new(blake3::derive_key(
+                "keyward 2026-11 imported key lookup v1",
+                &bytes,
+            )),
+            key: Zeroizing::new(bytes),
+        }
     }
 
     pub(crate) fn tag(&self, secret: &[u8]) -> u32 {
-        truncated(&blake3::keyed_hash(&self.0, secret))
+        truncated(&blake3::keyed_hash(&self.key, secret))
+    }
+
+    /// The lookup of a key imported as plaintext: a keyed hash of the whole
+    /// key under a key derived from this one (never the tag itself).
+    pub(crate) fn import_lookup(&self, key: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.import, key).as_bytes()
     }
 }
 

@@ -9,7 +9,7 @@ use super::generated::{kw_denial, kw_status};
 use super::store::kw_store;
 use super::values::{not_null, optional_text, store_ref, text};
 use super::{KW_KEY_ID_BUFFER_LEN, KW_OWNER_BUFFER_LEN};
-use crate::key;
+use crate::key::KeyId;
 use crate::verdict::{Denial, Verdict};
 
 /// The answer of `kw_verify`.
@@ -95,29 +95,28 @@ pub unsafe extern "C" fn kw_verify(
             owner: [0; KW_OWNER_BUFFER_LEN],
         };
         let mut owner = None;
-        let id: &[u8] = match verdict {
+        let id: Option<KeyId> = match verdict {
             Verdict::Valid(g) => {
                 out.valid = true;
                 out.generation = g.generation;
                 out.in_grace = g.in_grace;
                 owner = g.owner;
-                key::id_part(bytes)
+                Some(g.key_id)
             }
             Verdict::Denied(d) => {
-                if d != Denial::Malformed {
-                    owner = store.owner_of_key(bytes);
-                }
                 out.denial = kw_denial::from(&d);
                 if let Denial::Rotated { at } = d {
                     out.rotated_at_unix_ms = at.unix_millis();
                 }
                 if d == Denial::Malformed {
-                    &[]
+                    None
                 } else {
-                    key::id_part(bytes)
+                    owner = store.owner_of_key(bytes);
+                    store.key_id_of(bytes)
                 }
             }
         };
+        let id = id.as_ref().map_or(&[][..], |id| id.as_str().as_bytes());
         for (slot, b) in out.key_id.iter_mut().zip(id) {
             #[allow(clippy::cast_possible_wrap)] // ASCII: the same value either way
             {

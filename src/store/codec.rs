@@ -6,13 +6,17 @@
 //! bytes instead of its PHC text (a hash whose PHC text would not come
 //! back byte for byte is kept as text). About half the size of format 1.
 //!
+//! Format 3: format 2 followed by the lookups of the record's imported
+//! generations (postcard too); written only for keys imported from another
+//! system, so every other record stays in format 2.
+//!
 //! Format 1 (the first release): the record as a JSON object. Still read;
 //! a record is rewritten in format 2 the next time it changes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::record::{GenRecord, KeyRecord};
+use super::record::{GenRecord, KeyRecord, Lookup};
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::time::Timestamp;
@@ -21,6 +25,12 @@ use crate::whitelist::{Whitelist, WhitelistEntry};
 
 /// The first byte of a format 2 record (a JSON record starts with `{`).
 const FORMAT_2: u8 = 2;
+/// The first byte of a format 3 record.
+const FORMAT_3: u8 = 3;
+
+/// What follows the record in format 3: each imported generation's
+/// number and lookup.
+type Lookups = Vec<(u32, Lookup)>;
 
 #[derive(Serialize, Deserialize)]
 struct Record2 {
@@ -196,8 +206,9 @@ impl GenView<'_> {
 
 /// A stored record as the index reads it.
 pub(crate) enum Stored<'a> {
-    /// Format 2, read in place.
-    View(View<'a>),
+    /// Format 2 or 3, read in place, with the lookups of imported
+    /// generations (format 3).
+    View(View<'a>, Lookups),
     /// Format 1, decoded whole.
     Record(Box<KeyRecord>),
 }
@@ -205,15 +216,21 @@ pub(crate) enum Stored<'a> {
 /// Reads a stored record for the index.
 pub(crate) fn stored(bytes: &[u8]) -> Result<Stored<'_>, StorageError> {
     match bytes.first() {
-        Some(&FORMAT_2) => {
-            let view: View<'_> = postcard::from_bytes(&bytes[1..]).map_err(unreadable)?;
+        Some(&f @ (FORMAT_2 | FORMAT_3)) => {
+            let (view, rest): (View<'_>, _) =
+                postcard::take_from_bytes(&bytes[1..]).map_err(unreadable)?;
             if view.generations.is_empty() || view.v > super::record::SCHEMA_VERSION {
                 return Err(StorageError::new(format!(
                     "key record {} has an unknown format",
                     view.id
                 )));
             }
-            Ok(Stored::View(view))
+            let lookups = if f == FORMAT_3 {
+                postcard::from_bytes(rest).map_err(unreadable)?
+            } else {
+                Vec::new()
+            };
+            Ok(Stored::View(view, lookups))
         }
         _ => KeyRecord::decode(bytes).map(|r| Stored::Record(Box::new(r))),
     }
@@ -226,13 +243,19 @@ fn unreadable(e: impl std::error::Error + Send + Sync + 'static) -> StorageError
 /// A stored record, in either format.
 pub(crate) fn decode(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
     match bytes.first() {
-        Some(&FORMAT_2) => decode_2(&bytes[1..]),
+        Some(&FORMAT_2) => decode_2(&bytes[1..], false),
+        Some(&FORMAT_3) => decode_2(&bytes[1..], true),
         _ => serde_json::from_slice(bytes).map_err(unreadable),
     }
 }
 
-fn decode_2(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
-    let r: Record2 = postcard::from_bytes(bytes).map_err(unreadable)?;
+fn decode_2(bytes: &[u8], with_lookups: bool) -> Result<KeyRecord, StorageError> {
+    let (r, rest): (Record2, _) = postcard::take_from_bytes(bytes).map_err(unreadable)?;
+    let mut lookups: Lookups = if with_lookups {
+        postcard::from_bytes(rest).map_err(unreadable)?
+    } else {
+        Vec::new()
+    };
     let metadata = match r.metadata {
         Some(text) => Some(serde_json::from_str::<Value>(&text).map_err(unreadable)?),
         None => None,
@@ -252,6 +275,10 @@ fn decode_2(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
                     tag: g.tag,
                     store_tag: g.store_tag,
                     last4: g.last4,
+                    lookup: lookups
+                        .iter()
+                        .position(|(n, _)| *n == g.n)
+                        .map(|i| lookups.swap_remove(i).1),
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
@@ -323,8 +350,20 @@ pub(crate) fn encode(rec: &KeyRecord) -> Vec<u8> {
             })
             .collect(),
     };
-    let mut out = vec![FORMAT_2];
+    let lookups: Lookups = rec
+        .generations
+        .iter()
+        .filter_map(|g| Some((g.n, g.lookup.clone()?)))
+        .collect();
+    let mut out = vec![if lookups.is_empty() {
+        FORMAT_2
+    } else {
+        FORMAT_3
+    }];
     out.extend(postcard::to_allocvec(&r).expect("key records serialise"));
+    if !lookups.is_empty() {
+        out.extend(postcard::to_allocvec(&lookups).expect("lookups serialise"));
+    }
     out
 }
 
@@ -353,6 +392,7 @@ mod tests {
                 tag: 0xdead_beef,
                 store_tag: true,
                 last4: "Zz9a".into(),
+                lookup: None,
             }],
             whitelist: Whitelist {
                 enabled: true,
@@ -392,7 +432,7 @@ mod tests {
         let hasher = crate::verifier::Argon2Params::default().hasher().unwrap();
         let rec = record(&crate::verifier::hash_secret(&hasher, b"secret").unwrap());
         let bytes = encode(&rec);
-        let Stored::View(view) = stored(&bytes).unwrap() else {
+        let Stored::View(view, _) = stored(&bytes).unwrap() else {
             panic!("format 2 is read in place")
         };
         assert_eq!(view.id, rec.id.as_str());
@@ -415,13 +455,38 @@ mod tests {
             "$argon2i$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$wWKIMhR9lyDFvRz9YTZweHKfbftvj+qf+YFY4NeBbtA",
         );
         let bytes = encode(&text);
-        let Stored::View(view) = stored(&bytes).unwrap() else {
+        let Stored::View(view, _) = stored(&bytes).unwrap() else {
             panic!()
         };
         assert!(matches!(
             view.generations[0].secret_hash(),
             Some(SecretHash::Phc(_))
         ));
+    }
+
+    #[test]
+    fn an_imported_keys_lookups_make_format_3_and_read_back_both_ways() {
+        let mut rec = record(&format!("$sha256${}", "ab".repeat(32)));
+        rec.generations[0].lookup = Some(Lookup::Sha256([0xab; 32]));
+        let bytes = encode(&rec);
+        assert_eq!(bytes[0], FORMAT_3);
+        let back = decode(&bytes).unwrap();
+        assert!(same(&back, &rec));
+        assert_eq!(back.generations[0].lookup, Some(Lookup::Sha256([0xab; 32])));
+        let Stored::View(view, lookups) = stored(&bytes).unwrap() else {
+            panic!("format 3 is read in place")
+        };
+        assert_eq!(
+            lookups,
+            vec![(rec.generations[0].n, Lookup::Sha256([0xab; 32]))]
+        );
+        assert!(matches!(
+            view.generations[0].secret_hash(),
+            Some(SecretHash::Sha256(d)) if d == [0xab; 32]
+        ));
+        // Without lookups: format 2, as before.
+        rec.generations[0].lookup = None;
+        assert_eq!(encode(&rec)[0], FORMAT_2);
     }
 
     #[test]

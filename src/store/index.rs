@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::codec::{self, Stored, View};
 use super::engine::Page;
+use super::imports::{self, ImportMap, Imports};
 use super::record::KeyRecord;
 use crate::backend::StorageError;
 use crate::key::KeyId;
@@ -75,6 +76,9 @@ pub(crate) struct LiveGen {
     retired_at: i64,
     grace_until: Option<i64>,
     pub hash: SecretHash,
+    /// A key imported from another system: its secret is the whole key as
+    /// that system issued it, found through [`Imports`], without a tag.
+    imported: bool,
     /// Keyed digest of this generation's secret, once one verification of it
     /// has succeeded. A generation's secret never changes, so set once.
     pub warm: OnceLock<[u8; 32]>,
@@ -88,6 +92,7 @@ struct GenParts {
     retired_at: Option<i64>,
     grace_until: Option<i64>,
     hash: SecretHash,
+    imported: bool,
 }
 
 /// The accounts of a full load, one shared string each.
@@ -131,6 +136,7 @@ impl Live {
                 retired_at: g.retired_at,
                 grace_until: g.grace_until,
                 hash: SecretHash::from_phc(&g.phc),
+                imported: g.lookup.is_some(),
             }),
             previous,
         )
@@ -139,6 +145,7 @@ impl Live {
     /// Builds the entry of a record read in place from storage.
     fn from_view(
         view: &View<'_>,
+        imported: &[(u32, super::record::Lookup)],
         previous: Option<&Live>,
         owners: &mut Owners,
     ) -> Result<Self, StorageError> {
@@ -153,6 +160,7 @@ impl Live {
                 hash: g.secret_hash().ok_or_else(|| {
                     StorageError::new(format!("key record {}: a bad hash", view.id))
                 })?,
+                imported: imported.iter().any(|(n, _)| *n == g.n),
             });
         }
         Ok(Self::build(
@@ -190,6 +198,7 @@ impl Live {
                     retired_at: g.retired_at.unwrap_or(i64::MAX),
                     grace_until: g.grace_until,
                     hash: g.hash,
+                    imported: g.imported,
                     warm,
                 }
             })
@@ -282,6 +291,21 @@ impl Live {
         Ok(candidates)
     }
 
+    /// For a key found through its import lookup: the generations to
+    /// verify the whole key against (imported ones not yet warm), or
+    /// `Err(i)` when generation `i` is warm with it.
+    pub(crate) fn imported_candidates(&self, digest: &[u8; 32]) -> Result<Vec<usize>, usize> {
+        let mut candidates = Vec::new();
+        for (i, g) in self.gens.iter().enumerate() {
+            match g.warm.get() {
+                Some(w) if bool::from(w.ct_eq(digest)) => return Err(i),
+                None if g.imported => candidates.push(i),
+                _ => {}
+            }
+        }
+        Ok(candidates)
+    }
+
     /// Whether a generation still has a tag keyed with the legacy constant.
     pub(crate) fn has_legacy_tags(&self) -> bool {
         self.gens.iter().any(|g| !g.store_tag)
@@ -326,6 +350,8 @@ pub(crate) struct Index {
     shards: Box<[Shard]>,
     /// The argon2 verifications running per key.
     pub cold: ColdKeys,
+    /// How keys imported from other systems are found.
+    pub imports: Imports,
 }
 
 impl Index {
@@ -335,6 +361,7 @@ impl Index {
                 .map(|_| RwLock::new(HashMap::new()))
                 .collect(),
             cold: ColdKeys::default(),
+            imports: Imports::default(),
         }
     }
 
@@ -364,10 +391,12 @@ impl Index {
         let mut shard = write(self.shard(&rec.id));
         let live = Live::from_record(rec, shard.get(&rec.id).map(Arc::as_ref));
         shard.insert(rec.id, Arc::new(live));
+        self.imports.set(rec.id, imports::of_record(rec));
     }
 
     pub(crate) fn remove(&self, id: &KeyId) {
         write(self.shard(id)).remove(id);
+        self.imports.set(*id, Vec::new());
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -384,7 +413,8 @@ impl Index {
                 map.capacity() * (std::mem::size_of::<(KeyId, Arc<Live>)>() + 1)
                     + map.values().map(Live::heap_bytes).sum::<usize>()
             })
-            .sum()
+            .sum::<usize>()
+            + self.imports.approx_bytes()
     }
 
     /// Replaces every entry with one built from `pages` of stored key
@@ -399,17 +429,22 @@ impl Index {
         let mut fresh: Vec<HashMap<KeyId, Arc<Live>>> =
             (0..INDEX_SHARDS).map(|_| HashMap::new()).collect();
         let mut owners = Owners::default();
+        let mut imports = ImportMap::default();
         for page in pages {
             let page = page?;
             for bytes in page.records() {
-                let (id, live) = Self::entry(bytes, self, &mut owners)?;
+                let (id, live, lookups) = Self::entry(bytes, self, &mut owners)?;
                 fresh[Self::shard_index(&id)].insert(id, Arc::new(live));
+                if !lookups.is_empty() {
+                    imports.set(id, lookups);
+                }
             }
             done(page);
         }
         for (shard, map) in self.shards.iter().zip(fresh) {
             *write(shard) = map;
         }
+        self.imports.replace(imports);
         Ok(())
     }
 
@@ -418,20 +453,21 @@ impl Index {
         bytes: &[u8],
         current: &Index,
         owners: &mut Owners,
-    ) -> Result<(KeyId, Live), StorageError> {
+    ) -> Result<(KeyId, Live, Vec<super::record::Lookup>), StorageError> {
         Ok(match codec::stored(bytes)? {
-            Stored::View(view) => {
+            Stored::View(view, imported) => {
                 let id: KeyId = view.id.parse().map_err(|_| {
                     StorageError::new(format!("a key record with a bad id {:?}", view.id))
                 })?;
                 let previous = current.get(&id);
-                (id, Live::from_view(&view, previous.as_deref(), owners)?)
+                let live = Live::from_view(&view, &imported, previous.as_deref(), owners)?;
+                (id, live, imported.into_iter().map(|(_, l)| l).collect())
             }
             Stored::Record(rec) => {
                 let previous = current.get(&rec.id);
                 let mut live = Live::from_record(&rec, previous.as_deref());
                 live.owner = rec.owner.as_deref().map(|o| owners.get(o));
-                (rec.id, live)
+                (rec.id, live, imports::of_record(&rec))
             }
         })
     }

@@ -13,6 +13,8 @@
 
 mod codec;
 mod engine;
+mod import;
+mod imports;
 mod index;
 mod leaks;
 mod list;
@@ -34,6 +36,7 @@ use serde_json::Value;
 
 pub use self::engine::Maintenance;
 pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
+pub use self::import::{IMPORT_PREFIX_LEN, ImportedSecret};
 pub use self::index::LeakState;
 pub use self::list::{KeyPage, MAX_PAGE};
 pub use self::options::{
@@ -261,11 +264,13 @@ impl Store {
     /// index (no storage, no allocation): what the C verdict reports on a
     /// refusal of a key that exists.
     pub(crate) fn owner_of_key(&self, key: &[u8]) -> Option<Arc<str>> {
-        let id = std::str::from_utf8(crate::key::id_part(key))
-            .ok()?
-            .parse::<KeyId>()
-            .ok()?;
-        self.engine.index.owner(&id)
+        self.engine.index.owner(&self.key_id_of(key)?)
+    }
+
+    /// The id of a presented key: its id part, or the key an imported
+    /// key's lookup names; `None` for anything else.
+    pub(crate) fn key_id_of(&self, key: &[u8]) -> Option<KeyId> {
+        self.engine.identify(key).map(|(id, _, _)| id)
     }
 
     // --------------------------------------------------------- lifecycle
@@ -277,6 +282,37 @@ impl Store {
     /// that is not a JSON object, or a bad whitelist entry; storage errors.
     pub fn create(&self, name: &str, options: CreateOptions) -> Result<CreatedKey, KeyError> {
         self.engine.create(name, options)
+    }
+
+    /// Imports a key from another system (see [`ImportedSecret`]): the key
+    /// string its holder has keeps working, found through an index (never
+    /// a scan), with the whitelist, usage, expiry and disable of any key.
+    /// Regenerating it issues a key of this store's format.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for a bad name, options or secret
+    /// material, or a key (or prefix) imported already; storage errors.
+    pub fn import_key(
+        &self,
+        name: &str,
+        secret: ImportedSecret,
+        options: CreateOptions,
+    ) -> Result<KeyInfo, KeyError> {
+        let mut made = self
+            .engine
+            .import_many(vec![(name.to_string(), secret, options)])?;
+        Ok(made.pop().expect("one key imported"))
+    }
+
+    /// Imports many keys at once, all or none, in one durable write.
+    ///
+    /// # Errors
+    /// As [`Store::import_key`], for any of them: nothing is imported.
+    pub fn import_many(
+        &self,
+        keys: Vec<(String, ImportedSecret, CreateOptions)>,
+    ) -> Result<Vec<KeyInfo>, KeyError> {
+        self.engine.import_many(keys)
     }
 
     /// Creates many keys at once, all or none, in one durable write (the

@@ -80,9 +80,23 @@ pub(crate) struct GenRecord {
     #[serde(default)]
     pub store_tag: bool,
     pub last4: String,
+    /// How verification finds an imported key's generation from the key
+    /// as presented (which is not in this store's format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<Lookup>,
 }
 
-/// Everything stored about one key.
+/// How a key imported from another system is found, without a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) enum Lookup {
+    /// A keyed hash of the whole key (imported as plaintext).
+    Keyed([u8; 32]),
+    /// The SHA-256 of the whole key (imported as its SHA-256).
+    Sha256([u8; 32]),
+    /// The key's first characters (imported as a bcrypt or argon2 hash
+    /// with the prefix the other system kept beside it).
+    Prefix(String),
+}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     pub v: u32,

@@ -17,6 +17,10 @@ use crate::verdict::{Denial, Verdict};
 use crate::verifier;
 use crate::whitelist;
 
+/// The longest key imported from another system (longer input is not
+/// hashed to look it up).
+pub(crate) const MAX_IMPORTED_KEY_LEN: usize = 512;
+
 /// What the warm path found: an answer, or the need for argon2.
 enum Step {
     Done(Verdict, Freshness),
@@ -31,10 +35,9 @@ impl Engine {
         client_ip: IpAddr,
         integration: Option<&str>,
     ) -> Verdict {
-        let Ok(parsed) = key::parse(key, &self.prefix) else {
+        let Some((id, secret, imported)) = self.identify(key) else {
             return Verdict::Denied(Denial::Malformed);
         };
-        let id = parsed.id;
         let ip = whitelist::normalise_ip(client_ip);
         let now = self.now_ms();
         // Fail closed: a shared store that cannot confirm it is current
@@ -66,21 +69,28 @@ impl Engine {
             };
             if let Some(d) = live.gatekeep(now, ip) {
                 if d == Denial::IpNotAllowed {
-                    confirmed = live
-                        .warm_match(&self.warm_key.digest(parsed.secret))
-                        .is_some();
+                    confirmed = live.warm_match(&self.warm_key.digest(secret)).is_some();
                 }
                 Step::Done(Verdict::Denied(d), Freshness::Unknown)
             } else {
-                let digest = self.warm_key.digest(parsed.secret);
+                let digest = self.warm_key.digest(secret);
                 if let Some(i) = live.warm_match(&digest) {
                     let (v, f) = live.decide(id, i, now);
                     Step::Done(v, f)
+                } else if imported {
+                    match live.imported_candidates(&digest) {
+                        Err(i) => {
+                            let (v, f) = live.decide(id, i, now);
+                            Step::Done(v, f)
+                        }
+                        Ok(c) if c.is_empty() => {
+                            Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
+                        }
+                        Ok(c) => Step::Cold(Arc::clone(live), c, digest),
+                    }
                 } else {
-                    let tag = self.tag_key.tag(parsed.secret);
-                    let legacy = live
-                        .has_legacy_tags()
-                        .then(|| verifier::legacy_tag(parsed.secret));
+                    let tag = self.tag_key.tag(secret);
+                    let legacy = live.has_legacy_tags().then(|| verifier::legacy_tag(secret));
                     match live.cold_candidates(&digest, tag, legacy) {
                         Err(i) => {
                             let (v, f) = live.decide(id, i, now);
@@ -97,7 +107,7 @@ impl Engine {
         let (verdict, freshness) = match step {
             Step::Done(v, f) => (v, f),
             Step::Cold(live, candidates, digest) => {
-                self.verify_cold(id, parsed.secret, &digest, ip, &live, &candidates)
+                self.verify_cold(id, secret, &digest, ip, &live, &candidates)
             }
         };
         let outcome = match &verdict {
@@ -127,6 +137,22 @@ impl Engine {
         self.usage
             .record(id, now, ip, integration, outcome, freshness);
         verdict
+    }
+
+    /// The key id and the secret of a presented key: its parts when it is
+    /// in this store's format, else the whole of it when it is a key
+    /// imported from another system (found by its lookup, not a scan),
+    /// and whether it is one.
+    pub(crate) fn identify<'k>(&self, key: &'k [u8]) -> Option<(KeyId, &'k [u8], bool)> {
+        match key::parse(key, &self.prefix) {
+            Ok(p) => Some((p.id, p.secret, false)),
+            Err(_) if key.len() <= MAX_IMPORTED_KEY_LEN => self
+                .index
+                .imports
+                .find(key, &self.tag_key)
+                .map(|id| (id, key, true)),
+            Err(_) => None,
+        }
     }
 
     /// On a cache miss: one argon2 verify (bounded), then the cache is

@@ -149,6 +149,7 @@ impl Engine {
                     tag: self.tag_key.tag(&generated.secret),
                     store_tag: true,
                     last4: generated.last4.clone(),
+                    lookup: None,
                 }],
                 whitelist: wl,
             };
@@ -244,6 +245,7 @@ impl Engine {
                     tag,
                     store_tag: true,
                     last4: generated.last4.clone(),
+                    lookup: None,
                 },
             );
             rec.generations.truncate(1 + PAST_GENERATIONS_KEPT);
@@ -435,7 +437,11 @@ fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
 }
 
 /// Checks a new key's name and options; its whitelist, made.
-fn checked_new_key(name: &str, options: &CreateOptions, now: i64) -> Result<Whitelist, KeyError> {
+pub(super) fn checked_new_key(
+    name: &str,
+    options: &CreateOptions,
+    now: i64,
+) -> Result<Whitelist, KeyError> {
     validate_name(name)?;
     validate_metadata(options.metadata.as_ref())?;
     validate_expiry(options.expires_at)?;

@@ -1,0 +1,275 @@
+//! Keys imported from another system (plaintext, SHA-256, bcrypt or
+//! argon2 hash with the key's prefix) verify as the strings their holders
+//! have, through the same checks as native keys, after a reopen too; a
+//! string matching no import is refused; an import is never made twice.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::PasswordHasher;
+use keyward::{CreateOptions, Denial, ImportedSecret, ManualClock, Store, Verdict};
+use zeroize::Zeroizing;
+
+fn plaintext(k: &str) -> ImportedSecret {
+    ImportedSecret::Plaintext(Zeroizing::new(k.to_string()))
+}
+
+fn sha256_hex(k: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(k.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn argon2_phc(k: &str) -> String {
+    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    argon2::Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x13, params)
+        .hash_password_with_salt(k.as_bytes(), b"saltsaltsaltsalt")
+        .unwrap()
+        .to_string()
+}
+
+fn valid_id(v: &Verdict) -> Option<String> {
+    match v {
+        Verdict::Valid(g) => Some(g.key_id.to_string()),
+        Verdict::Denied(_) => None,
+    }
+}
+
+#[test]
+fn each_kind_verifies_as_the_legacy_string_and_survives_a_reopen() {
+    let (dir, path, store) = common::temp_store();
+    let ip = common::ip("198.51.100.9");
+    let legacy = [
+        ("plain", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+        ("sha", "legacy-7f3a9c0e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"),
+        ("bcrypt", "AbCd1234.s3cr3tpartofthekeyxyz"),
+        ("argon2", "ZyXw9876.anothersecretpartabc"),
+    ];
+    let infos = store
+        .import_many(vec![
+            (
+                "plain".into(),
+                plaintext(legacy[0].1),
+                CreateOptions::new().owner("acme"),
+            ),
+            (
+                "sha".into(),
+                ImportedSecret::Sha256(sha256_hex(legacy[1].1).to_uppercase()),
+                CreateOptions::new(),
+            ),
+            (
+                "bcrypt".into(),
+                ImportedSecret::Phc {
+                    hash: bcrypt::hash(legacy[2].1, 4).unwrap(),
+                    prefix: "AbCd1234".into(),
+                },
+                CreateOptions::new(),
+            ),
+            (
+                "argon2".into(),
+                ImportedSecret::Phc {
+                    hash: argon2_phc(legacy[3].1),
+                    prefix: "ZyXw9876".into(),
+                },
+                CreateOptions::new(),
+            ),
+        ])
+        .unwrap();
+    for (info, (_, k)) in infos.iter().zip(legacy) {
+        assert_eq!(
+            valid_id(&store.verify(k, ip, None)),
+            Some(info.id.to_string()),
+            "{}",
+            info.name
+        );
+        // Warm now: the same answer from the cache.
+        assert_eq!(
+            valid_id(&store.verify(k, ip, None)),
+            Some(info.id.to_string())
+        );
+    }
+    match store.verify(legacy[0].1, ip, None) {
+        Verdict::Valid(g) => assert_eq!(g.owner.as_deref(), Some("acme")),
+        v => panic!("{v:?}"),
+    }
+    // Near misses: no lookup matches (refused as not a key), or the
+    // prefix matches and the hash does not.
+    assert_eq!(
+        store.verify("sk_live_4eC39HqLyjWDarjtT1zdp7dC", ip, None),
+        Verdict::Denied(Denial::Malformed)
+    );
+    assert_eq!(
+        store.verify("legacy-7f3a9c0e", ip, None),
+        Verdict::Denied(Denial::Malformed)
+    );
+    assert_eq!(
+        store.verify("AbCd1234.wrong", ip, None),
+        Verdict::Denied(Denial::WrongSecret)
+    );
+    assert_eq!(
+        store.verify("AbCd1234.wrong", ip, None),
+        Verdict::Denied(Denial::WrongSecret)
+    );
+
+    // Usage is counted like any key's.
+    assert_eq!(store.usage(&infos[1].id).unwrap().totals.allowed, 2);
+
+    store.close().unwrap();
+    let store = common::open(&path);
+    for (info, (_, k)) in infos.iter().zip(legacy) {
+        assert_eq!(
+            valid_id(&store.verify(k, ip, None)),
+            Some(info.id.to_string()),
+            "after reopen: {}",
+            info.name
+        );
+    }
+    drop(dir);
+}
+
+#[test]
+fn imports_are_refused_twice_and_bad_material_is_refused() {
+    let (_dir, _path, store) = common::temp_store();
+    store
+        .import_key("a", plaintext("legacy-key-one"), CreateOptions::new())
+        .unwrap();
+    let again = store.import_key("b", plaintext("legacy-key-one"), CreateOptions::new());
+    assert!(
+        matches!(again, Err(keyward::KeyError::InvalidInput(_))),
+        "{again:?}"
+    );
+    store
+        .import_key(
+            "c",
+            ImportedSecret::Sha256(sha256_hex("x")),
+            CreateOptions::new(),
+        )
+        .unwrap();
+    assert!(
+        store
+            .import_key(
+                "d",
+                ImportedSecret::Sha256(sha256_hex("x")),
+                CreateOptions::new()
+            )
+            .is_err()
+    );
+    let phc = |prefix: &str| ImportedSecret::Phc {
+        hash: bcrypt::hash("PFX00001.rest", 4).unwrap(),
+        prefix: prefix.into(),
+    };
+    store
+        .import_key("e", phc("PFX00001"), CreateOptions::new())
+        .unwrap();
+    assert!(
+        store
+            .import_key("f", phc("PFX00001"), CreateOptions::new())
+            .is_err(),
+        "one key per prefix"
+    );
+    // Twice in one batch: nothing is imported.
+    let n = store.key_count();
+    assert!(
+        store
+            .import_many(vec![
+                ("g".into(), plaintext("dup"), CreateOptions::new()),
+                ("h".into(), plaintext("dup"), CreateOptions::new()),
+            ])
+            .is_err()
+    );
+    assert_eq!(store.key_count(), n);
+    for bad in [
+        plaintext(""),
+        ImportedSecret::Sha256("abc".into()),
+        ImportedSecret::Phc {
+            hash: "$1$md5$nothing".into(),
+            prefix: "PFX00002".into(),
+        },
+        ImportedSecret::Phc {
+            hash: bcrypt::hash("k", 4).unwrap(),
+            prefix: "ab".into(),
+        },
+        ImportedSecret::Phc {
+            hash: format!("$sha256${}", sha256_hex("y")),
+            prefix: "PFX00003".into(),
+        },
+    ] {
+        let shown = format!("{bad:?}");
+        assert!(
+            store.import_key("bad", bad, CreateOptions::new()).is_err(),
+            "{shown}"
+        );
+    }
+    // A key of this store's own format is not imported.
+    let native = store.create("n", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .import_key("x", plaintext(native.key.as_str()), CreateOptions::new())
+            .is_err()
+    );
+    assert_eq!(
+        format!("{:?}", plaintext("topsecret")),
+        "ImportedSecret::plaintext(…)"
+    );
+}
+
+#[test]
+fn an_imported_key_is_disabled_whitelisted_regenerated_and_deleted_like_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store =
+        Store::open_with(dir.path().join("s"), &common::options_with_clock(&clock)).unwrap();
+    let ip = common::ip("198.51.100.9");
+    let legacy = "old-system-key-0001";
+    let info = store
+        .import_key(
+            "crm",
+            plaintext(legacy),
+            CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    assert!(store.verify(legacy, ip, None).is_valid());
+    assert_eq!(
+        store.verify(legacy, common::ip("203.0.113.1"), None),
+        Verdict::Denied(Denial::IpNotAllowed)
+    );
+    store.set_disabled(&info.id, true).unwrap();
+    assert_eq!(
+        store.verify(legacy, ip, None),
+        Verdict::Denied(Denial::Disabled)
+    );
+    store.set_disabled(&info.id, false).unwrap();
+
+    let fresh = store
+        .regenerate(&info.id, Duration::from_secs(3600))
+        .unwrap();
+    assert!(
+        fresh.key.as_str().starts_with(&format!("kw_{}_", info.id)),
+        "a native key"
+    );
+    assert!(store.verify(fresh.key.as_str(), ip, None).is_valid());
+    match store.verify(legacy, ip, None) {
+        Verdict::Valid(g) => assert!(g.in_grace),
+        v => panic!("in grace: {v:?}"),
+    }
+    clock.advance(Duration::from_secs(3601));
+    assert!(matches!(
+        store.verify(legacy, ip, None),
+        Verdict::Denied(Denial::Rotated { .. })
+    ));
+
+    store.delete(&info.id).unwrap();
+    assert_eq!(
+        store.verify(legacy, ip, None),
+        Verdict::Denied(Denial::Malformed)
+    );
+    // Its lookup is free again.
+    store
+        .import_key("crm again", plaintext(legacy), CreateOptions::new())
+        .unwrap();
+    assert!(store.verify(legacy, ip, None).is_valid());
+}
