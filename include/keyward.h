@@ -353,6 +353,22 @@ extern "C" {
 size_t kw_last_error_message(char *buf, size_t buf_len);
 
 /**
+ * Imports a key from another system under a new id, written with a NUL
+ * to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
+ * `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
+ * SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
+ * characters, with phc>"}` and any option of `kw_key_create_ex`
+ * (`owner`, `expires_at`, `metadata`, `whitelist`). The key string its
+ * holder has then verifies with `kw_verify` like any key. Importing the
+ * same key (or prefix) twice is `KW_STATUS_INVALID_INPUT`.
+ */
+enum kw_status kw_key_import(struct kw_store *store,
+                             const char *name,
+                             const char *options_json,
+                             char *id_out,
+                             size_t id_len);
+
+/**
  * Creates a key named `name` (NUL-terminated UTF-8, 1–200 bytes).
  *
  * - `key_out`, `key_cap`: receives the plaintext key and a NUL; needs

@@ -12,8 +12,9 @@ use super::values::{
     key_id, key_len, not_null, optional_text, put, put_json, room, store_ref, text,
 };
 use crate::key;
-use crate::store::CreateOptions;
+use crate::store::{CreateOptions, ImportedSecret};
 use crate::time::Timestamp;
+use zeroize::Zeroizing;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +31,111 @@ struct CreateJson {
 struct EntryJson {
     name: String,
     network: String,
+}
+
+impl CreateJson {
+    fn options(self) -> CreateOptions {
+        let mut o = CreateOptions::new();
+        if let Some(t) = self.expires_at {
+            o = o.expires_at(t);
+        }
+        if let Some(m) = self.metadata {
+            o = o.metadata(m);
+        }
+        for e in self.whitelist {
+            o = o.restrict_to(e.name, e.network);
+        }
+        if let Some(owner) = self.owner {
+            o = o.owner(owner);
+        }
+        o
+    }
+}
+
+/// What `kw_key_import` reads: the kind and material of the imported key,
+/// and the options of `kw_key_create_ex`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportJson {
+    kind: String,
+    secret: String,
+    prefix: Option<String>,
+    expires_at: Option<Timestamp>,
+    metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    whitelist: Vec<EntryJson>,
+    owner: Option<String>,
+}
+
+impl ImportJson {
+    fn split(self) -> Result<(ImportedSecret, CreateOptions), Fail> {
+        let bad = |m: &str| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("options_json: {m}"),
+            )
+        };
+        let secret = Zeroizing::new(self.secret);
+        let imported = match (self.kind.as_str(), self.prefix) {
+            ("plaintext", None) => ImportedSecret::Plaintext(secret),
+            ("sha256", None) => ImportedSecret::Sha256(secret.to_string()),
+            ("phc", Some(prefix)) => ImportedSecret::Phc {
+                hash: secret.to_string(),
+                prefix,
+            },
+            ("phc", None) => return Err(bad("kind \"phc\" needs \"prefix\"")),
+            ("plaintext" | "sha256", Some(_)) => {
+                return Err(bad("\"prefix\" goes with kind \"phc\" only"));
+            }
+            _ => return Err(bad("kind is \"plaintext\", \"sha256\" or \"phc\"")),
+        };
+        let options = CreateJson {
+            expires_at: self.expires_at,
+            metadata: self.metadata,
+            whitelist: self.whitelist,
+            owner: self.owner,
+        };
+        Ok((imported, options.options()))
+    }
+}
+
+/// Imports a key from another system under a new id, written with a NUL
+/// to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
+/// `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
+/// SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
+/// characters, with phc>"}` and any option of `kw_key_create_ex`
+/// (`owner`, `expires_at`, `metadata`, `whitelist`). The key string its
+/// holder has then verifies with `kw_verify` like any key. Importing the
+/// same key (or prefix) twice is `KW_STATUS_INVALID_INPUT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_import(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    id_out: *mut c_char,
+    id_len: usize,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let name = unsafe { text(name, "name") }?;
+        let json = unsafe { text(options_json, "options_json") }?;
+        let parsed: ImportJson = serde_json::from_str(json).map_err(|e| {
+            // serde's message may quote the input: say where, not what.
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!(
+                    "options_json: not the expected object (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        room(id_out, id_len, key::ID_LEN + 1, "id_out")?;
+        let (secret, options) = parsed.split()?;
+        let info = store.import_key(name, secret, options)?;
+        unsafe { put(id_out, info.id.as_str()) };
+        Ok(())
+    })
 }
 
 /// Creates the key and writes its plaintext to `key_out`; the caller
@@ -55,20 +161,7 @@ unsafe fn create(
     };
     room(key_out, key_cap, key_len(store), "key_out")?;
     check_more()?;
-    let mut o = CreateOptions::new();
-    if let Some(t) = options.expires_at {
-        o = o.expires_at(t);
-    }
-    if let Some(m) = options.metadata {
-        o = o.metadata(m);
-    }
-    for e in options.whitelist {
-        o = o.restrict_to(e.name, e.network);
-    }
-    if let Some(owner) = options.owner {
-        o = o.owner(owner);
-    }
-    let created = store.create(name, o)?;
+    let created = store.create(name, options.options())?;
     unsafe { put(key_out, created.key.as_str()) };
     Ok(created)
 }

@@ -449,6 +449,40 @@ int main(int argc, char **argv) {
     CHECK(strstr(whole, "AAAAAAAAAAAA") != NULL);
     free(whole);
 
+    /* --- keys imported from another system ---------------------------- */
+    {
+        char iid[KW_KEY_ID_BUFFER_LEN];
+        const char *legacy = "sk_live_c_legacy_0001";
+        CHECK_STATUS(kw_key_import(store, "legacy", "{\"kind\": \"plaintext\", \"secret\": \"sk_live_c_legacy_0001\", \"owner\": \"acct_c\"}", iid, sizeof iid), KW_STATUS_OK);
+        kw_verdict v = verify(store, legacy, "10.0.0.1");
+        CHECK(v.valid && strcmp(v.key_id, iid) == 0 && strcmp(v.owner, "acct_c") == 0);
+        CHECK(verify(store, "sk_live_c_legacy_0002", "10.0.0.1").denial == KW_DENIAL_MALFORMED);
+        /* The same key twice: refused, nothing made. */
+        char again[KW_KEY_ID_BUFFER_LEN] = "unchanged";
+        CHECK_STATUS(kw_key_import(store, "again", "{\"kind\": \"plaintext\", \"secret\": \"sk_live_c_legacy_0001\"}", again, sizeof again), KW_STATUS_INVALID_INPUT);
+        CHECK(strcmp(again, "unchanged") == 0);
+        /* sha256("legacy-c-key-sha") */
+        CHECK_STATUS(kw_key_import(store, "sha", "{\"kind\": \"sha256\", \"secret\": \"14b8f2034b4e2c356213f778f3595b869b057d90bc596c6a46c152b66d7f6d00\"}", iid, sizeof iid), KW_STATUS_OK);
+        v = verify(store, "legacy-c-key-sha", "10.0.0.1");
+        CHECK(v.valid && strcmp(v.key_id, iid) == 0);
+        CHECK_STATUS(kw_key_import(store, "bcrypt", "{\"kind\": \"phc\", \"prefix\": \"CKEY0001\", \"secret\": \"$2b$04$ZJrW4aSBBZsUQyhTPKel2OarUOSJT.MyEfHkjUq46gFArkG.mAn9i\", \"whitelist\": [{\"name\": \"lan\", \"network\": \"10.0.0.0/8\"}]}", iid, sizeof iid), KW_STATUS_OK);
+        v = verify(store, "CKEY0001.the-rest-of-the-c-key", "10.0.0.1");
+        CHECK(v.valid && strcmp(v.key_id, iid) == 0);
+        CHECK(verify(store, "CKEY0001.the-rest-of-the-c-key", "192.0.2.1").denial == KW_DENIAL_IP_NOT_ALLOWED);
+        v = verify(store, "CKEY0001.wrong", "10.0.0.1");
+        CHECK(!v.valid && v.denial == KW_DENIAL_WRONG_SECRET && strcmp(v.key_id, iid) == 0);
+        /* Bad input: typed errors, and the secret is not in the message. */
+        CHECK_STATUS(kw_key_import(store, "x", "{\"kind\": \"phc\", \"secret\": \"$2b$04$x\"}", iid, sizeof iid), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_import(store, "x", "{\"kind\": \"md5\", \"secret\": \"s\"}", iid, sizeof iid), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_import(store, "x", "{\"kind\": 7, \"secret\": \"topsecret-in-json\"}", iid, sizeof iid), KW_STATUS_INVALID_INPUT);
+        CHECK(strstr(last_error(), "topsecret") == NULL);
+        CHECK_STATUS(kw_key_import(store, "x", NULL, iid, sizeof iid), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_import(store, "x", bad_utf8, iid, sizeof iid), KW_STATUS_INVALID_UTF8);
+        CHECK_STATUS(kw_key_import(store, "x", huge, iid, sizeof iid), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_import(store, "y", "{\"kind\": \"plaintext\", \"secret\": \"fits-no-buffer\"}", iid, 5), KW_STATUS_BUFFER_TOO_SMALL);
+        CHECK(verify(store, "fits-no-buffer", "10.0.0.1").denial == KW_DENIAL_MALFORMED);
+    }
+
     /* --- delete, close, reopen ---------------------------------------- */
     CHECK_STATUS(kw_key_delete(NULL, id), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_key_delete(store, NULL), KW_STATUS_NULL_ARGUMENT);
