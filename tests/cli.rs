@@ -928,3 +928,159 @@ fn scan_finds_this_stores_keys_says_what_each_is_and_revokes_the_live_ones() {
     // Scanned again: what was live is now rotated.
     assert_eq!(cli.run(&["scan", &root]).status.code(), Some(0));
 }
+
+#[test]
+fn key_import_one_from_stdin_or_a_hash_and_ten_thousand_from_csv_all_or_nothing() {
+    use sha2::Digest;
+    let hex = |k: &str| -> String {
+        sha2::Sha256::digest(k.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let cli = Cli::new();
+    let out = common::output_with_stdin(
+        &mut cli.cmd(&[
+            "--json",
+            "key",
+            "import",
+            "from stdin",
+            "--plaintext-stdin",
+            "--owner",
+            "acme",
+        ]),
+        b"sk_live_cli_legacy_0001\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !stdout.contains("sk_live_cli_legacy_0001"),
+        "the key is never printed"
+    );
+    let info: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(info["owner"], "acme");
+    assert_eq!(
+        cli.run(&["verify", "sk_live_cli_legacy_0001", "--ip", "10.0.0.1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let v = cli.json(&["verify", "sk_live_cli_legacy_0001", "--ip", "10.0.0.1"]);
+    assert_eq!(v["key_id"], info["id"]);
+    cli.ok(&[
+        "key",
+        "import",
+        "by hash",
+        "--sha256",
+        &hex("legacy-by-hash"),
+    ]);
+    assert_eq!(
+        cli.run(&["verify", "legacy-by-hash", "--ip", "10.0.0.1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    cli.ok(&[
+        "key",
+        "import",
+        "bcrypt",
+        "--phc",
+        "$2b$04$ZJrW4aSBBZsUQyhTPKel2OarUOSJT.MyEfHkjUq46gFArkG.mAn9i",
+        "--prefix",
+        "CKEY0001",
+    ]);
+    assert_eq!(
+        cli.run(&[
+            "verify",
+            "CKEY0001.the-rest-of-the-c-key",
+            "--ip",
+            "10.0.0.1"
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    // Twice, or without material: refused.
+    cli.fails(
+        &["key", "import", "again", "--sha256", &hex("legacy-by-hash")],
+        4,
+    );
+    cli.fails(&["key", "import", "nothing"], 2);
+    assert_eq!(
+        cli.run(&["key", "import", "half", "--phc", "$2b$04$x"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // 10,000 rows of SHA-256 imports in one run, with the mapping written.
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("keys.csv");
+    let mut csv = String::from("name,owner,kind,secret,prefix,expires_at\n");
+    for i in 0..10_000 {
+        csv.push_str(&format!(
+            "customer {i},acct_{},sha256,{},,\n",
+            i % 100,
+            hex(&format!("bulk-key-{i}"))
+        ));
+    }
+    std::fs::write(&csv_path, &csv).unwrap();
+    let map_path = dir.path().join("map.csv");
+    let text = cli.ok(&[
+        "key",
+        "import",
+        "--from-csv",
+        csv_path.to_str().unwrap(),
+        "--map",
+        map_path.to_str().unwrap(),
+    ]);
+    assert!(text.contains("Imported 10000 keys"), "{text}");
+    let map = std::fs::read_to_string(&map_path).unwrap();
+    let rows: Vec<&str> = map.lines().collect();
+    assert_eq!(rows.len(), 10_001);
+    assert_eq!(rows[0], "row,name,key_id");
+    let last: Vec<&str> = rows[10_000].split(',').collect();
+    assert_eq!(&last[..2], &["10001", "customer 9999"]);
+    let v = cli.json(&["verify", "bulk-key-9999", "--ip", "10.0.0.1"]);
+    assert_eq!(
+        (v["valid"].as_bool(), v["key_id"].as_str()),
+        (Some(true), Some(last[2]))
+    );
+    assert_eq!(v["owner"], "acct_99");
+
+    // A bad row late in the file: nothing of the file is imported.
+    let before = cli.json(&["key", "list"]).as_array().unwrap().len();
+    let mut bad = String::from("name,owner,kind,secret,prefix,expires_at\n");
+    for i in 0..1200 {
+        bad.push_str(&format!(
+            "more {i},,sha256,{},,\n",
+            hex(&format!("more-key-{i}"))
+        ));
+    }
+    // The same key as row 2: refused when its chunk is written.
+    bad.push_str(&format!("dup,,sha256,{},,\n", hex("more-key-0")));
+    std::fs::write(&csv_path, &bad).unwrap();
+    let err = cli.fails(
+        &["key", "import", "--from-csv", csv_path.to_str().unwrap()],
+        4,
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert_eq!(cli.json(&["key", "list"]).as_array().unwrap().len(), before);
+    assert_eq!(
+        cli.run(&["verify", "more-key-0", "--ip", "10.0.0.1"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // A malformed row is named without its values.
+    std::fs::write(
+        &csv_path,
+        "name,owner,kind,secret,prefix,expires_at\nx,,plaintext,topsecret-value,,not-a-time\n",
+    )
+    .unwrap();
+    let err = cli.fails(
+        &["key", "import", "--from-csv", csv_path.to_str().unwrap()],
+        4,
+    );
+    assert!(err.contains("row 2") && !err.contains("topsecret"), "{err}");
+}

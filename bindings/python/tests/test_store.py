@@ -307,3 +307,37 @@ def test_a_store_is_shared_with_the_rust_api(store_path, store_tool):
         assert v and v.key_id == lines["id"]
         assert {k.name for k in s.keys()} == {"made in Python", "made in Rust"}
         assert s.usage(from_python.info.id).integrations[0].name == "store_tool"
+
+
+def test_import_each_kind_and_verify_the_legacy_string(store):
+    import hashlib
+
+    plain = store.import_key("plain", plaintext="sk_live_py_legacy_0001", owner="acct_py")
+    assert plain.name == "plain" and plain.owner == "acct_py"
+    v = store.verify("sk_live_py_legacy_0001", "10.0.0.1")
+    assert v and v.key_id == plain.id and v.owner == "acct_py"
+    digest = hashlib.sha256(b"legacy-py-sha").hexdigest()
+    sha = store.import_key("sha", sha256=digest, whitelist=[("lan", "10.0.0.0/8")])
+    assert store.verify("legacy-py-sha", "10.0.0.1").key_id == sha.id
+    assert store.verify("legacy-py-sha", "192.0.2.1").denial is Denial.IP_NOT_ALLOWED
+    bcrypt_hash = "$2b$04$ZJrW4aSBBZsUQyhTPKel2OarUOSJT.MyEfHkjUq46gFArkG.mAn9i"
+    ph = store.import_key("bcrypt", phc=bcrypt_hash, prefix="CKEY0001")
+    assert store.verify("CKEY0001.the-rest-of-the-c-key", "10.0.0.1").key_id == ph.id
+    wrong = store.verify("CKEY0001.wrong", "10.0.0.1")
+    assert wrong.denial is Denial.WRONG_SECRET and wrong.key_id == ph.id
+    assert store.verify("sk_live_py_legacy_0002", "10.0.0.1").denial is Denial.MALFORMED
+    with pytest.raises(keyward.InvalidInput):
+        store.import_key("again", plaintext="sk_live_py_legacy_0001")
+    with pytest.raises(keyward.InvalidInput):
+        store.import_key("none")
+    with pytest.raises(keyward.InvalidInput):
+        store.import_key("two", plaintext="a-key", sha256=digest)
+    with pytest.raises(keyward.InvalidInput):
+        store.import_key("no prefix", phc=bcrypt_hash)
+    with pytest.raises(keyward.InvalidInput) as e:
+        store.import_key("bad", sha256="topsecret-not-hex")
+    assert "topsecret" not in str(e.value)
+    # Regenerating gives a key of this store's format.
+    fresh = store.regenerate(plain.id)
+    assert fresh.key.startswith(f"kw_{plain.id}_") and store.verify(fresh.key, "10.0.0.1")
+    assert store.verify("sk_live_py_legacy_0001", "10.0.0.1").denial is Denial.ROTATED

@@ -69,6 +69,8 @@ pub(crate) enum KeyCommand {
     Enable { id: String },
     /// Renames a key.
     Rename { id: String, name: String },
+    /// Imports keys another system issued: they keep working as they are.
+    Import(crate::import::ImportArgs),
 }
 
 fn created_json(info: &KeyInfo, key: &str) -> Value {
@@ -79,6 +81,7 @@ fn created_json(info: &KeyInfo, key: &str) -> Value {
 
 pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u8> {
     match cmd {
+        KeyCommand::Import(a) => return crate::import::import_command(store, a, out),
         KeyCommand::Create {
             name,
             expires,

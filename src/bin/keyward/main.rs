@@ -16,6 +16,7 @@
 #[cfg(feature = "admin")]
 mod admin;
 mod events;
+mod import;
 mod keys;
 mod owners;
 #[cfg(feature = "plugins")]

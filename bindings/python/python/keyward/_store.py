@@ -696,6 +696,50 @@ class Store:
         return self._created(lib.kw_key_create_json, _text(name, "name"), opts)
 
     @_in_flight
+    def import_key(
+        self,
+        name: str,
+        *,
+        plaintext: Optional[str] = None,
+        sha256: Optional[str] = None,
+        phc: Optional[str] = None,
+        prefix: Optional[str] = None,
+        owner: Optional[str] = None,
+        expires_at: Optional[datetime] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        whitelist: Sequence[Tuple[str, str]] = (),
+    ) -> KeyInfo:
+        """Imports a key another system issued: exactly one of ``plaintext``
+        (the key itself; hashed with argon2id, not kept), ``sha256`` (its
+        SHA-256 in hex) or ``phc`` (a bcrypt or argon2 hash of it) with
+        ``prefix`` (the key's first characters, kept beside such hashes).
+        The key string its holder has then verifies like any key; importing
+        the same key (or prefix) twice raises :class:`InvalidInput`."""
+        given = [(k, v) for k, v in (("plaintext", plaintext), ("sha256", sha256), ("phc", phc)) if v is not None]
+        if len(given) != 1:
+            raise InvalidInput("give exactly one of plaintext=, sha256= or phc=")
+        kind, secret = given[0]
+        if (prefix is not None) != (kind == "phc"):
+            raise InvalidInput("prefix= goes with phc=, and phc= needs it")
+        if not isinstance(secret, str):
+            raise InvalidInput(f"{kind} must be a str")
+        options: Dict[str, Any] = {"kind": kind, "secret": secret}
+        if prefix is not None:
+            options["prefix"] = prefix
+        if owner is not None:
+            options["owner"] = owner
+        if expires_at is not None:
+            options["expires_at"] = _rfc3339(expires_at)
+        if metadata is not None:
+            options["metadata"] = metadata
+        if whitelist:
+            options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
+        out = ffi.new("char[]", _ID_BUFFER_LEN)
+        _check(lib.kw_key_import(self._h(), _text(name, "name"), _text(json.dumps(options), "options"),
+                                 out, _ID_BUFFER_LEN))
+        return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), out))
+
+    @_in_flight
     def regenerate(self, key_id: str, grace: Union[int, float, timedelta] = 0) -> CreatedKey:
         """Gives the key a new secret. The old one stops working now
         (``grace=0``) or after ``grace`` (seconds or a timedelta)."""
