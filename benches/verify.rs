@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use keyward::{Argon2Params, CreateOptions, Denial, KeyId, Options, Store, Verdict};
+
+use keyward::{
+    Argon2Params, CreateOptions, Denial, ImportedSecret, KeyId, Options, Store, Verdict,
+};
+use sha2::Digest;
 
 const KEYS: usize = 100_000;
 const WARM: usize = 1_000;
@@ -115,8 +119,66 @@ fn verify_benches(c: &mut Criterion) {
         .map(|(i, id)| forged(store.prefix(), id, i as u64 + 99))
         .collect();
 
+    // Keys imported from another system, as SHA-256 and as plaintext: new
+    // strings each run (an import is refused twice).
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let imported = |kind: &str| -> Vec<String> {
+        let keys: Vec<String> = (0..WARM)
+            .map(|i| format!("sk_{kind}_{run}_{i:06}"))
+            .collect();
+        let batch = keys
+            .iter()
+            .map(|k| {
+                let secret = if kind == "sha" {
+                    ImportedSecret::Sha256(
+                        sha2::Sha256::digest(k.as_bytes())
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect(),
+                    )
+                } else {
+                    ImportedSecret::Plaintext(zeroize::Zeroizing::new(k.clone()))
+                };
+                (format!("imported {k}"), secret, CreateOptions::new())
+            })
+            .collect();
+        store.import_many(batch).unwrap();
+        for k in &keys {
+            assert!(store.verify(k, ip, Some("bench")).is_valid());
+        }
+        keys
+    };
+    let imported_sha = imported("sha");
+    let imported_plain = imported("plain");
+
     let mut g = c.benchmark_group("verify");
     let mut i = 0usize;
+    g.bench_function("warm_imported_sha256", |b| {
+        b.iter(|| {
+            i = (i + 1) % WARM;
+            black_box(store.verify(black_box(&imported_sha[i]), ip, Some("bench")))
+        });
+    });
+    g.bench_function("warm_imported_plaintext", |b| {
+        b.iter(|| {
+            i = (i + 1) % WARM;
+            black_box(store.verify(black_box(&imported_plain[i]), ip, Some("bench")))
+        });
+    });
+    g.bench_function("imported_unmatched", |b| {
+        b.iter(|| {
+            i = (i + 1) % WARM;
+            let v = store.verify(black_box(&format!("sk_none_{i:06}")), ip, Some("bench"));
+            debug_assert_eq!(v, Verdict::Denied(Denial::Malformed));
+            black_box(v)
+        });
+    });
     g.bench_function("warm", |b| {
         b.iter(|| {
             i = (i + 1) % WARM;

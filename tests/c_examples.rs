@@ -90,6 +90,17 @@ fn admin_and_legacy_server_work_end_to_end() {
         usage.contains("\"zapier\"") && usage.contains("\"rotated\":1"),
         "{usage}"
     );
+
+    // A key the server issued before keyward, kept as its SHA-256
+    // (sha256("legacy-server-key-42")), keeps working.
+    let imported = admin(&[
+        "import",
+        "old customer",
+        r#"{"kind": "sha256", "secret": "59f69b10890e75c9407b74ae1ae568d9af50a90391556341ce6c510aa295d95c", "owner": "acct_42"}"#,
+    ]);
+    let old_id = field(&imported, "id");
+    let answers = serve("legacy-server-key-42 198.51.100.9\n".to_string());
+    assert_eq!(answers.lines().next(), Some(format!("200 {old_id} generation 1").as_str()));
 }
 
 #[test]

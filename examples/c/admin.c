@@ -4,6 +4,8 @@
  *     admin STORE whitelist ID ENTRY_NAME IP_OR_CIDR     (adds the entry, turns the restriction on)
  *     admin STORE regenerate ID [GRACE_SECONDS]
  *     admin STORE usage ID
+ *     admin STORE import NAME OPTIONS_JSON    (a key another system issued, e.g.
+ *         '{"kind": "sha256", "secret": "<hex>", "owner": "acct_42"}')
  *
  * Build: make -C examples/c
  */
@@ -54,13 +56,19 @@ static int run(kw_store *store, int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "usage") == 0 && argc == 4) return print_json(kw_usage_json(store, argv[3], &json), &json, "usage");
+    if (strcmp(cmd, "import") == 0 && argc == 5) {
+        char id[KW_KEY_ID_BUFFER_LEN];
+        if (kw_key_import(store, argv[3], argv[4], id, sizeof id) != KW_STATUS_OK) return fail("import");
+        printf("id %s\n(the key its holder has keeps working)\n", id);
+        return 0;
+    }
     fprintf(stderr, "unknown command or wrong arguments: %s\n", cmd);
     return 2;
 }
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s STORE create NAME | list | whitelist ID NAME CIDR | regenerate ID [GRACE] | usage ID\n", argv[0]);
+        fprintf(stderr, "usage: %s STORE create NAME | list | whitelist ID NAME CIDR | regenerate ID [GRACE] | usage ID | import NAME OPTIONS_JSON\n", argv[0]);
         return 2;
     }
     kw_store *store = NULL;
