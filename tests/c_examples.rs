@@ -100,7 +100,10 @@ fn admin_and_legacy_server_work_end_to_end() {
     ]);
     let old_id = field(&imported, "id");
     let answers = serve("legacy-server-key-42 198.51.100.9\n".to_string());
-    assert_eq!(answers.lines().next(), Some(format!("200 {old_id} generation 1").as_str()));
+    assert_eq!(
+        answers.lines().next(),
+        Some(format!("200 {old_id} generation 1").as_str())
+    );
 }
 
 #[test]

@@ -137,8 +137,77 @@ conformance!(
     retention_under_churn,
     bad_input_changes_nothing,
     owners,
-    accounts
+    accounts,
+    imports
 );
+
+/// Imported keys on every kind of store: found from another engine of
+/// the same store, refused twice across engines (the storage row, not
+/// only this process's index), freed by a delete, kept across reopen.
+fn imports(h: &dyn Harness) {
+    use keyward::ImportedSecret;
+    let plaintext = |k: &str| ImportedSecret::Plaintext(zeroize::Zeroizing::new(k.to_string()));
+    let a = h.open();
+    let b = h.open();
+    let info = a
+        .import_key(
+            "legacy",
+            plaintext("legacy-conformance-key"),
+            CreateOptions::new().owner("acct"),
+        )
+        .unwrap();
+    assert!(
+        a.verify("legacy-conformance-key", ip("10.0.0.1"), None)
+            .is_valid()
+    );
+    common::wait_until(
+        "the other engine admits the imported key",
+        Duration::from_secs(30),
+        || {
+            b.verify("legacy-conformance-key", ip("10.0.0.1"), None)
+                .is_valid()
+                .then_some(())
+        },
+    );
+    let twice = b.import_key(
+        "again",
+        plaintext("legacy-conformance-key"),
+        CreateOptions::new(),
+    );
+    assert!(matches!(twice, Err(KeyError::InvalidInput(_))), "{twice:?}");
+    assert!(matches!(
+        a.import_key(
+            "again",
+            plaintext("legacy-conformance-key"),
+            CreateOptions::new()
+        ),
+        Err(KeyError::InvalidInput(_))
+    ));
+    a.delete(&info.id).unwrap();
+    common::wait_until(
+        "the other engine forgets it",
+        Duration::from_secs(30),
+        || {
+            (b.verify("legacy-conformance-key", ip("10.0.0.1"), None)
+                == Verdict::Denied(Denial::Malformed))
+            .then_some(())
+        },
+    );
+    let again = b
+        .import_key(
+            "again",
+            plaintext("legacy-conformance-key"),
+            CreateOptions::new(),
+        )
+        .unwrap();
+    drop(b);
+    a.close().unwrap();
+    let reopened = h.open();
+    match reopened.verify("legacy-conformance-key", ip("10.0.0.1"), None) {
+        Verdict::Valid(g) => assert_eq!(g.key_id, again.id),
+        v => panic!("after reopen: {v:?}"),
+    }
+}
 
 fn lifecycle(h: &dyn Harness) {
     let store = h.open();

@@ -125,6 +125,10 @@ pub(crate) enum Table {
     /// The owner index: owner, NUL, key id → nothing. Written in the batch
     /// that writes the key record.
     Owners,
+    /// Imported keys' lookups (see `Lookup::row`) → key id: one key per
+    /// lookup, across every process of a store. Written in the batch that
+    /// writes the key record.
+    Imports,
 }
 
 impl Table {
@@ -144,6 +148,7 @@ impl Table {
             Table::DeadLetters => b'd',
             Table::Feed => b'f',
             Table::Owners => b'o',
+            Table::Imports => b'i',
         }
     }
 }

@@ -153,7 +153,10 @@ impl Engine {
             let wl = checked_new_key(&name, &options, now)?;
             prepared.push((name, secret.kind(), self.material(&secret)?, options, wl));
         }
+        // Every check, then every record, then every event (see create_many).
         let mut batch = Batch::default();
+        let mut records = Batch::default();
+        let mut outbox = Batch::default();
         let mut made = Vec::with_capacity(prepared.len());
         let _w = lock(&self.write_lock);
         let mut seen = std::collections::HashSet::new();
@@ -189,9 +192,13 @@ impl Engine {
                 whitelist: wl,
             };
             batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
-            batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
+            // One key per lookup, whichever process imports it.
+            let row = rec.generations[0].lookup.as_ref().expect("imported").row();
+            batch.expect(Table::Imports, row.clone(), None);
+            records.put(Table::Imports, row, id.as_bytes().to_vec());
+            records.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
             if let Some(row) = rec.owner_row() {
-                batch.put(Table::Owners, row, Vec::new());
+                records.put(Table::Owners, row, Vec::new());
             }
             let data = json!({
                 "imported": kind,
@@ -199,7 +206,7 @@ impl Engine {
                 "whitelist_enabled": rec.whitelist.enabled,
             });
             events::append(
-                &mut batch,
+                &mut outbox,
                 EventKind::KeyCreated,
                 &rec,
                 &self.prefix,
@@ -209,11 +216,17 @@ impl Engine {
             );
             made.push(rec);
         }
+        batch.ops.extend(records.ops);
+        batch.ops.extend(outbox.ops);
         let flushed = match self.backend.commit(batch, Durability::Durable) {
             Ok(_) => Ok(()),
             Err(CommitError::Unflushed(e)) => Err(e),
+            // A lookup taken meanwhile (by another process), or an id
+            // collision (astronomically unlikely).
             Err(CommitError::Conflict) => {
-                return Err(KeyError::Internal("key id collision; try again".into()));
+                return Err(KeyError::InvalidInput(
+                    "a key was imported already (by another process); nothing was imported".into(),
+                ));
             }
             Err(CommitError::Storage(e)) => return Err(e.into()),
         };

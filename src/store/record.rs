@@ -97,6 +97,17 @@ pub(crate) enum Lookup {
     /// with the prefix the other system kept beside it).
     Prefix(String),
 }
+
+impl Lookup {
+    /// Its row in the imports table.
+    pub(crate) fn row(&self) -> Vec<u8> {
+        match self {
+            Lookup::Keyed(d) => [&b"k"[..], d].concat(),
+            Lookup::Sha256(d) => [&b"s"[..], d].concat(),
+            Lookup::Prefix(p) => [b"p", p.as_bytes()].concat(),
+        }
+    }
+}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     pub v: u32,

@@ -44,6 +44,7 @@ impl Engine {
         for _ in 0..COMMIT_RETRIES {
             let (mut rec, old) = self.record_bytes(id)?;
             let old_owner_row = rec.owner_row();
+            let old_lookups = super::imports::of_record(&rec);
             let now = self.now_ms();
             let data = change(&mut rec, now)?;
             rec.updated_at = now;
@@ -59,6 +60,12 @@ impl Engine {
                 if let Some(row) = new_owner_row {
                     batch.put(Table::Owners, row, Vec::new());
                 }
+            }
+            // An imported generation dropped (past the ones kept): its
+            // lookup is free again.
+            let new_lookups = super::imports::of_record(&rec);
+            for gone in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {
+                batch.delete(Table::Imports, gone.row());
             }
             events::append(
                 &mut batch,
@@ -278,6 +285,9 @@ impl Engine {
         batch.delete(Table::Usage, id.to_vec());
         if let Some(row) = rec.owner_row() {
             batch.delete(Table::Owners, row);
+        }
+        for l in super::imports::of_record(rec) {
+            batch.delete(Table::Imports, l.row());
         }
         events::append(
             batch,
