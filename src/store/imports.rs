@@ -22,10 +22,30 @@ pub(crate) struct Imports {
     map: RwLock<ImportMap>,
 }
 
+/// Tables keyed by a digest hash it by its first bytes: a digest is
+/// already uniform, and nobody but the operator adds to these tables, so
+/// crafted lookups cannot crowd them.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+type ByDigest = HashMap<[u8; 32], KeyId, std::hash::BuildHasherDefault<DigestHasher>>;
+
 #[derive(Default)]
 pub(crate) struct ImportMap {
-    keyed: HashMap<[u8; 32], KeyId>,
-    sha256: HashMap<[u8; 32], KeyId>,
+    keyed: ByDigest,
+    sha256: ByDigest,
     prefix: HashMap<Box<[u8]>, KeyId>,
     /// How many prefixes have each length.
     prefix_lens: BTreeMap<usize, usize>,
