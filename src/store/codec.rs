@@ -6,9 +6,11 @@
 //! bytes instead of its PHC text (a hash whose PHC text would not come
 //! back byte for byte is kept as text). About half the size of format 1.
 //!
-//! Format 3: format 2 followed by the lookups of the record's imported
-//! generations (postcard too); written only for keys imported from another
-//! system, so every other record stays in format 2.
+//! Format 3: format 2 followed by a list of sections (postcard too), each
+//! tagged by its kind; written only for a record that has one (today: the
+//! lookups of a key imported from another system), so every other record
+//! stays in format 2. New kinds of section are added at the end of
+//! [`Section`].
 //!
 //! Format 1 (the first release): the record as a JSON object. Still read;
 //! a record is rewritten in format 2 the next time it changes.
@@ -28,9 +30,26 @@ const FORMAT_2: u8 = 2;
 /// The first byte of a format 3 record.
 const FORMAT_3: u8 = 3;
 
-/// What follows the record in format 3: each imported generation's
-/// number and lookup.
+/// Each imported generation's number and lookup.
 type Lookups = Vec<(u32, Lookup)>;
+
+/// One section of what follows the record in format 3.
+#[derive(Serialize, Deserialize)]
+enum Section {
+    /// The lookups of the record's imported generations.
+    Lookups(Lookups),
+}
+
+/// The lookups among format 3's sections.
+fn lookups_of(trailer: &[u8]) -> Result<Lookups, StorageError> {
+    let sections: Vec<Section> = postcard::from_bytes(trailer).map_err(unreadable)?;
+    Ok(sections
+        .into_iter()
+        .flat_map(|s| match s {
+            Section::Lookups(l) => l,
+        })
+        .collect())
+}
 
 #[derive(Serialize, Deserialize)]
 struct Record2 {
@@ -226,7 +245,7 @@ pub(crate) fn stored(bytes: &[u8]) -> Result<Stored<'_>, StorageError> {
                 )));
             }
             let lookups = if f == FORMAT_3 {
-                postcard::from_bytes(rest).map_err(unreadable)?
+                lookups_of(rest)?
             } else {
                 Vec::new()
             };
@@ -249,10 +268,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
     }
 }
 
-fn decode_2(bytes: &[u8], with_lookups: bool) -> Result<KeyRecord, StorageError> {
+fn decode_2(bytes: &[u8], with_sections: bool) -> Result<KeyRecord, StorageError> {
     let (r, rest): (Record2, _) = postcard::take_from_bytes(bytes).map_err(unreadable)?;
-    let mut lookups: Lookups = if with_lookups {
-        postcard::from_bytes(rest).map_err(unreadable)?
+    let mut lookups: Lookups = if with_sections {
+        lookups_of(rest)?
     } else {
         Vec::new()
     };
@@ -362,7 +381,8 @@ pub(crate) fn encode(rec: &KeyRecord) -> Vec<u8> {
     }];
     out.extend(postcard::to_allocvec(&r).expect("key records serialise"));
     if !lookups.is_empty() {
-        out.extend(postcard::to_allocvec(&lookups).expect("lookups serialise"));
+        let sections = [Section::Lookups(lookups)];
+        out.extend(postcard::to_allocvec(&sections[..]).expect("sections serialise"));
     }
     out
 }
