@@ -75,20 +75,8 @@ impl ImportJson {
                 format!("options_json: {m}"),
             )
         };
-        let secret = Zeroizing::new(self.secret);
-        let imported = match (self.kind.as_str(), self.prefix) {
-            ("plaintext", None) => ImportedSecret::Plaintext(secret),
-            ("sha256", None) => ImportedSecret::Sha256(secret.to_string()),
-            ("phc", Some(prefix)) => ImportedSecret::Phc {
-                hash: secret.to_string(),
-                prefix,
-            },
-            ("phc", None) => return Err(bad("kind \"phc\" needs \"prefix\"")),
-            ("plaintext" | "sha256", Some(_)) => {
-                return Err(bad("\"prefix\" goes with kind \"phc\" only"));
-            }
-            _ => return Err(bad("kind is \"plaintext\", \"sha256\" or \"phc\"")),
-        };
+        let imported = ImportedSecret::new(&self.kind, Zeroizing::new(self.secret), self.prefix)
+            .map_err(|m| bad(&m))?;
         let options = CreateJson {
             expires_at: self.expires_at,
             metadata: self.metadata,

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::engine::Engine;
 use super::options::CreateOptions;
-use super::record::{GenRecord, KeyInfo, KeyRecord, Lookup, SCHEMA_VERSION};
+use super::record::{GenRecord, KeyInfo, KeyRecord, Lookup};
 use super::verify::MAX_IMPORTED_KEY_LEN;
 use super::write::MAX_CREATE_MANY;
 use super::write::checked_new_key;
@@ -18,7 +18,6 @@ use crate::error::KeyError;
 use crate::events::{self, EventKind};
 use crate::key::{self, KeyId};
 use crate::locks::lock;
-use crate::time::Timestamp;
 use crate::verifier::{self, SHA256_PHC, SecretHash, hex32, is_bcrypt};
 
 /// The shortest and longest prefix of a key imported with its hash.
@@ -44,6 +43,30 @@ pub enum ImportedSecret {
 }
 
 impl ImportedSecret {
+    /// From a kind's name (`plaintext`, `sha256`, `phc`), the material,
+    /// and the prefix (with `phc` only), as a file or a JSON object gives
+    /// them.
+    ///
+    /// # Errors
+    /// A message that names what is wrong, never the material.
+    pub fn new(
+        kind: &str,
+        secret: Zeroizing<String>,
+        prefix: Option<String>,
+    ) -> Result<Self, String> {
+        match (kind, prefix) {
+            ("plaintext", None) => Ok(ImportedSecret::Plaintext(secret)),
+            ("sha256", None) => Ok(ImportedSecret::Sha256(secret.to_string())),
+            ("phc", Some(prefix)) => Ok(ImportedSecret::Phc {
+                hash: secret.to_string(),
+                prefix,
+            }),
+            ("phc", None) => Err("kind phc needs a prefix".into()),
+            ("plaintext" | "sha256", Some(_)) => Err("a prefix goes with kind phc only".into()),
+            _ => Err("kind is plaintext, sha256 or phc".into()),
+        }
+    }
+
     /// `plaintext`, `sha256` or `phc`.
     #[must_use]
     pub fn kind(&self) -> &'static str {
@@ -167,30 +190,23 @@ impl Engine {
                 )));
             }
             let id = KeyId::random();
-            let rec = KeyRecord {
-                v: SCHEMA_VERSION,
-                id,
-                name,
+            let data = json!({
+                "imported": kind,
+                "expires_at": options.expires_at,
+                "whitelist_enabled": wl.enabled,
+            });
+            let first = GenRecord {
+                n: 1,
                 created_at: now,
-                updated_at: now,
-                rotated_at: None,
-                disabled: false,
-                expires_at: options.expires_at.map(Timestamp::unix_millis),
-                metadata: options.metadata,
-                owner: options.owner,
-                generations: vec![GenRecord {
-                    n: 1,
-                    created_at: now,
-                    retired_at: None,
-                    grace_until: None,
-                    phc: m.phc,
-                    tag: m.tag,
-                    store_tag: true,
-                    last4: m.last4,
-                    lookup: Some(m.lookup),
-                }],
-                whitelist: wl,
+                retired_at: None,
+                grace_until: None,
+                phc: m.phc,
+                tag: m.tag,
+                store_tag: true,
+                last4: m.last4,
+                lookup: Some(m.lookup),
             };
+            let rec = KeyRecord::new_key(id, name, options, wl, now, first);
             batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
             // One key per lookup, whichever process imports it.
             let row = rec.generations[0].lookup.as_ref().expect("imported").row();
@@ -200,11 +216,6 @@ impl Engine {
             if let Some(row) = rec.owner_row() {
                 records.put(Table::Owners, row, Vec::new());
             }
-            let data = json!({
-                "imported": kind,
-                "expires_at": options.expires_at,
-                "whitelist_enabled": rec.whitelist.enabled,
-            });
             events::append(
                 &mut outbox,
                 EventKind::KeyCreated,

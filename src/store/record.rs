@@ -129,6 +129,32 @@ pub(crate) struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A new key's record: generation 1 holding `first`, the options' owner,
+    /// expiry and metadata, and the checked whitelist `wl`.
+    pub(crate) fn new_key(
+        id: KeyId,
+        name: String,
+        options: super::options::CreateOptions,
+        wl: Whitelist,
+        now: i64,
+        first: GenRecord,
+    ) -> Self {
+        KeyRecord {
+            v: SCHEMA_VERSION,
+            id,
+            name,
+            created_at: now,
+            updated_at: now,
+            rotated_at: None,
+            disabled: false,
+            expires_at: options.expires_at.map(Timestamp::unix_millis),
+            metadata: options.metadata,
+            owner: options.owner,
+            generations: vec![first],
+            whitelist: wl,
+        }
+    }
+
     /// A stored record, in either format (see [`super::codec`]).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
         let rec = super::codec::decode(bytes)?;

@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use super::engine::{COMMIT_RETRIES, Engine};
 use super::options::{CreateOptions, MAX_GRACE, PAST_GENERATIONS_KEPT};
 use super::record::{
-    CreatedKey, GenRecord, KeyInfo, KeyRecord, SCHEMA_VERSION, validate_metadata, validate_name,
-    validate_owner,
+    CreatedKey, GenRecord, KeyInfo, KeyRecord, validate_metadata, validate_name, validate_owner,
 };
 use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
 use crate::error::{KeyError, WhitelistError};
@@ -136,34 +135,22 @@ impl Engine {
             let generated = key::generate(&self.prefix, &id);
             let phc = verifier::hash_secret(&self.hasher, &generated.secret)
                 .map_err(KeyError::Internal)?;
-            let rec = KeyRecord {
-                v: SCHEMA_VERSION,
-                id,
-                name,
-                created_at: now,
-                updated_at: now,
-                rotated_at: None,
-                disabled: false,
-                expires_at: options.expires_at.map(Timestamp::unix_millis),
-                metadata: options.metadata,
-                owner: options.owner,
-                generations: vec![GenRecord {
-                    n: 1,
-                    created_at: now,
-                    retired_at: None,
-                    grace_until: None,
-                    phc,
-                    tag: self.tag_key.tag(&generated.secret),
-                    store_tag: true,
-                    last4: generated.last4.clone(),
-                    lookup: None,
-                }],
-                whitelist: wl,
-            };
             let data = json!({
                 "expires_at": options.expires_at,
-                "whitelist_enabled": rec.whitelist.enabled,
+                "whitelist_enabled": wl.enabled,
             });
+            let first = GenRecord {
+                n: 1,
+                created_at: now,
+                retired_at: None,
+                grace_until: None,
+                phc,
+                tag: self.tag_key.tag(&generated.secret),
+                store_tag: true,
+                last4: generated.last4.clone(),
+                lookup: None,
+            };
+            let rec = KeyRecord::new_key(id, name, options, wl, now, first);
             // Ids are random; a collision is astronomically unlikely, and refused.
             batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
             records.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());

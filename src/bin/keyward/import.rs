@@ -218,19 +218,9 @@ fn csv_error_kind(e: &csv::Error) -> String {
 
 fn key_of(row: Row, line: usize) -> Result<(String, ImportedSecret, CreateOptions)> {
     let bad = |m: &str| invalid(format!("row {line}: {m}"));
-    let secret = Zeroizing::new(row.secret);
     let prefix = row.prefix.filter(|p| !p.is_empty());
-    let imported = match (row.kind.as_str(), prefix) {
-        ("plaintext", None) => ImportedSecret::Plaintext(secret),
-        ("sha256", None) => ImportedSecret::Sha256(secret.to_string()),
-        ("phc", Some(prefix)) => ImportedSecret::Phc {
-            hash: secret.to_string(),
-            prefix,
-        },
-        ("phc", None) => return Err(bad("kind phc needs a prefix")),
-        ("plaintext" | "sha256", Some(_)) => return Err(bad("a prefix goes with kind phc only")),
-        _ => return Err(bad("kind is plaintext, sha256 or phc")),
-    };
+    let imported =
+        ImportedSecret::new(&row.kind, Zeroizing::new(row.secret), prefix).map_err(|m| bad(&m))?;
     let mut o = CreateOptions::new();
     if let Some(owner) = row.owner.filter(|o| !o.is_empty()) {
         o = o.owner(owner);
