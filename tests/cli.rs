@@ -1084,3 +1084,34 @@ fn key_import_one_from_stdin_or_a_hash_and_ten_thousand_from_csv_all_or_nothing(
     );
     assert!(err.contains("row 2") && !err.contains("topsecret"), "{err}");
 }
+
+#[test]
+fn scan_reads_a_line_of_megabytes_a_piece_at_a_time_and_finds_keys_across_the_cuts() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "in a blob");
+    let dir = tempfile::tempdir().unwrap();
+    let piece = 1 << 20;
+    // Three megabytes without a line break; the key across the first cut,
+    // after it, ending at the second cut, and at the very end of the line;
+    // a key glued to a word is not one.
+    let mut blob = vec![b' '; 3 * piece];
+    for at in [piece - 20, piece + key.len(), 2 * piece - key.len()] {
+        blob[at..at + key.len()].copy_from_slice(key.as_bytes());
+    }
+    blob[2 * piece + 100] = b'x';
+    blob[2 * piece + 101..2 * piece + 101 + key.len()].copy_from_slice(key.as_bytes());
+    blob.extend_from_slice(key.as_bytes());
+    blob.extend_from_slice(b"\nsecond line ");
+    blob.extend_from_slice(key.as_bytes());
+    std::fs::write(dir.path().join("blob.bin"), &blob).unwrap();
+    let out = cli.run(&["--json", "scan", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<u64> = found.iter().map(|f| f["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, vec![1, 1, 1, 1, 2], "{found:?}");
+    assert!(
+        found
+            .iter()
+            .all(|f| f["key_id"] == id.as_str() && f["state"] == "live")
+    );
+}

@@ -6,7 +6,7 @@ use std::ffi::{CStr, CString, c_char};
 use super::error::{Fail, fail};
 use super::generated::kw_status;
 use super::store::kw_store;
-use crate::key::{self, KeyId};
+use crate::key::KeyId;
 use crate::store::Store;
 
 /// A NUL-terminated UTF-8 argument that must not be NULL.
@@ -107,7 +107,7 @@ pub(crate) unsafe fn put_json(
 }
 
 pub(crate) fn key_len(store: &Store) -> usize {
-    store.prefix().len() + 2 + key::ID_LEN + key::SECRET_LEN + key::CHECK_LEN + 1
+    store.key_len() + 1
 }
 
 /// Releases a string returned through a `json_out` argument. NULL is fine.

@@ -12,18 +12,25 @@ use crate::key::{self, KeyId};
 use crate::store::KeyInfo;
 
 impl Store {
+    /// The length of this store's keys, in bytes.
+    #[must_use]
+    pub fn key_len(&self) -> usize {
+        self.engine.prefix.len() + 2 + key::ID_LEN + key::SECRET_LEN + key::CHECK_LEN
+    }
+
     /// The byte ranges of `text` holding a key in this store's format (its
     /// prefix, an id, a secret) whose checksum is right; text around a key
     /// must not continue it (a letter, digit or `_` on either side).
     #[must_use]
     pub fn find_keys(&self, text: &[u8]) -> Vec<std::ops::Range<usize>> {
         let prefix = self.engine.prefix.as_bytes();
-        let len = prefix.len() + 2 + key::ID_LEN + key::SECRET_LEN + key::CHECK_LEN;
+        let len = self.key_len();
         let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
         let mut found = Vec::new();
         let mut at = 0;
         while at + len <= text.len() {
-            let Some(i) = text[at..=text.len() - len]
+            // Every start from which a whole key still fits.
+            let Some(i) = text[at..text.len() - len + prefix.len()]
                 .windows(prefix.len())
                 .position(|w| w == prefix)
             else {

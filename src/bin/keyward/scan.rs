@@ -169,6 +169,10 @@ fn scan_path(store: &Store, path: &Path, findings: &mut Vec<Finding>) -> Result<
     }
 }
 
+/// A line longer than this is read a piece at a time (a binary file
+/// without line breaks is never held whole).
+const PIECE: u64 = 1 << 20;
+
 fn scan_reader(
     store: &Store,
     source: &str,
@@ -176,34 +180,58 @@ fn scan_reader(
     findings: &mut Vec<Finding>,
 ) -> Result<()> {
     let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
+    // What a long line's next piece starts with: the end of the one
+    // before, one byte longer than a key, so that a key across the cut is
+    // found, and with the byte before it.
+    let overlap = store.key_len() + 1;
+    let mut text = Vec::new();
+    let mut carried = 0;
     let mut number = 0;
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
+        let n = (&mut reader)
+            .take(PIECE)
+            .read_until(b'\n', &mut text)
             .map_err(|e| failure(2, format!("scan: {source}: {e}")))?;
-        if n == 0 {
+        if n == 0 && carried == 0 {
             return Ok(());
         }
-        number += 1;
-        for range in store.find_keys(&line) {
-            let found = &line[range];
-            let Some((id, state)) = store.inspect_found(found) else {
+        let line_ends = n == 0 || text.ends_with(b"\n") || (n as u64) < PIECE;
+        if carried == 0 {
+            number += 1;
+        }
+        for range in store.find_keys(&text) {
+            // Found in the carried part, or cut at the end: the piece
+            // before or after answers for it.
+            if (carried > 0 && range.start == 0) || (!line_ends && range.end == text.len()) {
                 continue;
-            };
-            let info = store.get(&id).ok();
-            findings.push(Finding {
-                source: source.to_string(),
-                line: number,
-                masked: masked(found),
-                id,
-                state,
-                name: info.as_ref().map(|i| i.name.clone()),
-                owner: info.and_then(|i| i.owner),
-            });
+            }
+            report(store, source, number, &text[range], findings);
+        }
+        if line_ends {
+            text.clear();
+            carried = 0;
+        } else {
+            let keep = text.len().saturating_sub(overlap);
+            text.drain(..keep);
+            carried = text.len();
         }
     }
+}
+
+fn report(store: &Store, source: &str, line: usize, found: &[u8], findings: &mut Vec<Finding>) {
+    let Some((id, state)) = store.inspect_found(found) else {
+        return;
+    };
+    let info = store.get(&id).ok();
+    findings.push(Finding {
+        source: source.to_string(),
+        line,
+        masked: masked(found),
+        id,
+        state,
+        name: info.as_ref().map(|i| i.name.clone()),
+        owner: info.and_then(|i| i.owner),
+    });
 }
 
 /// `<prefix>_<id>_…<last 4>`, as keys are shown everywhere.
