@@ -12,10 +12,9 @@ use super::options::CreateOptions;
 use super::record::{GenRecord, KeyInfo, KeyRecord, Lookup};
 use super::verify::MAX_IMPORTED_KEY_LEN;
 use super::write::MAX_CREATE_MANY;
-use super::write::checked_new_key;
-use crate::backend::{Batch, CommitError, Durability, Table};
+use super::write::{NewKeys, checked_new_key};
+use crate::backend::Table;
 use crate::error::KeyError;
-use crate::events::{self, EventKind};
 use crate::key::{self, KeyId};
 use crate::locks::lock;
 use crate::verifier::{self, SHA256_PHC, SecretHash, hex32, is_bcrypt};
@@ -176,10 +175,7 @@ impl Engine {
             let wl = checked_new_key(&name, &options, now)?;
             prepared.push((name, secret.kind(), self.material(&secret)?, options, wl));
         }
-        // Every check, then every record, then every event (see create_many).
-        let mut batch = Batch::default();
-        let mut records = Batch::default();
-        let mut outbox = Batch::default();
+        let mut new = NewKeys::default();
         let mut made = Vec::with_capacity(prepared.len());
         let _w = lock(&self.write_lock);
         let mut seen = std::collections::HashSet::new();
@@ -207,45 +203,20 @@ impl Engine {
                 lookup: Some(m.lookup),
             };
             let rec = KeyRecord::new_key(id, name, options, wl, now, first);
-            batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
             // One key per lookup, whichever process imports it.
             let row = rec.generations[0].lookup.as_ref().expect("imported").row();
-            batch.expect(Table::Imports, row.clone(), None);
-            records.put(Table::Imports, row, id.as_bytes().to_vec());
-            records.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
-            if let Some(row) = rec.owner_row() {
-                records.put(Table::Owners, row, Vec::new());
-            }
-            events::append(
-                &mut outbox,
-                EventKind::KeyCreated,
-                &rec,
-                &self.prefix,
-                now,
-                self.actor.as_deref(),
-                data,
-            );
+            new.checks.expect(Table::Imports, row.clone(), None);
+            new.records.put(Table::Imports, row, id.as_bytes().to_vec());
+            new.add(self, &rec, now, data);
             made.push(rec);
         }
-        batch.ops.extend(records.ops);
-        batch.ops.extend(outbox.ops);
-        let flushed = match self.backend.commit(batch, Durability::Durable) {
-            Ok(_) => Ok(()),
-            Err(CommitError::Unflushed(e)) => Err(e),
-            // A lookup taken meanwhile (by another process), or an id
-            // collision (astronomically unlikely).
-            Err(CommitError::Conflict) => {
-                return Err(KeyError::InvalidInput(
-                    "a key was imported already (by another process); nothing was imported".into(),
-                ));
-            }
-            Err(CommitError::Storage(e)) => return Err(e.into()),
-        };
-        for rec in &made {
-            self.index.install(rec);
-        }
-        self.events_appended();
-        flushed?;
+        // A lookup taken meanwhile (by another process), or an id
+        // collision (astronomically unlikely).
+        self.commit_new(new, made.iter(), || {
+            KeyError::InvalidInput(
+                "a key was imported already (by another process); nothing was imported".into(),
+            )
+        })?;
         Ok(made
             .iter()
             .map(|rec| rec.info(&self.prefix, None, now))

@@ -77,21 +77,15 @@ impl Engine {
                 if let Some(i) = live.warm_match(&digest) {
                     let (v, f) = live.decide(id, i, now);
                     Step::Done(v, f)
-                } else if imported {
-                    match live.imported_candidates(&digest) {
-                        Err(i) => {
-                            let (v, f) = live.decide(id, i, now);
-                            Step::Done(v, f)
-                        }
-                        Ok(c) if c.is_empty() => {
-                            Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
-                        }
-                        Ok(c) => Step::Cold(Arc::clone(live), c, digest),
-                    }
                 } else {
-                    let tag = self.tag_key.tag(secret);
-                    let legacy = live.has_legacy_tags().then(|| verifier::legacy_tag(secret));
-                    match live.cold_candidates(&digest, tag, legacy) {
+                    let candidates = if imported {
+                        live.imported_candidates(&digest)
+                    } else {
+                        let tag = self.tag_key.tag(secret);
+                        let legacy = live.has_legacy_tags().then(|| verifier::legacy_tag(secret));
+                        live.cold_candidates(&digest, tag, legacy)
+                    };
+                    match candidates {
                         Err(i) => {
                             let (v, f) = live.decide(id, i, now);
                             Step::Done(v, f)

@@ -123,12 +123,7 @@ impl Engine {
                 Ok((name, options, wl))
             })
             .collect::<Result<Vec<_>, KeyError>>()?;
-        // Every check, then every record, then every event: a backend
-        // that writes runs of one kind at once (PostgreSQL) makes three
-        // statements of a batch of thousands of keys, not thousands.
-        let mut batch = Batch::default();
-        let mut records = Batch::default();
-        let mut outbox = Batch::default();
+        let mut new = NewKeys::default();
         let mut made = Vec::with_capacity(checked.len());
         for (name, options, wl) in checked {
             let id = KeyId::random();
@@ -151,39 +146,14 @@ impl Engine {
                 lookup: None,
             };
             let rec = KeyRecord::new_key(id, name, options, wl, now, first);
-            // Ids are random; a collision is astronomically unlikely, and refused.
-            batch.expect(Table::Keys, id.as_bytes().to_vec(), None);
-            records.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
-            if let Some(row) = rec.owner_row() {
-                records.put(Table::Owners, row, Vec::new());
-            }
-            events::append(
-                &mut outbox,
-                EventKind::KeyCreated,
-                &rec,
-                &self.prefix,
-                now,
-                self.actor.as_deref(),
-                data,
-            );
+            new.add(self, &rec, now, data);
             made.push((rec, generated.key));
         }
-        batch.ops.extend(records.ops);
-        batch.ops.extend(outbox.ops);
         let _w = lock(&self.write_lock);
-        let flushed = match self.backend.commit(batch, Durability::Durable) {
-            Ok(_) => Ok(()),
-            Err(CommitError::Unflushed(e)) => Err(e),
-            Err(CommitError::Conflict) => {
-                return Err(KeyError::Internal("key id collision; try again".into()));
-            }
-            Err(CommitError::Storage(e)) => return Err(e.into()),
-        };
-        for (rec, _) in &made {
-            self.index.install(rec);
-        }
-        self.events_appended();
-        flushed?;
+        // Ids are random; a collision is astronomically unlikely, and refused.
+        self.commit_new(new, made.iter().map(|(rec, _)| rec), || {
+            KeyError::Internal("key id collision; try again".into())
+        })?;
         Ok(made
             .into_iter()
             .map(|(rec, key)| CreatedKey {
@@ -191,6 +161,35 @@ impl Engine {
                 key,
             })
             .collect())
+    }
+
+    /// Commits staged new keys durably, then installs them in the index
+    /// (also when the commit was applied but not flushed, which is then
+    /// the error). `conflict` is the error when one of the checks failed.
+    pub(super) fn commit_new<'r>(
+        &self,
+        new: NewKeys,
+        made: impl Iterator<Item = &'r KeyRecord>,
+        conflict: impl FnOnce() -> KeyError,
+    ) -> Result<(), KeyError> {
+        let NewKeys {
+            mut checks,
+            records,
+            outbox,
+        } = new;
+        checks.ops.extend(records.ops);
+        checks.ops.extend(outbox.ops);
+        let flushed = match self.backend.commit(checks, Durability::Durable) {
+            Ok(_) => Ok(()),
+            Err(CommitError::Unflushed(e)) => Err(e),
+            Err(CommitError::Conflict) => return Err(conflict()),
+            Err(CommitError::Storage(e)) => return Err(e.into()),
+        };
+        for rec in made {
+            self.index.install(rec);
+        }
+        self.events_appended();
+        Ok(flushed?)
     }
 
     pub(crate) fn regenerate(&self, id: &KeyId, grace: Duration) -> Result<CreatedKey, KeyError> {
@@ -434,6 +433,39 @@ fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
 }
 
 /// Checks a new key's name and options; its whitelist, made.
+/// The writes of new keys, staged as every check, then every record, then
+/// every event: a backend that writes runs of one kind at once
+/// (PostgreSQL) makes three statements of a batch of thousands of keys,
+/// not thousands.
+#[derive(Default)]
+pub(super) struct NewKeys {
+    pub checks: Batch,
+    pub records: Batch,
+    pub outbox: Batch,
+}
+
+impl NewKeys {
+    /// A new key's record: its id must be free; its owner row and its
+    /// `key.created` event (with `data`) go with it.
+    pub(super) fn add(&mut self, engine: &Engine, rec: &KeyRecord, now: i64, data: Value) {
+        let id = rec.id.as_bytes().to_vec();
+        self.checks.expect(Table::Keys, id.clone(), None);
+        self.records.put(Table::Keys, id, rec.encode());
+        if let Some(row) = rec.owner_row() {
+            self.records.put(Table::Owners, row, Vec::new());
+        }
+        events::append(
+            &mut self.outbox,
+            EventKind::KeyCreated,
+            rec,
+            &engine.prefix,
+            now,
+            engine.actor.as_deref(),
+            data,
+        );
+    }
+}
+
 pub(super) fn checked_new_key(
     name: &str,
     options: &CreateOptions,

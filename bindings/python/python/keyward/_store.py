@@ -683,15 +683,7 @@ class Store:
         """Creates a key. ``whitelist`` is ``[(name, ip_or_cidr), ...]`` and
         switches the restriction on; ``owner`` is the account the key belongs
         to (your customer id, 1-128 bytes). The plaintext is in the result only."""
-        options: Dict[str, Any] = {}
-        if owner is not None:
-            options["owner"] = owner
-        if expires_at is not None:
-            options["expires_at"] = _rfc3339(expires_at)
-        if metadata is not None:
-            options["metadata"] = metadata
-        if whitelist:
-            options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
+        options = _key_options(owner, expires_at, metadata, whitelist)
         opts = _text(json.dumps(options), "options") if options else ffi.NULL
         return self._created(lib.kw_key_create_json, _text(name, "name"), opts)
 
@@ -723,17 +715,10 @@ class Store:
             raise InvalidInput("prefix= goes with phc=, and phc= needs it")
         if not isinstance(secret, str):
             raise InvalidInput(f"{kind} must be a str")
-        options: Dict[str, Any] = {"kind": kind, "secret": secret}
+        options = _key_options(owner, expires_at, metadata, whitelist)
+        options.update(kind=kind, secret=secret)
         if prefix is not None:
             options["prefix"] = prefix
-        if owner is not None:
-            options["owner"] = owner
-        if expires_at is not None:
-            options["expires_at"] = _rfc3339(expires_at)
-        if metadata is not None:
-            options["metadata"] = metadata
-        if whitelist:
-            options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
         out = ffi.new("char[]", _ID_BUFFER_LEN)
         _check(lib.kw_key_import(self._h(), _text(name, "name"), _text(json.dumps(options), "options"),
                                  out, _ID_BUFFER_LEN))
@@ -967,6 +952,25 @@ class Store:
             return json.loads(ffi.string(out[0]).decode("utf-8"))
         finally:
             lib.kw_string_free(out[0])
+
+
+def _key_options(
+    owner: Optional[str],
+    expires_at: Optional[datetime],
+    metadata: Optional[Dict[str, Any]],
+    whitelist: Sequence[Tuple[str, str]],
+) -> Dict[str, Any]:
+    """The options object of a new key, as the C interface reads it."""
+    options: Dict[str, Any] = {}
+    if owner is not None:
+        options["owner"] = owner
+    if expires_at is not None:
+        options["expires_at"] = _rfc3339(expires_at)
+    if metadata is not None:
+        options["metadata"] = metadata
+    if whitelist:
+        options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
+    return options
 
 
 def _u32(value: int, what: str, minimum: int = 0) -> int:
