@@ -84,6 +84,31 @@
 #define KW_VERSION_PATCH 0
 
 /**
+ * Most rate limits one key carries.
+ */
+#define MAX_LIMITS 8
+
+/**
+ * Most scopes one key carries.
+ */
+#define MAX_SCOPES 64
+
+/**
+ * Longest scope, and longest limit name, in bytes.
+ */
+#define MAX_SCOPE_LEN 64
+
+/**
+ * Largest `limit` of a rate limit.
+ */
+#define MAX_LIMIT 1000000000
+
+/**
+ * Largest quota (remaining requests, or a refill amount).
+ */
+#define MAX_QUOTA (1 << 53)
+
+/**
  * Outcome of a call. Numbers are grouped by kind and never change:
  * 1xx bad input, 2xx storage, 3xx plugins, 9xx internal.
  */
@@ -225,6 +250,19 @@ typedef enum kw_denial {
    * than risk admitting a revoked key. Recovers by itself.
    */
   KW_DENIAL_UNAVAILABLE = 9,
+  /**
+   * A rate limit of the key is used up: one more request fits
+   * after `retry_after_ms` (see [`Denial::retry_after`]).
+   */
+  KW_DENIAL_RATE_LIMITED = 10,
+  /**
+   * The key's quota has no requests left.
+   */
+  KW_DENIAL_QUOTA_EXHAUSTED = 11,
+  /**
+   * The verification required a scope the key does not carry.
+   */
+  KW_DENIAL_SCOPE_MISSING = 12,
 } kw_denial;
 
 /**
@@ -333,6 +371,11 @@ typedef struct kw_verdict {
    * the key was found.
    */
   char owner[KW_OWNER_BUFFER_LEN];
+  /**
+   * For `KW_DENIAL_RATE_LIMITED`: milliseconds until one more request
+   * fits (the HTTP `Retry-After`, rounded up to seconds); otherwise 0.
+   */
+  uint64_t retry_after_ms;
 } kw_verdict;
 
 
@@ -390,7 +433,10 @@ enum kw_status kw_key_create(struct kw_store *store,
  * `kw_key_create` with options as a JSON object (NULL = none):
  * `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
  *   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
- *   "owner": "acct_42"}` (`owner`: the account the key belongs to).
+ *   "owner": "acct_42", "scopes": ["orders:read"],
+ *   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
+ *   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}}}`
+ * (`owner`: the account the key belongs to; `refill` may be null).
  * Whitelist entries also switch the restriction on.
  */
 enum kw_status kw_key_create_ex(struct kw_store *store,
@@ -470,11 +516,34 @@ enum kw_status kw_key_set_metadata(struct kw_store *store,
                                    const char *metadata_json);
 
 /**
+ * Replaces key `id`'s scopes with the JSON array of strings
+ * `scopes_json` (`["orders:read", "contacts:write"]`; NULL or `[]`: none).
+ */
+enum kw_status kw_key_set_scopes(struct kw_store *store, const char *id, const char *scopes_json);
+
+/**
+ * Replaces key `id`'s rate limits with the JSON array `limits_json`
+ * (`[{"name": "burst", "limit": 100, "window_seconds": 60}]`; NULL or
+ * `[]`: none).
+ */
+enum kw_status kw_key_set_limits(struct kw_store *store, const char *id, const char *limits_json);
+
+/**
+ * Sets key `id`'s quota from the JSON object `quota_json`
+ * (`{"remaining": 1000, "refill": {"amount": 1000, "period": "daily"}}`,
+ * `refill` null or absent for none), or removes it when NULL.
+ */
+enum kw_status kw_key_set_quota(struct kw_store *store, const char *id, const char *quota_json);
+
+/**
  * Key `id`'s Overview as a JSON object, written to `*json_out` (free with
  * `kw_string_free`):
  * `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",
  *   "generation", "disabled", "expires_at", "whitelist_enabled",
- *   "grace_until", "metadata"}` — times are RFC 3339 strings or null.
+ *   "grace_until", "metadata", "owner", "scopes", "limits", "quota"}` —
+ * times are RFC 3339 strings or null; `limits` a list of `{"name",
+ * "limit", "window_seconds"}`; `quota` null or `{"remaining", "refill":
+ * null or {"amount", "period": "daily" | "monthly"}}`.
  */
 enum kw_status kw_key_get_json(const struct kw_store *store, const char *id, char **json_out);
 
@@ -745,6 +814,26 @@ enum kw_status kw_verify(const struct kw_store *store,
                          const char *client_ip,
                          const char *integration,
                          struct kw_verdict *verdict_out);
+
+/**
+ * `kw_verify`, also requiring that the key carries `scope` (e.g.
+ * `"orders:read"`): a key without it is `KW_DENIAL_SCOPE_MISSING`.
+ * `scope` NULL requires none (the same as `kw_verify`). The checks run in
+ * this order: the key, disabled or expired, the whitelist, the secret,
+ * the scope, the rate limits, the quota; only a request that passes
+ * everything before spends a rate limit or the quota. A key's scopes are
+ * read with `kw_key_get_json` (this call allocates nothing).
+ *
+ * # Safety
+ * As `kw_verify`; `scope` is NULL or a NUL-terminated string.
+ */
+enum kw_status kw_verify_scoped(const struct kw_store *store,
+                                const char *key,
+                                size_t key_len,
+                                const char *client_ip,
+                                const char *integration,
+                                const char *scope,
+                                struct kw_verdict *verdict_out);
 
 /**
  * Turns "restrict key `id` to whitelisted IPs" on or off. On with no

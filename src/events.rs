@@ -40,6 +40,10 @@ macro_rules! with_event_kinds {
             /// A live key was found where it should not be (`keyward scan`);
             /// `data` says where and what was done (`regenerated`, `disabled`).
             KeyLeaked = "key.leaked";
+            /// A key's quota ran out: the first request refused for it, once per
+            /// exhaustion across every process of the store (`data.refill_at`
+            /// says when it is refilled, if it is).
+            KeyQuotaExhausted = "key.quota_exhausted";
         }
     };
 }

@@ -72,6 +72,12 @@ pub struct Verdict {
     /// has this id). Set on refusals too, whenever the key exists.
     #[pyo3(get)]
     owner: Py<PyAny>,
+    /// For a rate-limited refusal: seconds until one more request fits.
+    #[pyo3(get)]
+    retry_after: Py<PyAny>,
+    /// The admitted key's scopes (a tuple of str; empty on refusals).
+    #[pyo3(get)]
+    scopes: Py<PyTuple>,
 }
 
 #[pymethods]
@@ -79,7 +85,7 @@ impl Verdict {
     // The fields, in the order Python code passes them.
     #[allow(clippy::too_many_arguments)]
     #[new]
-    #[pyo3(signature = (valid, denial, key_id, generation, in_grace = false, rotated_at = None, owner = None))]
+    #[pyo3(signature = (valid, denial, key_id, generation, in_grace = false, rotated_at = None, owner = None, retry_after = None, scopes = None))]
     fn new(
         valid: bool,
         denial: Py<PyAny>,
@@ -88,9 +94,15 @@ impl Verdict {
         in_grace: bool,
         rotated_at: Option<Py<PyAny>>,
         owner: Option<Py<PyAny>>,
+        retry_after: Option<Py<PyAny>>,
+        scopes: Option<Bound<'_, PyAny>>,
         py: Python<'_>,
-    ) -> Self {
-        Verdict {
+    ) -> PyResult<Self> {
+        let scopes = match scopes {
+            None => PyTuple::empty(py).unbind(),
+            Some(s) => PyTuple::new(py, s.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.unbind(),
+        };
+        Ok(Verdict {
             valid,
             denial,
             key_id,
@@ -98,7 +110,9 @@ impl Verdict {
             in_grace,
             rotated_at: rotated_at.unwrap_or_else(|| py.None()),
             owner: owner.unwrap_or_else(|| py.None()),
-        }
+            retry_after: retry_after.unwrap_or_else(|| py.None()),
+            scopes,
+        })
     }
 
     fn __bool__(&self) -> bool {
@@ -117,7 +131,9 @@ impl Verdict {
             && same(&self.denial, &o.denial)?
             && same(&self.key_id, &o.key_id)?
             && same(&self.rotated_at, &o.rotated_at)?
-            && same(&self.owner, &o.owner)?)
+            && same(&self.owner, &o.owner)?
+            && same(&self.retry_after, &o.retry_after)?
+            && self.scopes.bind(py).eq(o.scopes.bind(py))?)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -136,8 +152,14 @@ impl Verdict {
             ))
         } else {
             let denial = self.denial.bind(py).str()?;
+            let retry = self.retry_after.bind(py);
+            let retry = if retry.is_none() {
+                String::new()
+            } else {
+                format!(", retry_after={}", retry.repr()?)
+            };
             Ok(format!(
-                "Verdict(valid=False, denial={denial}, key_id={key_id})"
+                "Verdict(valid=False, denial={denial}, key_id={key_id}{retry})"
             ))
         }
     }
@@ -186,25 +208,29 @@ fn fast_input<'a>(
     key: &'a Bound<'_, PyAny>,
     ip: &Bound<'_, PyAny>,
     integration: Option<&'a Bound<'_, PyAny>>,
-) -> Option<(&'a [u8], IpAddr, Option<&'a str>)> {
+    scope: Option<&'a Bound<'_, PyAny>>,
+) -> Option<(&'a [u8], IpAddr, Option<&'a str>, Option<&'a str>)> {
     let key = if let Ok(s) = key.cast::<PyString>() {
         s.to_str().ok()?.as_bytes()
     } else {
         key.cast::<PyBytes>().ok()?.as_bytes()
     };
     let ip = ip.cast::<PyString>().ok()?.to_str().ok()?.parse().ok()?;
-    let integration = match integration {
-        None => None,
-        Some(i) if i.is_none() => None,
-        Some(i) => {
-            let text = i.cast::<PyString>().ok()?.to_str().ok()?;
-            if text.contains('\0') {
-                return None;
-            }
-            Some(text)
+    Some((key, ip, optional_text(integration)?, optional_text(scope)?))
+}
+
+/// `None` or a str without NUL as `Some(text)`; anything else `None`
+/// (outer: the general way answers).
+#[allow(clippy::option_option)]
+fn optional_text<'a>(value: Option<&'a Bound<'_, PyAny>>) -> Option<Option<&'a str>> {
+    match value {
+        None => Some(None),
+        Some(v) if v.is_none() => Some(None),
+        Some(v) => {
+            let text = v.cast::<PyString>().ok()?.to_str().ok()?;
+            (!text.contains('\0')).then_some(Some(text))
         }
-    };
-    Some((key, ip, integration))
+    }
 }
 
 #[pymethods]
@@ -283,15 +309,16 @@ impl Gate {
 
     /// `Store.verify`, or `None` when the general way must answer (see
     /// the module's comment).
-    #[pyo3(signature = (key, ip, integration = None))]
+    #[pyo3(signature = (key, ip, integration = None, scope = None))]
     fn verify(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         ip: &Bound<'_, PyAny>,
         integration: Option<&Bound<'_, PyAny>>,
+        scope: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<Verdict>> {
-        let Some((bytes, ip, integration)) = fast_input(key, ip, integration) else {
+        let Some((bytes, ip, integration, scope)) = fast_input(key, ip, integration, scope) else {
             return Ok(None);
         };
         if !self.enter_call() {
@@ -309,7 +336,7 @@ impl Gate {
         // str or bytes object, which is immutable and kept alive by this
         // call's arguments.
         let (verdict, owner, id) = py.detach(|| {
-            let verdict = store.verify_bytes(bytes, ip, integration);
+            let verdict = store.verify_scoped_bytes(bytes, ip, integration, scope);
             let (owner, id) = match &verdict {
                 EngineVerdict::Valid(g) => (g.owner.clone(), Some(g.key_id)),
                 EngineVerdict::Denied(Denial::Malformed) => (None, None),
@@ -341,6 +368,8 @@ fn answer(
             in_grace: g.in_grace,
             rotated_at: none(),
             owner,
+            retry_after: none(),
+            scopes: PyTuple::new(py, g.scopes())?.unbind(),
         },
         EngineVerdict::Denied(d) => {
             let denials = DENIALS
@@ -361,6 +390,11 @@ fn answer(
                 in_grace: false,
                 rotated_at,
                 owner,
+                retry_after: d.retry_after().map_or_else(none, |s| {
+                    s.into_pyobject(py)
+                        .map_or_else(|_| none(), |f| f.into_any().unbind())
+                }),
+                scopes: PyTuple::empty(py).unbind(),
             }
         }
     })

@@ -46,6 +46,16 @@ macro_rules! with_denials {
             /// been unreachable longer than the staleness bound): refused rather
             /// than risk admitting a revoked key. Recovers by itself.
             Unavailable = 9, "unavailable", "store unavailable", http 503, counted unavailable;
+            /// A rate limit of the key is used up: one more request fits
+            /// after `retry_after_ms` (see [`Denial::retry_after`]).
+            RateLimited {
+                /// Milliseconds until one more request fits.
+                retry_after_ms: u64 = 0
+            } = 10, "rate_limited", "rate limited", http 429, counted rate_limited;
+            /// The key's quota has no requests left.
+            QuotaExhausted = 11, "quota_exhausted", "quota exhausted", http 429, counted quota_exhausted;
+            /// The verification required a scope the key does not carry.
+            ScopeMissing = 12, "scope_missing", "scope missing", http 403, counted scope_missing;
         }
     };
 }
@@ -65,6 +75,12 @@ impl Verdict {
     #[must_use]
     pub fn is_valid(&self) -> bool {
         matches!(self, Verdict::Valid(_))
+    }
+
+    /// For a `RateLimited` refusal: seconds until one more request fits.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<f64> {
+        self.denial().and_then(|d| d.retry_after())
     }
 
     /// The reason for a refusal, `None` when admitted.
@@ -89,6 +105,16 @@ pub struct Grant {
     /// The account the key belongs to ([`CreateOptions::owner`](crate::CreateOptions::owner)):
     /// shared with the store's index, so a verification allocates nothing.
     pub owner: Option<std::sync::Arc<str>>,
+    /// The key's scopes (shared with the index; `None`: it has none).
+    pub scopes: Option<std::sync::Arc<[String]>>,
+}
+
+impl Grant {
+    /// The key's scopes, sorted.
+    #[must_use]
+    pub fn scopes(&self) -> &[String] {
+        self.scopes.as_deref().unwrap_or(&[])
+    }
 }
 
 macro_rules! define_denial {
@@ -140,7 +166,8 @@ macro_rules! define_denial {
             }
 
             /// The HTTP status the bundled middleware answers with: 403 for a
-            /// refused IP, 503 while busy, 401 otherwise.
+            /// refused IP or a missing scope, 429 when rate-limited or out of
+            /// quota, 503 while busy, 401 otherwise.
             #[must_use]
             pub fn http_status(&self) -> u16 {
                 match self {
@@ -161,10 +188,25 @@ macro_rules! define_denial {
 
 with_denials!(define_denial);
 
+impl Denial {
+    /// For `RateLimited`: seconds until one more request fits.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<f64> {
+        match self {
+            #[allow(clippy::cast_precision_loss)]
+            Denial::RateLimited { retry_after_ms } => Some(*retry_after_ms as f64 / 1000.0),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Denial::Rotated { at } => write!(f, "rotated (stopped working at {at})"),
+            Denial::RateLimited { retry_after_ms } => {
+                write!(f, "rate_limited (retry after {retry_after_ms} ms)")
+            }
             other => f.write_str(other.as_str()),
         }
     }

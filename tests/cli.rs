@@ -1115,3 +1115,105 @@ fn scan_reads_a_line_of_megabytes_a_piece_at_a_time_and_finds_keys_across_the_cu
             .all(|f| f["key_id"] == id.as_str() && f["state"] == "live")
     );
 }
+
+#[test]
+fn limits_quota_and_scopes_are_set_shown_and_enforced_across_invocations() {
+    let cli = Cli::new();
+    let v = cli.json(&[
+        "key",
+        "create",
+        "metered",
+        "--limit",
+        "burst=2/3s",
+        "--quota",
+        "4",
+        "--refill",
+        "100/monthly",
+        "--scope",
+        "orders:read",
+    ]);
+    let (id, key) = (v["id"].as_str().unwrap(), v["key"].as_str().unwrap());
+    assert_eq!(v["limits"][0]["window_seconds"], 3.0);
+    assert_eq!(v["quota"]["remaining"], 4);
+    assert_eq!(v["quota"]["refill"]["period"], "monthly");
+    let shown = cli.ok(&["key", "show", id]);
+    assert!(shown.contains("rate limits   burst 2/3s"), "{shown}");
+    assert!(
+        shown.contains("quota         4 requests left, reset to 100 monthly"),
+        "{shown}"
+    );
+    assert!(shown.contains("scopes        orders:read"), "{shown}");
+
+    // A missing scope: refused, exit 1, nothing spent.
+    let verify = |scope: Option<&str>| -> (i32, Value) {
+        let mut args = vec!["--json", "verify", key, "--ip", "10.0.0.1"];
+        if let Some(s) = scope {
+            args.extend(["--scope", s]);
+        }
+        let out = cli.run(&args);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON verdict");
+        (out.status.code().unwrap(), v)
+    };
+    let (code, v) = verify(Some("orders:write"));
+    assert_eq!((code, v["denial"].as_str()), (1, Some("scope_missing")));
+    // Each invocation is a process of its own: the limit holds across them.
+    assert_eq!(verify(Some("orders:read")).1["valid"], true);
+    assert_eq!(verify(None).1["valid"], true);
+    let (code, v) = verify(None);
+    assert_eq!((code, v["denial"].as_str()), (1, Some("rate_limited")));
+    let wait = v["retry_after"].as_f64().unwrap();
+    assert!(wait > 0.0 && wait <= 1.5, "{v}");
+    // Admitted again once it has passed (polled, with a deadline).
+    common::wait_until(
+        "admitted after retry_after",
+        Duration::from_secs(20),
+        || (verify(None).1["valid"] == true).then_some(()),
+    );
+    assert_eq!(cli.json(&["key", "show", id])["quota"]["remaining"], 1);
+
+    // Changed: a limit added and one removed; the quota; the scopes.
+    let v = cli.json(&[
+        "key",
+        "limit",
+        id,
+        "--add",
+        "daily=10000/1d",
+        "--remove",
+        "burst",
+    ]);
+    assert_eq!(v["limits"].as_array().unwrap().len(), 1);
+    assert_eq!(v["limits"][0]["name"], "daily");
+    let v = cli.json(&["key", "quota", id, "0"]);
+    assert_eq!(v["quota"]["remaining"], 0);
+    let (code, v) = verify(None);
+    assert_eq!((code, v["denial"].as_str()), (1, Some("quota_exhausted")));
+    assert_eq!(
+        cli.json(&["key", "quota", id, "--none"])["quota"],
+        Value::Null
+    );
+    let v = cli.json(&[
+        "key",
+        "scope",
+        id,
+        "--add",
+        "contacts:write",
+        "--remove",
+        "orders:read",
+    ]);
+    assert_eq!(v["scopes"], serde_json::json!(["contacts:write"]));
+    assert_eq!(verify(Some("contacts:write")).1["valid"], true);
+    let usage = cli.json(&["usage", id]);
+    assert_eq!(usage["totals"]["scope_missing"], 1);
+    assert!(usage["totals"]["rate_limited"].as_u64().unwrap() >= 1);
+    assert_eq!(usage["totals"]["quota_exhausted"], 1);
+
+    // Bad input: one line, exit 4, nothing changed.
+    cli.fails(&["key", "limit", id, "--add", "burst=lots/1s"], 4);
+    cli.fails(&["key", "limit", id, "--add", "x=0/1s"], 4);
+    cli.fails(&["key", "limit", id, "--remove", "nosuch"], 4);
+    cli.fails(&["key", "quota", id, "5", "--refill", "5/weekly"], 4);
+    cli.fails(&["key", "scope", id, "--add", "has space"], 4);
+    let v = cli.json(&["key", "show", id]);
+    assert_eq!(v["limits"][0]["name"], "daily");
+    assert_eq!(v["scopes"], serde_json::json!(["contacts:write"]));
+}

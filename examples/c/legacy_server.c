@@ -4,6 +4,8 @@
  *     200 <key id> generation <n>
  *     401 <reason> <key id or ->
  *     403 ip_not_allowed <key id>
+ *     429 rate_limited <key id> retry-after-ms <n>
+ *     429 quota_exhausted <key id>
  *
  * Build: make -C examples/c      Run: examples/c/legacy_server STORE_DIR < requests.txt
  */
@@ -26,6 +28,9 @@ static const char *reason(kw_denial d) {
     case KW_DENIAL_IP_NOT_ALLOWED: return "ip_not_allowed";
     case KW_DENIAL_BUSY: return "busy";
     case KW_DENIAL_UNAVAILABLE: return "unavailable";
+    case KW_DENIAL_RATE_LIMITED: return "rate_limited";
+    case KW_DENIAL_QUOTA_EXHAUSTED: return "quota_exhausted";
+    case KW_DENIAL_SCOPE_MISSING: return "scope_missing";
     }
     return "unknown";
 }
@@ -60,9 +65,14 @@ int main(int argc, char **argv) {
             printf("400 %s\n", msg);
         } else if (v.valid) {
             printf("200 %s generation %u%s\n", v.key_id, v.generation, v.in_grace ? " (old secret, in grace)" : "");
+        } else if (v.denial == KW_DENIAL_RATE_LIMITED) {
+            printf("429 %s %s retry-after-ms %llu\n", reason(v.denial), v.key_id,
+                   (unsigned long long)v.retry_after_ms);
         } else {
-            printf("%d %s %s\n", v.denial == KW_DENIAL_IP_NOT_ALLOWED ? 403 : 401, reason(v.denial),
-                   v.key_id[0] ? v.key_id : "-");
+            int status = 401;
+            if (v.denial == KW_DENIAL_IP_NOT_ALLOWED || v.denial == KW_DENIAL_SCOPE_MISSING) status = 403;
+            if (v.denial == KW_DENIAL_QUOTA_EXHAUSTED) status = 429;
+            printf("%d %s %s\n", status, reason(v.denial), v.key_id[0] ? v.key_id : "-");
         }
         fflush(stdout);
     }

@@ -129,6 +129,10 @@ pub(crate) enum Table {
     /// lookup, across every process of a store. Written in the batch that
     /// writes the key record.
     Imports,
+    /// What processes take rate limits and quotas from: key id, then `q`
+    /// (the quota's remaining) or `l` and a limit's name (its shared
+    /// theoretical arrival time).
+    Budgets,
 }
 
 impl Table {
@@ -149,6 +153,7 @@ impl Table {
             Table::Feed => b'f',
             Table::Owners => b'o',
             Table::Imports => b'i',
+            Table::Budgets => b'b',
         }
     }
 }
@@ -318,6 +323,14 @@ pub(crate) trait Backend: Send + Sync {
     }
 
     /// The store shared on this host, when it is one.
+    /// Whether other processes draw on this store's rate-limit budgets
+    /// now or may have: then each process spends only tokens leased from
+    /// the shared rows. A host's owner that has never served an attached
+    /// process counts alone, exactly.
+    fn budgets_shared(&self) -> bool {
+        self.is_shared()
+    }
+
     fn host(&self) -> Option<&HostBackend> {
         None
     }

@@ -123,6 +123,13 @@ pub enum kw_denial {
     /// been unreachable longer than the staleness bound): refused rather
     /// than risk admitting a revoked key. Recovers by itself.
     KW_DENIAL_UNAVAILABLE = 9,
+    /// A rate limit of the key is used up: one more request fits
+    /// after `retry_after_ms` (see [`Denial::retry_after`]).
+    KW_DENIAL_RATE_LIMITED = 10,
+    /// The key's quota has no requests left.
+    KW_DENIAL_QUOTA_EXHAUSTED = 11,
+    /// The verification required a scope the key does not carry.
+    KW_DENIAL_SCOPE_MISSING = 12,
 }
 
 impl From<&Denial> for kw_denial {
@@ -139,6 +146,9 @@ impl From<&Denial> for kw_denial {
             Denial::IpNotAllowed { .. } => kw_denial::KW_DENIAL_IP_NOT_ALLOWED,
             Denial::Busy { .. } => kw_denial::KW_DENIAL_BUSY,
             Denial::Unavailable { .. } => kw_denial::KW_DENIAL_UNAVAILABLE,
+            Denial::RateLimited { .. } => kw_denial::KW_DENIAL_RATE_LIMITED,
+            Denial::QuotaExhausted { .. } => kw_denial::KW_DENIAL_QUOTA_EXHAUSTED,
+            Denial::ScopeMissing { .. } => kw_denial::KW_DENIAL_SCOPE_MISSING,
         }
     }
 }

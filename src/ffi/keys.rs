@@ -12,6 +12,7 @@ use super::values::{
     key_id, key_len, not_null, optional_text, put, put_json, room, store_ref, text,
 };
 use crate::key;
+use crate::policy::{Limit, Quota};
 use crate::store::{CreateOptions, ImportedSecret};
 use crate::time::Timestamp;
 use zeroize::Zeroizing;
@@ -24,6 +25,11 @@ struct CreateJson {
     #[serde(default)]
     whitelist: Vec<EntryJson>,
     owner: Option<String>,
+    #[serde(default)]
+    limits: Vec<Limit>,
+    quota: Option<Quota>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -48,7 +54,13 @@ impl CreateJson {
         if let Some(owner) = self.owner {
             o = o.owner(owner);
         }
-        o
+        for l in self.limits {
+            o = o.limit(l);
+        }
+        if let Some(q) = self.quota {
+            o = o.quota(q);
+        }
+        o.scopes(self.scopes)
     }
 }
 
@@ -65,6 +77,11 @@ struct ImportJson {
     #[serde(default)]
     whitelist: Vec<EntryJson>,
     owner: Option<String>,
+    #[serde(default)]
+    limits: Vec<Limit>,
+    quota: Option<Quota>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 impl ImportJson {
@@ -82,6 +99,9 @@ impl ImportJson {
             metadata: self.metadata,
             whitelist: self.whitelist,
             owner: self.owner,
+            limits: self.limits,
+            quota: self.quota,
+            scopes: self.scopes,
         };
         Ok((imported, options.options()))
     }
@@ -184,7 +204,10 @@ pub unsafe extern "C" fn kw_key_create(
 /// `kw_key_create` with options as a JSON object (NULL = none):
 /// `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
 ///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
-///   "owner": "acct_42"}` (`owner`: the account the key belongs to).
+///   "owner": "acct_42", "scopes": ["orders:read"],
+///   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
+///   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}}}`
+/// (`owner`: the account the key belongs to; `refill` may be null).
 /// Whitelist entries also switch the restriction on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_create_ex(
@@ -359,11 +382,88 @@ pub unsafe extern "C" fn kw_key_set_metadata(
     })
 }
 
+/// Replaces key `id`'s scopes with the JSON array of strings
+/// `scopes_json` (`["orders:read", "contacts:write"]`; NULL or `[]`: none).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_scopes(
+    store: *mut kw_store,
+    id: *const c_char,
+    scopes_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let scopes: Vec<String> = unsafe { optional_json(scopes_json, "scopes_json") }?;
+        store.set_scopes(&id, &scopes)?;
+        Ok(())
+    })
+}
+
+/// Replaces key `id`'s rate limits with the JSON array `limits_json`
+/// (`[{"name": "burst", "limit": 100, "window_seconds": 60}]`; NULL or
+/// `[]`: none).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_limits(
+    store: *mut kw_store,
+    id: *const c_char,
+    limits_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let limits: Vec<Limit> = unsafe { optional_json(limits_json, "limits_json") }?;
+        store.set_limits(&id, &limits)?;
+        Ok(())
+    })
+}
+
+/// Sets key `id`'s quota from the JSON object `quota_json`
+/// (`{"remaining": 1000, "refill": {"amount": 1000, "period": "daily"}}`,
+/// `refill` null or absent for none), or removes it when NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_quota(
+    store: *mut kw_store,
+    id: *const c_char,
+    quota_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let quota: Option<Quota> = unsafe { optional_json(quota_json, "quota_json") }?;
+        store.set_quota(&id, quota)?;
+        Ok(())
+    })
+}
+
+/// A JSON value from optional text: its default when NULL; a typed error
+/// naming `what` (never the text) when it does not parse.
+unsafe fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    p: *const c_char,
+    what: &str,
+) -> Result<T, Fail> {
+    match unsafe { optional_text(p, what) }? {
+        None => Ok(T::default()),
+        Some(j) => serde_json::from_str(j).map_err(|e| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!(
+                    "{what}: not valid here (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }),
+    }
+}
+
 /// Key `id`'s Overview as a JSON object, written to `*json_out` (free with
 /// `kw_string_free`):
 /// `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",
 ///   "generation", "disabled", "expires_at", "whitelist_enabled",
-///   "grace_until", "metadata"}` — times are RFC 3339 strings or null.
+///   "grace_until", "metadata", "owner", "scopes", "limits", "quota"}` —
+/// times are RFC 3339 strings or null; `limits` a list of `{"name",
+/// "limit", "window_seconds"}`; `quota` null or `{"remaining", "refill":
+/// null or {"amount", "period": "daily" | "monthly"}}`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_get_json(
     store: *const kw_store,

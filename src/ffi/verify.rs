@@ -37,6 +37,9 @@ pub struct kw_verdict {
     /// none or when no key has this id. Filled on refusals too whenever
     /// the key was found.
     pub owner: [c_char; KW_OWNER_BUFFER_LEN],
+    /// For `KW_DENIAL_RATE_LIMITED`: milliseconds until one more request
+    /// fits (the HTTP `Retry-After`, rounded up to seconds); otherwise 0.
+    pub retry_after_ms: u64,
 }
 
 /// The size of the first published `kw_verdict` (with `size`): the least
@@ -65,6 +68,64 @@ pub unsafe extern "C" fn kw_verify(
     integration: *const c_char,
     verdict_out: *mut kw_verdict,
 ) -> kw_status {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        verify_into(
+            store,
+            key,
+            key_len,
+            client_ip,
+            integration,
+            std::ptr::null(),
+            verdict_out,
+        )
+    }
+}
+
+/// `kw_verify`, also requiring that the key carries `scope` (e.g.
+/// `"orders:read"`): a key without it is `KW_DENIAL_SCOPE_MISSING`.
+/// `scope` NULL requires none (the same as `kw_verify`). The checks run in
+/// this order: the key, disabled or expired, the whitelist, the secret,
+/// the scope, the rate limits, the quota; only a request that passes
+/// everything before spends a rate limit or the quota. A key's scopes are
+/// read with `kw_key_get_json` (this call allocates nothing).
+///
+/// # Safety
+/// As `kw_verify`; `scope` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_verify_scoped(
+    store: *const kw_store,
+    key: *const c_char,
+    key_len: usize,
+    client_ip: *const c_char,
+    integration: *const c_char,
+    scope: *const c_char,
+    verdict_out: *mut kw_verdict,
+) -> kw_status {
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        verify_into(
+            store,
+            key,
+            key_len,
+            client_ip,
+            integration,
+            scope,
+            verdict_out,
+        )
+    }
+}
+
+/// Both verifications: `scope` NULL requires none.
+unsafe fn verify_into(
+    store: *const kw_store,
+    key: *const c_char,
+    key_len: usize,
+    client_ip: *const c_char,
+    integration: *const c_char,
+    scope: *const c_char,
+    verdict_out: *mut kw_verdict,
+) -> kw_status {
     boundary(|| {
         let store = unsafe { store_ref(store) }?;
         if key.is_null() {
@@ -78,12 +139,13 @@ pub unsafe extern "C" fn kw_verify(
             )
         })?;
         let integration = unsafe { optional_text(integration, "integration") }?;
+        let scope = unsafe { optional_text(scope, "scope") }?;
         not_null(verdict_out, "verdict_out")?;
         // SAFETY: a kw_verdict of `size` bytes, checked non-NULL above.
         let size = unsafe { out_size(verdict_out, KW_VERDICT_SIZE_1, "kw_verdict") }?;
         // SAFETY: the caller promises `key_len` readable bytes at `key`.
         let bytes = unsafe { std::slice::from_raw_parts(key.cast::<u8>(), key_len) };
-        let verdict = store.verify_bytes(bytes, ip, integration);
+        let verdict = store.verify_scoped_bytes(bytes, ip, integration, scope);
         let mut out = kw_verdict {
             size,
             valid: false,
@@ -93,6 +155,7 @@ pub unsafe extern "C" fn kw_verify(
             in_grace: false,
             rotated_at_unix_ms: 0,
             owner: [0; KW_OWNER_BUFFER_LEN],
+            retry_after_ms: 0,
         };
         let mut owner = None;
         let id: Option<KeyId> = match verdict {
@@ -105,8 +168,10 @@ pub unsafe extern "C" fn kw_verify(
             }
             Verdict::Denied(d) => {
                 out.denial = kw_denial::from(&d);
-                if let Denial::Rotated { at } = d {
-                    out.rotated_at_unix_ms = at.unix_millis();
+                match d {
+                    Denial::Rotated { at } => out.rotated_at_unix_ms = at.unix_millis(),
+                    Denial::RateLimited { retry_after_ms } => out.retry_after_ms = retry_after_ms,
+                    _ => {}
                 }
                 if d == Denial::Malformed {
                     None

@@ -18,9 +18,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::record::{GenRecord, KeyRecord, Lookup};
+use super::record::{GenRecord, KeyRecord, Lookup, Policy, QuotaRule};
 use crate::backend::StorageError;
 use crate::key::KeyId;
+use crate::policy::Limit;
 use crate::time::Timestamp;
 use crate::verifier::{Argon2idParts, SecretHash};
 use crate::whitelist::{Whitelist, WhitelistEntry};
@@ -38,17 +39,69 @@ type Lookups = Vec<(u32, Lookup)>;
 enum Section {
     /// The lookups of the record's imported generations.
     Lookups(Lookups),
+    /// The key's scopes.
+    Scopes(Vec<String>),
+    /// The key's rate limits: name, limit, window in milliseconds.
+    Limits(Vec<(String, u64, u64)>),
+    /// The key's quota setting.
+    Quota(QuotaRule),
 }
 
-/// The lookups among format 3's sections.
-fn lookups_of(trailer: &[u8]) -> Result<Lookups, StorageError> {
+/// What format 3's sections hold.
+#[derive(Default)]
+pub(crate) struct Sections {
+    pub lookups: Lookups,
+    pub policy: Policy,
+}
+
+fn sections_of(trailer: &[u8]) -> Result<Sections, StorageError> {
     let sections: Vec<Section> = postcard::from_bytes(trailer).map_err(unreadable)?;
-    Ok(sections
-        .into_iter()
-        .flat_map(|s| match s {
-            Section::Lookups(l) => l,
-        })
-        .collect())
+    let mut out = Sections::default();
+    for s in sections {
+        match s {
+            Section::Lookups(l) => out.lookups.extend(l),
+            Section::Scopes(s) => out.policy.scopes = s,
+            Section::Limits(l) => {
+                out.policy.limits = l
+                    .into_iter()
+                    .map(|(name, limit, window_ms)| {
+                        Limit::new(name, limit, std::time::Duration::from_millis(window_ms))
+                    })
+                    .collect();
+            }
+            Section::Quota(q) => out.policy.quota = Some(q),
+        }
+    }
+    Ok(out)
+}
+
+/// The sections of `rec`, none when it needs none (format 2).
+fn sections_for(rec: &KeyRecord) -> Vec<Section> {
+    let lookups: Lookups = rec
+        .generations
+        .iter()
+        .filter_map(|g| Some((g.n, g.lookup.clone()?)))
+        .collect();
+    let p = &rec.policy;
+    let mut out = Vec::new();
+    if !lookups.is_empty() {
+        out.push(Section::Lookups(lookups));
+    }
+    if !p.scopes.is_empty() {
+        out.push(Section::Scopes(p.scopes.clone()));
+    }
+    if !p.limits.is_empty() {
+        out.push(Section::Limits(
+            p.limits
+                .iter()
+                .map(|l| (l.name.clone(), l.limit, l.window.as_millis() as u64))
+                .collect(),
+        ));
+    }
+    if let Some(q) = p.quota {
+        out.push(Section::Quota(q));
+    }
+    out
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,11 +276,11 @@ impl GenView<'_> {
     }
 }
 
-/// A stored record as the index reads it.
+/// A stored record as the index reads it (on the stack, while it is read).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Stored<'a> {
-    /// Format 2 or 3, read in place, with the lookups of imported
-    /// generations (format 3).
-    View(View<'a>, Lookups),
+    /// Format 2 or 3, read in place, with the sections of format 3.
+    View(View<'a>, Sections),
     /// Format 1, decoded whole.
     Record(Box<KeyRecord>),
 }
@@ -244,12 +297,12 @@ pub(crate) fn stored(bytes: &[u8]) -> Result<Stored<'_>, StorageError> {
                     view.id
                 )));
             }
-            let lookups = if f == FORMAT_3 {
-                lookups_of(rest)?
+            let sections = if f == FORMAT_3 {
+                sections_of(rest)?
             } else {
-                Vec::new()
+                Sections::default()
             };
-            Ok(Stored::View(view, lookups))
+            Ok(Stored::View(view, sections))
         }
         _ => KeyRecord::decode(bytes).map(|r| Stored::Record(Box::new(r))),
     }
@@ -270,10 +323,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<KeyRecord, StorageError> {
 
 fn decode_2(bytes: &[u8], with_sections: bool) -> Result<KeyRecord, StorageError> {
     let (r, rest): (Record2, _) = postcard::take_from_bytes(bytes).map_err(unreadable)?;
-    let mut lookups: Lookups = if with_sections {
-        lookups_of(rest)?
+    let Sections {
+        mut lookups,
+        policy,
+    } = if with_sections {
+        sections_of(rest)?
     } else {
-        Vec::new()
+        Sections::default()
     };
     let metadata = match r.metadata {
         Some(text) => Some(serde_json::from_str::<Value>(&text).map_err(unreadable)?),
@@ -326,6 +382,7 @@ fn decode_2(bytes: &[u8], with_sections: bool) -> Result<KeyRecord, StorageError
                 })
                 .collect(),
         },
+        policy,
     })
 }
 
@@ -369,20 +426,15 @@ pub(crate) fn encode(rec: &KeyRecord) -> Vec<u8> {
             })
             .collect(),
     };
-    let lookups: Lookups = rec
-        .generations
-        .iter()
-        .filter_map(|g| Some((g.n, g.lookup.clone()?)))
-        .collect();
-    let mut out = vec![if lookups.is_empty() {
+    let sections = sections_for(rec);
+    let mut out = vec![if sections.is_empty() {
         FORMAT_2
     } else {
         FORMAT_3
     }];
     out.extend(postcard::to_allocvec(&r).expect("key records serialise"));
-    if !lookups.is_empty() {
-        let sections = [Section::Lookups(lookups)];
-        out.extend(postcard::to_allocvec(&sections[..]).expect("sections serialise"));
+    if !sections.is_empty() {
+        out.extend(postcard::to_allocvec(&sections).expect("sections serialise"));
     }
     out
 }
@@ -423,6 +475,7 @@ mod tests {
                     created_at: Timestamp::from_unix_millis(99),
                 }],
             },
+            policy: Policy::default(),
         }
     }
 
@@ -493,11 +546,11 @@ mod tests {
         let back = decode(&bytes).unwrap();
         assert!(same(&back, &rec));
         assert_eq!(back.generations[0].lookup, Some(Lookup::Sha256([0xab; 32])));
-        let Stored::View(view, lookups) = stored(&bytes).unwrap() else {
+        let Stored::View(view, sections) = stored(&bytes).unwrap() else {
             panic!("format 3 is read in place")
         };
         assert_eq!(
-            lookups,
+            sections.lookups,
             vec![(rec.generations[0].n, Lookup::Sha256([0xab; 32]))]
         );
         assert!(matches!(
@@ -506,6 +559,53 @@ mod tests {
         ));
         // Without lookups: format 2, as before.
         rec.generations[0].lookup = None;
+        assert_eq!(encode(&rec)[0], FORMAT_2);
+    }
+
+    #[test]
+    fn scopes_limits_and_a_quota_make_format_3_and_read_back_both_ways() {
+        use crate::policy::{Refill, RefillPeriod};
+        let hasher = crate::verifier::Argon2Params::default().hasher().unwrap();
+        let mut rec = record(&crate::verifier::hash_secret(&hasher, b"s").unwrap());
+        rec.policy = Policy {
+            scopes: vec!["contacts:write".into(), "orders:read".into()],
+            limits: vec![
+                Limit::new("burst", 100, std::time::Duration::from_mins(1)),
+                Limit::new("daily", 10_000, std::time::Duration::from_hours(24)),
+            ],
+            quota: Some(QuotaRule {
+                serial: 77,
+                refill: Some(Refill {
+                    amount: 500,
+                    period: RefillPeriod::Monthly,
+                }),
+            }),
+        };
+        let bytes = encode(&rec);
+        assert_eq!(bytes[0], FORMAT_3);
+        assert_eq!(decode(&bytes).unwrap().policy, rec.policy);
+        let Stored::View(_, sections) = stored(&bytes).unwrap() else {
+            panic!("format 3 is read in place")
+        };
+        assert_eq!(sections.policy, rec.policy);
+        assert!(sections.lookups.is_empty());
+        // Each alone is format 3 too; none is format 2.
+        for keep in 0..3 {
+            let mut one = rec.clone();
+            if keep != 0 {
+                one.policy.scopes.clear();
+            }
+            if keep != 1 {
+                one.policy.limits.clear();
+            }
+            if keep != 2 {
+                one.policy.quota = None;
+            }
+            let bytes = encode(&one);
+            assert_eq!(bytes[0], FORMAT_3);
+            assert_eq!(decode(&bytes).unwrap().policy, one.policy);
+        }
+        rec.policy = Policy::default();
         assert_eq!(encode(&rec)[0], FORMAT_2);
     }
 

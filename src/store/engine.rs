@@ -40,6 +40,8 @@ pub(crate) struct Engine {
     pub gate: HashGate,
     pub index: Index,
     pub usage: UsageLog,
+    /// Keys whose meters want a lease fetched (by the lease thread).
+    pub leases: super::budgets::LeaseQueue,
     pub limits: UsageLimits,
     /// Serialises this process's read-modify-write of key records.
     pub write_lock: Mutex<()>,
@@ -85,8 +87,9 @@ impl Engine {
             options.plugin_retry,
         )
         .map_err(OpenError::InvalidOptions)?;
+        let shared = backend.is_shared();
         let engine = Arc::new(Engine {
-            shared: backend.is_shared(),
+            shared,
             backend,
             dir: opened.dir,
             prefix,
@@ -97,6 +100,7 @@ impl Engine {
             hashes_per_key: (options.max_concurrent_hashes / 2).max(1),
             gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
             index: Index::new(),
+            leases: super::budgets::LeaseQueue::new(),
             usage: UsageLog::new(options.usage_limits, options.notice_limits),
             limits: options.usage_limits,
             write_lock: Mutex::new(()),
@@ -261,7 +265,7 @@ impl Engine {
 
     pub(crate) fn get(&self, id: &KeyId) -> Result<KeyInfo, KeyError> {
         let rec = self.record(id)?;
-        Ok(rec.info(&self.prefix, self.last_used(id)?, self.now_ms()))
+        Ok(self.info_of(&rec, self.last_used(id)?, self.now_ms()))
     }
 
     pub(crate) fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
@@ -279,7 +283,7 @@ impl Engine {
             let rec = KeyRecord::decode(&bytes)?;
             let stored = last_used.get(&k).copied().flatten();
             let pending = self.usage.pending(&rec.id).and_then(|p| p.last_used_at());
-            out.push(rec.info(&self.prefix, stored.max(pending), now));
+            out.push(self.info_of(&rec, stored.max(pending), now));
         }
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)

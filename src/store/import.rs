@@ -171,8 +171,8 @@ impl Engine {
         }
         let now = self.now_ms();
         let mut prepared = Vec::with_capacity(keys.len());
-        for (name, secret, options) in keys {
-            let wl = checked_new_key(&name, &options, now)?;
+        for (name, secret, mut options) in keys {
+            let wl = checked_new_key(&name, &mut options, now)?;
             prepared.push((name, secret.kind(), self.material(&secret)?, options, wl));
         }
         let mut new = NewKeys::default();
@@ -202,7 +202,9 @@ impl Engine {
                 last4: m.last4,
                 lookup: Some(m.lookup),
             };
+            let remaining = options.quota.map(|q| q.remaining);
             let rec = KeyRecord::new_key(id, name, options, wl, now, first);
+            super::budgets::quota_row(&mut new.records, &rec, remaining, now);
             // One key per lookup, whichever process imports it.
             let row = rec.generations[0].lookup.as_ref().expect("imported").row();
             new.checks.expect(Table::Imports, row.clone(), None);
@@ -217,9 +219,6 @@ impl Engine {
                 "a key was imported already (by another process); nothing was imported".into(),
             )
         })?;
-        Ok(made
-            .iter()
-            .map(|rec| rec.info(&self.prefix, None, now))
-            .collect())
+        Ok(made.iter().map(|rec| self.new_key_info(rec, now)).collect())
     }
 }

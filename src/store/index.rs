@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 use super::codec::{self, Stored, View};
 use super::engine::Page;
 use super::imports::{self, ImportMap, Imports};
-use super::record::KeyRecord;
+use super::meter::Meter;
+use super::record::{KeyRecord, Policy};
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::locks::{lock, read, write};
@@ -33,6 +34,11 @@ pub(crate) struct Live {
     rules: Option<Rules>,
     /// The key's account, shared with every grant (no allocation per verify).
     owner: Option<Arc<str>>,
+    /// The key's scopes, sorted (shared with every grant); `None`: none.
+    scopes: Option<Arc<[String]>>,
+    /// Its rate limits and quota in this process, kept across rebuilds of
+    /// the entry while they stay the same.
+    pub meter: Option<Arc<Meter>>,
     /// Newest first.
     pub gens: Box<[LiveGen]>,
 }
@@ -138,6 +144,7 @@ impl Live {
                 hash: SecretHash::from_phc(&g.phc),
                 imported: g.lookup.is_some(),
             }),
+            &rec.policy,
             previous,
         )
     }
@@ -145,10 +152,11 @@ impl Live {
     /// Builds the entry of a record read in place from storage.
     fn from_view(
         view: &View<'_>,
-        imported: &[(u32, super::record::Lookup)],
+        sections: &codec::Sections,
         previous: Option<&Live>,
         owners: &mut Owners,
     ) -> Result<Self, StorageError> {
+        let imported = &sections.lookups;
         let mut gens = Vec::with_capacity(view.generations.len());
         for g in &view.generations {
             gens.push(GenParts {
@@ -170,6 +178,7 @@ impl Live {
                 .then(|| Rules::from_networks(view.entries.iter().map(|e| e.network))),
             view.owner.map(|o| owners.get(o)),
             gens.into_iter(),
+            &sections.policy,
             previous,
         ))
     }
@@ -180,6 +189,7 @@ impl Live {
         rules: Option<Rules>,
         owner: Option<Arc<str>>,
         gens: impl Iterator<Item = GenParts>,
+        policy: &Policy,
         previous: Option<&Live>,
     ) -> Self {
         let gens = gens
@@ -203,13 +213,30 @@ impl Live {
                 }
             })
             .collect();
+        let scopes = match previous.and_then(|p| p.scopes.as_ref()) {
+            Some(was) if **was == *policy.scopes => Some(Arc::clone(was)),
+            _ => (!policy.scopes.is_empty()).then(|| Arc::from(policy.scopes.as_slice())),
+        };
+        let meter = match previous.and_then(|p| p.meter.as_ref()) {
+            Some(m) if m.same(&policy.limits, policy.quota) => Some(Arc::clone(m)),
+            _ => Meter::new(&policy.limits, policy.quota).map(Arc::new),
+        };
         Live {
             disabled,
             expires_at,
             rules,
             owner,
+            scopes,
+            meter,
             gens,
         }
+    }
+
+    /// Whether the key carries `scope`.
+    pub(crate) fn has_scope(&self, scope: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_some_and(|s| s.binary_search_by(|x| x.as_str().cmp(scope)).is_ok())
     }
 
     /// Heap bytes of this entry (its `Arc` allocation and what it points
@@ -320,6 +347,7 @@ impl Live {
                 generation: g.n,
                 in_grace: false,
                 owner: self.owner.clone(),
+                scopes: self.scopes.clone(),
             };
             return (Verdict::Valid(grant), Freshness::Current);
         }
@@ -329,6 +357,7 @@ impl Live {
                 generation: g.n,
                 in_grace: true,
                 owner: self.owner.clone(),
+                scopes: self.scopes.clone(),
             };
             return (Verdict::Valid(grant), Freshness::Stale);
         }
@@ -399,6 +428,20 @@ impl Index {
         self.imports.set(*id, Vec::new());
     }
 
+    /// The entries with a meter (rate limits or a quota).
+    pub(crate) fn metered(&self) -> Vec<(KeyId, Arc<Live>)> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                read(s)
+                    .iter()
+                    .filter(|(_, l)| l.meter.is_some())
+                    .map(|(id, l)| (*id, Arc::clone(l)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()
     }
@@ -455,13 +498,17 @@ impl Index {
         owners: &mut Owners,
     ) -> Result<(KeyId, Live, Vec<super::record::Lookup>), StorageError> {
         Ok(match codec::stored(bytes)? {
-            Stored::View(view, imported) => {
+            Stored::View(view, sections) => {
                 let id: KeyId = view.id.parse().map_err(|_| {
                     StorageError::new(format!("a key record with a bad id {:?}", view.id))
                 })?;
                 let previous = current.get(&id);
-                let live = Live::from_view(&view, &imported, previous.as_deref(), owners)?;
-                (id, live, imported.into_iter().map(|(_, l)| l).collect())
+                let live = Live::from_view(&view, &sections, previous.as_deref(), owners)?;
+                (
+                    id,
+                    live,
+                    sections.lookups.into_iter().map(|(_, l)| l).collect(),
+                )
             }
             Stored::Record(rec) => {
                 let previous = current.get(&rec.id);

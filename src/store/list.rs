@@ -88,7 +88,7 @@ impl Engine {
                 continue;
             };
             let rec = KeyRecord::decode(&bytes)?;
-            out.push(rec.info(&self.prefix, self.last_used(&id)?, now));
+            out.push(self.info_of(&rec, self.last_used(&id)?, now));
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@
 //! Reading and flushing usage lives in `crate::usage`, outbox writes in
 //! `crate::events`, whitelist entry rules in `crate::whitelist`.
 
+mod budgets;
 mod codec;
 mod engine;
 mod import;
@@ -18,6 +19,7 @@ mod imports;
 mod index;
 mod leaks;
 mod list;
+mod meter;
 mod options;
 mod owners;
 mod record;
@@ -257,7 +259,35 @@ impl Store {
         client_ip: IpAddr,
         integration: Option<&str>,
     ) -> Verdict {
-        self.engine.verify(key, client_ip, integration)
+        self.engine.verify(key, client_ip, integration, None)
+    }
+
+    /// [`Store::verify`], also requiring that the key carries `scope`
+    /// (refused with [`Denial::ScopeMissing`](crate::Denial::ScopeMissing)
+    /// otherwise). Checks run in this order: the key, disabled or
+    /// expired, the whitelist, the secret, the scope, the rate limits, the
+    /// quota; only a request that passes everything before spends a rate
+    /// limit or the quota.
+    pub fn verify_scoped(
+        &self,
+        key: &str,
+        client_ip: IpAddr,
+        integration: Option<&str>,
+        scope: Option<&str>,
+    ) -> Verdict {
+        self.engine
+            .verify(key.as_bytes(), client_ip, integration, scope)
+    }
+
+    /// [`Store::verify_scoped`] for a key given as bytes.
+    pub fn verify_scoped_bytes(
+        &self,
+        key: &[u8],
+        client_ip: IpAddr,
+        integration: Option<&str>,
+        scope: Option<&str>,
+    ) -> Verdict {
+        self.engine.verify(key, client_ip, integration, scope)
     }
 
     /// The account of the key a presented key names, from the in-memory
@@ -459,6 +489,38 @@ impl Store {
     #[allow(clippy::needless_pass_by_value)] // the caller hands the object over
     pub fn set_metadata(&self, id: &KeyId, metadata: Option<Value>) -> Result<KeyInfo, KeyError> {
         self.engine.set_metadata(id, metadata.as_ref())
+    }
+
+    // ------------------------------------------- limits, quota, scopes
+
+    /// Replaces the key's scopes (see [`CreateOptions::scopes`]).
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad scope
+    /// or more than [`MAX_SCOPES`](crate::policy::MAX_SCOPES); storage errors.
+    pub fn set_scopes<S: AsRef<str>>(&self, id: &KeyId, scopes: &[S]) -> Result<KeyInfo, KeyError> {
+        self.engine.set_scopes(id, scopes)
+    }
+
+    /// Replaces the key's rate limits (see [`Limit`](crate::Limit)); an
+    /// empty list removes them. A limit kept by name keeps its bucket in
+    /// other processes; in this one every bucket starts full.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad limit
+    /// or two of one name; storage errors.
+    pub fn set_limits(&self, id: &KeyId, limits: &[crate::Limit]) -> Result<KeyInfo, KeyError> {
+        self.engine.set_limits(id, limits)
+    }
+
+    /// Sets the key's quota (`None` removes it): `remaining` requests
+    /// from now, in every process; a refill resets it at each period.
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for an amount
+    /// out of range; storage errors.
+    pub fn set_quota(&self, id: &KeyId, quota: Option<crate::Quota>) -> Result<KeyInfo, KeyError> {
+        self.engine.set_quota(id, quota)
     }
 
     // --------------------------------------------------------- whitelist

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::clock::{Clock, SystemClock};
 use crate::error::OpenError;
 use crate::key;
+use crate::policy::{Limit, Quota};
 use crate::time::Timestamp;
 use crate::usage::{NoticeLimits, UsageLimits};
 use crate::verifier::Argon2Params;
@@ -207,6 +208,9 @@ pub struct CreateOptions {
     pub(crate) metadata: Option<Value>,
     pub(crate) whitelist: Vec<(String, String)>,
     pub(crate) owner: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) limits: Vec<Limit>,
+    pub(crate) quota: Option<Quota>,
 }
 
 impl CreateOptions {
@@ -235,6 +239,28 @@ impl CreateOptions {
     #[must_use]
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
+        self
+    }
+
+    /// The scopes the key carries (`orders:read`): a verification that
+    /// requires a scope the key lacks is refused with `ScopeMissing`.
+    #[must_use]
+    pub fn scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a rate limit (see [`Limit`]).
+    #[must_use]
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// A quota of requests (see [`Quota`]).
+    #[must_use]
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
         self
     }
 

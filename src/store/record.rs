@@ -8,6 +8,7 @@ use super::options::{MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN};
 use crate::backend::StorageError;
 use crate::error::KeyError;
 use crate::key::{self, KeyId, PlaintextKey};
+use crate::policy::{Limit, Quota, Refill};
 use crate::time::Timestamp;
 use crate::whitelist::Whitelist;
 
@@ -43,6 +44,12 @@ pub struct KeyInfo {
     pub metadata: Option<Value>,
     /// The account the key belongs to (the application's customer id).
     pub owner: Option<String>,
+    /// What the key may be used for; empty: no scope is required of it.
+    pub scopes: Vec<String>,
+    /// Its rate limits.
+    pub limits: Vec<Limit>,
+    /// Its quota, with `remaining` as storage and this process hold it now.
+    pub quota: Option<Quota>,
 }
 
 /// A key as created or regenerated: its info, and the plaintext, shown once.
@@ -126,6 +133,43 @@ pub(crate) struct KeyRecord {
     /// Newest first; the first is current.
     pub generations: Vec<GenRecord>,
     pub whitelist: Whitelist,
+    /// Scopes, rate limits and quota (format 3 sections).
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// What a key may do beyond being admitted (see [`crate::policy`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Policy {
+    /// Sorted, without repeats.
+    pub scopes: Vec<String>,
+    pub limits: Vec<Limit>,
+    pub quota: Option<QuotaRule>,
+}
+
+/// A key's quota as its record holds it: the refill, and which setting it
+/// is. `remaining` lives in its own row ([`crate::backend::Table::Budgets`]),
+/// taken from in leases; a new setting (a new `serial`) voids every lease
+/// of the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QuotaRule {
+    pub serial: u64,
+    pub refill: Option<Refill>,
+}
+
+impl QuotaRule {
+    /// A new setting with `refill`.
+    pub(crate) fn new(refill: Option<Refill>) -> Self {
+        QuotaRule {
+            serial: rand::random::<u64>() | 1,
+            refill,
+        }
+    }
+
+    /// The refill period holding `now` (0 without a refill).
+    pub(crate) fn period_of(&self, now: i64) -> i64 {
+        self.refill.map_or(0, |r| r.period.period_of(now))
+    }
 }
 
 impl KeyRecord {
@@ -152,6 +196,11 @@ impl KeyRecord {
             owner: options.owner,
             generations: vec![first],
             whitelist: wl,
+            policy: Policy {
+                scopes: options.scopes,
+                limits: options.limits,
+                quota: options.quota.map(|q| QuotaRule::new(q.refill)),
+            },
         }
     }
 
@@ -202,6 +251,13 @@ impl KeyRecord {
                 .map(ts),
             metadata: self.metadata.clone(),
             owner: self.owner.clone(),
+            scopes: self.policy.scopes.clone(),
+            limits: self.policy.limits.clone(),
+            // What remains is in its own row: the engine fills it in.
+            quota: self.policy.quota.map(|q| Quota {
+                remaining: 0,
+                refill: q.refill,
+            }),
         }
     }
 

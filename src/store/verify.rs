@@ -24,8 +24,15 @@ pub(crate) const MAX_IMPORTED_KEY_LEN: usize = 512;
 /// What the warm path found: an answer, or the need for argon2.
 enum Step {
     Done(Verdict, Freshness),
-    /// The key's entry, the candidate generations, the secret's warm digest.
-    Cold(Arc<Live>, Vec<usize>, [u8; 32]),
+    Cold(Cold),
+}
+
+/// A secret to verify with argon2: the key's entry, the candidate
+/// generations, the secret's warm digest.
+struct Cold {
+    live: Arc<Live>,
+    candidates: Vec<usize>,
+    digest: [u8; 32],
 }
 
 impl Engine {
@@ -34,6 +41,7 @@ impl Engine {
         key: &[u8],
         client_ip: IpAddr,
         integration: Option<&str>,
+        scope: Option<&str>,
     ) -> Verdict {
         let Some((id, secret, imported)) = self.identify(key) else {
             return Verdict::Denied(Denial::Malformed);
@@ -76,7 +84,7 @@ impl Engine {
                 let digest = self.warm_key.digest(secret);
                 if let Some(i) = live.warm_match(&digest) {
                     let (v, f) = live.decide(id, i, now);
-                    Step::Done(v, f)
+                    Step::Done(self.admit(id, live, v, scope, now), f)
                 } else {
                     let candidates = if imported {
                         live.imported_candidates(&digest)
@@ -88,21 +96,23 @@ impl Engine {
                     match candidates {
                         Err(i) => {
                             let (v, f) = live.decide(id, i, now);
-                            Step::Done(v, f)
+                            Step::Done(self.admit(id, live, v, scope, now), f)
                         }
                         Ok(c) if c.is_empty() => {
                             Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
                         }
-                        Ok(c) => Step::Cold(Arc::clone(live), c, digest),
+                        Ok(candidates) => Step::Cold(Cold {
+                            live: Arc::clone(live),
+                            candidates,
+                            digest,
+                        }),
                     }
                 }
             }
         };
         let (verdict, freshness) = match step {
             Step::Done(v, f) => (v, f),
-            Step::Cold(live, candidates, digest) => {
-                self.verify_cold(id, secret, &digest, ip, &live, &candidates)
-            }
+            Step::Cold(cold) => self.verify_cold(id, secret, ip, scope, &cold),
         };
         let outcome = match &verdict {
             Verdict::Valid(_) => Outcome::Allowed,
@@ -156,11 +166,15 @@ impl Engine {
         &self,
         id: KeyId,
         secret: &[u8],
-        digest: &[u8; 32],
         ip: IpAddr,
-        live: &Live,
-        candidates: &[usize],
+        scope: Option<&str>,
+        cold: &Cold,
     ) -> (Verdict, Freshness) {
+        let Cold {
+            live,
+            candidates,
+            digest,
+        } = cold;
         // A key's share of the gate, waited for as briefly as the gate's
         // queue: a burst of first uses of one key waits for the first.
         let Some(_share) = self
@@ -199,6 +213,45 @@ impl Engine {
         if let Some(d) = current.gatekeep(now, ip) {
             return (Verdict::Denied(d), Freshness::Unknown);
         }
-        current.decide(id, i, now)
+        // The key's first use in this process: its first lease, and what
+        // earlier processes spent of its limits, before it answers (argon2
+        // has just run; warm verifications never touch storage).
+        if current
+            .meter
+            .as_ref()
+            .is_some_and(|m| m.first_use(self.budgets_shared()))
+        {
+            let _ = self.fetch_leases(&id);
+        }
+        let (v, f) = current.decide(id, i, now);
+        (self.admit(id, &current, v, scope, now), f)
+    }
+
+    /// After the secret: the scope asked for, then the rate limits and the
+    /// quota, spent only when everything admits the request.
+    fn admit(
+        &self,
+        id: KeyId,
+        live: &Live,
+        verdict: Verdict,
+        scope: Option<&str>,
+        now: i64,
+    ) -> Verdict {
+        if !verdict.is_valid() {
+            return verdict;
+        }
+        if scope.is_some_and(|s| !live.has_scope(s)) {
+            return Verdict::Denied(Denial::ScopeMissing);
+        }
+        if let Some(meter) = &live.meter {
+            let a = meter.admit(now, self.budgets_shared());
+            if a.fetch {
+                self.leases.request(id);
+            }
+            if let Some(d) = a.refusal {
+                return Verdict::Denied(d);
+            }
+        }
+        verdict
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::budgets::LeaseThread;
 use super::engine::Engine;
 use super::options::Options;
 use crate::backend::Wake;
@@ -14,6 +15,8 @@ use crate::backend::Wake;
 pub(crate) struct Worker {
     stop: mpsc::Sender<()>,
     handle: JoinHandle<()>,
+    leases: Option<LeaseThread>,
+    engine: Weak<Engine>,
 }
 
 impl Worker {
@@ -78,12 +81,24 @@ impl Worker {
                 }
             })
             .expect("spawning the usage flusher thread");
-        Worker { stop, handle }
+        Worker {
+            stop,
+            handle,
+            leases: LeaseThread::spawn(engine),
+            engine: Arc::downgrade(engine),
+        }
     }
 
-    /// Stops the thread and waits for it.
+    /// Stops the threads and waits for them; the quota this process holds
+    /// goes back to storage.
     pub(crate) fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.handle.join();
+        if let Some(leases) = self.leases {
+            leases.stop();
+        }
+        if let Some(engine) = self.engine.upgrade() {
+            engine.return_leases();
+        }
     }
 }

@@ -37,17 +37,31 @@ impl Engine {
         &self,
         id: &KeyId,
         kind: EventKind,
+        change: impl FnMut(&mut KeyRecord, i64) -> Result<Value, KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        self.update_with(id, kind, change, |_, _, _| {})
+    }
+
+    /// [`Engine::update`], with `rows(old, new, batch)` adding writes of
+    /// other rows to the same batch.
+    pub(crate) fn update_with(
+        &self,
+        id: &KeyId,
+        kind: EventKind,
         mut change: impl FnMut(&mut KeyRecord, i64) -> Result<Value, KeyError>,
+        rows: impl Fn(&KeyRecord, &KeyRecord, &mut Batch),
     ) -> Result<KeyInfo, KeyError> {
         let _w = lock(&self.write_lock);
         for _ in 0..COMMIT_RETRIES {
             let (mut rec, old) = self.record_bytes(id)?;
+            let before = rec.clone();
             let old_owner_row = rec.owner_row();
             let old_lookups = super::imports::of_record(&rec);
             let now = self.now_ms();
             let data = change(&mut rec, now)?;
             rec.updated_at = now;
             let mut batch = Batch::default();
+            rows(&before, &rec, &mut batch);
             batch.expect(Table::Keys, id.as_bytes().to_vec(), Some(old));
             batch.put(Table::Keys, id.as_bytes().to_vec(), rec.encode());
             // The owner index moves with the record, in the same batch.
@@ -88,7 +102,7 @@ impl Engine {
             // The change is made: a failure to read usage must not turn it
             // into an error (a regeneration's new key would be lost).
             let last_used = self.last_used(id).ok().flatten();
-            return Ok(rec.info(&self.prefix, last_used, now));
+            return Ok(self.info_of(&rec, last_used, now));
         }
         Err(too_many_writers())
     }
@@ -118,8 +132,8 @@ impl Engine {
         // Everything is checked before anything is hashed or written.
         let checked = keys
             .into_iter()
-            .map(|(name, options)| {
-                let wl = checked_new_key(&name, &options, now)?;
+            .map(|(name, mut options)| {
+                let wl = checked_new_key(&name, &mut options, now)?;
                 Ok((name, options, wl))
             })
             .collect::<Result<Vec<_>, KeyError>>()?;
@@ -145,8 +159,10 @@ impl Engine {
                 last4: generated.last4.clone(),
                 lookup: None,
             };
+            let remaining = options.quota.map(|q| q.remaining);
             let rec = KeyRecord::new_key(id, name, options, wl, now, first);
             new.add(self, &rec, now, data);
+            super::budgets::quota_row(&mut new.records, &rec, remaining, now);
             made.push((rec, generated.key));
         }
         let _w = lock(&self.write_lock);
@@ -157,10 +173,19 @@ impl Engine {
         Ok(made
             .into_iter()
             .map(|(rec, key)| CreatedKey {
-                info: rec.info(&self.prefix, None, now),
+                info: self.new_key_info(&rec, now),
                 key,
             })
             .collect())
+    }
+
+    /// A new key's Overview, once its meter holds its first lease (so the
+    /// key's first use need not wait for one).
+    pub(super) fn new_key_info(&self, rec: &KeyRecord, now: i64) -> KeyInfo {
+        if rec.policy.quota.is_some() || (self.budgets_shared() && !rec.policy.limits.is_empty()) {
+            let _ = self.fetch_leases(&rec.id);
+        }
+        self.info_of(rec, None, now)
     }
 
     /// Commits staged new keys durably, then installs them in the index
@@ -272,6 +297,7 @@ impl Engine {
         if let Some(row) = rec.owner_row() {
             batch.delete(Table::Owners, row);
         }
+        super::budgets::delete_rows(batch, rec);
         for l in super::imports::of_record(rec) {
             batch.delete(Table::Imports, l.row());
         }
@@ -468,10 +494,15 @@ impl NewKeys {
 
 pub(super) fn checked_new_key(
     name: &str,
-    options: &CreateOptions,
+    options: &mut CreateOptions,
     now: i64,
 ) -> Result<Whitelist, KeyError> {
     validate_name(name)?;
+    options.scopes = crate::policy::checked_scopes(&options.scopes)?;
+    crate::policy::check_limits(&options.limits)?;
+    if let Some(q) = &options.quota {
+        q.check()?;
+    }
     validate_metadata(options.metadata.as_ref())?;
     validate_expiry(options.expires_at)?;
     if let Some(owner) = &options.owner {

@@ -1,8 +1,10 @@
 /* Every function of the C ABI: success, NULL for every pointer, non-UTF-8
  * and 1 MiB strings, buffers too small, and the errors of each kind.
  * Usage: test_api STORE_DIR [NOTIFIER_COMPONENT_FILE] */
+#define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -22,6 +24,11 @@ static kw_verdict verify(const kw_store *s, const char *key, const char *ip) {
     kw_status st = kw_verify(s, key, strlen(key), ip, "c-test", &v);
     CHECK(st == KW_STATUS_OK);
     return v;
+}
+
+static void pause_ms(long ms) {
+    struct timespec t = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+    nanosleep(&t, NULL);
 }
 
 static int json_has(const kw_store *s, const char *id, const char *needle) {
@@ -481,6 +488,81 @@ int main(int argc, char **argv) {
         CHECK_STATUS(kw_key_import(store, "x", huge, iid, sizeof iid), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_import(store, "y", "{\"kind\": \"plaintext\", \"secret\": \"fits-no-buffer\"}", iid, 5), KW_STATUS_BUFFER_TOO_SMALL);
         CHECK(verify(store, "fits-no-buffer", "10.0.0.1").denial == KW_DENIAL_MALFORMED);
+    }
+
+    /* --- limits, quota, scopes ------------------------------------------ */
+    {
+        char lkey[KW_KEY_BUFFER_LEN], lid[KW_KEY_ID_BUFFER_LEN];
+        CHECK_STATUS(kw_key_create_ex(store, "limited",
+                                      "{\"scopes\": [\"orders:read\"], "
+                                      "\"limits\": [{\"name\": \"burst\", \"limit\": 2, \"window_seconds\": 1}], "
+                                      "\"quota\": {\"remaining\": 4}}",
+                                      lkey, sizeof lkey, lid, sizeof lid), KW_STATUS_OK);
+        CHECK(json_has(store, lid, "\"scopes\":[\"orders:read\"]"));
+        CHECK(json_has(store, lid, "{\"name\":\"burst\",\"limit\":2,\"window_seconds\":1.0}"));
+        CHECK(json_has(store, lid, "\"quota\":{\"remaining\":4,\"refill\":null}"));
+        kw_verdict v;
+        memset(&v, 0xAB, sizeof v);
+        v.size = sizeof v;
+        size_t n = strlen(lkey);
+        /* A missing scope is refused before the limits: nothing is spent. */
+        for (int i = 0; i < 5; i++) {
+            CHECK_STATUS(kw_verify_scoped(store, lkey, n, "10.0.0.1", NULL, "orders:write", &v), KW_STATUS_OK);
+            CHECK(!v.valid && v.denial == KW_DENIAL_SCOPE_MISSING && v.retry_after_ms == 0);
+        }
+        CHECK_STATUS(kw_verify_scoped(store, lkey, n, "10.0.0.1", NULL, "orders:read", &v), KW_STATUS_OK);
+        CHECK(v.valid && v.retry_after_ms == 0);
+        CHECK_STATUS(kw_verify_scoped(store, lkey, n, "10.0.0.1", NULL, NULL, &v), KW_STATUS_OK);
+        CHECK(v.valid);
+        /* 2 per second: the third at once waits about half a second. */
+        CHECK_STATUS(kw_verify(store, lkey, n, "10.0.0.1", NULL, &v), KW_STATUS_OK);
+        CHECK(!v.valid && v.denial == KW_DENIAL_RATE_LIMITED);
+        CHECK(v.retry_after_ms > 0 && v.retry_after_ms <= 500);
+        /* Admitted again once it has passed (polled, with a deadline). */
+        int admitted = 0;
+        for (int i = 0; i < 200 && !admitted; i++) {
+            pause_ms(50);
+            CHECK_STATUS(kw_verify(store, lkey, n, "10.0.0.1", NULL, &v), KW_STATUS_OK);
+            admitted = v.valid;
+        }
+        CHECK(admitted);
+        /* The quota of 4: one left, then refused. */
+        int refused = 0;
+        for (int i = 0; i < 200 && !refused; i++) {
+            pause_ms(50);
+            CHECK_STATUS(kw_verify(store, lkey, n, "10.0.0.1", NULL, &v), KW_STATUS_OK);
+            refused = v.denial == KW_DENIAL_QUOTA_EXHAUSTED;
+        }
+        CHECK(refused);
+        CHECK(json_has(store, lid, "\"remaining\":0"));
+        /* Set and cleared. */
+        CHECK_STATUS(kw_key_set_quota(store, lid, "{\"remaining\": 7, \"refill\": {\"amount\": 9, \"period\": \"daily\"}}"), KW_STATUS_OK);
+        CHECK(json_has(store, lid, "\"quota\":{\"remaining\":7,\"refill\":{\"amount\":9,\"period\":\"daily\"}}"));
+        CHECK_STATUS(kw_key_set_quota(store, lid, NULL), KW_STATUS_OK);
+        CHECK(json_has(store, lid, "\"quota\":null"));
+        CHECK_STATUS(kw_key_set_scopes(store, lid, "[\"contacts:write\", \"a:b\"]"), KW_STATUS_OK);
+        CHECK(json_has(store, lid, "\"scopes\":[\"a:b\",\"contacts:write\"]"));
+        CHECK_STATUS(kw_key_set_limits(store, lid, "[]"), KW_STATUS_OK);
+        CHECK(json_has(store, lid, "\"limits\":[]"));
+        CHECK_STATUS(kw_key_set_limits(store, lid, "[{\"name\": \"daily\", \"limit\": 10000, \"window_seconds\": 86400}]"), KW_STATUS_OK);
+        CHECK(json_has(store, lid, "\"name\":\"daily\""));
+        /* Bad input: typed errors, nothing changed. */
+        CHECK_STATUS(kw_key_set_limits(store, lid, "[{\"name\": \"x\", \"limit\": 0, \"window_seconds\": 1}]"), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_limits(store, lid, "[{\"name\": \"x\", \"limit\": 1}]"), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_limits(store, lid, "not json"), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_limits(store, lid, bad_utf8), KW_STATUS_INVALID_UTF8);
+        CHECK_STATUS(kw_key_set_limits(store, lid, huge), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_limits(NULL, lid, "[]"), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_set_scopes(store, lid, "[\"has space\"]"), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_scopes(store, NULL, "[]"), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_set_quota(store, lid, "{\"remaining\": -1}"), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_set_quota(store, "AAAAAAAAAAAA", "{\"remaining\": 1}"), KW_STATUS_NOT_FOUND);
+        CHECK(json_has(store, lid, "\"name\":\"daily\"") && json_has(store, lid, "\"quota\":null"));
+        CHECK_STATUS(kw_verify_scoped(store, lkey, n, "10.0.0.1", NULL, bad_utf8, &v), KW_STATUS_INVALID_UTF8);
+        CHECK_STATUS(kw_verify_scoped(store, lkey, n, "10.0.0.1", NULL, huge, &v), KW_STATUS_OK);
+        CHECK(v.denial == KW_DENIAL_SCOPE_MISSING);
+        CHECK_STATUS(kw_verify_scoped(NULL, lkey, n, "10.0.0.1", NULL, NULL, &v), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_create_ex(store, "bad", "{\"limits\": [{\"name\": \"\", \"limit\": 1, \"window_seconds\": 1}]}", lkey, sizeof lkey, lid, sizeof lid), KW_STATUS_INVALID_INPUT);
     }
 
     /* --- delete, close, reopen ---------------------------------------- */

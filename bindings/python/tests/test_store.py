@@ -6,6 +6,7 @@ import ipaddress
 import multiprocessing
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -53,9 +54,9 @@ def test_verdicts_for_each_denial(store):
     assert v.denial is Denial.UNKNOWN_KEY and v.key_id == other.info.id
     assert {d.name for d in Denial} == {
         "MALFORMED", "UNKNOWN_KEY", "WRONG_SECRET", "ROTATED", "EXPIRED", "DISABLED", "IP_NOT_ALLOWED", "BUSY",
-        "UNAVAILABLE",
+        "UNAVAILABLE", "RATE_LIMITED", "QUOTA_EXHAUSTED", "SCOPE_MISSING",
     }
-    assert [d.value for d in Denial] == list(range(1, 10)), "same numbers as kw_denial"
+    assert [d.value for d in Denial] == list(range(1, 13)), "same numbers as kw_denial"
 
 
 def test_the_native_verify_answers_as_the_c_interface_does(store):
@@ -70,15 +71,22 @@ def test_the_native_verify_answers_as_the_c_interface_does(store):
     gone = store.create_key("gone")
     store.delete(gone.info.id)
     wrong = owned.key[:-10] + ("A" if owned.key[-10] != "A" else "B") + owned.key[-9:]
-    cases = [owned.key, owned.key.encode(), rotated.key, disabled.key, gone.key, wrong, "nonsense", ""]
+    scoped = store.create_key("scoped", scopes=["orders:read", "a:b"], limits=[("burst", 1, 3600)])
+    cases = [owned.key, owned.key.encode(), rotated.key, disabled.key, gone.key, wrong, "nonsense", "",
+             scoped.key]
     for key in cases:
         for ip in ("10.1.2.3", "192.0.2.1", "::1"):
             for integration in (None, "crm"):
-                native = store.verify(key, ip, integration)
-                general = store.verify(key, ipaddress.ip_address(ip), integration)
-                assert type(native) is keyward.Verdict
-                assert native == general, (key, ip, integration)
-                assert repr(native) == repr(general)
+                for scope in (None, "orders:read", "orders:write"):
+                    native = store.verify(key, ip, integration, scope=scope)
+                    general = store.verify(key, ipaddress.ip_address(ip), integration, scope=scope)
+                    assert type(native) is keyward.Verdict
+                    assert native == general, (key, ip, integration, scope)
+                    assert repr(native) == repr(general)
+    # The scoped key's one request per hour went to the first verify.
+    limited = store.verify(scoped.key, "10.1.2.3")
+    assert limited.denial is Denial.RATE_LIMITED and 3590 < limited.retry_after <= 3600
+    assert store.verify(scoped.key, ipaddress.ip_address("10.1.2.3")) == limited
     assert store.verify(owned.key, "10.1.2.3").owner == "acct_1"
     assert store.verify(owned.key, "192.0.2.1").denial is Denial.IP_NOT_ALLOWED
     assert store.verify(rotated.key, "10.1.2.3").rotated_at.tzinfo is not None
@@ -341,3 +349,72 @@ def test_import_each_kind_and_verify_the_legacy_string(store):
     fresh = store.regenerate(plain.id)
     assert fresh.key.startswith(f"kw_{plain.id}_") and store.verify(fresh.key, "10.0.0.1")
     assert store.verify("sk_live_py_legacy_0001", "10.0.0.1").denial is Denial.ROTATED
+
+
+def _settled(store, key, scope=None):
+    """Verifies until the answer is not BUSY (a lease on its way), failing
+    after a deadline."""
+    deadline = time.monotonic() + 10
+    while True:
+        v = store.verify(key, "203.0.113.5", scope=scope)
+        if v.denial is not Denial.BUSY:
+            return v
+        assert time.monotonic() < deadline, "still busy"
+        time.sleep(0.01)
+
+
+def test_rate_limits_refuse_a_burst_with_retry_after_and_admit_after_it(store):
+    c = store.create_key("limited", limits=[("burst", 3, 1.5), ("daily", 10000, 86400)])
+    assert c.info.limits == [keyward.Limit("burst", 3, 1.5), keyward.Limit("daily", 10000, 86400.0)]
+    # Wrong secrets and a missing scope spend nothing.
+    wrong = c.key[:-10] + ("A" if c.key[-10] != "A" else "B") + c.key[-9:]
+    for _ in range(20):
+        assert store.verify(wrong, "203.0.113.5").denial is Denial.WRONG_SECRET
+        assert store.verify(c.key, "203.0.113.5", scope="x").denial is Denial.SCOPE_MISSING
+    for _ in range(3):
+        assert store.verify(c.key, "203.0.113.5")
+    refused = store.verify(c.key, "203.0.113.5")
+    assert refused.denial is Denial.RATE_LIMITED and not refused
+    assert 0 < refused.retry_after <= 0.5
+    assert "retry_after=" in repr(refused)
+    deadline = time.monotonic() + 10
+    while not store.verify(c.key, "203.0.113.5"):
+        assert time.monotonic() < deadline, "never admitted again"
+        time.sleep(0.05)
+    totals = store.usage(c.info.id).totals
+    assert totals.rate_limited >= 1 and totals.scope_missing == 20 and totals.wrong_secret == 20
+    info = store.set_limits(c.info.id, [("burst", 1, 60)])
+    assert info.limits == [keyward.Limit("burst", 1, 60.0)]
+    assert store.set_limits(c.info.id, []).limits == []
+    for bad in ([("x", 0, 1)], [("x", 1)], [("", 1, 1)], [("x", 1, 1), ("x", 2, 2)], "burst", [("x", "1", 1)]):
+        with pytest.raises(keyward.InvalidInput):
+            store.set_limits(c.info.id, bad)
+    assert store.key(c.info.id).limits == []
+
+
+def test_a_quota_counts_down_refuses_at_zero_and_is_set_and_cleared(store):
+    c = store.create_key("metered", quota=2, scopes=("orders:read",))
+    assert c.info.quota == keyward.Quota(2, None, None)
+    assert c.info.scopes == ("orders:read",)
+    v = _settled(store, c.key, scope="orders:read")
+    assert v and v.scopes == ("orders:read",) and v.retry_after is None
+    assert store.verify(c.key, "203.0.113.5")
+    assert store.key(c.info.id).quota.remaining == 0
+    assert store.verify(c.key, "203.0.113.5").denial is Denial.QUOTA_EXHAUSTED
+    assert store.usage(c.info.id).totals.quota_exhausted == 1
+    info = store.set_quota(c.info.id, 5, refill=(100, "monthly"))
+    assert info.quota == keyward.Quota(5, 100, "monthly")
+    assert _settled(store, c.key)
+    assert store.key(c.info.id).quota.remaining == 4
+    assert store.set_quota(c.info.id, None).quota is None
+    assert store.verify(c.key, "203.0.113.5")
+    for bad in ((-1, None), (1, (0, "daily")), (1, (5, "weekly")), ("5", None)):
+        with pytest.raises(keyward.InvalidInput):
+            store.set_quota(c.info.id, *bad)
+    with pytest.raises(keyward.InvalidInput):
+        store.create_key("bad", scopes=["has space"])
+    with pytest.raises(keyward.InvalidInput):
+        store.set_scopes(c.info.id, "orders:read")
+    assert store.set_scopes(c.info.id, ["b", "a"]).scopes == ("a", "b")
+    assert store.verify(c.key, "203.0.113.5", scope="orders:read").denial is Denial.SCOPE_MISSING
+    assert store.key(c.info.id).quota is None

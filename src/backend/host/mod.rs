@@ -518,6 +518,14 @@ impl Backend for HostBackend {
         true
     }
 
+    fn budgets_shared(&self) -> bool {
+        match &*read(&self.role) {
+            Role::Owner(serving) => serving.server.ever_attached(),
+            Role::Attached(_) => true,
+            Role::Closed => false,
+        }
+    }
+
     fn report_seen(
         &self,
         _engine: &str,

@@ -35,6 +35,8 @@ pub(super) struct Server {
 
 #[derive(Default)]
 struct Conns {
+    /// Whether any process has connected since this owner began serving.
+    ever: bool,
     next: u64,
     open: HashMap<u64, UnixStream>,
     threads: Vec<JoinHandle<()>>,
@@ -121,6 +123,13 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Whether any process has connected to this owner.
+    pub(super) fn ever_attached(&self) -> bool {
+        lock(&self.conns).ever
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
@@ -148,6 +157,7 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
         let id = conns.next;
         conns.next += 1;
         conns.open.insert(id, watch);
+        conns.ever = true;
         let c = Arc::clone(ctx);
         match std::thread::Builder::new()
             .name("keyward-attached".into())

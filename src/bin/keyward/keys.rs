@@ -23,6 +23,18 @@ pub(crate) enum KeyCommand {
         /// The account the key belongs to (your customer id).
         #[arg(long)]
         owner: Option<String>,
+        /// A rate limit: NAME=LIMIT/WINDOW (burst=100/60s). Repeatable.
+        #[arg(long = "limit", value_name = "NAME=LIMIT/WINDOW")]
+        limits: Vec<String>,
+        /// A quota: this many requests, then quota_exhausted.
+        #[arg(long)]
+        quota: Option<u64>,
+        /// With --quota: reset it to AMOUNT daily or monthly (AMOUNT/daily).
+        #[arg(long, requires = "quota", value_name = "AMOUNT/PERIOD")]
+        refill: Option<String>,
+        /// A scope the key carries (orders:read). Repeatable.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
     /// Every key (oldest first), or one account's; with --limit or
     /// --after, one page in id order.
@@ -71,6 +83,12 @@ pub(crate) enum KeyCommand {
     Rename { id: String, name: String },
     /// Imports keys another system issued: they keep working as they are.
     Import(crate::import::ImportArgs),
+    /// Adds, replaces or removes the key's rate limits.
+    Limit(crate::limits::LimitArgs),
+    /// Sets or removes the key's quota of requests.
+    Quota(crate::limits::QuotaArgs),
+    /// Adds or removes the scopes the key carries.
+    Scope(crate::limits::ScopeArgs),
 }
 
 fn created_json(info: &KeyInfo, key: &str) -> Value {
@@ -82,13 +100,26 @@ fn created_json(info: &KeyInfo, key: &str) -> Value {
 pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u8> {
     match cmd {
         KeyCommand::Import(a) => return crate::import::import_command(store, a, out),
+        KeyCommand::Limit(a) => return crate::limits::limit_command(store, a, out),
+        KeyCommand::Quota(a) => return crate::limits::quota_command(store, a, out),
+        KeyCommand::Scope(a) => return crate::limits::scope_command(store, a, out),
         KeyCommand::Create {
             name,
             expires,
             metadata,
             owner,
+            limits,
+            quota,
+            refill,
+            scopes,
         } => {
-            let mut o = CreateOptions::new();
+            let mut o = CreateOptions::new().scopes(scopes);
+            for l in &limits {
+                o = o.limit(crate::limits::parse_limit(l)?);
+            }
+            if let Some(q) = quota {
+                o = o.quota(crate::limits::quota(q, refill.as_deref())?);
+            }
             if let Some(owner) = owner {
                 o = o.owner(owner);
             }
@@ -356,6 +387,9 @@ fn print_overview(k: &KeyInfo, out: &Out) {
     );
     if let Some(g) = k.grace_until {
         println!("  old secret    works until {g}");
+    }
+    for line in crate::limits::policy_lines(k) {
+        println!("  {line}");
     }
     if let Some(m) = &k.metadata {
         println!("  metadata      {}", shown::json(m.to_string()));

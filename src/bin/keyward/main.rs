@@ -18,6 +18,7 @@ mod admin;
 mod events;
 mod import;
 mod keys;
+mod limits;
 mod owners;
 #[cfg(feature = "plugins")]
 mod plugins;
@@ -85,6 +86,9 @@ enum Command {
         ip: String,
         #[arg(long)]
         integration: Option<String>,
+        /// A scope the key must carry (refused with scope_missing otherwise).
+        #[arg(long)]
+        scope: Option<String>,
     },
     /// Finds this store's keys in files, directories or stdin (-) and says
     /// what each is: live, rotated, wrong_secret, unknown_key, inactive.
@@ -294,7 +298,14 @@ fn run(cli: Cli) -> Result<u8> {
             key,
             ip,
             integration,
-        } => verify::verify_command(&store, &key, &ip, integration.as_deref(), &out)?,
+            scope,
+        } => verify::verify_command(
+            &store,
+            &key,
+            &ip,
+            (integration.as_deref(), scope.as_deref()),
+            &out,
+        )?,
         Command::Events { since, .. } => events::events_command(&store, since, &out)?,
         Command::Scan {
             paths,

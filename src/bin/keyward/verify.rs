@@ -12,13 +12,13 @@ pub(crate) fn verify_command(
     store: &Store,
     key: &str,
     ip: &str,
-    integration: Option<&str>,
+    (integration, scope): (Option<&str>, Option<&str>),
     out: &Out,
 ) -> Result<u8> {
     let ip: IpAddr = ip
         .parse()
         .map_err(|_| invalid(format!("--ip {ip:?} is not an IP address")))?;
-    let v = store.verify(key, ip, integration);
+    let v = store.verify_scoped(key, ip, integration, scope);
     if out.json {
         out.json(&verdict_json(&v));
     } else {
@@ -51,8 +51,10 @@ fn verdict_json(v: &Verdict) -> Value {
     match v {
         Verdict::Valid(g) => json!({
             "valid": true, "denial": null, "key_id": g.key_id, "generation": g.generation, "in_grace": g.in_grace,
-            "owner": g.owner
+            "owner": g.owner, "scopes": g.scopes()
         }),
-        Verdict::Denied(d) => json!({ "valid": false, "denial": d.as_str(), "detail": d }),
+        Verdict::Denied(d) => json!({
+            "valid": false, "denial": d.as_str(), "detail": d, "retry_after": d.retry_after()
+        }),
     }
 }

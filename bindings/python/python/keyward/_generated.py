@@ -24,6 +24,9 @@ class Denial(enum.Enum):
     IP_NOT_ALLOWED = lib.KW_DENIAL_IP_NOT_ALLOWED
     BUSY = lib.KW_DENIAL_BUSY
     UNAVAILABLE = lib.KW_DENIAL_UNAVAILABLE
+    RATE_LIMITED = lib.KW_DENIAL_RATE_LIMITED
+    QUOTA_EXHAUSTED = lib.KW_DENIAL_QUOTA_EXHAUSTED
+    SCOPE_MISSING = lib.KW_DENIAL_SCOPE_MISSING
 
 
 #: The HTTP status the bundled middleware answers with, per denial.
@@ -37,6 +40,9 @@ HTTP_STATUS: Dict[Denial, int] = {
     Denial.IP_NOT_ALLOWED: 403,
     Denial.BUSY: 503,
     Denial.UNAVAILABLE: 503,
+    Denial.RATE_LIMITED: 429,
+    Denial.QUOTA_EXHAUSTED: 429,
+    Denial.SCOPE_MISSING: 403,
 }
 
 
@@ -53,6 +59,9 @@ class UsageTotals:
     ip_not_allowed: int = 0
     busy: int = 0
     unavailable: int = 0
+    rate_limited: int = 0
+    quota_exhausted: int = 0
+    scope_missing: int = 0
 
 
 #: The exception class (a name in ``keyward``) of every failing ``kw_status``.

@@ -6,14 +6,26 @@ from __future__ import annotations
 import email.message
 import ipaddress
 import json
+import math
 import urllib.parse
 import urllib.request
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from keyward._generated import HTTP_STATUS
 from keyward._store import Verdict
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+#: What a request must carry: one scope for every request, or a function
+#: of the request's method and path giving its scope (``None``: none).
+RequiredScope = Union[None, str, Callable[[str, str], Optional[str]]]
+
+
+def required_scope(required: RequiredScope, method: str, path: str) -> Optional[str]:
+    """The scope a request with ``method`` and ``path`` must carry."""
+    if required is None or isinstance(required, str):
+        return required
+    return required(method, path)
 
 
 def parse_proxies(proxies: Iterable[str]) -> List[Network]:
@@ -100,22 +112,26 @@ def presented_key(api_key_header: Optional[str], authorization: Optional[str]) -
 
 
 def denial_response(verdict: Optional[Verdict], reason: Optional[str] = None) -> Tuple[int, bytes]:
-    """Status and JSON body for a refused request: 403 for a refused IP,
-    503 when the store is busy or unavailable (retry), else 401."""
+    """Status and JSON body for a refused request: 403 for a refused IP or
+    a missing scope, 429 when rate-limited or out of quota, 503 when the
+    store is busy or unavailable (retry), else 401."""
     if verdict is None:
         return 401, json.dumps({"error": "unauthorized", "reason": reason or "missing_key"}).encode()
     denial = verdict.denial
     status = HTTP_STATUS.get(denial, 401) if denial else 401
-    error = {403: "forbidden", 503: "unavailable"}.get(status, "unauthorized")
+    error = {403: "forbidden", 429: "too_many_requests", 503: "unavailable"}.get(status, "unauthorized")
     body = {"error": error, "reason": denial.name.lower() if denial else reason}
     return status, json.dumps(body).encode()
 
 
 def retry_after(verdict: Optional[Verdict]) -> Optional[str]:
-    """Seconds a client should wait before retrying a 503, as Retry-After."""
+    """Seconds a client should wait before retrying a 503 or a rate-limited
+    429 (rounded up, at least 1), as Retry-After."""
     if verdict is None or verdict.denial is None:
         return None
+    if verdict.retry_after is not None:
+        return str(max(1, math.ceil(verdict.retry_after)))
     return {"BUSY": "1", "UNAVAILABLE": "5"}.get(verdict.denial.name)
 
 
-REASONS = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}

@@ -11,7 +11,7 @@ import urllib.parse
 import weakref
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from keyward._generated import STATUS_EXCEPTIONS, Denial, UsageTotals
 from keyward._native import ffi, lib
@@ -180,10 +180,41 @@ _fast.bind(tuple(_DENIALS.get(n) for n in range(max(_DENIALS) + 1)), _datetime_m
 #: The answer of :meth:`Store.verify`, true when the key was admitted:
 #: ``valid``, ``denial`` (a :class:`Denial` or ``None``), ``key_id``,
 #: ``generation``, ``in_grace``, ``rotated_at`` (for ``ROTATED``) and
-#: ``owner`` (the key's account, also on refusals whenever the key exists).
-#: ``Verdict(valid, denial, key_id, generation, in_grace=False,
-#: rotated_at=None, owner=None)``. Built natively by ``Store.verify``.
+#: ``owner`` (the key's account, also on refusals whenever the key exists),
+#: ``retry_after`` (seconds until one more request fits, for
+#: ``RATE_LIMITED``; else ``None``) and ``scopes`` (the admitted key's
+#: scopes, a tuple). ``Verdict(valid, denial, key_id, generation,
+#: in_grace=False, rotated_at=None, owner=None, retry_after=None,
+#: scopes=())``. Built natively by ``Store.verify``.
 Verdict = _fast.Verdict
+
+
+class Limit(NamedTuple):
+    """A rate limit: at most ``limit`` requests at once, refilling evenly
+    over ``window_seconds`` (GCRA)."""
+
+    name: str
+    limit: int
+    window_seconds: float
+
+
+class Quota(NamedTuple):
+    """A quota: ``remaining`` requests, reset to ``refill_amount`` at 00:00
+    UTC each day or on the 1st of each month (``refill_period``
+    ``"daily"``/``"monthly"``), or never (both ``None``)."""
+
+    remaining: int
+    refill_amount: Optional[int] = None
+    refill_period: Optional[str] = None
+
+
+def _quota(d: Optional[Dict[str, Any]]) -> Optional[Quota]:
+    if d is None:
+        return None
+    refill = d.get("refill")
+    if refill is None:
+        return Quota(d["remaining"])
+    return Quota(d["remaining"], refill["amount"], refill["period"])
 
 
 @dataclass(frozen=True)
@@ -203,6 +234,9 @@ class KeyInfo:
     grace_until: Optional[datetime]
     metadata: Optional[Dict[str, Any]]
     owner: Optional[str] = None
+    limits: List[Limit] = field(default_factory=list)
+    quota: Optional[Quota] = None
+    scopes: Tuple[str, ...] = ()
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "KeyInfo":
@@ -220,6 +254,9 @@ class KeyInfo:
             grace_until=_time(d["grace_until"]),
             metadata=d["metadata"],
             owner=d.get("owner"),
+            limits=[Limit(x["name"], x["limit"], x["window_seconds"]) for x in d.get("limits", [])],
+            quota=_quota(d.get("quota")),
+            scopes=tuple(d.get("scopes", ())),
         )
 
 
@@ -626,26 +663,33 @@ class Store:
 
     # -- verify -------------------------------------------------------
 
-    def verify(self, key: str, ip: str, integration: Optional[str] = None) -> Verdict:
+    def verify(self, key: str, ip: str, integration: Optional[str] = None, *,
+               scope: Optional[str] = None) -> Verdict:
         """Verifies a presented key from client address ``ip``.
 
-        ``integration`` (e.g. the User-Agent) is recorded in usage. A key
-        that is not even well-formed is a ``MALFORMED`` verdict, not an error.
+        ``integration`` (e.g. the User-Agent) is recorded in usage. With
+        ``scope``, a key that does not carry it is refused (``SCOPE_MISSING``).
+        Checks run in this order: the key, disabled or expired, the
+        whitelist, the secret, the scope, the rate limits, the quota; only a
+        request that passes everything before spends a limit or the quota.
+        A key that is not even well-formed is a ``MALFORMED`` verdict, not an
+        error.
         """
         # One native call for the usual input (a str or bytes key, an
         # address as text); anything else, and a closed store, goes the
         # general way below, which reports the typed error.
-        verdict = self._life.gate.verify(key, ip, integration)
+        verdict = self._life.gate.verify(key, ip, integration, scope)
         if verdict is not None:
             return verdict
         life = self._life
         h = life.enter()
         try:
-            return self._verify(h, key, ip, integration)
+            return self._verify(h, key, ip, integration, scope)
         finally:
             life.leave()
 
-    def _verify(self, h: Any, key: str, ip: str, integration: Optional[str]) -> Verdict:
+    def _verify(self, h: Any, key: str, ip: str, integration: Optional[str],
+                scope: Optional[str] = None) -> Verdict:
         out = ffi.new("kw_verdict *")
         out.size = ffi.sizeof("kw_verdict")
         kb = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else bytes(key)
@@ -656,17 +700,22 @@ class Store:
         else:
             ib = _ip_text(ip)
         ig = ffi.NULL if integration is None else _text(integration, "integration")
-        _check(lib.kw_verify(h, kb, len(kb), ib, ig, out))
+        sc = ffi.NULL if scope is None else _text(scope, "scope")
+        _check(lib.kw_verify_scoped(h, kb, len(kb), ib, ig, sc, out))
         owner = ffi.string(out.owner).decode() if out.owner[0] != b"\0" else None
         if out.valid:
-            return Verdict(True, None, ffi.string(out.key_id).decode(), out.generation, out.in_grace,
-                           None, owner)
+            key_id = ffi.string(out.key_id).decode()
+            # kw_verify allocates nothing, so the scopes come from the Overview.
+            info = self._json(lib.kw_key_get_json, h, key_id.encode())
+            return Verdict(True, None, key_id, out.generation, out.in_grace,
+                           None, owner, scopes=tuple(info.get("scopes", ())))
         denial = _DENIALS[out.denial]
         key_id = ffi.string(out.key_id).decode() or None
         rotated = None
         if denial is Denial.ROTATED:
             rotated = _datetime_ms(out.rotated_at_unix_ms)
-        return Verdict(False, denial, key_id, 0, False, rotated, owner)
+        retry = out.retry_after_ms / 1000 if denial is Denial.RATE_LIMITED else None
+        return Verdict(False, denial, key_id, 0, False, rotated, owner, retry_after=retry)
 
     # -- lifecycle ----------------------------------------------------
 
@@ -679,11 +728,23 @@ class Store:
         metadata: Optional[Dict[str, Any]] = None,
         whitelist: Sequence[Tuple[str, str]] = (),
         owner: Optional[str] = None,
+        limits: Sequence[Tuple[str, int, float]] = (),
+        quota: Optional[Union[int, Quota]] = None,
+        scopes: Sequence[str] = (),
     ) -> CreatedKey:
         """Creates a key. ``whitelist`` is ``[(name, ip_or_cidr), ...]`` and
         switches the restriction on; ``owner`` is the account the key belongs
-        to (your customer id, 1-128 bytes). The plaintext is in the result only."""
+        to (your customer id, 1-128 bytes); ``limits`` is ``[(name, limit,
+        window_seconds), ...]``; ``quota`` a number of requests (or a
+        :class:`Quota` with its refill); ``scopes`` what the key may be used
+        for. The plaintext is in the result only."""
         options = _key_options(owner, expires_at, metadata, whitelist)
+        if limits:
+            options["limits"] = _limits(limits)
+        if quota is not None:
+            options["quota"] = _quota_json(quota)
+        if scopes:
+            options["scopes"] = _scopes(scopes)
         opts = _text(json.dumps(options), "options") if options else ffi.NULL
         return self._created(lib.kw_key_create_json, _text(name, "name"), opts)
 
@@ -792,6 +853,37 @@ class Store:
         deleted = ffi.new("size_t *")
         _check(lib.kw_owner_delete_keys(self._h(), _text(owner, "owner"), deleted))
         return int(deleted[0])
+
+    @_in_flight
+    def set_limits(self, key_id: str, limits: Sequence[Tuple[str, int, float]]) -> KeyInfo:
+        """Replaces the key's rate limits: ``[(name, limit, window_seconds),
+        ...]`` (``[]`` removes them)."""
+        body = json.dumps(_limits(limits))
+        _check(lib.kw_key_set_limits(self._h(), _text(key_id, "key_id"), _text(body, "limits")))
+        return self.get_key(key_id)
+
+    @_in_flight
+    def set_quota(self, key_id: str, remaining: Optional[int],
+                  refill: Optional[Tuple[int, str]] = None) -> KeyInfo:
+        """Sets the key's quota to ``remaining`` requests, reset to
+        ``refill=(amount, "daily"|"monthly")`` at each period's start (00:00
+        UTC; the 1st of the month); ``remaining=None`` removes the quota."""
+        if remaining is None:
+            if refill is not None:
+                raise InvalidInput("refill= needs remaining=")
+            body = ffi.NULL
+        else:
+            q = Quota(remaining, *(refill if refill is not None else (None, None)))
+            body = _text(json.dumps(_quota_json(q)), "quota")
+        _check(lib.kw_key_set_quota(self._h(), _text(key_id, "key_id"), body))
+        return self.get_key(key_id)
+
+    @_in_flight
+    def set_scopes(self, key_id: str, scopes: Sequence[str]) -> KeyInfo:
+        """Replaces the key's scopes (``()`` removes them)."""
+        body = json.dumps(_scopes(scopes))
+        _check(lib.kw_key_set_scopes(self._h(), _text(key_id, "key_id"), _text(body, "scopes")))
+        return self.get_key(key_id)
 
     @_in_flight
     def set_owner(self, key_id: str, owner: Optional[str]) -> KeyInfo:
@@ -971,6 +1063,48 @@ def _key_options(
     if whitelist:
         options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
     return options
+
+
+def _number(value: object, what: str) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _limits(limits: Sequence[Tuple[str, int, float]]) -> List[Dict[str, Any]]:
+    """``[(name, limit, window_seconds), ...]`` as the C interface reads it."""
+    if isinstance(limits, (str, bytes)):
+        raise InvalidInput("limits must be a list of (name, limit, window_seconds)")
+    out = []
+    for item in limits:
+        if not isinstance(item, tuple) or len(item) != 3:
+            raise InvalidInput("each limit is a (name, limit, window_seconds) tuple")
+        name, limit, window = item
+        if not isinstance(name, str) or not isinstance(limit, int) or isinstance(limit, bool) \
+                or not _number(window, "window_seconds"):
+            raise InvalidInput("each limit is a (str, int, seconds) tuple")
+        out.append({"name": name, "limit": limit, "window_seconds": float(window)})
+    return out
+
+
+def _quota_json(quota: Union[int, Quota]) -> Dict[str, Any]:
+    """A quota (a number of requests, or a :class:`Quota`) as the C interface reads it."""
+    q = Quota(quota) if isinstance(quota, int) and not isinstance(quota, bool) else quota
+    if not isinstance(q, tuple) or not isinstance(q[0], int) or isinstance(q[0], bool):
+        raise InvalidInput("quota must be a number of requests or a Quota")
+    q = Quota(*q)
+    if (q.refill_amount is None) != (q.refill_period is None):
+        raise InvalidInput("a refill needs both an amount and a period")
+    refill = None
+    if q.refill_amount is not None:
+        if q.refill_period not in ("daily", "monthly"):
+            raise InvalidInput('the refill period is "daily" or "monthly"')
+        refill = {"amount": q.refill_amount, "period": q.refill_period}
+    return {"remaining": q.remaining, "refill": refill}
+
+
+def _scopes(scopes: Sequence[str]) -> List[str]:
+    if isinstance(scopes, (str, bytes)) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidInput("scopes must be a sequence of str")
+    return list(scopes)
 
 
 def _u32(value: int, what: str, minimum: int = 0) -> int:

@@ -22,6 +22,8 @@ from keyward._http import (
     parse_proxies,
     presented_key,
     retry_after,
+    RequiredScope,
+    required_scope,
 )
 from keyward._store import Store
 
@@ -40,9 +42,13 @@ class KeyAuthMiddleware:
         header: str = "X-API-Key",
         trusted_proxies: Iterable[str] = (),
         forwarded_header: str = "X-Forwarded-For",
+        required_scope: RequiredScope = None,
     ) -> None:
         self.app = app
         self.store = store
+        # A scope every request needs, or a function of (method, path)
+        # giving the one a request needs (None: none).
+        self.required_scope = required_scope
         self.header = header.lower().encode("latin-1")
         self.proxies = parse_proxies(trusted_proxies)
         self.forwarded = header_name(forwarded_header)
@@ -67,7 +73,8 @@ class KeyAuthMiddleware:
         verdict = None
         reason = "missing_key" if key is None else "unknown_client"
         if key is not None and ip is not None:
-            verdict = self.store.verify(key, ip, headers.get(b"user-agent"))
+            needed = required_scope(self.required_scope, scope.get("method", "GET"), scope.get("path", "/"))
+            verdict = self.store.verify(key, ip, headers.get(b"user-agent"), scope=needed)
         if verdict:
             await self.app({**scope, SCOPE_KEY: verdict}, receive, send)
             return

@@ -30,6 +30,8 @@ from keyward._http import (
     parse_proxies,
     presented_key,
     retry_after,
+    RequiredScope,
+    required_scope,
 )
 from keyward._store import Store
 
@@ -44,9 +46,13 @@ class KeyAuthMiddleware:
         header: str = "X-API-Key",
         trusted_proxies: Iterable[str] = (),
         forwarded_header: str = "X-Forwarded-For",
+        required_scope: RequiredScope = None,
     ) -> None:
         self.app = app
         self.store = store
+        # A scope every request needs, or a function of (method, path)
+        # giving the one a request needs (None: none).
+        self.required_scope = required_scope
         self.environ_header = "HTTP_" + header.upper().replace("-", "_")
         self.proxies = parse_proxies(trusted_proxies)
         self.forwarded = header_name(forwarded_header)
@@ -60,7 +66,8 @@ class KeyAuthMiddleware:
         ip: Optional[str] = client_ip(environ.get("REMOTE_ADDR"), hops, self.proxies)
         if key is None or ip is None:
             return self._refuse(start_response, None, "missing_key" if key is None else "unknown_client")
-        verdict = self.store.verify(key, ip, environ.get("HTTP_USER_AGENT"))
+        verdict = self.store.verify(key, ip, environ.get("HTTP_USER_AGENT"),
+                                     scope=required_scope(self.required_scope, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")))
         if not verdict:
             return self._refuse(start_response, verdict, None)
         environ[ENVIRON_KEY] = verdict

@@ -1,0 +1,367 @@
+//! What a key may do beyond being admitted: how often (rate limits), how
+//! much in all (a quota of requests), and what for (scopes).
+//!
+//! Rate limits are GCRA: a token bucket holding `limit` tokens that refills
+//! evenly over `window`, so a burst of `limit` is admitted at once and then
+//! one request every `window / limit`. A refused request learns how long
+//! until one more fits (`retry_after`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::KeyError;
+
+/// Most rate limits one key carries.
+pub const MAX_LIMITS: usize = 8;
+/// Most scopes one key carries.
+pub const MAX_SCOPES: usize = 64;
+/// Longest scope, and longest limit name, in bytes.
+pub const MAX_SCOPE_LEN: usize = 64;
+/// Longest window of a rate limit.
+pub const MAX_WINDOW: Duration = Duration::from_hours(366 * 24);
+/// Largest `limit` of a rate limit.
+pub const MAX_LIMIT: u64 = 1_000_000_000;
+/// Largest quota (remaining requests, or a refill amount).
+pub const MAX_QUOTA: u64 = 1 << 53;
+
+/// A named rate limit: at most `limit` requests at once, refilling evenly
+/// over `window` (`burst`: 100 per 60 s; `daily`: 10,000 per day).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Its name, unique among the key's limits: 1 to 64 of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// Requests admitted at once with a full bucket (1 to 10⁹).
+    pub limit: u64,
+    /// How long the bucket takes to refill from empty (1 ms to 366 days,
+    /// whole milliseconds).
+    #[serde(with = "window_seconds", rename = "window_seconds")]
+    pub window: Duration,
+}
+
+impl Limit {
+    /// A limit of `limit` requests per `window`.
+    pub fn new(name: impl Into<String>, limit: u64, window: Duration) -> Self {
+        Limit {
+            name: name.into(),
+            limit,
+            window,
+        }
+    }
+
+    /// The window in milliseconds (checked to be at least 1 and whole).
+    pub(crate) fn window_ms(&self) -> i64 {
+        i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The most tokens one process takes from a shared budget at once:
+    /// max(1, limit / 20).
+    pub(crate) fn lease(&self) -> u64 {
+        (self.limit / 20).max(1)
+    }
+
+    fn check(&self) -> Result<(), KeyError> {
+        check_word(&self.name, "a limit's name")?;
+        if self.limit == 0 || self.limit > MAX_LIMIT {
+            return Err(KeyError::InvalidInput(format!(
+                "limit {:?}: the number of requests must be 1 to {MAX_LIMIT}",
+                self.name
+            )));
+        }
+        let whole_ms = self.window.subsec_nanos().is_multiple_of(1_000_000);
+        if self.window < Duration::from_millis(1) || self.window > MAX_WINDOW || !whole_ms {
+            return Err(KeyError::InvalidInput(format!(
+                "limit {:?}: the window must be whole milliseconds, 1 ms to 366 days",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The window of a limit as seconds (a float) in JSON.
+mod window_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        super::seconds(secs).ok_or_else(|| serde::de::Error::custom("window_seconds out of range"))
+    }
+}
+
+/// A number of seconds as a duration of whole milliseconds, when it is one
+/// (finite, positive, at most [`MAX_WINDOW`]).
+#[must_use]
+pub fn seconds(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs <= 0.0 || secs > MAX_WINDOW.as_secs_f64() {
+        return None;
+    }
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    let ms = (secs * 1000.0).round() as u64;
+    Some(Duration::from_millis(ms))
+}
+
+/// When a quota's `remaining` is reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefillPeriod {
+    /// At 00:00 UTC every day.
+    Daily,
+    /// At 00:00 UTC on the 1st of every month.
+    Monthly,
+}
+
+impl RefillPeriod {
+    /// `daily` or `monthly`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefillPeriod::Daily => "daily",
+            RefillPeriod::Monthly => "monthly",
+        }
+    }
+
+    /// `daily` or `monthly`, as [`RefillPeriod::as_str`] writes them.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "daily" => Some(RefillPeriod::Daily),
+            "monthly" => Some(RefillPeriod::Monthly),
+            _ => None,
+        }
+    }
+
+    /// When period number `period` begins (ms since 1970).
+    pub(crate) fn start_of(self, period: i64) -> i64 {
+        match self {
+            RefillPeriod::Daily => period.saturating_mul(86_400_000),
+            RefillPeriod::Monthly => {
+                let year = i32::try_from(period.div_euclid(12)).unwrap_or(9999);
+                let month = time::Month::try_from(period.rem_euclid(12) as u8 + 1)
+                    .unwrap_or(time::Month::January);
+                time::Date::from_calendar_date(year, month, 1).map_or(i64::MAX, |d| {
+                    d.midnight().assume_utc().unix_timestamp() * 1000
+                })
+            }
+        }
+    }
+
+    /// The number of the period holding `at_ms` (days, or months, since 1970).
+    pub(crate) fn period_of(self, at_ms: i64) -> i64 {
+        match self {
+            RefillPeriod::Daily => at_ms.div_euclid(86_400_000),
+            RefillPeriod::Monthly => {
+                let t = OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                i64::from(t.year()) * 12 + i64::from(u8::from(t.month())) - 1
+            }
+        }
+    }
+}
+
+/// A refill of a quota: `remaining` becomes `amount` at each period's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refill {
+    /// What `remaining` is reset to (1 to 2⁵³).
+    pub amount: u64,
+    /// When.
+    pub period: RefillPeriod,
+}
+
+/// A key's quota: requests left, decremented by each admitted request,
+/// refused with `QuotaExhausted` at zero, optionally reset periodically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests left.
+    pub remaining: u64,
+    /// The periodic reset, if any.
+    #[serde(default)]
+    pub refill: Option<Refill>,
+}
+
+impl Quota {
+    /// `remaining` requests, never refilled.
+    #[must_use]
+    pub fn new(remaining: u64) -> Self {
+        Quota {
+            remaining,
+            refill: None,
+        }
+    }
+
+    /// `remaining` is reset to `amount` at the start of every `period`.
+    #[must_use]
+    pub fn refilled(mut self, amount: u64, period: RefillPeriod) -> Self {
+        self.refill = Some(Refill { amount, period });
+        self
+    }
+
+    pub(crate) fn check(&self) -> Result<(), KeyError> {
+        if self.remaining > MAX_QUOTA
+            || self
+                .refill
+                .is_some_and(|r| r.amount == 0 || r.amount > MAX_QUOTA)
+        {
+            return Err(KeyError::InvalidInput(
+                "a quota's remaining must be 0 to 2^53 and its refill amount 1 to 2^53".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a key's limits: each valid, names unique, at most [`MAX_LIMITS`].
+pub(crate) fn check_limits(limits: &[Limit]) -> Result<(), KeyError> {
+    if limits.len() > MAX_LIMITS {
+        return Err(KeyError::InvalidInput(format!(
+            "a key has at most {MAX_LIMITS} rate limits"
+        )));
+    }
+    for (i, l) in limits.iter().enumerate() {
+        l.check()?;
+        if limits[..i].iter().any(|o| o.name == l.name) {
+            return Err(KeyError::InvalidInput(format!(
+                "two limits are named {:?}",
+                l.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A key's scopes, checked, sorted and without repeats.
+pub(crate) fn checked_scopes<S: AsRef<str>>(scopes: &[S]) -> Result<Vec<String>, KeyError> {
+    let mut out = Vec::with_capacity(scopes.len());
+    for s in scopes {
+        let s = s.as_ref();
+        check_scope(s)?;
+        out.push(s.to_string());
+    }
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_SCOPES {
+        return Err(KeyError::InvalidInput(format!(
+            "a key has at most {MAX_SCOPES} scopes"
+        )));
+    }
+    Ok(out)
+}
+
+/// A scope: 1 to 64 printable ASCII characters, no spaces
+/// (`orders:read`, `contacts:write`).
+pub(crate) fn check_scope(s: &str) -> Result<(), KeyError> {
+    if s.is_empty() || s.len() > MAX_SCOPE_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(KeyError::InvalidInput(format!(
+            "a scope is 1 to {MAX_SCOPE_LEN} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn check_word(s: &str, what: &str) -> Result<(), KeyError> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_SCOPE_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::InvalidInput(format!(
+            "{what} is 1 to {MAX_SCOPE_LEN} of A-Z a-z 0-9 _ - ."
+        )))
+    }
+}
+
+/// One GCRA step: with theoretical arrival time `tat`, can `n` requests be
+/// admitted at `now`? `Ok(new tat)` or `Err(ms until they would fit)`.
+pub(crate) fn gcra(tat: i64, now: i64, n: u64, limit: u64, window_ms: i64) -> Result<i64, i64> {
+    let interval = emission_interval(limit, window_ms);
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let new_tat = tat.max(now).saturating_add(interval.saturating_mul(n));
+    let over = new_tat - now - window_ms;
+    if over > 0 { Err(over) } else { Ok(new_tat) }
+}
+
+/// How many of up to `n` tokens fit now (0 when none).
+pub(crate) fn gcra_room(tat: i64, now: i64, n: u64, limit: u64, window_ms: i64) -> u64 {
+    let interval = emission_interval(limit, window_ms);
+    let used = tat.max(now) - now;
+    let room = (window_ms - used).max(0) / interval.max(1);
+    u64::try_from(room).unwrap_or(0).min(n)
+}
+
+/// Milliseconds between two requests at the sustained rate (at least 1:
+/// limits faster than 1,000 a second per window of 1 s round up).
+fn emission_interval(limit: u64, window_ms: i64) -> i64 {
+    (window_ms / i64::try_from(limit).unwrap_or(i64::MAX)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_the_limit_then_one_per_interval() {
+        // 5 per 1000 ms: five at once, then one every 200 ms.
+        let mut tat = 0;
+        for _ in 0..5 {
+            tat = gcra(tat, 10_000, 1, 5, 1000).unwrap();
+        }
+        assert_eq!(gcra(tat, 10_000, 1, 5, 1000), Err(200));
+        assert_eq!(gcra(tat, 10_150, 1, 5, 1000), Err(50));
+        assert!(gcra(tat, 10_200, 1, 5, 1000).is_ok());
+        assert_eq!(gcra_room(tat, 10_000, 5, 5, 1000), 0);
+        assert_eq!(gcra_room(tat, 10_400, 5, 5, 1000), 2);
+        assert_eq!(gcra_room(0, 10_000, 3, 5, 1000), 3);
+    }
+
+    #[test]
+    fn periods_start_at_midnight_utc_and_on_the_first() {
+        let d = RefillPeriod::Daily;
+        assert_eq!(d.period_of(86_400_000 - 1) + 1, d.period_of(86_400_000));
+        let m = RefillPeriod::Monthly;
+        // 2026-01-31T23:59:59.999Z and 2026-02-01T00:00:00Z.
+        let feb = 1_769_904_000_000;
+        assert_eq!(m.period_of(feb - 1) + 1, m.period_of(feb));
+        assert_eq!(m.period_of(feb), m.period_of(feb + 27 * 86_400_000));
+        assert_eq!(m.start_of(m.period_of(feb + 5)), feb);
+        assert_eq!(d.start_of(d.period_of(feb + 5)), feb);
+    }
+
+    #[test]
+    fn limits_and_scopes_are_checked() {
+        let ok = Limit::new("burst", 100, Duration::from_mins(1));
+        assert!(check_limits(std::slice::from_ref(&ok)).is_ok());
+        assert!(check_limits(&[ok.clone(), ok.clone()]).is_err());
+        assert!(check_limits(&[Limit::new("", 1, Duration::from_secs(1))]).is_err());
+        assert!(check_limits(&[Limit::new("a b", 1, Duration::from_secs(1))]).is_err());
+        assert!(check_limits(&[Limit::new("x", 0, Duration::from_secs(1))]).is_err());
+        assert!(check_limits(&[Limit::new("x", 1, Duration::from_micros(1500))]).is_err());
+        assert!(check_limits(&[Limit::new("x", 1, Duration::ZERO)]).is_err());
+        assert_eq!(
+            checked_scopes(&["b:read", "a:write", "b:read"]).unwrap(),
+            ["a:write", "b:read"]
+        );
+        assert!(checked_scopes(&["has space"]).is_err());
+        assert!(checked_scopes(&[""]).is_err());
+        assert!(
+            Quota::new(5)
+                .refilled(0, RefillPeriod::Daily)
+                .check()
+                .is_err()
+        );
+        assert_eq!(seconds(1.5), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds(f64::NAN), None);
+        assert_eq!(seconds(-1.0), None);
+    }
+}

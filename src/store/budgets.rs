@@ -1,0 +1,422 @@
+//! Where a key's rate limits, quota and scopes are set, and where the
+//! tokens its [`Meter`](super::meter::Meter) spends come from: leases taken
+//! from the rows of [`Table::Budgets`] by the store's lease thread, each a
+//! compare-and-set, so every process of a store draws on one budget.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::engine::{COMMIT_RETRIES, Engine};
+use super::meter::{self, QuotaRow, QuotaWant, quota_lease, quota_row_key};
+use super::record::{KeyInfo, KeyRecord, QuotaRule};
+use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
+use crate::error::KeyError;
+use crate::events::{self, EventKind};
+use crate::key::KeyId;
+use crate::locks::lock;
+use crate::policy::{self, Limit, Quota};
+
+/// Keys whose meters want more tokens, for the lease thread.
+pub(crate) struct LeaseQueue {
+    tx: mpsc::Sender<KeyId>,
+    rx: Mutex<Option<mpsc::Receiver<KeyId>>>,
+}
+
+impl LeaseQueue {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::channel();
+        LeaseQueue {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Asks for key `id`'s meter to be topped up (never waits).
+    pub(crate) fn request(&self, id: KeyId) {
+        let _ = self.tx.send(id);
+    }
+}
+
+/// The lease thread of a store: fetches what meters ask for.
+pub(crate) struct LeaseThread {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl LeaseThread {
+    pub(crate) fn spawn(engine: &Arc<Engine>) -> Option<LeaseThread> {
+        let rx = lock(&engine.leases.rx).take()?;
+        let weak: Weak<Engine> = Arc::downgrade(engine);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("keyward-leases".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    let id = match rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(id) => id,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    };
+                    let Some(engine) = weak.upgrade() else { return };
+                    // A failure leaves the meter asking again at its next use.
+                    let _ = engine.fetch_leases(&id);
+                }
+            })
+            .expect("spawning the lease thread");
+        Some(LeaseThread { stop, handle })
+    }
+
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.handle.join();
+    }
+}
+
+impl Engine {
+    /// Whether rate limits draw on budgets shared with other processes
+    /// (see [`crate::backend::Backend::budgets_shared`]).
+    pub(crate) fn budgets_shared(&self) -> bool {
+        self.shared && self.backend.budgets_shared()
+    }
+
+    /// Tops up key `id`'s meter: the shared budget of each limit running
+    /// low (several processes), and its quota.
+    pub(crate) fn fetch_leases(&self, id: &KeyId) -> Result<(), StorageError> {
+        let Some(live) = self.index.get(id) else {
+            return Ok(());
+        };
+        let Some(meter) = live.meter.clone() else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        let wants = meter.wants(now, self.budgets_shared());
+        if wants.load {
+            let mut tats = Vec::with_capacity(meter.limits.len());
+            for l in &meter.limits {
+                tats.push(self.stored_tat(id, l)?.0);
+            }
+            meter.load_tats(&tats);
+        }
+        for (i, want) in wants.limits {
+            let l = &meter.limits[i];
+            let (k, room_at) = self.lease_limit(id, l, want, meter.local_tat(i), now)?;
+            meter.grant_limit(i, k, room_at);
+        }
+        if let Some(want) = wants.quota
+            && let Some((k, drained)) = self.lease_quota(id, &want, now)?
+        {
+            meter.grant_quota(want.rule.serial, want.period, k, drained, now);
+        }
+        Ok(())
+    }
+
+    /// Takes up to `want` tokens of limit `l` from its shared budget:
+    /// how many, and when the budget has room for one more.
+    fn lease_limit(
+        &self,
+        id: &KeyId,
+        l: &Limit,
+        want: u64,
+        local_tat: i64,
+        now: i64,
+    ) -> Result<(u64, i64), StorageError> {
+        let row = meter::limit_row_key(id, &l.name);
+        let w = l.window_ms();
+        for _ in 0..COMMIT_RETRIES {
+            let (stored, old) = self.stored_tat(id, l)?;
+            // What this process admitted before it shared the budget
+            // counts too (a host's owner, once another process attaches).
+            let tat = stored.max(local_tat);
+            let k = policy::gcra_room(tat, now, want, l.limit, w);
+            let tat = if k > 0 {
+                policy::gcra(tat, now, k, l.limit, w).expect("room was measured")
+            } else {
+                tat
+            };
+            let room_at = now + policy::gcra(tat, now, 1, l.limit, w).err().unwrap_or(0);
+            if k == 0 {
+                return Ok((0, room_at));
+            }
+            let mut batch = Batch::default();
+            batch.expect(Table::Budgets, row.clone(), old);
+            batch.put(Table::Budgets, row.clone(), tat.to_be_bytes().to_vec());
+            match self.backend.commit(batch, Durability::Lazy) {
+                Ok(_) | Err(CommitError::Unflushed(_)) => return Ok((k, room_at)),
+                Err(CommitError::Conflict) => {}
+                Err(CommitError::Storage(e)) => return Err(e),
+            }
+        }
+        Ok((0, now + meter::RECHECK_MS))
+    }
+
+    /// The stored theoretical arrival time of limit `l` of key `id`
+    /// (`i64::MIN` when none), and the row as read.
+    fn stored_tat(&self, id: &KeyId, l: &Limit) -> Result<(i64, Option<Vec<u8>>), StorageError> {
+        let old = self
+            .backend
+            .get(Table::Budgets, &meter::limit_row_key(id, &l.name))?;
+        let tat = old
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(i64::MIN, i64::from_be_bytes);
+        Ok((tat, old))
+    }
+
+    /// Keeps what this process admitted against each limit (alone, its
+    /// limits live in memory) for the next process: on close.
+    fn store_tats(&self, id: &KeyId, meter: &super::meter::Meter) {
+        for (i, l) in meter.limits.iter().enumerate() {
+            let mine = meter.local_tat(i);
+            for _ in 0..COMMIT_RETRIES {
+                let Ok((stored, old)) = self.stored_tat(id, l) else {
+                    break;
+                };
+                if stored >= mine {
+                    break;
+                }
+                let mut batch = Batch::default();
+                let row = meter::limit_row_key(id, &l.name);
+                batch.expect(Table::Budgets, row.clone(), old);
+                batch.put(Table::Budgets, row, mine.to_be_bytes().to_vec());
+                match self.backend.commit(batch, Durability::Lazy) {
+                    Err(CommitError::Conflict) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// Takes a lease of the quota (durably: a crash loses the unused part,
+    /// never grants more): `(tokens, storage now empty)`, or `None` when
+    /// the row is of another setting than the index knows (it will be,
+    /// once this process has seen the change). A refusal with nothing left
+    /// is told once per exhaustion across processes (`key.quota_exhausted`).
+    fn lease_quota(
+        &self,
+        id: &KeyId,
+        want: &QuotaWant,
+        now: i64,
+    ) -> Result<Option<(u64, bool)>, StorageError> {
+        let row_key = quota_row_key(id);
+        for _ in 0..COMMIT_RETRIES {
+            let old = self.backend.get(Table::Budgets, &row_key)?;
+            let Some(row) = old.as_deref().and_then(QuotaRow::decode) else {
+                return Ok(None);
+            };
+            if row.serial != want.rule.serial {
+                return Ok(None);
+            }
+            let mut row = row.at(&want.rule, now);
+            let k = quota_lease(row.remaining);
+            row.remaining -= k;
+            let tell = k == 0 && want.told_refusal && !row.told;
+            row.told |= tell;
+            let mut batch = Batch::default();
+            batch.expect(Table::Budgets, row_key.clone(), old);
+            batch.put(Table::Budgets, row_key.clone(), row.encode());
+            if tell {
+                let rec = match self.record(id) {
+                    Ok(rec) => rec,
+                    Err(KeyError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(StorageError::new(e.to_string())),
+                };
+                let refill_at = want.rule.refill.map(|r| {
+                    crate::time::Timestamp::from_unix_millis(r.period.start_of(row.period + 1))
+                });
+                events::append(
+                    &mut batch,
+                    EventKind::KeyQuotaExhausted,
+                    &rec,
+                    &self.prefix,
+                    now,
+                    None,
+                    json!({ "refill_at": refill_at }),
+                );
+            }
+            match self.backend.commit(batch, Durability::Durable) {
+                Ok(_) => {
+                    if tell {
+                        self.events_appended();
+                    }
+                    return Ok(Some((k, row.remaining == 0)));
+                }
+                Err(CommitError::Conflict) => {}
+                // Applied but maybe not on disk: the tokens are not spent.
+                Err(CommitError::Unflushed(e) | CommitError::Storage(e)) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives the quota tokens this process holds back to storage (on
+    /// close), when the setting and period are still the ones they are of.
+    pub(crate) fn return_leases(&self) {
+        let now = self.now_ms();
+        let shared = self.budgets_shared();
+        for (id, live) in self.index.metered() {
+            let Some(meter) = live.meter.as_ref() else {
+                continue;
+            };
+            if !shared {
+                self.store_tats(&id, meter);
+            }
+            let Some(rule) = meter.quota else { continue };
+            let (k, period) = meter.take_quota_hand();
+            if k == 0 || rule.period_of(now) != period {
+                continue;
+            }
+            let row_key = quota_row_key(&id);
+            for _ in 0..COMMIT_RETRIES {
+                let Ok(old) = self.backend.get(Table::Budgets, &row_key) else {
+                    break;
+                };
+                let Some(mut row) = old.as_deref().and_then(QuotaRow::decode) else {
+                    break;
+                };
+                if row.serial != rule.serial || row.period != period {
+                    break;
+                }
+                row.remaining += k;
+                row.told = false;
+                let mut batch = Batch::default();
+                batch.expect(Table::Budgets, row_key.clone(), old);
+                batch.put(Table::Budgets, row_key.clone(), row.encode());
+                match self.backend.commit(batch, Durability::Durable) {
+                    Err(CommitError::Conflict) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// The Overview of `rec`, with what its quota has left.
+    pub(crate) fn info_of(
+        &self,
+        rec: &KeyRecord,
+        last_used: Option<crate::time::Timestamp>,
+        now: i64,
+    ) -> KeyInfo {
+        let mut info = rec.info(&self.prefix, last_used, now);
+        self.fill_quota(&mut info, rec.policy.quota);
+        info
+    }
+
+    /// `info.quota.remaining`: what storage has (refilled if a period
+    /// began) and what this process holds of it.
+    pub(crate) fn fill_quota(&self, info: &mut KeyInfo, rule: Option<QuotaRule>) {
+        let (Some(q), Some(rule)) = (info.quota.as_mut(), rule) else {
+            return;
+        };
+        let now = self.now_ms();
+        let stored = self
+            .backend
+            .get(Table::Budgets, &quota_row_key(&info.id))
+            .ok()
+            .flatten()
+            .and_then(|b| QuotaRow::decode(&b))
+            .filter(|r| r.serial == rule.serial)
+            .map(|r| r.at(&rule, now));
+        let in_hand = self
+            .index
+            .get(&info.id)
+            .and_then(|l| l.meter.as_ref().map(|m| m.quota_in_hand()))
+            .filter(|&(_, period)| period == rule.period_of(now))
+            .map_or(0, |(k, _)| k);
+        q.remaining = stored.map_or(0, |r| r.remaining) + in_hand;
+    }
+
+    /// The key's scopes, replacing what it had.
+    pub(crate) fn set_scopes<S: AsRef<str>>(
+        &self,
+        id: &KeyId,
+        scopes: &[S],
+    ) -> Result<KeyInfo, KeyError> {
+        let scopes = policy::checked_scopes(scopes)?;
+        self.update(id, EventKind::KeyUpdated, |rec, _| {
+            rec.policy.scopes.clone_from(&scopes);
+            Ok(json!({ "scopes": scopes }))
+        })
+    }
+
+    /// The key's rate limits, replacing what it had (a limit removed
+    /// takes its shared budget with it).
+    pub(crate) fn set_limits(&self, id: &KeyId, limits: &[Limit]) -> Result<KeyInfo, KeyError> {
+        policy::check_limits(limits)?;
+        self.update_with(
+            id,
+            EventKind::KeyUpdated,
+            |rec, _| {
+                rec.policy.limits = limits.to_vec();
+                Ok(json!({ "limits": limits }))
+            },
+            |old, _new, batch| {
+                for l in &old.policy.limits {
+                    if !limits.iter().any(|n| n.name == l.name) {
+                        batch.delete(Table::Budgets, meter::limit_row_key(&old.id, &l.name));
+                    }
+                }
+            },
+        )
+        .inspect(|_| {
+            if self.budgets_shared() {
+                let _ = self.fetch_leases(id);
+            }
+        })
+    }
+
+    /// The key's quota (`None`: none), replacing what it had: a new
+    /// setting, whose `remaining` every process now draws on.
+    pub(crate) fn set_quota(&self, id: &KeyId, quota: Option<Quota>) -> Result<KeyInfo, KeyError> {
+        if let Some(q) = &quota {
+            q.check()?;
+        }
+        let rule = quota.map(|q| QuotaRule::new(q.refill));
+        let mut info = self.update_with(
+            id,
+            EventKind::KeyUpdated,
+            |rec, _| {
+                rec.policy.quota = rule;
+                Ok(json!({ "quota": quota }))
+            },
+            |_, new, batch| {
+                quota_row(batch, new, quota.map(|q| q.remaining), self.now_ms());
+            },
+        )?;
+        // The first lease now, so the key's next use need not wait for one.
+        let _ = self.fetch_leases(id);
+        self.fill_quota(&mut info, rule);
+        Ok(info)
+    }
+}
+
+/// Puts (or, without a quota, deletes) the quota row of key `rec` with
+/// `remaining` for the period holding `now`.
+pub(super) fn quota_row(batch: &mut Batch, rec: &KeyRecord, remaining: Option<u64>, now: i64) {
+    let key = quota_row_key(&rec.id);
+    match (rec.policy.quota, remaining) {
+        (Some(rule), Some(remaining)) => {
+            let row = QuotaRow {
+                serial: rule.serial,
+                remaining,
+                period: rule.period_of(now),
+                told: false,
+            };
+            batch.put(Table::Budgets, key, row.encode());
+        }
+        _ => batch.delete(Table::Budgets, key),
+    }
+}
+
+/// Deletes every budget row of key `rec`.
+pub(super) fn delete_rows(batch: &mut Batch, rec: &KeyRecord) {
+    batch.delete(Table::Budgets, quota_row_key(&rec.id));
+    for l in &rec.policy.limits {
+        batch.delete(Table::Budgets, meter::limit_row_key(&rec.id, &l.name));
+    }
+}
