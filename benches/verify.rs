@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 use keyward::{
-    Argon2Params, CreateOptions, Denial, ImportedSecret, KeyId, Options, Store, Verdict,
+    Argon2Params, CreateOptions, Denial, ImportedSecret, KeyId, Limit, Options, Store, Verdict,
 };
 use sha2::Digest;
 
@@ -157,6 +157,25 @@ fn verify_benches(c: &mut Criterion) {
     let imported_sha = imported("sha");
     let imported_plain = imported("plain");
 
+    // Keys with a rate limit (high enough never to refuse here) and a
+    // scope, verified with the scope required.
+    let limited: Vec<String> = (0..WARM)
+        .map(|i| {
+            let o = CreateOptions::new()
+                .limit(Limit::new("burst", 1_000_000_000, Duration::from_secs(1)))
+                .scopes(["orders:read"]);
+            let k = store.create(&format!("limited {i}"), o).unwrap();
+            k.key.as_str().to_string()
+        })
+        .collect();
+    for k in &limited {
+        assert!(
+            store
+                .verify_scoped(k, ip, Some("bench"), Some("orders:read"))
+                .is_valid()
+        );
+    }
+
     let mut g = c.benchmark_group("verify");
     let mut i = 0usize;
     g.bench_function("warm_imported_sha256", |b| {
@@ -176,6 +195,19 @@ fn verify_benches(c: &mut Criterion) {
             i = (i + 1) % WARM;
             let v = store.verify(black_box(&format!("sk_none_{i:06}")), ip, Some("bench"));
             debug_assert_eq!(v, Verdict::Denied(Denial::Malformed));
+            black_box(v)
+        });
+    });
+    g.bench_function("warm_limited", |b| {
+        b.iter(|| {
+            i = (i + 1) % WARM;
+            let v = store.verify_scoped(
+                black_box(&limited[i]),
+                ip,
+                Some("bench"),
+                Some("orders:read"),
+            );
+            debug_assert!(v.is_valid());
             black_box(v)
         });
     });

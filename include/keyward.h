@@ -84,31 +84,6 @@
 #define KW_VERSION_PATCH 0
 
 /**
- * Most rate limits one key carries.
- */
-#define MAX_LIMITS 8
-
-/**
- * Most scopes one key carries.
- */
-#define MAX_SCOPES 64
-
-/**
- * Longest scope, and longest limit name, in bytes.
- */
-#define MAX_SCOPE_LEN 64
-
-/**
- * Largest `limit` of a rate limit.
- */
-#define MAX_LIMIT 1000000000
-
-/**
- * Largest quota (remaining requests, or a refill amount).
- */
-#define MAX_QUOTA (1 << 53)
-
-/**
  * Outcome of a call. Numbers are grouped by kind and never change:
  * 1xx bad input, 2xx storage, 3xx plugins, 9xx internal.
  */

@@ -694,6 +694,40 @@ fn the_panel_attaches_beside_an_application_that_owns_the_store() {
     );
 }
 
+#[test]
+fn the_overview_shows_rate_limits_quota_and_scopes() {
+    let (_dir, path) = store_path();
+    let app = common::open(&path);
+    let created = app
+        .create(
+            "metered",
+            CreateOptions::new()
+                .limit(keyward::Limit::new("burst", 100, Duration::from_mins(1)))
+                .quota(keyward::Quota::new(500).refilled(1000, keyward::RefillPeriod::Monthly))
+                .scopes(["orders:read", "contacts:write"]),
+        )
+        .unwrap();
+    let plain = app.create("plain", CreateOptions::new()).unwrap();
+    let panel = start(&path, &[], None);
+    let (cookie, _) = panel.login();
+    let (status, _, page) = panel.get(&format!("/keys/{}", created.info.id), Some(&cookie));
+    assert_eq!(status, 200);
+    assert!(page.contains("burst 100 per 1m"), "{page}");
+    assert!(
+        page.contains("requests left, reset to 1000 monthly"),
+        "{page}"
+    );
+    assert!(page.contains("<code>contacts:write</code>"), "{page}");
+    assert!(page.contains("<code>orders:read</code>"), "{page}");
+    let (_, _, page) = panel.get(&format!("/keys/{}", plain.info.id), Some(&cookie));
+    assert!(
+        page.contains("<dt>Quota</dt><dd><span class=\"muted\">none</span>"),
+        "{page}"
+    );
+    let (status, err) = panel.stop();
+    assert!(status.success(), "{err}");
+}
+
 /// The panel on a PostgreSQL store, beside another process using it.
 #[cfg(feature = "postgres")]
 #[test]

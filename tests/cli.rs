@@ -1202,7 +1202,11 @@ fn limits_quota_and_scopes_are_set_shown_and_enforced_across_invocations() {
     ]);
     assert_eq!(v["scopes"], serde_json::json!(["contacts:write"]));
     assert_eq!(verify(Some("contacts:write")).1["valid"], true);
+    let chart = cli.ok(&["usage", id, "--days", "1"]);
+    assert!(chart.contains("rate limited "), "{chart}");
+    assert!(chart.contains("rate-limited or out of quota"), "{chart}");
     let usage = cli.json(&["usage", id]);
+    assert!(usage["hourly"][0]["limited"].as_u64().unwrap() >= 2);
     assert_eq!(usage["totals"]["scope_missing"], 1);
     assert!(usage["totals"]["rate_limited"].as_u64().unwrap() >= 1);
     assert_eq!(usage["totals"]["quota_exhausted"], 1);

@@ -3,11 +3,12 @@
 //! from the rows of [`Table::Budgets`] by the store's lease thread, each a
 //! compare-and-set, so every process of a store draws on one budget.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -25,14 +26,20 @@ use crate::policy::{self, Limit, Quota};
 pub(crate) struct LeaseQueue {
     tx: mpsc::Sender<KeyId>,
     rx: Mutex<Option<mpsc::Receiver<KeyId>>>,
+    /// Keys whose meters hold quota tokens taken from storage.
+    holding: Mutex<HashSet<KeyId>>,
+    /// How long held tokens may go unused before they go back (ms).
+    idle_ms: i64,
 }
 
 impl LeaseQueue {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(idle: Duration) -> Self {
         let (tx, rx) = mpsc::channel();
         LeaseQueue {
             tx,
             rx: Mutex::new(Some(rx)),
+            holding: Mutex::new(HashSet::new()),
+            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
@@ -57,15 +64,20 @@ impl LeaseThread {
         let handle = std::thread::Builder::new()
             .name("keyward-leases".into())
             .spawn(move || {
+                let mut swept = Instant::now();
                 while !stopping.load(Ordering::Acquire) {
-                    let id = match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(id) => id,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    };
+                    let got = rx.recv_timeout(Duration::from_millis(100));
                     let Some(engine) = weak.upgrade() else { return };
-                    // A failure leaves the meter asking again at its next use.
-                    let _ = engine.fetch_leases(&id);
+                    match got {
+                        // A failure leaves the meter asking again at its next use.
+                        Ok(id) => drop(engine.fetch_leases(&id)),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    if swept.elapsed() >= Duration::from_millis(100) {
+                        swept = Instant::now();
+                        engine.return_idle();
+                    }
                 }
             })
             .expect("spawning the lease thread");
@@ -112,6 +124,9 @@ impl Engine {
             && let Some((k, drained)) = self.lease_quota(id, &want, now)?
         {
             meter.grant_quota(want.rule.serial, want.period, k, drained, now);
+            if k > 0 {
+                lock(&self.leases.holding).insert(*id);
+            }
         }
         Ok(())
     }
@@ -213,7 +228,13 @@ impl Engine {
                 return Ok(None);
             }
             let mut row = row.at(&want.rule, now);
-            let k = quota_lease(row.remaining);
+            // Topped up to one lease at most: a crash loses no more.
+            let k = quota_lease(row.remaining + want.hand)
+                .saturating_sub(want.hand)
+                .min(row.remaining);
+            if k == 0 && row.remaining > 0 {
+                return Ok(Some((0, false)));
+            }
             row.remaining -= k;
             let tell = k == 0 && want.told_refusal && !row.told;
             row.told |= tell;
@@ -268,29 +289,54 @@ impl Engine {
             }
             let Some(rule) = meter.quota else { continue };
             let (k, period) = meter.take_quota_hand();
-            if k == 0 || rule.period_of(now) != period {
+            self.give_back(&id, rule, k, period, now);
+        }
+        lock(&self.leases.holding).clear();
+    }
+
+    /// Gives back the quota tokens held for keys none were spent of for
+    /// the idle time (`Options::lease_idle`): they serve other processes.
+    pub(crate) fn return_idle(&self) {
+        let now = self.now_ms();
+        let held: Vec<KeyId> = lock(&self.leases.holding).iter().copied().collect();
+        for id in held {
+            let meter = self.index.get(&id).and_then(|l| l.meter.clone());
+            let Some((meter, rule)) = meter.and_then(|m| m.quota.map(|r| (m, r))) else {
+                lock(&self.leases.holding).remove(&id);
                 continue;
+            };
+            if let Some((k, period)) = meter.take_idle_quota(now, self.leases.idle_ms) {
+                self.give_back(&id, rule, k, period, now);
+                lock(&self.leases.holding).remove(&id);
             }
-            let row_key = quota_row_key(&id);
-            for _ in 0..COMMIT_RETRIES {
-                let Ok(old) = self.backend.get(Table::Budgets, &row_key) else {
-                    break;
-                };
-                let Some(mut row) = old.as_deref().and_then(QuotaRow::decode) else {
-                    break;
-                };
-                if row.serial != rule.serial || row.period != period {
-                    break;
-                }
-                row.remaining += k;
-                row.told = false;
-                let mut batch = Batch::default();
-                batch.expect(Table::Budgets, row_key.clone(), old);
-                batch.put(Table::Budgets, row_key.clone(), row.encode());
-                match self.backend.commit(batch, Durability::Durable) {
-                    Err(CommitError::Conflict) => {}
-                    _ => break,
-                }
+        }
+    }
+
+    /// Adds `k` tokens of `period` back to key `id`'s quota row, when the
+    /// row is still of that setting and period (else they lapse).
+    fn give_back(&self, id: &KeyId, rule: QuotaRule, k: u64, period: i64, now: i64) {
+        if k == 0 || rule.period_of(now) != period {
+            return;
+        }
+        let row_key = quota_row_key(id);
+        for _ in 0..COMMIT_RETRIES {
+            let Ok(old) = self.backend.get(Table::Budgets, &row_key) else {
+                return;
+            };
+            let Some(mut row) = old.as_deref().and_then(QuotaRow::decode) else {
+                return;
+            };
+            if row.serial != rule.serial || row.period != period {
+                return;
+            }
+            row.remaining += k;
+            row.told = false;
+            let mut batch = Batch::default();
+            batch.expect(Table::Budgets, row_key.clone(), old);
+            batch.put(Table::Budgets, row_key.clone(), row.encode());
+            match self.backend.commit(batch, Durability::Durable) {
+                Err(CommitError::Conflict) => {}
+                _ => return,
             }
         }
     }

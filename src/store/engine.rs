@@ -100,7 +100,7 @@ impl Engine {
             hashes_per_key: (options.max_concurrent_hashes / 2).max(1),
             gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
             index: Index::new(),
-            leases: super::budgets::LeaseQueue::new(),
+            leases: super::budgets::LeaseQueue::new(options.lease_idle),
             usage: UsageLog::new(options.usage_limits, options.notice_limits),
             limits: options.usage_limits,
             write_lock: Mutex::new(()),

@@ -64,6 +64,8 @@ struct QuotaHand {
     asked_at: i64,
     /// A request was refused for the quota since the last lease.
     refused: bool,
+    /// When a token was last spent or taken (ms).
+    active_at: i64,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +159,7 @@ impl Meter {
             }
             if self.quota.is_some() {
                 s.quota.hand -= 1;
+                s.quota.active_at = now;
                 fetch |= s.quota.hand <= s.quota.lease / 2 && s.quota.known == Known::More;
             }
         }
@@ -246,6 +249,7 @@ impl Meter {
             ask.then_some(QuotaWant {
                 rule,
                 period,
+                hand: if stale { 0 } else { q.hand },
                 told_refusal: q.refused && q.hand == 0,
             })
         });
@@ -290,7 +294,22 @@ impl Meter {
         q.asked_at = now;
         if k > 0 {
             q.refused = false;
+            q.active_at = now;
         }
+    }
+
+    /// The quota tokens in hand when none has been spent for `idle_ms`
+    /// (taken, to go back to storage), and the period they are for.
+    pub(crate) fn take_idle_quota(&self, now: i64, idle_ms: i64) -> Option<(u64, i64)> {
+        let mut s = lock(&self.state);
+        let q = &mut s.quota;
+        if q.hand == 0 || now - q.active_at < idle_ms {
+            return None;
+        }
+        let k = std::mem::take(&mut q.hand);
+        // The next use asks storage again.
+        q.known = Known::Pending;
+        Some((k, q.period))
     }
 
     /// The quota tokens in hand (for `KeyInfo`), and the period they are for.
@@ -319,6 +338,8 @@ pub(crate) struct Wants {
 pub(crate) struct QuotaWant {
     pub rule: QuotaRule,
     pub period: i64,
+    /// The tokens in hand: a lease tops them up to at most one lease.
+    pub hand: u64,
     /// A request was refused with nothing in hand: the exhaustion may
     /// need telling (`key.quota_exhausted`, once).
     pub told_refusal: bool,
@@ -454,6 +475,17 @@ mod tests {
         assert!(m.wants(tomorrow, false).quota.is_some());
         m.grant_quota(4, 1, 5, true, tomorrow);
         assert!(m.admit(tomorrow, false).refusal.is_none());
+    }
+
+    #[test]
+    fn idle_quota_tokens_are_taken_back_and_busy_ones_kept() {
+        let m = Meter::new(&[], Some(rule())).unwrap();
+        m.grant_quota(9, 0, 10, false, 1000);
+        assert!(m.admit(1500, false).refusal.is_none());
+        assert_eq!(m.take_idle_quota(2000, 1000), None);
+        assert_eq!(m.take_idle_quota(2500, 1000), Some((9, 0)));
+        assert_eq!(m.quota_in_hand().0, 0);
+        assert_eq!(m.admit(2600, false).refusal, Some(Denial::Busy));
     }
 
     #[test]

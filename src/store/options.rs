@@ -61,6 +61,10 @@ pub struct Options {
     /// A shared store that has not confirmed it is current for this long
     /// refuses every key (`Denial::Unavailable`) until it has.
     pub staleness_bound: Duration,
+    /// How long the quota tokens this process holds for a key (a lease
+    /// taken from the key's shared quota) may go unused before they go
+    /// back to storage for other processes. Default 10 seconds.
+    pub lease_idle: Duration,
     /// How long outbox events are kept (at least until every enabled
     /// plugin has delivered or dead-lettered them). Default 30 days.
     pub event_retention: Duration,
@@ -121,6 +125,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             staleness_bound: Duration::from_secs(5),
+            lease_idle: Duration::from_secs(10),
             event_retention: Duration::from_hours(30 * 24),
             maintenance_interval: Duration::from_mins(1),
             reader_expiry: Duration::from_mins(10),
@@ -149,6 +154,7 @@ impl Options {
             || self.maintenance_interval.is_zero()
             || self.reader_expiry.is_zero()
             || self.takeover_timeout.is_zero()
+            || self.lease_idle.is_zero()
         {
             return Err(OpenError::InvalidOptions(
                 "intervals and timeouts must be greater than zero".into(),

@@ -12,6 +12,7 @@ use super::{
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::time::Timestamp;
+use crate::verdict::Denial;
 
 /// Client IPs remembered per integration.
 const IPS_PER_INTEGRATION: usize = 16;
@@ -47,6 +48,9 @@ pub(crate) struct UsageAgg {
     integrations: HashMap<Box<str>, IntegrationAgg>,
     /// hour number (ms / 3 600 000) → (allowed, denied)
     hourly: BTreeMap<i64, (u64, u64)>,
+    /// hour number → of its denied, those rate-limited or out of quota
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    limited: BTreeMap<i64, u64>,
 }
 
 pub(crate) fn clip(name: &str) -> &str {
@@ -89,6 +93,12 @@ impl UsageAgg {
             hour.0 += 1;
         } else {
             hour.1 += 1;
+        }
+        if matches!(
+            outcome,
+            Outcome::Denied(Denial::RateLimited { .. } | Denial::QuotaExhausted)
+        ) {
+            *self.limited.entry(now.div_euclid(HOUR_MS)).or_default() += 1;
         }
 
         let integration = integration.map(clip).filter(|s| !s.is_empty());
@@ -148,6 +158,9 @@ impl UsageAgg {
             slot.0 += a;
             slot.1 += d;
         }
+        for (h, n) in &newer.limited {
+            *self.limited.entry(*h).or_default() += n;
+        }
         for (ip, n) in &newer.ips {
             match self.ips.get_mut(ip) {
                 None => {
@@ -192,6 +205,7 @@ impl UsageAgg {
         let retention_ms = i64::try_from(limits.retention.as_millis()).unwrap_or(i64::MAX);
         let oldest_hour = now.saturating_sub(retention_ms).div_euclid(HOUR_MS);
         self.hourly = self.hourly.split_off(&oldest_hour);
+        self.limited = self.limited.split_off(&oldest_hour);
         if self.ips.len() > limits.max_ips {
             let mut rows: Vec<(IpAddr, i64)> =
                 self.ips.iter().map(|(ip, r)| (*ip, r.last)).collect();
@@ -291,6 +305,7 @@ impl UsageAgg {
                     hour: ts(h * HOUR_MS),
                     allowed: *a,
                     denied: *d,
+                    limited: self.limited.get(h).copied().unwrap_or(0),
                 })
                 .collect(),
         }

@@ -187,6 +187,8 @@ pub struct HourlyUsage {
     pub allowed: u64,
     /// Requests denied.
     pub denied: u64,
+    /// Of those denied, the rate-limited and out-of-quota ones.
+    pub limited: u64,
 }
 
 /// The Usage tab of one key.

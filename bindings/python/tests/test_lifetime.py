@@ -20,8 +20,9 @@ from conftest import CHEAP
 
 
 class _Watched:
-    """The C library, watched: counts calls inside kw_verify, and counts a
-    violation when the handle is freed while any is."""
+    """The C library, watched: counts calls inside kw_verify_scoped (what
+    Store.verify's general way calls), and counts a violation when the
+    handle is freed while any is."""
 
     def __init__(self, real):
         self._real = real
@@ -33,11 +34,11 @@ class _Watched:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def kw_verify(self, *args):
+    def kw_verify_scoped(self, *args):
         with self._lock:
             self.inside += 1
         try:
-            return self._real.kw_verify(*args)
+            return self._real.kw_verify_scoped(*args)
         finally:
             with self._lock:
                 self.inside -= 1

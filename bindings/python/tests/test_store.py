@@ -71,7 +71,7 @@ def test_the_native_verify_answers_as_the_c_interface_does(store):
     gone = store.create_key("gone")
     store.delete(gone.info.id)
     wrong = owned.key[:-10] + ("A" if owned.key[-10] != "A" else "B") + owned.key[-9:]
-    scoped = store.create_key("scoped", scopes=["orders:read", "a:b"], limits=[("burst", 1, 3600)])
+    scoped = store.create_key("scoped", scopes=["orders:read", "a:b"])
     cases = [owned.key, owned.key.encode(), rotated.key, disabled.key, gone.key, wrong, "nonsense", "",
              scoped.key]
     for key in cases:
@@ -83,10 +83,14 @@ def test_the_native_verify_answers_as_the_c_interface_does(store):
                     assert type(native) is keyward.Verdict
                     assert native == general, (key, ip, integration, scope)
                     assert repr(native) == repr(general)
-    # The scoped key's one request per hour went to the first verify.
-    limited = store.verify(scoped.key, "10.1.2.3")
-    assert limited.denial is Denial.RATE_LIMITED and 3590 < limited.retry_after <= 3600
-    assert store.verify(scoped.key, ipaddress.ip_address("10.1.2.3")) == limited
+    assert store.verify(scoped.key, "10.1.2.3", scope="a:b").scopes == ("a:b", "orders:read")
+    # One request an hour: both ways refuse the next with its retry_after.
+    hourly = store.create_key("hourly", limits=[("burst", 1, 3600)])
+    assert store.verify(hourly.key, "10.1.2.3")
+    native = store.verify(hourly.key, "10.1.2.3")
+    general = store.verify(hourly.key, ipaddress.ip_address("10.1.2.3"))
+    assert native.denial is general.denial is Denial.RATE_LIMITED
+    assert 3590 < general.retry_after <= native.retry_after <= 3600
     assert store.verify(owned.key, "10.1.2.3").owner == "acct_1"
     assert store.verify(owned.key, "192.0.2.1").denial is Denial.IP_NOT_ALLOWED
     assert store.verify(rotated.key, "10.1.2.3").rotated_at.tzinfo is not None
@@ -364,12 +368,12 @@ def _settled(store, key, scope=None):
 
 
 def test_rate_limits_refuse_a_burst_with_retry_after_and_admit_after_it(store):
-    c = store.create_key("limited", limits=[("burst", 3, 1.5), ("daily", 10000, 86400)])
-    assert c.info.limits == [keyward.Limit("burst", 3, 1.5), keyward.Limit("daily", 10000, 86400.0)]
-    # Wrong secrets and a missing scope spend nothing.
-    wrong = c.key[:-10] + ("A" if c.key[-10] != "A" else "B") + c.key[-9:]
+    old = store.create_key("limited", limits=[("burst", 3, 1.5), ("daily", 10000, 86400)])
+    assert old.info.limits == [keyward.Limit("burst", 3, 1.5), keyward.Limit("daily", 10000, 86400.0)]
+    c = store.regenerate(old.info.id)
+    # An old secret and a missing scope spend nothing.
     for _ in range(20):
-        assert store.verify(wrong, "203.0.113.5").denial is Denial.WRONG_SECRET
+        assert store.verify(old.key, "203.0.113.5").denial is Denial.ROTATED
         assert store.verify(c.key, "203.0.113.5", scope="x").denial is Denial.SCOPE_MISSING
     for _ in range(3):
         assert store.verify(c.key, "203.0.113.5")
@@ -382,7 +386,7 @@ def test_rate_limits_refuse_a_burst_with_retry_after_and_admit_after_it(store):
         assert time.monotonic() < deadline, "never admitted again"
         time.sleep(0.05)
     totals = store.usage(c.info.id).totals
-    assert totals.rate_limited >= 1 and totals.scope_missing == 20 and totals.wrong_secret == 20
+    assert totals.rate_limited >= 1 and totals.scope_missing == 20 and totals.rotated == 20
     info = store.set_limits(c.info.id, [("burst", 1, 60)])
     assert info.limits == [keyward.Limit("burst", 1, 60.0)]
     assert store.set_limits(c.info.id, []).limits == []

@@ -133,3 +133,34 @@ def test_an_unavailable_store_answers_503_with_retry_after():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_rate_limited_and_out_of_quota_are_429_and_a_missing_scope_403(store):
+    def needs(method, path):
+        return "orders:write" if method == "POST" else "orders:read"
+
+    httpd = make_server("127.0.0.1", 0, KeyAuthMiddleware(app, store, required_scope=needs),
+                        handler_class=QuietHandler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}/orders"
+    try:
+        c = store.create_key("web", scopes=["orders:read"], limits=[("burst", 1, 3600)], quota=5)
+        status, body = get(url, {"X-API-Key": c.key})
+        assert status == 200
+        req = urllib.request.Request(url, data=b"{}", headers={"X-API-Key": c.key}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 403
+        assert json.loads(refused.value.read()) == {"error": "forbidden", "reason": "scope_missing"}
+        with pytest.raises(urllib.error.HTTPError) as limited:
+            urllib.request.urlopen(urllib.request.Request(url, headers={"X-API-Key": c.key}), timeout=10)
+        assert limited.value.code == 429
+        assert json.loads(limited.value.read()) == {"error": "too_many_requests", "reason": "rate_limited"}
+        assert 3590 <= int(limited.value.headers["Retry-After"]) <= 3600
+        store.set_limits(c.info.id, [])
+        store.set_quota(c.info.id, 0)
+        status, body = get(url, {"X-API-Key": c.key})
+        assert (status, body) == (429, {"error": "too_many_requests", "reason": "quota_exhausted"})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

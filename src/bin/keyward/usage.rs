@@ -109,12 +109,13 @@ fn print_chart(u: &Usage, days: u32) {
     let now_hour = Timestamp::now().unix_millis().div_euclid(HOUR);
     let last_day = now_hour.div_euclid(24);
     let first_day = last_day - i64::from(days.max(1)) + 1;
-    let count = |h: i64| -> (u64, u64) {
+    let bucket = |h: i64| {
         u.hourly
             .iter()
             .find(|b| b.hour.unix_millis().div_euclid(HOUR) == h)
-            .map_or((0, 0), |b| (b.allowed, b.denied))
     };
+    let count = |h: i64| -> (u64, u64) { bucket(h).map_or((0, 0), |b| (b.allowed, b.denied)) };
+    let limited = |h: i64| bucket(h).map_or(0, |b| b.limited);
     let max = (first_day * 24..=now_hour)
         .map(|h| {
             let (a, d) = count(h);
@@ -147,5 +148,14 @@ fn print_chart(u: &Usage, days: u32) {
             "  {}  {line}  {allowed:>8} allowed  {denied:>6} denied",
             &date[..10]
         );
+        // Under the hours with requests refused for a rate limit or the
+        // quota: a mark, and how many.
+        let marks: String = (day * 24..day * 24 + 24)
+            .map(|h| if limited(h) > 0 { '^' } else { ' ' })
+            .collect();
+        let refused: u64 = (day * 24..day * 24 + 24).map(limited).sum();
+        if refused > 0 {
+            println!("              {marks}  {refused:>8} rate-limited or out of quota");
+        }
     }
 }

@@ -860,7 +860,7 @@ class Store:
         ...]`` (``[]`` removes them)."""
         body = json.dumps(_limits(limits))
         _check(lib.kw_key_set_limits(self._h(), _text(key_id, "key_id"), _text(body, "limits")))
-        return self.get_key(key_id)
+        return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), _text(key_id, "key_id")))
 
     @_in_flight
     def set_quota(self, key_id: str, remaining: Optional[int],
@@ -876,14 +876,14 @@ class Store:
             q = Quota(remaining, *(refill if refill is not None else (None, None)))
             body = _text(json.dumps(_quota_json(q)), "quota")
         _check(lib.kw_key_set_quota(self._h(), _text(key_id, "key_id"), body))
-        return self.get_key(key_id)
+        return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), _text(key_id, "key_id")))
 
     @_in_flight
     def set_scopes(self, key_id: str, scopes: Sequence[str]) -> KeyInfo:
         """Replaces the key's scopes (``()`` removes them)."""
         body = json.dumps(_scopes(scopes))
         _check(lib.kw_key_set_scopes(self._h(), _text(key_id, "key_id"), _text(body, "scopes")))
-        return self.get_key(key_id)
+        return KeyInfo._from(self._json(lib.kw_key_get_json, self._h(), _text(key_id, "key_id")))
 
     @_in_flight
     def set_owner(self, key_id: str, owner: Optional[str]) -> KeyInfo:

@@ -74,7 +74,9 @@ class KeyAuthMiddleware:
         reason = "missing_key" if key is None else "unknown_client"
         if key is not None and ip is not None:
             needed = required_scope(self.required_scope, scope.get("method", "GET"), scope.get("path", "/"))
-            verdict = self.store.verify(key, ip, headers.get(b"user-agent"), scope=needed)
+            agent = headers.get(b"user-agent")
+            verdict = (self.store.verify(key, ip, agent, scope=needed) if needed is not None
+                       else self.store.verify(key, ip, agent))
         if verdict:
             await self.app({**scope, SCOPE_KEY: verdict}, receive, send)
             return

@@ -66,8 +66,11 @@ class KeyAuthMiddleware:
         ip: Optional[str] = client_ip(environ.get("REMOTE_ADDR"), hops, self.proxies)
         if key is None or ip is None:
             return self._refuse(start_response, None, "missing_key" if key is None else "unknown_client")
-        verdict = self.store.verify(key, ip, environ.get("HTTP_USER_AGENT"),
-                                     scope=required_scope(self.required_scope, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")))
+        needed = required_scope(self.required_scope, environ.get("REQUEST_METHOD", "GET"),
+                                environ.get("PATH_INFO", "/"))
+        agent = environ.get("HTTP_USER_AGENT")
+        verdict = (self.store.verify(key, ip, agent, scope=needed) if needed is not None
+                   else self.store.verify(key, ip, agent))
         if not verdict:
             return self._refuse(start_response, verdict, None)
         environ[ENVIRON_KEY] = verdict

@@ -89,6 +89,7 @@ mod tests {
             hour: Timestamp::from_unix_millis(ms),
             allowed,
             denied,
+            limited: 0,
         }
     }
 

@@ -121,6 +121,25 @@ pub(crate) async fn overview(
                 dt { "Old key works until" } dd { (view::when(Some(g))) }
             }
             dt { "Whitelist" } dd { @if info.whitelist_enabled { "on" } @else { "off" } }
+            dt { "Rate limits" } dd {
+                @if info.limits.is_empty() { span.muted { "none" } }
+                @for l in &info.limits {
+                    span.limit { (l.name) " " (l.limit) " per " (humantime::format_duration(l.window).to_string()) } " "
+                }
+            }
+            dt { "Quota" } dd {
+                @match &info.quota {
+                    None => span.muted { "none" },
+                    Some(q) => {
+                        (q.remaining) " requests left"
+                        @if let Some(r) = q.refill { ", reset to " (r.amount) " " (r.period.as_str()) }
+                    }
+                }
+            }
+            dt { "Scopes" } dd {
+                @if info.scopes.is_empty() { span.muted { "none" } }
+                @for s in &info.scopes { code { (s) } " " }
+            }
             dt { "Metadata" } dd {
                 @match &info.metadata {
                     Some(m) => pre { (serde_json::to_string_pretty(m).unwrap_or_default()) },
