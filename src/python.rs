@@ -202,14 +202,17 @@ impl Gate {
     }
 }
 
-/// What verify takes as it is: the key's bytes, the parsed address and
-/// the integration, or nothing (the general way then answers).
+/// A verification as the native call takes it: the key's bytes, the
+/// parsed address, the integration and the scope required.
+type FastInput<'a> = (&'a [u8], IpAddr, Option<&'a str>, Option<&'a str>);
+
+/// What verify takes as it is, or nothing (the general way then answers).
 fn fast_input<'a>(
     key: &'a Bound<'_, PyAny>,
     ip: &Bound<'_, PyAny>,
     integration: Option<&'a Bound<'_, PyAny>>,
     scope: Option<&'a Bound<'_, PyAny>>,
-) -> Option<(&'a [u8], IpAddr, Option<&'a str>, Option<&'a str>)> {
+) -> Option<FastInput<'a>> {
     let key = if let Ok(s) = key.cast::<PyString>() {
         s.to_str().ok()?.as_bytes()
     } else {

@@ -167,9 +167,11 @@ fn four_processes_hold_one_limit_and_one_quota(db: &str, store: &Store) {
         total <= 150,
         "{admitted:?}: {total} admitted of a quota of 150"
     );
-    // What this process took when it created the key went back, unused.
-    assert_eq!(total, 150, "{admitted:?}");
-    // Closed, every process gave back what it held: nothing is lost.
+    // What this process took when it created the key went back, unused,
+    // but for a reserve of a twentieth of its lease.
+    assert!(total >= 145, "{admitted:?}");
+    // Closed, every child gave back what it held (and this process's
+    // reserve counts as left): nothing is lost.
     let left = store
         .get(&metered.info.id)
         .unwrap()

@@ -74,7 +74,7 @@ impl LeaseThread {
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
-                    if swept.elapsed() >= Duration::from_millis(100) {
+                    if swept.elapsed() >= Duration::from_secs(1) {
                         swept = Instant::now();
                         engine.return_idle();
                     }
@@ -294,8 +294,9 @@ impl Engine {
         lock(&self.leases.holding).clear();
     }
 
-    /// Gives back the quota tokens held for keys none were spent of for
-    /// the idle time (`Options::lease_idle`): they serve other processes.
+    /// Gives back the quota tokens held, beyond a small reserve, for keys
+    /// none were spent of for the idle time (`Options::lease_idle`): they
+    /// serve other processes.
     pub(crate) fn return_idle(&self) {
         let now = self.now_ms();
         let held: Vec<KeyId> = lock(&self.leases.holding).iter().copied().collect();
@@ -307,6 +308,7 @@ impl Engine {
             };
             if let Some((k, period)) = meter.take_idle_quota(now, self.leases.idle_ms) {
                 self.give_back(&id, rule, k, period, now);
+                // Its reserve stays; it is held again at its next lease.
                 lock(&self.leases.holding).remove(&id);
             }
         }

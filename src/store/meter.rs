@@ -298,17 +298,23 @@ impl Meter {
         }
     }
 
-    /// The quota tokens in hand when none has been spent for `idle_ms`
-    /// (taken, to go back to storage), and the period they are for.
+    /// The quota tokens in hand beyond a small reserve (a twentieth of
+    /// the lease, at least one) when none has been spent for `idle_ms`:
+    /// taken, to go back to storage for other processes, and the period
+    /// they are for. The reserve answers this process's next requests
+    /// without waiting while the lease thread tops it up.
     pub(crate) fn take_idle_quota(&self, now: i64, idle_ms: i64) -> Option<(u64, i64)> {
         let mut s = lock(&self.state);
         let q = &mut s.quota;
-        if q.hand == 0 || now - q.active_at < idle_ms {
+        let reserve = (q.lease / 20).max(1);
+        if q.hand <= reserve || now - q.active_at < idle_ms {
             return None;
         }
-        let k = std::mem::take(&mut q.hand);
-        // The next use asks storage again.
-        q.known = Known::Pending;
+        let k = q.hand - reserve;
+        q.hand = reserve;
+        q.lease = reserve;
+        // What went back is in storage again.
+        q.known = Known::More;
         Some((k, q.period))
     }
 
@@ -483,9 +489,13 @@ mod tests {
         m.grant_quota(9, 0, 10, false, 1000);
         assert!(m.admit(1500, false).refusal.is_none());
         assert_eq!(m.take_idle_quota(2000, 1000), None);
-        assert_eq!(m.take_idle_quota(2500, 1000), Some((9, 0)));
-        assert_eq!(m.quota_in_hand().0, 0);
-        assert_eq!(m.admit(2600, false).refusal, Some(Denial::Busy));
+        // 9 in hand, a reserve of one kept.
+        assert_eq!(m.take_idle_quota(2500, 1000), Some((8, 0)));
+        assert_eq!(m.quota_in_hand().0, 1);
+        assert_eq!(m.take_idle_quota(9000, 1000), None);
+        let next = m.admit(9000, false);
+        assert!(next.refusal.is_none());
+        assert!(next.fetch, "the reserve spent: a lease is asked for");
     }
 
     #[test]

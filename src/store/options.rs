@@ -63,7 +63,8 @@ pub struct Options {
     pub staleness_bound: Duration,
     /// How long the quota tokens this process holds for a key (a lease
     /// taken from the key's shared quota) may go unused before they go
-    /// back to storage for other processes. Default 10 seconds.
+    /// back to storage for other processes, but for a small reserve (a
+    /// twentieth of the lease, at least one). Default 10 seconds.
     pub lease_idle: Duration,
     /// How long outbox events are kept (at least until every enabled
     /// plugin has delivered or dead-lettered them). Default 30 days.

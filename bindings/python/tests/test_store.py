@@ -387,6 +387,7 @@ def test_rate_limits_refuse_a_burst_with_retry_after_and_admit_after_it(store):
         time.sleep(0.05)
     totals = store.usage(c.info.id).totals
     assert totals.rate_limited >= 1 and totals.scope_missing == 20 and totals.rotated == 20
+    assert sum(h.limited for h in store.usage(c.info.id).hourly) == totals.rate_limited
     info = store.set_limits(c.info.id, [("burst", 1, 60)])
     assert info.limits == [keyward.Limit("burst", 1, 60.0)]
     assert store.set_limits(c.info.id, []).limits == []

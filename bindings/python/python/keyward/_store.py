@@ -329,6 +329,8 @@ class HourlyUsage:
     hour: datetime
     allowed: int
     denied: int
+    #: Of those denied, the rate-limited and out-of-quota ones.
+    limited: int = 0
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ class Usage:
                 for r in d["integrations"]
             ],
             hourly=[
-                HourlyUsage(_time(h["hour"]), h["allowed"], h["denied"])  # type: ignore[arg-type]
+                HourlyUsage(_time(h["hour"]), h["allowed"], h["denied"], h.get("limited", 0))  # type: ignore[arg-type]
                 for h in d["hourly"]
             ],
         )
