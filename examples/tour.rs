@@ -7,7 +7,7 @@ use std::error::Error;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use keyward::{CreateOptions, KeyInfo, Store, Usage, Verdict};
+use keyward::{CreateOptions, KeyInfo, Limit, Quota, RefillPeriod, Store, Usage, Verdict};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
@@ -116,7 +116,38 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     overview(&store.list()?);
 
-    step("8. The outbox: one event per change, no secrets");
+    step("8. A partner key with a rate limit, a quota and a scope");
+    let partner = store.create(
+        "Partner",
+        CreateOptions::new()
+            .limit(Limit::new("burst", 3, Duration::from_secs(60)))
+            .quota(Quota::new(4).refilled(1000, RefillPeriod::Monthly))
+            .scopes(["orders:read"]),
+    )?;
+    for (what, scope) in [
+        ("orders:write (not its scope)", "orders:write"),
+        ("orders:read", "orders:read"),
+        ("orders:read", "orders:read"),
+        ("orders:read", "orders:read"),
+        ("orders:read (a 4th within a minute)", "orders:read"),
+    ] {
+        show(
+            what,
+            store.verify_scoped(partner.key.as_str(), cloud, Some("Partner"), Some(scope)),
+        );
+    }
+    let info = store.get(&partner.info.id)?;
+    println!(
+        "   quota left {} (a missing scope and a rate-limited request took none)",
+        info.quota.map_or(0, |q| q.remaining)
+    );
+    let t = store.usage(&partner.info.id)?.totals;
+    println!(
+        "   allowed {}  scope_missing {}  rate_limited {}\n",
+        t.allowed, t.scope_missing, t.rate_limited
+    );
+
+    step("9. The outbox: one event per change, no secrets");
     for e in store.events(0, 100)? {
         println!(
             "   #{:<3} {:<18} {} {}",
