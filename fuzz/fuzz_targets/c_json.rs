@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let mut id = [0 as c_char; 16];
     // SAFETY: a live handle, NUL-terminated strings, buffers of the sizes given.
     unsafe {
-        let status = match which % 5 {
+        let status = match which % 9 {
             0 => {
                 let s = c::kw_key_create_ex(
                     store,
@@ -91,6 +91,22 @@ fuzz_target!(|data: &[u8]| {
                     ok_or_typed(c::kw_whitelist_remove(store, f.id.as_ptr(), entry.as_ptr()));
                 }
                 s
+            }
+            4 => c::kw_key_set_limits(store, f.id.as_ptr(), input.as_ptr()),
+            5 => c::kw_key_set_quota(store, f.id.as_ptr(), input.as_ptr()),
+            6 => c::kw_key_set_scopes(store, f.id.as_ptr(), input.as_ptr()),
+            7 => {
+                let mut v: c::kw_verdict = std::mem::zeroed();
+                v.size = std::mem::size_of::<c::kw_verdict>();
+                c::kw_verify_scoped(
+                    store,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    c"10.0.0.1".as_ptr(),
+                    std::ptr::null(),
+                    input.as_ptr(),
+                    &raw mut v,
+                )
             }
             _ => {
                 let mut v: c::kw_verdict = std::mem::zeroed();

@@ -16,7 +16,7 @@ mod proto;
 mod server;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,10 @@ pub(crate) struct HostBackend {
     /// The feed version this process's engine has read up to (what the
     /// next wait waits past).
     heard: AtomicU64,
+    /// Whether another process has used the store with this one: this
+    /// process attached, or another attached to it. Never reset: once set,
+    /// budgets are shared (see `Backend::budgets_shared`).
+    others: Arc<AtomicBool>,
 }
 
 /// Calls made again after the owner changed, at most.
@@ -145,6 +149,7 @@ impl HostBackend {
             recovering: Mutex::new(()),
             hook,
             heard: AtomicU64::new(0),
+            others: Arc::new(AtomicBool::new(false)),
         };
         let role = backend.establish(backend.rules.require_owner, false)?;
         *write(&backend.role) = role;
@@ -166,6 +171,7 @@ impl HostBackend {
                 }
                 Ok(client) => {
                     self.heard.store(0, Ordering::Release);
+                    self.others.store(true, Ordering::Release);
                     return Ok(Role::Attached(Arc::new(client)));
                 }
                 Err(Attach::Refused(_)) => return Err(locked()),
@@ -185,6 +191,7 @@ impl HostBackend {
                         &self.socket,
                         self.access,
                         Arc::clone(&self.hook),
+                        Arc::clone(&self.others),
                     )
                     .map_err(|e| {
                         OpenError::Storage(StorageError::with_source(
@@ -519,11 +526,7 @@ impl Backend for HostBackend {
     }
 
     fn budgets_shared(&self) -> bool {
-        match &*read(&self.role) {
-            Role::Owner(serving) => serving.server.ever_attached(),
-            Role::Attached(_) => true,
-            Role::Closed => false,
-        }
+        self.others.load(Ordering::Acquire)
     }
 
     fn report_seen(

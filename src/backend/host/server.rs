@@ -35,8 +35,6 @@ pub(super) struct Server {
 
 #[derive(Default)]
 struct Conns {
-    /// Whether any process has connected since this owner began serving.
-    ever: bool,
     next: u64,
     open: HashMap<u64, UnixStream>,
     threads: Vec<JoinHandle<()>>,
@@ -49,6 +47,8 @@ struct Ctx {
     hook: Arc<Hook>,
     conns: Arc<Mutex<Conns>>,
     stop: Arc<AtomicBool>,
+    /// Set when a process connects (see `HostBackend::budgets_shared`).
+    others: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -59,6 +59,7 @@ impl Server {
         socket: &Path,
         access: Access,
         hook: Arc<Hook>,
+        others: Arc<AtomicBool>,
     ) -> io::Result<Server> {
         use std::os::unix::fs::PermissionsExt;
         access::prepare_socket_dir(socket)?;
@@ -81,6 +82,7 @@ impl Server {
             hook,
             conns: Arc::clone(&conns),
             stop: Arc::clone(&stop),
+            others,
         });
         let listener_fd = listener.as_raw_fd();
         let accept = std::thread::Builder::new()
@@ -123,13 +125,6 @@ impl Server {
     }
 }
 
-impl Server {
-    /// Whether any process has connected to this owner.
-    pub(super) fn ever_attached(&self) -> bool {
-        lock(&self.conns).ever
-    }
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
@@ -157,7 +152,7 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
         let id = conns.next;
         conns.next += 1;
         conns.open.insert(id, watch);
-        conns.ever = true;
+        ctx.others.store(true, Ordering::Release);
         let c = Arc::clone(ctx);
         match std::thread::Builder::new()
             .name("keyward-attached".into())
