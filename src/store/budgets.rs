@@ -227,17 +227,20 @@ impl Engine {
             if row.serial != want.rule.serial {
                 return Ok(None);
             }
+            let stored = row;
             let mut row = row.at(&want.rule, now);
             // Topped up to one lease at most: a crash loses no more.
             let k = quota_lease(row.remaining + want.hand)
                 .saturating_sub(want.hand)
                 .min(row.remaining);
-            if k == 0 && row.remaining > 0 {
-                return Ok(Some((0, false)));
-            }
             row.remaining -= k;
             let tell = k == 0 && want.told_refusal && !row.told;
             row.told |= tell;
+            if row == stored {
+                // Nothing to take or tell (a client hammering an exhausted
+                // key): no write.
+                return Ok(Some((0, row.remaining == 0)));
+            }
             let mut batch = Batch::default();
             batch.expect(Table::Budgets, row_key.clone(), old);
             batch.put(Table::Budgets, row_key.clone(), row.encode());
