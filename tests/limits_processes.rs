@@ -160,7 +160,10 @@ fn four_processes_hold_one_limit_and_one_quota(db: &str, store: &Store) {
     let metered = store
         .create("metered", CreateOptions::new().quota(Quota::new(150)))
         .unwrap();
-    let admitted = run_children(db, metered.key.as_str(), 1500);
+    // Long enough for this process's lease to go idle and back (300 ms,
+    // swept each second) and for a child that found the quota empty to
+    // ask again (each second).
+    let admitted = run_children(db, metered.key.as_str(), 3500);
     let total: u64 = admitted.iter().sum();
     eprintln!("quota 150: admitted {admitted:?} = {total}");
     assert!(
