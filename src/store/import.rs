@@ -219,6 +219,9 @@ impl Engine {
                 "a key was imported already (by another process); nothing was imported".into(),
             )
         })?;
-        Ok(made.iter().map(|rec| self.new_key_info(rec, now)).collect())
+        Ok(made
+            .iter()
+            .map(|rec| self.info_of(rec, None, now))
+            .collect())
     }
 }

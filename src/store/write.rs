@@ -173,19 +173,12 @@ impl Engine {
         Ok(made
             .into_iter()
             .map(|(rec, key)| CreatedKey {
-                info: self.new_key_info(&rec, now),
+                // No lease is taken here: the key's first use (argon2, in
+                // whichever process) takes it.
+                info: self.info_of(&rec, None, now),
                 key,
             })
             .collect())
-    }
-
-    /// A new key's Overview, once its meter holds its first lease (so the
-    /// key's first use need not wait for one).
-    pub(super) fn new_key_info(&self, rec: &KeyRecord, now: i64) -> KeyInfo {
-        if rec.policy.quota.is_some() || (self.budgets_shared() && !rec.policy.limits.is_empty()) {
-            let _ = self.fetch_leases(&rec.id);
-        }
-        self.info_of(rec, None, now)
     }
 
     /// Commits staged new keys durably, then installs them in the index
