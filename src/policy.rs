@@ -302,7 +302,7 @@ pub(crate) fn gcra_room(tat: i64, now: i64, n: u64, limit: u64, window_ms: i64) 
 
 /// Milliseconds between two requests at the sustained rate (at least 1:
 /// limits faster than 1,000 a second per window of 1 s round up).
-fn emission_interval(limit: u64, window_ms: i64) -> i64 {
+pub(crate) fn emission_interval(limit: u64, window_ms: i64) -> i64 {
     (window_ms / i64::try_from(limit).unwrap_or(i64::MAX)).max(1)
 }
 

@@ -33,6 +33,8 @@ pub(crate) const RECHECK_MS: i64 = 1000;
 pub(crate) struct Meter {
     pub limits: Box<[Limit]>,
     pub quota: Option<QuotaRule>,
+    /// Each limit's emission interval and window (ms), worked out once.
+    steps: Box<[(i64, i64)]>,
     state: Mutex<State>,
 }
 
@@ -96,6 +98,15 @@ impl Meter {
         Some(Meter {
             limits: limits.into(),
             quota,
+            steps: limits
+                .iter()
+                .map(|l| {
+                    (
+                        policy::emission_interval(l.limit, l.window_ms()),
+                        l.window_ms(),
+                    )
+                })
+                .collect(),
             state: Mutex::new(State {
                 tat: vec![i64::MIN; n].into(),
                 hand: vec![0; n].into(),
@@ -123,9 +134,14 @@ impl Meter {
         let mut pending = false;
         let mut next = [0_i64; policy::MAX_LIMITS];
         for (i, l) in self.limits.iter().enumerate() {
-            match policy::gcra(s.tat[i], now, 1, l.limit, l.window_ms()) {
-                Ok(t) => next[i] = t,
-                Err(ms) => retry = retry.max(ms),
+            // One GCRA step (`policy::gcra` for one request).
+            let (interval, window) = self.steps[i];
+            let t = s.tat[i].max(now).saturating_add(interval);
+            let over = t - now - window;
+            if over > 0 {
+                retry = retry.max(over);
+            } else {
+                next[i] = t;
             }
             if shared {
                 let low = s.hand[i] <= l.lease() / 2;
