@@ -94,7 +94,7 @@ impl Engine {
     /// Whether rate limits draw on budgets shared with other processes
     /// (see [`crate::backend::Backend::budgets_shared`]).
     pub(crate) fn budgets_shared(&self) -> bool {
-        self.shared && self.backend.budgets_shared()
+        self.backend.budgets_shared()
     }
 
     /// Tops up key `id`'s meter: the shared budget of each limit running

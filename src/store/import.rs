@@ -204,12 +204,11 @@ impl Engine {
             };
             let remaining = options.quota.map(|q| q.remaining);
             let rec = KeyRecord::new_key(id, name, options, wl, now, first);
-            super::budgets::quota_row(&mut new.records, &rec, remaining, now);
             // One key per lookup, whichever process imports it.
             let row = rec.generations[0].lookup.as_ref().expect("imported").row();
             new.checks.expect(Table::Imports, row.clone(), None);
             new.records.put(Table::Imports, row, id.as_bytes().to_vec());
-            new.add(self, &rec, now, data);
+            new.add(self, &rec, remaining, now, data);
             made.push(rec);
         }
         // A lookup taken meanwhile (by another process), or an id

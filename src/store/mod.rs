@@ -275,8 +275,7 @@ impl Store {
         integration: Option<&str>,
         scope: Option<&str>,
     ) -> Verdict {
-        self.engine
-            .verify(key.as_bytes(), client_ip, integration, scope)
+        self.verify_scoped_bytes(key.as_bytes(), client_ip, integration, scope)
     }
 
     /// [`Store::verify_scoped`] for a key given as bytes.

@@ -161,8 +161,7 @@ impl Engine {
             };
             let remaining = options.quota.map(|q| q.remaining);
             let rec = KeyRecord::new_key(id, name, options, wl, now, first);
-            new.add(self, &rec, now, data);
-            super::budgets::quota_row(&mut new.records, &rec, remaining, now);
+            new.add(self, &rec, remaining, now, data);
             made.push((rec, generated.key));
         }
         let _w = lock(&self.write_lock);
@@ -464,14 +463,25 @@ pub(super) struct NewKeys {
 }
 
 impl NewKeys {
-    /// A new key's record: its id must be free; its owner row and its
+    /// A new key's record: its id must be free; its owner row, its
+    /// quota's row (`remaining`, when it has a quota) and its
     /// `key.created` event (with `data`) go with it.
-    pub(super) fn add(&mut self, engine: &Engine, rec: &KeyRecord, now: i64, data: Value) {
+    pub(super) fn add(
+        &mut self,
+        engine: &Engine,
+        rec: &KeyRecord,
+        remaining: Option<u64>,
+        now: i64,
+        data: Value,
+    ) {
         let id = rec.id.as_bytes().to_vec();
         self.checks.expect(Table::Keys, id.clone(), None);
         self.records.put(Table::Keys, id, rec.encode());
         if let Some(row) = rec.owner_row() {
             self.records.put(Table::Owners, row, Vec::new());
+        }
+        if rec.policy.quota.is_some() {
+            super::budgets::quota_row(&mut self.records, rec, remaining, now);
         }
         events::append(
             &mut self.outbox,
