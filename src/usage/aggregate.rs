@@ -72,9 +72,73 @@ fn touch_ip(ips: &mut Vec<IpAddr>, ip: IpAddr) {
     ips.truncate(IPS_PER_INTEGRATION);
 }
 
+/// Requests of one key in one hour from one client address (and one
+/// integration, kept beside it), not yet added into the rows: a client
+/// calling again only counts here, and [`UsageAgg::fold`] adds the run
+/// as recording each request would have.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    hour: i64,
+    ip: IpAddr,
+    /// When its first request came, and its latest.
+    first: i64,
+    last: i64,
+    /// The latest allowed request.
+    last_allowed: Option<i64>,
+    allowed: u64,
+    denied: u64,
+    /// Of the denied, those rate-limited or out of quota.
+    limited: u64,
+    /// Whether the last request whose secret was compared had an old one.
+    stale: Option<bool>,
+}
+
+impl Run {
+    /// An empty run from `ip` in the hour of `now`.
+    pub(crate) fn new(now: i64, ip: IpAddr) -> Self {
+        Run {
+            hour: now.div_euclid(HOUR_MS),
+            ip,
+            first: now,
+            last: now,
+            last_allowed: None,
+            allowed: 0,
+            denied: 0,
+            limited: 0,
+            stale: None,
+        }
+    }
+
+    /// Whether a request at `now` from `ip` belongs to this run.
+    pub(crate) fn holds(&self, now: i64, ip: IpAddr) -> bool {
+        self.hour == now.div_euclid(HOUR_MS) && self.ip == ip
+    }
+
+    pub(crate) fn add(&mut self, now: i64, outcome: Outcome, freshness: Freshness) {
+        self.last = self.last.max(now);
+        match outcome {
+            Outcome::Allowed => {
+                self.allowed += 1;
+                self.last_allowed = Some(self.last_allowed.map_or(now, |t| t.max(now)));
+            }
+            Outcome::Denied(d) => {
+                self.denied += 1;
+                if matches!(d, Denial::RateLimited { .. } | Denial::QuotaExhausted) {
+                    self.limited += 1;
+                }
+            }
+        }
+        if freshness != Freshness::Unknown {
+            self.stale = Some(freshness == Freshness::Stale);
+        }
+    }
+}
+
 impl UsageAgg {
     const VERSION: u32 = 1;
 
+    /// One request, added into the rows at once (the log keeps runs).
+    #[cfg(test)]
     pub(crate) fn record(
         &mut self,
         now: i64,
@@ -83,40 +147,44 @@ impl UsageAgg {
         outcome: Outcome,
         freshness: Freshness,
     ) {
-        let allowed = outcome == Outcome::Allowed;
+        self.count(outcome);
+        let mut run = Run::new(now, ip);
+        run.add(now, outcome, freshness);
+        self.fold(&run, integration.map(clip).filter(|s| !s.is_empty()));
+    }
+
+    /// Counts one request in the totals (the rest of it goes in a [`Run`]).
+    pub(crate) fn count(&mut self, outcome: Outcome) {
         self.totals.count(outcome);
-        if allowed && self.last_used.is_none_or(|(t, _)| t <= now) {
-            self.last_used = Some((now, ip));
+    }
+
+    /// Adds a run of requests from `integration` (clipped, not empty)
+    /// into the rows, as recording each of them would have.
+    pub(crate) fn fold(&mut self, run: &Run, integration: Option<&str>) {
+        if let Some(t) = run.last_allowed
+            && self.last_used.is_none_or(|(u, _)| u <= t)
+        {
+            self.last_used = Some((t, run.ip));
         }
-        let hour = self.hourly.entry(now.div_euclid(HOUR_MS)).or_default();
-        if allowed {
-            hour.0 += 1;
-        } else {
-            hour.1 += 1;
-        }
-        if matches!(
-            outcome,
-            Outcome::Denied(Denial::RateLimited { .. } | Denial::QuotaExhausted)
-        ) {
-            *self.limited.entry(now.div_euclid(HOUR_MS)).or_default() += 1;
+        let hour = self.hourly.entry(run.hour).or_default();
+        hour.0 += run.allowed;
+        hour.1 += run.denied;
+        if run.limited > 0 {
+            *self.limited.entry(run.hour).or_default() += run.limited;
         }
 
-        let integration = integration.map(clip).filter(|s| !s.is_empty());
-        let row = self.ips.entry(ip).or_insert_with(|| IpAgg {
-            first: now,
+        let row = self.ips.entry(run.ip).or_insert_with(|| IpAgg {
+            first: run.first,
             ..IpAgg::default()
         });
-        row.last = row.last.max(now);
-        if allowed {
-            row.allowed += 1;
-        } else {
-            row.denied += 1;
-        }
+        row.last = row.last.max(run.last);
+        row.allowed += run.allowed;
+        row.denied += run.denied;
         if row.integration.as_deref() != integration {
             row.integration = integration.map(Box::from);
         }
-        if freshness != Freshness::Unknown {
-            row.stale = freshness == Freshness::Stale;
+        if let Some(stale) = run.stale {
+            row.stale = stale;
         }
 
         if let Some(name) = integration {
@@ -126,21 +194,19 @@ impl UsageAgg {
                     self.integrations
                         .entry(Box::from(name))
                         .or_insert_with(|| IntegrationAgg {
-                            first: now,
+                            first: run.first,
                             ..IntegrationAgg::default()
                         })
                 }
             };
-            row.last = row.last.max(now);
-            row.count += 1;
-            if !allowed {
-                row.denied += 1;
+            row.last = row.last.max(run.last);
+            row.count += run.allowed + run.denied;
+            row.denied += run.denied;
+            if row.ips.first() != Some(&run.ip) {
+                touch_ip(&mut row.ips, run.ip);
             }
-            if row.ips.first() != Some(&ip) {
-                touch_ip(&mut row.ips, ip);
-            }
-            if freshness != Freshness::Unknown {
-                row.stale = freshness == Freshness::Stale;
+            if let Some(stale) = run.stale {
+                row.stale = stale;
             }
         }
     }

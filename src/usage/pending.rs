@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::aggregate::clip;
+use super::aggregate::{Run, clip};
 use super::{Freshness, Outcome, UsageAgg, UsageLimits};
 use crate::events::EventKind;
 use crate::key::KeyId;
@@ -100,10 +100,74 @@ fn sample<T: PartialEq>(into: &mut Vec<T>, item: T) {
     }
 }
 
+/// An integration's name held inline (no allocation to compare with),
+/// or none; longer names are not held (their requests are added to the
+/// rows one by one).
+#[derive(Clone, Copy)]
+struct Name {
+    /// `NO_NAME`: no integration.
+    len: u8,
+    bytes: [u8; NAME_INLINE],
+}
+
+const NAME_INLINE: usize = 46;
+const NO_NAME: u8 = u8::MAX;
+
+impl Name {
+    fn new(name: Option<&str>) -> Option<Self> {
+        let mut n = Name {
+            len: NO_NAME,
+            bytes: [0; NAME_INLINE],
+        };
+        if let Some(s) = name {
+            n.bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+            n.len = u8::try_from(s.len()).ok()?;
+        }
+        Some(n)
+    }
+
+    fn is(&self, name: Option<&str>) -> bool {
+        match name {
+            None => self.len == NO_NAME,
+            Some(s) => usize::from(self.len) == s.len() && self.bytes[..s.len()] == *s.as_bytes(),
+        }
+    }
+
+    fn get(&self) -> Option<&str> {
+        if self.len == NO_NAME {
+            return None;
+        }
+        let bytes = &self.bytes[..usize::from(self.len)];
+        Some(std::str::from_utf8(bytes).expect("held from a str"))
+    }
+}
+
+/// One key's usage waiting for the next flush: the delta, and the run of
+/// requests from one address and integration not yet added into it.
+#[derive(Default)]
+struct Pending {
+    run: Option<(Run, Name)>,
+    agg: UsageAgg,
+}
+
+impl Pending {
+    /// Adds the run into the delta.
+    fn settle(&mut self) {
+        if let Some((run, name)) = self.run.take() {
+            self.agg.fold(&run, name.get());
+        }
+    }
+
+    fn into_agg(mut self) -> UsageAgg {
+        self.settle();
+        self.agg
+    }
+}
+
 /// Pending usage deltas of every key, sharded so threads verifying
 /// different keys rarely meet on a lock.
 pub(crate) struct UsageLog {
-    shards: Box<[Mutex<HashMap<KeyId, UsageAgg>>]>,
+    shards: Box<[Mutex<HashMap<KeyId, Pending>>]>,
     notices: Mutex<Notices>,
     notice_limits: NoticeLimits,
     limits: UsageLimits,
@@ -158,10 +222,26 @@ impl UsageLog {
         outcome: Outcome,
         freshness: Freshness,
     ) {
+        let integration = integration.map(clip).filter(|s| !s.is_empty());
         let mut shard = lock(&self.shards[shard_of(&id)]);
-        let agg = shard.entry(id).or_default();
-        agg.record(now, ip, integration, outcome, freshness);
-        self.bound(agg, now);
+        let p = shard.entry(id).or_default();
+        p.agg.count(outcome);
+        let run = match &mut p.run {
+            Some((run, name)) if run.holds(now, ip) && name.is(integration) => run,
+            _ => {
+                p.settle();
+                let Some(name) = Name::new(integration) else {
+                    let mut run = Run::new(now, ip);
+                    run.add(now, outcome, freshness);
+                    p.agg.fold(&run, integration);
+                    self.bound(&mut p.agg, now);
+                    return;
+                };
+                self.bound(&mut p.agg, now);
+                &mut p.run.insert((Run::new(now, ip), name)).0
+            }
+        };
+        run.add(now, outcome, freshness);
     }
 
     /// Counts an occurrence; the first in its key and kind's window (within
@@ -232,7 +312,13 @@ impl UsageLog {
 
     /// A copy of the pending delta of one key.
     pub(crate) fn pending(&self, id: &KeyId) -> Option<UsageAgg> {
-        lock(&self.shards[shard_of(id)]).get(id).cloned()
+        let shard = lock(&self.shards[shard_of(id)]);
+        let p = shard.get(id)?;
+        let mut agg = p.agg.clone();
+        if let Some((run, name)) = &p.run {
+            agg.fold(run, name.get());
+        }
+        Some(agg)
     }
 
     pub(crate) fn discard(&self, id: &KeyId) {
@@ -244,6 +330,7 @@ impl UsageLog {
         self.shards
             .iter()
             .flat_map(|s| std::mem::take(&mut *lock(s)))
+            .map(|(id, p)| (id, p.into_agg()))
             .collect()
     }
 
@@ -252,11 +339,188 @@ impl UsageLog {
         for (id, mut older) in deltas {
             let mut shard = lock(&self.shards[shard_of(&id)]);
             if let Some(newer) = shard.remove(&id) {
-                older.absorb(&newer);
+                older.absorb(&newer.into_agg());
             }
             let now = older.latest();
             self.bound(&mut older, now);
-            shard.insert(id, older);
+            shard.insert(
+                id,
+                Pending {
+                    run: None,
+                    agg: older,
+                },
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::time::Timestamp;
+    use crate::usage::Usage;
+    use crate::verdict::Denial;
+
+    /// What the rows of one key must say, worked out independently of
+    /// [`UsageAgg`]: (first, last, allowed or count, denied) per address
+    /// and integration, (allowed, denied, limited) per hour, the last use.
+    #[derive(Default)]
+    struct Model {
+        ips: HashMap<IpAddr, (i64, i64, u64, u64)>,
+        integrations: HashMap<String, (i64, i64, u64, u64)>,
+        hourly: BTreeMap<i64, (u64, u64, u64)>,
+        last_used: Option<(i64, IpAddr)>,
+    }
+
+    impl Model {
+        fn record(&mut self, now: i64, ip: IpAddr, name: Option<&str>, outcome: Outcome) {
+            let (allowed, limited) = match outcome {
+                Outcome::Allowed => (1, 0),
+                Outcome::Denied(Denial::RateLimited { .. } | Denial::QuotaExhausted) => (0, 1),
+                Outcome::Denied(_) => (0, 0),
+            };
+            if allowed == 1 && self.last_used.is_none_or(|(t, _)| t <= now) {
+                self.last_used = Some((now, ip));
+            }
+            let hour = self.hourly.entry(now.div_euclid(3_600_000)).or_default();
+            *hour = (hour.0 + allowed, hour.1 + 1 - allowed, hour.2 + limited);
+            let row = self.ips.entry(ip).or_insert((now, now, 0, 0));
+            *row = (row.0, row.1.max(now), row.2 + allowed, row.3 + 1 - allowed);
+            if let Some(name) = name.map(clip).filter(|n| !n.is_empty()) {
+                let row = self
+                    .integrations
+                    .entry(name.to_owned())
+                    .or_insert((now, now, 0, 0));
+                *row = (row.0, row.1.max(now), row.2 + 1, row.3 + 1 - allowed);
+            }
+        }
+
+        fn check(&self, usage: &Usage) {
+            let at = Timestamp::from_unix_millis;
+            assert_eq!(
+                usage.last_used.map(|l| (l.at, l.ip)),
+                self.last_used.map(|(t, ip)| (at(t), ip))
+            );
+            let hourly: Vec<_> = usage
+                .hourly
+                .iter()
+                .map(|h| (h.hour, h.allowed, h.denied, h.limited))
+                .collect();
+            let want: Vec<_> = self
+                .hourly
+                .iter()
+                .map(|(h, c)| (at(h * 3_600_000), c.0, c.1, c.2))
+                .collect();
+            assert_eq!(hourly, want);
+            assert_eq!(usage.ips.len(), self.ips.len());
+            for r in &usage.ips {
+                let (first, last, allowed, denied) = self.ips[&r.ip];
+                assert_eq!(
+                    (r.first_seen, r.last_seen, r.allowed, r.denied),
+                    (at(first), at(last), allowed, denied)
+                );
+            }
+            assert_eq!(usage.integrations.len(), self.integrations.len());
+            for r in &usage.integrations {
+                let (first, last, count, denied) = self.integrations[&r.name];
+                assert_eq!(
+                    (r.first_seen, r.last_seen, r.count, r.denied),
+                    (at(first), at(last), count, denied)
+                );
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift).
+    struct Dice(u64);
+
+    impl Dice {
+        fn pick(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            usize::try_from(self.0 % n as u64).unwrap()
+        }
+    }
+
+    /// The log's runs give the same usage as recording every request
+    /// into the rows, and as the model: across hours, addresses,
+    /// integrations (none, empty, too long to hold inline), outcomes, old
+    /// secrets, a clock that steps back a little, two keys interleaved,
+    /// and flushes and reads between.
+    #[test]
+    fn runs_add_up_to_recording_each_request() {
+        let log = UsageLog::new(UsageLimits::default(), NoticeLimits::default());
+        let keys = [KeyId::random(), KeyId::random()];
+        let mut each: [UsageAgg; 2] = Default::default();
+        let mut flushed: [UsageAgg; 2] = Default::default();
+        let mut model: [Model; 2] = Default::default();
+        let long_name = "x".repeat(100);
+        let names = [
+            None,
+            Some("crm"),
+            Some("zap"),
+            Some(""),
+            Some(long_name.as_str()),
+        ];
+        let ips: [IpAddr; 3] = [
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        let outcomes = [
+            Outcome::Allowed,
+            Outcome::Allowed,
+            Outcome::Denied(Denial::WrongSecret),
+            Outcome::Denied(Denial::RateLimited { retry_after_ms: 5 }),
+            Outcome::Denied(Denial::QuotaExhausted),
+            Outcome::Denied(Denial::IpNotAllowed),
+        ];
+        let freshness = [Freshness::Current, Freshness::Stale, Freshness::Unknown];
+        let mut dice = Dice(0x2545_f491_4f6c_dd1d);
+        let mut now = 1_700_000_000_000_i64;
+        let mut in_runs = 0;
+        for i in 0..5_000 {
+            // Mostly the same client again; now and then another.
+            now += [0, 1, 7, 1_000, 600_000, -3][dice.pick(6)];
+            let key = dice.pick(2);
+            let (ip, name) = if dice.pick(8) == 0 {
+                (ips[dice.pick(3)], names[dice.pick(5)])
+            } else {
+                (ips[key], names[key + 1])
+            };
+            let outcome = outcomes[dice.pick(6)];
+            let fresh = freshness[dice.pick(3)];
+            log.record(keys[key], now, ip, name, outcome, fresh);
+            each[key].record(now, ip, name, outcome, fresh);
+            model[key].record(now, ip, name, outcome);
+            let shard = lock(&log.shards[shard_of(&keys[key])]);
+            let run = shard[&keys[key]].run;
+            in_runs += usize::from(run.is_some_and(|(r, _)| r.holds(now, ip)));
+            drop(shard);
+            if i % 700 == 699 {
+                for (id, delta) in log.take_all() {
+                    flushed[usize::from(id == keys[1])].absorb(&delta);
+                }
+            }
+            if i % 500 == 250 {
+                let mut so_far = flushed[key].clone();
+                if let Some(delta) = log.pending(&keys[key]) {
+                    so_far.absorb(&delta);
+                }
+                assert_eq!(so_far.to_usage(keys[key]), each[key].to_usage(keys[key]));
+            }
+        }
+        for (id, delta) in log.take_all() {
+            flushed[usize::from(id == keys[1])].absorb(&delta);
+        }
+        for key in 0..2 {
+            let usage = flushed[key].to_usage(keys[key]);
+            assert_eq!(usage, each[key].to_usage(keys[key]));
+            model[key].check(&usage);
+        }
+        assert!(in_runs > 2_000, "most requests went to a run");
     }
 }
