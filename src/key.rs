@@ -127,6 +127,49 @@ impl KeyId {
     }
 }
 
+/// A map by key id, hashed by a seeded multiply instead of SipHash: the
+/// ids in such maps are the store's, drawn at random, so mixing is all
+/// a hash of them needs; the seed (one per map) keeps where they land
+/// unknown outside the process.
+pub(crate) type IdMap<V> = std::collections::HashMap<KeyId, V, IdHashing>;
+
+/// The hashing of an [`IdMap`]: its seed.
+#[derive(Clone)]
+pub(crate) struct IdHashing(u64);
+
+impl Default for IdHashing {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        IdHashing(RandomState::new().hash_one(0_u64))
+    }
+}
+
+impl std::hash::BuildHasher for IdHashing {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0_u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            // A folded multiply by an odd constant (the golden ratio's).
+            let p = u128::from(self.0 ^ u64::from_le_bytes(word)) * 0x9e37_79b9_7f4a_7c15;
+            self.0 = (p as u64) ^ ((p >> 64) as u64);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The text given where a key id was expected is not one. The message
 /// never repeats a secret: a whole key pasted where its id belongs is named
 /// by its id only, text longer than an id is not quoted, and what is quoted

@@ -89,7 +89,7 @@ pub use crate::plugins::{
     DeadLetter, EVENT_KINDS, HostResolver, InstallOptions, Manifest, PluginError, PluginInfo,
     PluginStatus, RetryPolicy, SUPPORTED_API_VERSIONS, SystemResolver,
 };
-pub use crate::policy::{Limit, Quota, Refill, RefillPeriod};
+pub use crate::policy::{Limit, Quota, Refill, RefillPeriod, Scopes};
 pub use crate::store::{
     CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo, KeyPage, LeakState,
     MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options,

@@ -6,9 +6,11 @@
 //! one request every `window / limit`. A refused request learns how long
 //! until one more fits (`retry_after`).
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 
 use crate::error::KeyError;
@@ -239,6 +241,78 @@ pub(crate) fn check_limits(limits: &[Limit]) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// The scopes an admitted key carries, sorted: one shared string, so a
+/// grant carries them without allocating and checking one reads one
+/// contiguous run of bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Option<Arc<str>>);
+
+impl Scopes {
+    /// From checked, sorted scopes (they hold no spaces).
+    pub(crate) fn new(sorted: &[String]) -> Self {
+        Scopes((!sorted.is_empty()).then(|| Arc::from(sorted.join(" "))))
+    }
+
+    /// The scopes, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.as_deref().into_iter().flat_map(|s| s.split(' '))
+    }
+
+    /// Whether `scope` is one of them.
+    #[must_use]
+    pub fn contains(&self, scope: &str) -> bool {
+        for s in self.iter() {
+            match s.cmp(scope) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Greater => return false,
+            }
+        }
+        false
+    }
+
+    /// How many there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether the key has none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Heap bytes of the shared string (counted whole by each holder).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |s| 2 * std::mem::size_of::<usize>() + s.len())
+    }
+
+    /// Where the string is (a prefetch hint).
+    pub(crate) fn as_ptr(&self) -> Option<*const u8> {
+        self.0.as_ref().map(|s| s.as_ptr())
+    }
+
+    /// Whether these are `sorted` (checked scopes).
+    pub(crate) fn are(&self, sorted: &[String]) -> bool {
+        self.iter().eq(sorted.iter().map(String::as_str))
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
 /// A key's scopes, checked, sorted and without repeats.
 pub(crate) fn checked_scopes<S: AsRef<str>>(scopes: &[S]) -> Result<Vec<String>, KeyError> {
     let mut out = Vec::with_capacity(scopes.len());
@@ -309,6 +383,42 @@ pub(crate) fn emission_interval(limit: u64, window_ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_hold_exactly_the_checked_ones() {
+        let sorted = checked_scopes(&["orders:read", "a", "contacts:write", "a"]).unwrap();
+        let scopes = Scopes::new(&sorted);
+        assert_eq!(
+            scopes.iter().collect::<Vec<_>>(),
+            ["a", "contacts:write", "orders:read"]
+        );
+        assert_eq!(scopes.len(), 3);
+        for s in ["a", "contacts:write", "orders:read"] {
+            assert!(scopes.contains(s), "{s}");
+        }
+        // Neither a prefix, nor a longer one, nor one past the last, nor
+        // two joined, nor the empty string.
+        for s in [
+            "orders",
+            "orders:read:x",
+            "zzz",
+            "",
+            "a contacts:write",
+            "0",
+        ] {
+            assert!(!scopes.contains(s), "{s:?}");
+        }
+        assert!(scopes.are(&sorted));
+        assert!(!scopes.are(&sorted[1..]));
+        assert_eq!(
+            serde_json::to_string(&scopes).unwrap(),
+            r#"["a","contacts:write","orders:read"]"#
+        );
+        let none = Scopes::new(&[]);
+        assert!(none.is_empty() && none.len() == 0 && !none.contains("a"));
+        assert_eq!(none.iter().count(), 0);
+        assert_eq!(format!("{none:?}"), "[]");
+    }
 
     #[test]
     fn a_burst_of_the_limit_then_one_per_interval() {

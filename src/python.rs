@@ -372,7 +372,7 @@ fn answer(
             rotated_at: none(),
             owner,
             retry_after: none(),
-            scopes: PyTuple::new(py, g.scopes())?.unbind(),
+            scopes: PyTuple::new(py, g.scopes().iter().collect::<Vec<_>>())?.unbind(),
         },
         EngineVerdict::Denied(d) => {
             let denials = DENIALS

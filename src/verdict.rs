@@ -105,15 +105,15 @@ pub struct Grant {
     /// The account the key belongs to ([`CreateOptions::owner`](crate::CreateOptions::owner)):
     /// shared with the store's index, so a verification allocates nothing.
     pub owner: Option<std::sync::Arc<str>>,
-    /// The key's scopes (shared with the index; `None`: it has none).
-    pub scopes: Option<std::sync::Arc<[String]>>,
+    /// The key's scopes, sorted (shared with the index).
+    pub scopes: crate::Scopes,
 }
 
 impl Grant {
     /// The key's scopes, sorted.
     #[must_use]
-    pub fn scopes(&self) -> &[String] {
-        self.scopes.as_deref().unwrap_or(&[])
+    pub fn scopes(&self) -> &crate::Scopes {
+        &self.scopes
     }
 }
 

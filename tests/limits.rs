@@ -171,7 +171,13 @@ fn scopes_are_required_only_when_asked_and_carried_by_the_grant() {
     let Verdict::Valid(grant) = store.verify_scoped(key, ip, None, Some("orders:read")) else {
         panic!("the key has the scope")
     };
-    assert_eq!(grant.scopes(), ["contacts:write", "orders:read"]);
+    let scopes: Vec<&str> = grant.scopes().iter().collect();
+    assert_eq!(scopes, ["contacts:write", "orders:read"]);
+    assert!(grant.scopes().contains("orders:read") && !grant.scopes().contains("orders"));
+    assert_eq!(
+        format!("{:?}", grant.scopes()),
+        r#"["contacts:write", "orders:read"]"#
+    );
     assert!(store.verify(key, ip, None).is_valid());
     assert_eq!(
         store.verify_scoped(key, ip, None, Some("orders")),

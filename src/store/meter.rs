@@ -18,6 +18,7 @@
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::record::QuotaRule;
 use crate::key::KeyId;
@@ -30,27 +31,44 @@ use crate::verdict::Denial;
 pub(crate) const RECHECK_MS: i64 = 1000;
 
 /// The state of one key's limits and quota in this process.
+///
+/// Laid out in the order a request reads it: the quota setting, the lock,
+/// the state of the first limit, so that a key with one limit reads two
+/// adjacent cache lines per request (see [`Meter::prefetch`]).
+#[repr(C)]
 pub(crate) struct Meter {
-    pub limits: Box<[Limit]>,
     pub quota: Option<QuotaRule>,
-    /// Each limit's emission interval and window (ms), worked out once.
-    steps: Box<[(i64, i64)]>,
     state: Mutex<State>,
+    pub limits: Box<[Limit]>,
 }
 
+#[repr(C)]
 struct State {
-    /// Each limit's theoretical arrival time in this process (ms).
-    tat: Box<[i64]>,
-    /// Shared only: each limit's tokens in hand, and when its shared
-    /// budget has room again (`None`: no lease asked for yet).
-    hand: Box<[u64]>,
-    room_at: Box<[Option<i64>]>,
-    quota: QuotaHand,
+    /// Each limit's state, in the order of `Meter::limits`: the first
+    /// inline, beside the lock.
+    slots: SmallVec<[Slot; 1]>,
     /// A lease has been asked for and not yet fetched.
     requested: bool,
     /// Alone (not shared): whether the limits' stored state (what earlier
     /// processes admitted) has been read into `tat`.
     loaded: bool,
+    quota: QuotaHand,
+}
+
+/// One limit in this process.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The emission interval and the window (ms), worked out once.
+    interval: i64,
+    window: i64,
+    /// Shared only: the most tokens one lease takes.
+    lease: u64,
+    /// The theoretical arrival time in this process (ms).
+    tat: i64,
+    /// Shared only: tokens in hand, and when the shared budget has room
+    /// again (`None`: no lease asked for yet).
+    hand: u64,
+    room_at: Option<i64>,
 }
 
 #[derive(Default)]
@@ -94,28 +112,52 @@ impl Meter {
         if limits.is_empty() && quota.is_none() {
             return None;
         }
-        let n = limits.len();
         Some(Meter {
             limits: limits.into(),
             quota,
-            steps: limits
-                .iter()
-                .map(|l| {
-                    (
-                        policy::emission_interval(l.limit, l.window_ms()),
-                        l.window_ms(),
-                    )
-                })
-                .collect(),
             state: Mutex::new(State {
-                tat: vec![i64::MIN; n].into(),
-                hand: vec![0; n].into(),
-                room_at: vec![None; n].into(),
+                slots: limits
+                    .iter()
+                    .map(|l| Slot {
+                        interval: policy::emission_interval(l.limit, l.window_ms()),
+                        window: l.window_ms(),
+                        lease: l.lease(),
+                        tat: i64::MIN,
+                        hand: 0,
+                        room_at: None,
+                    })
+                    .collect(),
                 quota: QuotaHand::default(),
                 requested: false,
                 loaded: false,
             }),
         })
+    }
+
+    /// Heap bytes of this meter (its `Arc` allocation and what it points to).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let s = lock(&self.state);
+        let spilled = if s.slots.spilled() {
+            s.slots.capacity() * size_of::<Slot>()
+        } else {
+            0
+        };
+        2 * size_of::<usize>()
+            + size_of::<Meter>()
+            + spilled
+            + self
+                .limits
+                .iter()
+                .map(|l| size_of::<Limit>() + l.name.len())
+                .sum::<usize>()
+    }
+
+    /// A hint that this meter will be read soon.
+    pub(crate) fn prefetch(&self) {
+        let start = std::ptr::from_ref(self).cast::<u8>();
+        super::index::prefetch(start);
+        super::index::prefetch(start.wrapping_add(64));
     }
 
     /// Whether this meter counts for the same limits and quota setting.
@@ -133,19 +175,18 @@ impl Meter {
         let mut retry = 0_i64;
         let mut pending = false;
         let mut next = [0_i64; policy::MAX_LIMITS];
-        for (i, l) in self.limits.iter().enumerate() {
+        for (i, slot) in s.slots.iter().enumerate() {
             // One GCRA step (`policy::gcra` for one request).
-            let (interval, window) = self.steps[i];
-            let t = s.tat[i].max(now).saturating_add(interval);
-            let over = t - now - window;
+            let t = slot.tat.max(now).saturating_add(slot.interval);
+            let over = t - now - slot.window;
             if over > 0 {
                 retry = retry.max(over);
             } else {
                 next[i] = t;
             }
             if shared {
-                let low = s.hand[i] <= l.lease() / 2;
-                match (s.hand[i], s.room_at[i]) {
+                let low = slot.hand <= slot.lease / 2;
+                match (slot.hand, slot.room_at) {
                     (0, None) => {
                         pending = true;
                         fetch = true;
@@ -168,10 +209,11 @@ impl Meter {
             self.quota_refusal(&mut s.quota, now, &mut fetch)
         };
         if refusal.is_none() {
-            let n = self.limits.len();
-            s.tat.copy_from_slice(&next[..n]);
-            if shared {
-                s.hand.iter_mut().for_each(|h| *h = h.saturating_sub(1));
+            for (slot, t) in s.slots.iter_mut().zip(next) {
+                slot.tat = t;
+                if shared {
+                    slot.hand = slot.hand.saturating_sub(1);
+                }
             }
             if self.quota.is_some() {
                 s.quota.hand -= 1;
@@ -217,9 +259,9 @@ impl Meter {
     pub(crate) fn first_use(&self, shared: bool) -> bool {
         let s = lock(&self.state);
         let limits = if shared {
-            s.room_at.iter().any(Option::is_none)
+            s.slots.iter().any(|slot| slot.room_at.is_none())
         } else {
-            !self.limits.is_empty() && !s.loaded
+            !s.slots.is_empty() && !s.loaded
         };
         limits || (self.quota.is_some() && s.quota.known == Known::Pending)
     }
@@ -229,8 +271,8 @@ impl Meter {
     pub(crate) fn load_tats(&self, tats: &[i64]) {
         let mut s = lock(&self.state);
         if !s.loaded {
-            for (mine, stored) in s.tat.iter_mut().zip(tats) {
-                *mine = (*mine).max(*stored);
+            for (slot, stored) in s.slots.iter_mut().zip(tats) {
+                slot.tat = slot.tat.max(*stored);
             }
             s.loaded = true;
         }
@@ -240,15 +282,13 @@ impl Meter {
     pub(crate) fn wants(&self, now: i64, shared: bool) -> Wants {
         let mut s = lock(&self.state);
         s.requested = false;
-        let load = !shared && !s.loaded && !self.limits.is_empty();
+        let load = !shared && !s.loaded && !s.slots.is_empty();
         let limits = if shared {
-            self.limits
+            s.slots
                 .iter()
                 .enumerate()
-                .filter(|&(i, l)| {
-                    s.hand[i] <= l.lease() / 2 && s.room_at[i].is_none_or(|at| now >= at)
-                })
-                .map(|(i, l)| (i, l.lease() - s.hand[i]))
+                .filter(|(_, l)| l.hand <= l.lease / 2 && l.room_at.is_none_or(|at| now >= at))
+                .map(|(i, l)| (i, l.lease - l.hand))
                 .collect()
         } else {
             Vec::new()
@@ -279,15 +319,15 @@ impl Meter {
     /// This process's theoretical arrival time of limit `i`: what it has
     /// admitted on its own (before other processes shared the budget).
     pub(crate) fn local_tat(&self, i: usize) -> i64 {
-        lock(&self.state).tat[i]
+        lock(&self.state).slots[i].tat
     }
 
     /// `k` tokens of limit `i` taken from the shared budget; when it had no
     /// more room, `room_at` says when it will.
     pub(crate) fn grant_limit(&self, i: usize, k: u64, room_at: i64) {
-        let mut s = lock(&self.state);
-        s.hand[i] += k;
-        s.room_at[i] = Some(room_at);
+        let slot = &mut lock(&self.state).slots[i];
+        slot.hand += k;
+        slot.room_at = Some(room_at);
     }
 
     /// `k` of the quota taken for `period` of setting `serial`; `drained`

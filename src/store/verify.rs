@@ -75,6 +75,7 @@ impl Engine {
             let Some(live) = shard.get(&id) else {
                 return Verdict::Denied(Denial::UnknownKey);
             };
+            live.prefetch();
             if let Some(d) = live.gatekeep(now, ip) {
                 if d == Denial::IpNotAllowed {
                     confirmed = live.warm_match(&self.warm_key.digest(secret)).is_some();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::aggregate::{Run, clip};
 use super::{Freshness, Outcome, UsageAgg, UsageLimits};
 use crate::events::EventKind;
-use crate::key::KeyId;
+use crate::key::{IdMap, KeyId};
 use crate::locks::lock;
 
 const SHARDS: usize = 32;
@@ -167,7 +167,7 @@ impl Pending {
 /// Pending usage deltas of every key, sharded so threads verifying
 /// different keys rarely meet on a lock.
 pub(crate) struct UsageLog {
-    shards: Box<[Mutex<HashMap<KeyId, Pending>>]>,
+    shards: Box<[Mutex<IdMap<Pending>>]>,
     notices: Mutex<Notices>,
     notice_limits: NoticeLimits,
     limits: UsageLimits,
@@ -184,7 +184,7 @@ fn shard_of(id: &KeyId) -> usize {
 impl UsageLog {
     pub(crate) fn new(limits: UsageLimits, notice_limits: NoticeLimits) -> Self {
         UsageLog {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect(),
             notices: Mutex::new(Notices::default()),
             notice_limits,
             limits,
