@@ -415,7 +415,8 @@ mod tests {
             r#"["a","contacts:write","orders:read"]"#
         );
         let none = Scopes::new(&[]);
-        assert!(none.is_empty() && none.len() == 0 && !none.contains("a"));
+        assert!(none.is_empty() && !none.contains("a"));
+        assert_eq!(none.len(), 0);
         assert_eq!(none.iter().count(), 0);
         assert_eq!(format!("{none:?}"), "[]");
     }
