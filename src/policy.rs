@@ -248,9 +248,18 @@ pub(crate) fn check_limits(limits: &[Limit]) -> Result<(), KeyError> {
 pub struct Scopes(Option<Arc<str>>);
 
 impl Scopes {
-    /// From checked, sorted scopes (they hold no spaces).
-    pub(crate) fn new(sorted: &[String]) -> Self {
-        Scopes((!sorted.is_empty()).then(|| Arc::from(sorted.join(" "))))
+    /// From a key's scopes as stored (checked when they were set): sorted
+    /// here, and anything that is not a scope (a space would split it) is
+    /// left out, so it can grant nothing.
+    pub(crate) fn new(scopes: &[String]) -> Self {
+        let mut valid: Vec<&str> = scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| check_scope(s).is_ok())
+            .collect();
+        valid.sort_unstable();
+        valid.dedup();
+        Scopes((!valid.is_empty()).then(|| Arc::from(valid.join(" "))))
     }
 
     /// The scopes, sorted.
@@ -414,6 +423,11 @@ mod tests {
             serde_json::to_string(&scopes).unwrap(),
             r#"["a","contacts:write","orders:read"]"#
         );
+        // What storage holds is sorted here, and what is no scope grants
+        // nothing (fail closed), whatever wrote it.
+        let odd = Scopes::new(&["b".into(), "a b".into(), String::new(), "a".into()]);
+        assert_eq!(odd.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(!odd.contains("a b"));
         let none = Scopes::new(&[]);
         assert!(none.is_empty() && !none.contains("a"));
         assert_eq!(none.len(), 0);
