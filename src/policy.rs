@@ -370,7 +370,14 @@ fn check_word(s: &str, what: &str) -> Result<(), KeyError> {
 pub(crate) fn gcra(tat: i64, now: i64, n: u64, limit: u64, window_ms: i64) -> Result<i64, i64> {
     let interval = emission_interval(limit, window_ms);
     let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let new_tat = tat.max(now).saturating_add(interval.saturating_mul(n));
+    gcra_step(tat, now, interval.saturating_mul(n), window_ms)
+}
+
+/// [`gcra`] with the cost of the requests worked out (`n` emission
+/// intervals, in ms): what a meter runs per request.
+#[inline]
+pub(crate) fn gcra_step(tat: i64, now: i64, cost: i64, window_ms: i64) -> Result<i64, i64> {
+    let new_tat = tat.max(now).saturating_add(cost);
     let over = new_tat - now - window_ms;
     if over > 0 { Err(over) } else { Ok(new_tat) }
 }

@@ -176,13 +176,9 @@ impl Meter {
         let mut pending = false;
         let mut next = [0_i64; policy::MAX_LIMITS];
         for (i, slot) in s.slots.iter().enumerate() {
-            // One GCRA step (`policy::gcra` for one request).
-            let t = slot.tat.max(now).saturating_add(slot.interval);
-            let over = t - now - slot.window;
-            if over > 0 {
-                retry = retry.max(over);
-            } else {
-                next[i] = t;
+            match policy::gcra_step(slot.tat, now, slot.interval, slot.window) {
+                Ok(t) => next[i] = t,
+                Err(ms) => retry = retry.max(ms),
             }
             if shared {
                 let low = slot.hand <= slot.lease / 2;
