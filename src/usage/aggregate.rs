@@ -64,6 +64,11 @@ pub(crate) fn clip(name: &str) -> &str {
     &name[..end]
 }
 
+/// An integration's name as usage keeps it: clipped, none when empty.
+pub(crate) fn integration_name(integration: Option<&str>) -> Option<&str> {
+    integration.map(clip).filter(|s| !s.is_empty())
+}
+
 fn touch_ip(ips: &mut Vec<IpAddr>, ip: IpAddr) {
     if let Some(pos) = ips.iter().position(|x| *x == ip) {
         ips.remove(pos);
@@ -94,9 +99,9 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// An empty run from `ip` in the hour of `now`.
-    pub(crate) fn new(now: i64, ip: IpAddr) -> Self {
-        Run {
+    /// A run of one request, from `ip` at `now`.
+    pub(crate) fn first(now: i64, ip: IpAddr, outcome: Outcome, freshness: Freshness) -> Self {
+        let mut run = Run {
             hour: now.div_euclid(HOUR_MS),
             ip,
             first: now,
@@ -106,7 +111,9 @@ impl Run {
             denied: 0,
             limited: 0,
             stale: None,
-        }
+        };
+        run.add(now, outcome, freshness);
+        run
     }
 
     /// Whether a request at `now` from `ip` belongs to this run.
@@ -137,8 +144,8 @@ impl Run {
 impl UsageAgg {
     const VERSION: u32 = 1;
 
-    /// One request, added into the rows at once (the log keeps runs).
-    #[cfg(test)]
+    /// One request, added into the rows at once (the log keeps runs of
+    /// them where it can).
     pub(crate) fn record(
         &mut self,
         now: i64,
@@ -148,9 +155,8 @@ impl UsageAgg {
         freshness: Freshness,
     ) {
         self.count(outcome);
-        let mut run = Run::new(now, ip);
-        run.add(now, outcome, freshness);
-        self.fold(&run, integration.map(clip).filter(|s| !s.is_empty()));
+        let run = Run::first(now, ip, outcome, freshness);
+        self.fold(&run, integration_name(integration));
     }
 
     /// Counts one request in the totals (the rest of it goes in a [`Run`]).

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::aggregate::{Run, clip};
+use super::aggregate::{Run, integration_name};
 use super::{Freshness, Outcome, UsageAgg, UsageLimits};
 use crate::events::EventKind;
 use crate::key::{IdMap, KeyId};
@@ -222,26 +222,27 @@ impl UsageLog {
         outcome: Outcome,
         freshness: Freshness,
     ) {
-        let integration = integration.map(clip).filter(|s| !s.is_empty());
+        let integration = integration_name(integration);
         let mut shard = lock(&self.shards[shard_of(&id)]);
         let p = shard.entry(id).or_default();
-        p.agg.count(outcome);
-        let run = match &mut p.run {
-            Some((run, name)) if run.holds(now, ip) && name.is(integration) => run,
-            _ => {
-                p.settle();
-                let Some(name) = Name::new(integration) else {
-                    let mut run = Run::new(now, ip);
-                    run.add(now, outcome, freshness);
-                    p.agg.fold(&run, integration);
-                    self.bound(&mut p.agg, now);
-                    return;
-                };
-                self.bound(&mut p.agg, now);
-                &mut p.run.insert((Run::new(now, ip), name)).0
+        if let Some((run, name)) = &mut p.run
+            && run.holds(now, ip)
+            && name.is(integration)
+        {
+            p.agg.count(outcome);
+            run.add(now, outcome, freshness);
+            return;
+        }
+        p.settle();
+        match Name::new(integration) {
+            Some(name) => {
+                p.agg.count(outcome);
+                p.run = Some((Run::first(now, ip, outcome, freshness), name));
             }
-        };
-        run.add(now, outcome, freshness);
+            // A name too long to hold: this request goes into the rows.
+            None => p.agg.record(now, ip, integration, outcome, freshness),
+        }
+        self.bound(&mut p.agg, now);
     }
 
     /// Counts an occurrence; the first in its key and kind's window (within
@@ -258,7 +259,7 @@ impl UsageLog {
             n.tallies
                 .retain(|_, t| t.count > 0 || t.noticed_at.is_some_and(|at| o.at - at < window));
         }
-        let integration = o.integration.map(clip).filter(|s| !s.is_empty());
+        let integration = integration_name(o.integration);
         let room =
             n.given < self.notice_limits.max_per_minute && n.pending.len() < MAX_PENDING_NOTICES;
         let tally = n.tallies.entry((o.key_id, o.kind)).or_default();
@@ -361,6 +362,7 @@ mod tests {
     use super::*;
     use crate::time::Timestamp;
     use crate::usage::Usage;
+    use crate::usage::aggregate::clip;
     use crate::verdict::Denial;
 
     /// What the rows of one key must say, worked out independently of
