@@ -112,6 +112,87 @@ fn verify_full_checks_the_chain_and_the_name_and_verify_ca_the_chain() {
     store.close().unwrap();
 }
 
+/// `keyward key list` on `url` with `env` set, as a separate process (the
+/// platform's roots and libpq's variables are read from its environment):
+/// whether it succeeded, and what it printed on stderr.
+fn cli_list(url: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command.args(["--db", url, "key", "list"]);
+    for var in [
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGCONNECT_TIMEOUT",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sslrootcert_system_checks_the_host_name_and_libpq_variables_are_read() {
+    let Some(s) = server() else { return };
+    // The platform's roots, as rustls-native-certs reads them: here the
+    // server's own certificate (issued to localhost), so the chain is good
+    // and only the name can be wrong.
+    let roots = [("SSL_CERT_FILE", s.cert_file.as_str())];
+    let (ok, err) = cli_list(&s.url("127.0.0.1", s.port, "sslrootcert=system"), &roots);
+    assert!(
+        !ok && err.contains("not valid for name"),
+        "sslrootcert=system must check the host name: {err}"
+    );
+    let (ok, err) = cli_list(&s.url("localhost", s.port, "sslrootcert=system"), &roots);
+    assert!(ok, "sslrootcert=system to the certificate's host: {err}");
+    for weak in ["require", "verify-ca", "prefer"] {
+        let (ok, err) = cli_list(
+            &s.url(
+                "localhost",
+                s.port,
+                &format!("sslrootcert=system&sslmode={weak}"),
+            ),
+            &roots,
+        );
+        assert!(
+            !ok && err.contains(&format!(
+                "weak sslmode \"{weak}\" may not be used with sslrootcert=system"
+            )),
+            "{weak}: {err}"
+        );
+    }
+
+    // libpq's variables when the URL is silent.
+    let env = [
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", s.cert_file.as_str()),
+    ];
+    let (ok, err) = cli_list(&s.url("127.0.0.1", s.port, "application_name=env"), &env);
+    assert!(
+        !ok && err.contains("not valid for name"),
+        "PGSSLMODE=verify-full must check the host name: {err}"
+    );
+    let (ok, err) = cli_list(&s.url("localhost", s.port, "application_name=env"), &env);
+    assert!(ok, "PGSSLMODE=verify-full to the certificate's host: {err}");
+    let (ok, err) = cli_list(
+        &s.url("localhost", s.port, "application_name=env"),
+        &[
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", "/nonexistent/env-root.crt"),
+        ],
+    );
+    assert!(!ok && err.contains("/nonexistent/env-root.crt"), "{err}");
+    // The URL's own mode wins over the variable.
+    let (ok, err) = cli_list(&s.url("127.0.0.1", s.port, "sslmode=verify-ca"), &env);
+    assert!(ok, "sslmode=verify-ca in the URL: {err}");
+}
+
 /// Options for the black-hole test: short bounds so the test is quick.
 fn impatient() -> Options {
     let mut o = fast_options();
