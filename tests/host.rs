@@ -61,6 +61,11 @@ fn host_child() {
                 Ok(info) => format!("generation {}", info.generation),
                 Err(e) => format!("error {e}"),
             },
+            ("count", _) => format!("count {}", store.key_count()),
+            ("whitelist", Some(id)) => match store.whitelist(&id.parse().unwrap()) {
+                Ok(w) => format!("whitelist {}", w.entries.len()),
+                Err(e) => format!("error {e}"),
+            },
             ("flush", _) => match store.flush() {
                 Ok(()) => "flushed".to_string(),
                 Err(e) => format!("error {e}"),
@@ -249,6 +254,74 @@ fn a_second_process_attaches_and_changes_flow_both_ways() {
         seen_by_peer,
         "usage from the attached process is in the owner's store"
     );
+}
+
+/// Whitelist entries at their bounds: 1,000 of them, with 200-byte names.
+fn widest_whitelist(key: usize) -> CreateOptions {
+    (0..1000).fold(CreateOptions::new(), |o, e| {
+        o.restrict_to(
+            format!("{key:04}-{e:04}-{}", "n".repeat(190)),
+            format!("10.{}.{}.0/24", e / 256, e % 256),
+        )
+    })
+}
+
+#[test]
+fn records_as_large_as_the_api_allows_cross_the_socket() {
+    use keyward::{ImportedSecret, Limit, Quota};
+    let (_dir, path) = temp_path();
+    let store = open(&path);
+    // Together far more than a frame: an attached process reads them in
+    // pages of bytes, not of rows.
+    let wide: Vec<_> = (0..300)
+        .map(|k| (format!("wide {k}"), widest_whitelist(k)))
+        .collect();
+    store.create_many(wide).unwrap();
+
+    // The largest record the API accepts: every field at its bound, an
+    // imported generation with the longest prefix, and every past
+    // generation kept.
+    let legacy = format!("legacy_{}", "Q".repeat(63));
+    let mut options = widest_whitelist(999)
+        .owner("o".repeat(keyward::MAX_OWNER_LEN))
+        .metadata(serde_json::json!({ "m": "x".repeat(keyward::MAX_METADATA_LEN - 16) }))
+        .scopes(
+            (0..keyward::policy::MAX_SCOPES)
+                .map(|s| format!("{s:02}{}", "s".repeat(keyward::policy::MAX_SCOPE_LEN - 2))),
+        )
+        .quota(Quota::new(keyward::policy::MAX_QUOTA));
+    for l in 0..keyward::policy::MAX_LIMITS {
+        options = options.limit(Limit::new(
+            format!("{l}{}", "l".repeat(63)),
+            keyward::policy::MAX_LIMIT,
+            keyward::policy::MAX_WINDOW,
+        ));
+    }
+    let imported = store
+        .import_key(
+            &"N".repeat(keyward::MAX_NAME_LEN),
+            ImportedSecret::Phc {
+                hash: bcrypt::hash(&legacy, 4).unwrap(),
+                prefix: legacy[..64].to_string(),
+            },
+            options,
+        )
+        .unwrap();
+    for _ in 0..keyward::PAST_GENERATIONS_KEPT {
+        store
+            .regenerate(&imported.id, Duration::from_secs(3600))
+            .unwrap();
+    }
+
+    let mut peer = Peer::spawn(&path);
+    assert_eq!(peer.status().0, "attached");
+    assert_eq!(peer.ask("count"), "count 301");
+    assert_eq!(
+        peer.ask(&format!("whitelist {}", imported.id)),
+        "whitelist 1000"
+    );
+    // The imported generation, still in its grace, verifies there.
+    assert_eq!(peer.ask(&format!("verify {legacy}")), "granted");
 }
 
 #[test]

@@ -140,6 +140,36 @@ impl SledBackend {
     }
 }
 
+impl SledBackend {
+    /// Up to `limit` entries of `table` from `start`, in key order, ending
+    /// early once they hold `max_bytes` (never before the first): the page
+    /// and whether it ended for its size.
+    pub(crate) fn range_bounded(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(KvPairs, bool), StorageError> {
+        let end = [table.tag() + 1];
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        for row in self
+            .tree
+            .range(full_key(table, start)..end.to_vec())
+            .take(limit)
+        {
+            if bytes >= max_bytes {
+                return Ok((rows, true));
+            }
+            let (k, v) = row.map_err(storage)?;
+            bytes += k.len() + v.len();
+            rows.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok((rows, false))
+    }
+}
+
 impl Backend for SledBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.tree

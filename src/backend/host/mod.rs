@@ -395,32 +395,11 @@ impl Backend for HostBackend {
         start: &[u8],
         limit: usize,
     ) -> Result<KvPairs, StorageError> {
-        if limit > proto::PAGE_ROWS {
-            let mut out = self.range_from(table, start, proto::PAGE_ROWS)?;
-            while out.len() < limit && out.len() % proto::PAGE_ROWS == 0 && !out.is_empty() {
-                let mut next = out.last().expect("not empty").0.clone();
-                next.push(0);
-                let more =
-                    self.range_from(table, &next, proto::PAGE_ROWS.min(limit - out.len()))?;
-                if more.is_empty() {
-                    break;
-                }
-                out.extend(more);
-            }
-            return Ok(out);
-        }
-        self.call(
-            |o| o.sled.range_from(table, start, limit),
-            || Request::RangeFrom {
-                table,
-                start: start.to_vec(),
-                limit: u32::try_from(limit).unwrap_or(u32::MAX),
-            },
-            |r| match r {
-                Reply::Rows(rows) => Some(rows.into_iter().map(|r| (r.key, r.value)).collect()),
-                _ => None,
-            },
-        )
+        let mut out = Vec::new();
+        self.visit_from(table, start, limit, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+        })?;
+        Ok(out)
     }
 
     fn visit_from(
@@ -430,14 +409,43 @@ impl Backend for HostBackend {
         limit: usize,
         each: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<usize, StorageError> {
-        // The owner reads its own files without a copy per row.
-        if let (Role::Owner(s), _) = self.current() {
-            return s.owner.sled.visit_from(table, start, limit, each);
+        let mut seen = 0;
+        let mut next = start.to_vec();
+        while seen < limit {
+            // The owner reads its own files without a copy per row.
+            if let (Role::Owner(s), _) = self.current() {
+                return Ok(seen + s.owner.sled.visit_from(table, &next, limit - seen, each)?);
+            }
+            // Attached: a page at a time, each within a frame whatever
+            // the rows' sizes.
+            let want = (limit - seen).min(proto::PAGE_ROWS);
+            let (rows, more) = self.call(
+                |o| Ok((o.sled.range_from(table, &next, want)?, false)),
+                || Request::RangeFrom {
+                    table,
+                    start: next.clone(),
+                    limit: u32::try_from(want).unwrap_or(u32::MAX),
+                },
+                |r| match r {
+                    Reply::Rows { rows, more } => Some((
+                        rows.into_iter()
+                            .map(|r| (r.key, r.value))
+                            .collect::<KvPairs>(),
+                        more,
+                    )),
+                    _ => None,
+                },
+            )?;
+            seen += super::visit_rows(&rows, each);
+            match rows.last() {
+                Some((last, _)) if more || rows.len() == want => {
+                    next.clone_from(last);
+                    next.push(0);
+                }
+                _ => break,
+            }
         }
-        Ok(super::visit_rows(
-            &self.range_from(table, start, limit)?,
-            each,
-        ))
+        Ok(seen)
     }
 
     fn commit(&self, batch: Batch, durability: Durability) -> Result<u64, CommitError> {

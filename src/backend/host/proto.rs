@@ -12,13 +12,18 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Batch, Changes, Durability, Table};
 
 /// Bumped when a message changes meaning; owner and attached must agree.
-pub(super) const PROTOCOL: u32 = 1;
+pub(super) const PROTOCOL: u32 = 2;
 
 /// No frame is larger: a reply of many rows is asked for in pages.
 pub(super) const MAX_FRAME: usize = 64 << 20;
 
 /// Rows per page when an attached process reads a whole table.
 pub(super) const PAGE_ROWS: usize = 4096;
+
+/// A page of rows ends once it holds this many bytes (but never before its
+/// first row), so no table's pages depend on how large its rows are: the
+/// largest row the API can write is far below [`MAX_FRAME`].
+pub(super) const PAGE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Request {
@@ -71,7 +76,12 @@ pub(super) enum Reply {
         reason: String,
     },
     Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
-    Rows(Vec<Row>),
+    /// A page of rows; `more` when it ended at [`PAGE_BYTES`] before the
+    /// number asked for (so a short page is not the table's end).
+    Rows {
+        rows: Vec<Row>,
+        more: bool,
+    },
     Committed {
         version: u64,
     },
@@ -89,7 +99,7 @@ impl Reply {
             Reply::Welcome { .. } => "welcome",
             Reply::Refused { .. } => "refused",
             Reply::Value(_) => "value",
-            Reply::Rows(_) => "rows",
+            Reply::Rows { .. } => "rows",
             Reply::Committed { .. } => "committed",
             Reply::Done => "done",
             Reply::Changes(_) => "changes",

@@ -236,12 +236,17 @@ fn answer(request: Request, ctx: &Ctx) -> Reply {
             let limit = usize::try_from(limit)
                 .unwrap_or(usize::MAX)
                 .min(proto::PAGE_ROWS);
-            match owner.sled.range_from(table, &start, limit) {
-                Ok(rows) => Reply::Rows(
-                    rows.into_iter()
+            match owner
+                .sled
+                .range_bounded(table, &start, limit, proto::PAGE_BYTES)
+            {
+                Ok((rows, more)) => Reply::Rows {
+                    rows: rows
+                        .into_iter()
                         .map(|(key, value)| Row { key, value })
                         .collect(),
-                ),
+                    more,
+                },
                 Err(e) => storage(e),
             }
         }
