@@ -62,6 +62,19 @@ fn host_child() {
                 Err(e) => format!("error {e}"),
             },
             ("count", _) => format!("count {}", store.key_count()),
+            ("fork", _) => {
+                // A long-lived child that never opens the store (a helper
+                // a server forks). Only async-signal-safe calls in it.
+                // SAFETY: the child sleeps and exits without returning.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    unsafe {
+                        libc::sleep(120);
+                        libc::_exit(0);
+                    }
+                }
+                format!("forked {pid}")
+            }
             ("whitelist", Some(id)) => match store.whitelist(&id.parse().unwrap()) {
                 Ok(w) => format!("whitelist {}", w.entries.len()),
                 Err(e) => format!("error {e}"),
@@ -380,6 +393,49 @@ fn when_the_owner_is_killed_an_attached_process_takes_over() {
     eventually("the survivor grants the new key", || {
         other.ask(&format!("verify {}", fresh.key.as_str())) == "granted"
     });
+}
+
+#[test]
+fn a_child_forked_by_the_owner_holds_neither_the_lock_nor_the_socket() {
+    let (_dir, path) = temp_path();
+    let owner = Peer::spawn(&path);
+    let store = open(&path);
+    assert_eq!(store.status().owner_pid, Some(owner.pid));
+    let mut owner = owner;
+    let answer = owner.ask("fork");
+    let forked: i32 = answer
+        .strip_prefix("forked ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(forked > 0, "{answer}");
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: signals a process this test made.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(forked);
+
+    let died = Instant::now();
+    owner.kill();
+    eventually("this process took the store over", || {
+        store.status().role == Role::Owner
+    });
+    let took = died.elapsed();
+    // SAFETY: asks whether the forked child still exists.
+    assert_eq!(
+        unsafe { libc::kill(forked, 0) },
+        0,
+        "the forked child lives on"
+    );
+    eprintln!("takeover with the dead owner's forked child alive: {took:?}");
+    let k = store.create("after", CreateOptions::new()).unwrap();
+    assert!(
+        store
+            .verify(k.key.as_str(), ip("10.0.0.1"), None)
+            .is_valid()
+    );
 }
 
 /// The acknowledged generations of one key, and their keys.

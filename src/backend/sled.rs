@@ -19,6 +19,9 @@ use crate::error::OpenError;
 const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub(crate) struct SledBackend {
+    /// sled's descriptors, kept from forked children (the `db` file's lock
+    /// says who owns the store). First, so it is released before they close.
+    _parent_only: crate::fork::FilesUnder,
     dir: PathBuf,
     /// The store directory's mode: 0700, or 0750 when a group may attach.
     dir_mode: u32,
@@ -116,6 +119,7 @@ impl SledBackend {
             });
         secure_tree(dir, dir_mode);
         Ok(SledBackend {
+            _parent_only: crate::fork::FilesUnder::find(dir),
             dir: dir.to_path_buf(),
             dir_mode,
             db,

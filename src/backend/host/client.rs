@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::access;
 use super::proto::{self, Reply, Request};
+use crate::fork::ParentOnly;
 use crate::locks::lock;
 
 /// Idle connections kept for reuse.
@@ -43,14 +44,18 @@ impl CallError {
     }
 }
 
+/// A connection to the owner; a forked child does not keep it (the owner
+/// would serve a connection nobody uses until the child exits).
+type Conn = ParentOnly<UnixStream>;
+
 pub(super) struct Client {
     socket: PathBuf,
     /// The user the owner must run as: the owner of the store's files.
     owner_uid: u32,
     reply_timeout: Duration,
     pub owner_pid: u32,
-    idle: Mutex<Vec<UnixStream>>,
-    waiter: Mutex<Option<UnixStream>>,
+    idle: Mutex<Vec<Conn>>,
+    waiter: Mutex<Option<Conn>>,
 }
 
 impl Client {
@@ -70,7 +75,7 @@ impl Client {
         })
     }
 
-    fn connection(&self) -> Result<UnixStream, CallError> {
+    fn connection(&self) -> Result<Conn, CallError> {
         if let Some(c) = lock(&self.idle).pop() {
             return Ok(c);
         }
@@ -134,9 +139,9 @@ pub(super) fn unexpected(reply: &Reply) -> io::Error {
 
 /// Connects to the owner's socket and greets it; returns the connection
 /// and the owner's pid.
-fn greet(socket: &Path, owner_uid: u32, timeout: Duration) -> Result<(UnixStream, u32), Attach> {
+fn greet(socket: &Path, owner_uid: u32, timeout: Duration) -> Result<(Conn, u32), Attach> {
     let stream = match UnixStream::connect(socket) {
-        Ok(s) => s,
+        Ok(s) => ParentOnly::new(s),
         Err(e)
             if matches!(
                 e.kind(),

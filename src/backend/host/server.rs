@@ -16,6 +16,7 @@ use super::access::{self, Access};
 use super::owner::Owner;
 use super::proto::{self, Failure, Reply, Request, Row};
 use crate::backend::{Backend, CommitError, Op, Table};
+use crate::fork::ParentOnly;
 use crate::locks::lock;
 
 /// Connections served at once; more are closed as they come.
@@ -36,7 +37,7 @@ pub(super) struct Server {
 #[derive(Default)]
 struct Conns {
     next: u64,
-    open: HashMap<u64, UnixStream>,
+    open: HashMap<u64, ParentOnly<UnixStream>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -68,7 +69,9 @@ impl Server {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(socket)?;
+        // Neither the socket nor its connections go to a forked child: one
+        // that outlives this process must not keep serving (or hiding) it.
+        let listener = ParentOnly::new(UnixListener::bind(socket)?);
         let (_, socket_mode) = access.modes();
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(socket_mode))?;
         if let Some(gid) = access.group {
@@ -141,7 +144,8 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
-        let Ok(watch) = stream.try_clone() else {
+        let stream = ParentOnly::new(stream);
+        let Ok(watch) = stream.try_clone().map(ParentOnly::new) else {
             continue;
         };
         let mut conns = lock(&ctx.conns);
