@@ -31,6 +31,9 @@ pub(crate) struct SledBackend {
     commit_lock: Mutex<()>,
     next_seq: AtomicU64,
     version: AtomicU64,
+    /// Tests: run between applying a durable commit and syncing it.
+    #[cfg(test)]
+    pub(crate) before_sync: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 fn storage(e: sled::Error) -> StorageError {
@@ -127,6 +130,8 @@ impl SledBackend {
             commit_lock: Mutex::new(()),
             next_seq: AtomicU64::new(last_event.map_or(1, |s| s + 1)),
             version: AtomicU64::new(0),
+            #[cfg(test)]
+            before_sync: Mutex::new(None),
         })
     }
 }
@@ -277,6 +282,10 @@ impl Backend for SledBackend {
         self.next_seq.store(first_seq + appended, Ordering::Release);
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         if durability == Durability::Durable {
+            #[cfg(test)]
+            if let Some(hook) = crate::locks::lock(&self.before_sync).as_ref() {
+                hook();
+            }
             // Applied already: readers see it whether or not it is on disk.
             self.db
                 .flush()

@@ -351,7 +351,7 @@ fn create_dir(dir: &Path, access: Access) -> Result<(), OpenError> {
 impl Backend for HostBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.call(
-            |o| o.sled.get(table, key),
+            |o| o.settled().get(table, key),
             || Request::Get {
                 table,
                 key: key.to_vec(),
@@ -365,7 +365,7 @@ impl Backend for HostBackend {
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError> {
         if let (Role::Owner(s), _) = self.current() {
-            return s.owner.sled.scan(table, prefix);
+            return s.owner.settled().scan(table, prefix);
         }
         // Page by page: no answer is larger than a frame.
         let mut out = Vec::new();
@@ -414,13 +414,16 @@ impl Backend for HostBackend {
         while seen < limit {
             // The owner reads its own files without a copy per row.
             if let (Role::Owner(s), _) = self.current() {
-                return Ok(seen + s.owner.sled.visit_from(table, &next, limit - seen, each)?);
+                return Ok(seen
+                    + s.owner
+                        .settled()
+                        .visit_from(table, &next, limit - seen, each)?);
             }
             // Attached: a page at a time, each within a frame whatever
             // the rows' sizes.
             let want = (limit - seen).min(proto::PAGE_ROWS);
             let (rows, more) = self.call(
-                |o| Ok((o.sled.range_from(table, &next, want)?, false)),
+                |o| Ok((o.settled().range_from(table, &next, want)?, false)),
                 || Request::RangeFrom {
                     table,
                     start: next.clone(),
@@ -498,7 +501,7 @@ impl Backend for HostBackend {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.call(
-            |o| o.sled.flush(),
+            Owner::flush,
             || Request::Flush,
             |r| matches!(r, Reply::Done).then_some(()),
         )

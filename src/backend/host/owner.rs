@@ -23,8 +23,10 @@ const FEED_LISTED: usize = 10_000;
 const TRIM_BATCH: usize = 10_000;
 
 pub(super) struct Owner {
-    pub sled: SledBackend,
-    /// Serialises commits, so feed versions are handed out in order.
+    sled: SledBackend,
+    /// Serialises commits, so feed versions are handed out in order; and
+    /// reads, so none sees a durable commit before its sync (see
+    /// [`Owner::settled`]).
     commit_lock: Mutex<()>,
     /// The last feed version committed; waiters are woken when it moves.
     version: Mutex<u64>,
@@ -52,6 +54,24 @@ impl Owner {
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
         })
+    }
+
+    /// The files to read, with no durable commit between being applied
+    /// and being synced while the guard is held. sled shows a commit to
+    /// readers before its flush returns; a reader that acted on such a
+    /// change (another process seeing a plugin's cursor move, or a key
+    /// appear) could see it undone by a crash. Lazy commits (usage) are
+    /// read as they stand. Never commit while holding it.
+    pub(super) fn settled(&self) -> Settled<'_> {
+        Settled {
+            _serial: lock(&self.commit_lock),
+            sled: &self.sled,
+        }
+    }
+
+    /// Flushes the files: every commit so far is durable after it.
+    pub(super) fn flush(&self) -> Result<(), StorageError> {
+        self.sled.flush()
     }
 
     pub(super) fn version(&self) -> u64 {
@@ -179,9 +199,81 @@ impl Owner {
     }
 }
 
+/// The sled files, read while no durable commit is on its way to the disk.
+pub(super) struct Settled<'a> {
+    _serial: std::sync::MutexGuard<'a, ()>,
+    sled: &'a SledBackend,
+}
+
+impl std::ops::Deref for Settled<'_> {
+    type Target = SledBackend;
+    fn deref(&self) -> &SledBackend {
+        self.sled
+    }
+}
+
 fn last_feed_version(sled: &SledBackend) -> Result<u64, StorageError> {
     Ok(sled
         .last(Table::Feed)?
         .and_then(|k| version_of(&k))
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Another process reading through the owner (or the owner's own
+    /// dispatcher) must not see a durable commit before it is synced: a
+    /// crash in between would take back what it acted on (a plugin's
+    /// cursor, and a successor delivering again).
+    #[test]
+    fn no_read_sees_a_durable_commit_before_its_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = Arc::new(Owner::open(&dir.path().join("s"), 0o700).unwrap());
+        let synced = Arc::new(AtomicBool::new(false));
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        *lock(&owner.sled.before_sync) = Some(Box::new(move || {
+            let _ = entered_tx.send(());
+            let _ = lock(&released).recv();
+        }));
+        let committer = {
+            let (owner, synced) = (Arc::clone(&owner), Arc::clone(&synced));
+            std::thread::spawn(move || {
+                let mut batch = Batch::default();
+                batch.put(Table::PluginState, b"crm".to_vec(), b"cursor 1".to_vec());
+                owner.commit(batch, Durability::Durable).unwrap();
+                synced.store(true, Ordering::Release);
+            })
+        };
+        entered.recv().unwrap();
+        // Applied, not yet synced: a reader now.
+        let reader = {
+            let (owner, synced) = (Arc::clone(&owner), Arc::clone(&synced));
+            std::thread::spawn(move || {
+                let value = owner.settled().get(Table::PluginState, b"crm").unwrap();
+                (value, synced.load(Ordering::Acquire))
+            })
+        };
+        // Give a reader that does not wait the time to read (a fixed
+        // reader waits here either way).
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while !reader.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        release.send(()).unwrap();
+        committer.join().unwrap();
+        let (value, synced_when_read) = reader.join().unwrap();
+        assert!(
+            value.is_none() || synced_when_read,
+            "a reader saw the commit before its sync"
+        );
+    }
 }

@@ -228,7 +228,7 @@ fn answer(request: Request, ctx: &Ctx) -> Reply {
         |e: crate::backend::StorageError| Reply::Failed(Failure::Storage(e.message().to_string()));
     match request {
         Request::Hello { .. } => Reply::Failed(Failure::Storage("greeted twice".into())),
-        Request::Get { table, key } => match owner.sled.get(table, &key) {
+        Request::Get { table, key } => match owner.settled().get(table, &key) {
             Ok(v) => Reply::Value(v),
             Err(e) => storage(e),
         },
@@ -241,7 +241,7 @@ fn answer(request: Request, ctx: &Ctx) -> Reply {
                 .unwrap_or(usize::MAX)
                 .min(proto::PAGE_ROWS);
             match owner
-                .sled
+                .settled()
                 .range_bounded(table, &start, limit, proto::PAGE_BYTES)
             {
                 Ok((rows, more)) => Reply::Rows {
@@ -277,7 +277,7 @@ fn answer(request: Request, ctx: &Ctx) -> Reply {
                 }
             }
         }
-        Request::Flush => match owner.sled.flush() {
+        Request::Flush => match owner.flush() {
             Ok(()) => Reply::Done,
             Err(e) => storage(e),
         },
