@@ -1,10 +1,11 @@
 //! What a key may do beyond being admitted: how often (rate limits), how
 //! much in all (a quota of requests), and what for (scopes).
 //!
-//! Rate limits are GCRA: a token bucket holding `limit` tokens that refills
-//! evenly over `window`, so a burst of `limit` is admitted at once and then
-//! one request every `window / limit`. A refused request learns how long
-//! until one more fits (`retry_after`).
+//! A rate limit admits at most `limit` requests in any window of its
+//! length (a sliding window, counted in parts: see [`Window`]): a burst of
+//! `limit` is admitted at once, and then nothing until the burst leaves the
+//! window. A refused request learns how long until one more fits
+//! (`retry_after`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,17 +29,17 @@ pub const MAX_LIMIT: u64 = 1_000_000_000;
 /// Largest quota (remaining requests, or a refill amount).
 pub const MAX_QUOTA: u64 = 1 << 53;
 
-/// A named rate limit: at most `limit` requests at once, refilling evenly
-/// over `window` (`burst`: 100 per 60 s; `daily`: 10,000 per day).
+/// A named rate limit: at most `limit` requests in any `window`
+/// (`burst`: 100 per 60 s; `daily`: 10,000 per day). See [`Window`] for
+/// how they are counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     /// Its name, unique among the key's limits: 1 to 64 of `[A-Za-z0-9_.-]`.
     pub name: String,
-    /// Requests admitted at once with a full bucket (1 to 10⁹).
+    /// Requests admitted in any window (1 to 10⁹).
     pub limit: u64,
-    /// How long the bucket takes to refill from empty (1 ms to 366 days,
-    /// whole milliseconds).
+    /// The window's length (1 ms to 366 days, whole milliseconds).
     #[serde(with = "window_seconds", rename = "window_seconds")]
     pub window: Duration,
 }
@@ -365,35 +366,180 @@ fn check_word(s: &str, what: &str) -> Result<(), KeyError> {
     }
 }
 
-/// One GCRA step: with theoretical arrival time `tat`, can `n` requests be
-/// admitted at `now`? `Ok(new tat)` or `Err(ms until they would fit)`.
-pub(crate) fn gcra(tat: i64, now: i64, n: u64, limit: u64, window_ms: i64) -> Result<i64, i64> {
-    let interval = emission_interval(limit, window_ms);
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    gcra_step(tat, now, interval.saturating_mul(n), window_ms)
+/// The parts a limit's window is counted in.
+const PARTS: i64 = 31;
+
+/// The parts a window's count can span: its own, and the one it starts in.
+const SPAN: usize = 32;
+#[allow(clippy::cast_possible_wrap)]
+const SPAN_I64: i64 = SPAN as i64;
+
+/// What a limit admitted, counted in parts of its window: a sliding
+/// window. A request is admitted when the requests admitted in every part
+/// that overlaps the window ending now, and in any later part (a clock
+/// that stepped back), leave room for it. Those parts cover the window and
+/// at most one part more, so no window of the limit's length ever holds
+/// more than `limit` requests; a client sending without pause at exactly
+/// the limit's rate is refused at most one request in [`PARTS`].
+/// Exact integer arithmetic throughout: nothing is rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Window {
+    /// The newest part counted (ms since 1970 / part length), or
+    /// `i64::MIN` when nothing was.
+    newest: i64,
+    /// Part `k`'s count at `k mod SPAN`, for parts after `newest - SPAN`.
+    counts: [u32; SPAN],
 }
 
-/// [`gcra`] with the cost of the requests worked out (`n` emission
-/// intervals, in ms): what a meter runs per request.
-#[inline]
-pub(crate) fn gcra_step(tat: i64, now: i64, cost: i64, window_ms: i64) -> Result<i64, i64> {
-    let new_tat = tat.max(now).saturating_add(cost);
-    let over = new_tat - now - window_ms;
-    if over > 0 { Err(over) } else { Ok(new_tat) }
+/// A limit's window as the counting sees it, worked out once per limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// The window, ms.
+    pub window: i64,
+    /// One part, ms: the window in [`PARTS`] parts, rounded up.
+    pub part: i64,
+    /// Requests admitted in any window.
+    pub limit: u64,
 }
 
-/// How many of up to `n` tokens fit now (0 when none).
-pub(crate) fn gcra_room(tat: i64, now: i64, n: u64, limit: u64, window_ms: i64) -> u64 {
-    let interval = emission_interval(limit, window_ms);
-    let used = tat.max(now) - now;
-    let room = (window_ms - used).max(0) / interval.max(1);
-    u64::try_from(room).unwrap_or(0).min(n)
+impl Span {
+    pub(crate) fn of(l: &Limit) -> Span {
+        let window = l.window_ms().max(1);
+        Span {
+            window,
+            part: (window + PARTS - 1) / PARTS,
+            limit: l.limit,
+        }
+    }
+
+    /// The first part that overlaps the window ending at `now`.
+    fn first(&self, now: i64) -> i64 {
+        now.saturating_sub(self.window - 1).div_euclid(self.part)
+    }
 }
 
-/// Milliseconds between two requests at the sustained rate (at least 1:
-/// limits faster than 1,000 a second per window of 1 s round up).
-pub(crate) fn emission_interval(limit: u64, window_ms: i64) -> i64 {
-    (window_ms / i64::try_from(limit).unwrap_or(i64::MAX)).max(1)
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            newest: i64::MIN,
+            counts: [0; SPAN],
+        }
+    }
+}
+
+fn slot(part: i64) -> usize {
+    usize::try_from(part.rem_euclid(SPAN_I64)).expect("under SPAN")
+}
+
+impl Window {
+    /// The parts still held: after `newest - SPAN`, up to `newest`.
+    fn held(&self) -> std::ops::Range<i64> {
+        if self.newest == i64::MIN {
+            return 0..0;
+        }
+        (self.newest - SPAN_I64 + 1)..(self.newest + 1)
+    }
+
+    /// Requests counted against the window ending at `now`.
+    pub(crate) fn count(&self, now: i64, span: Span) -> u64 {
+        let first = span.first(now);
+        self.held()
+            .filter(|&k| k >= first)
+            .map(|k| u64::from(self.counts[slot(k)]))
+            .sum()
+    }
+
+    /// Whether `n` more fit at `now`: `Ok(())`, or `Err(ms)` until they
+    /// would (if nothing else is admitted meanwhile; `i64::MAX` for more
+    /// than the limit at once).
+    pub(crate) fn fits(&self, now: i64, n: u64, span: Span) -> Result<(), i64> {
+        let count = self.count(now, span);
+        let Some(excess) = (count + n).checked_sub(span.limit).filter(|&e| e > 0) else {
+            return Ok(());
+        };
+        if n > span.limit {
+            return Err(i64::MAX);
+        }
+        // Parts leave the window oldest first: part k has left it once the
+        // window starts after it, at (k + 1) * part + window - 1.
+        let first = span.first(now);
+        let mut dropped = 0;
+        for k in self.held().filter(|&k| k >= first) {
+            dropped += u64::from(self.counts[slot(k)]);
+            if dropped >= excess {
+                let at = (k + 1)
+                    .saturating_mul(span.part)
+                    .saturating_add(span.window - 1);
+                return Err((at - now).max(1));
+            }
+        }
+        Err(span.window)
+    }
+
+    /// How many of up to `n` fit at `now`.
+    pub(crate) fn room(&self, now: i64, n: u64, span: Span) -> u64 {
+        span.limit.saturating_sub(self.count(now, span)).min(n)
+    }
+
+    /// Counts `n` admitted at `now`.
+    pub(crate) fn add(&mut self, now: i64, n: u64, span: Span) {
+        let part = now.div_euclid(span.part);
+        if part > self.newest {
+            // Parts between the newest and this one are empty; what their
+            // slots held is older than anything still counted.
+            let from = if self.newest == i64::MIN {
+                part - SPAN_I64 + 1
+            } else {
+                (self.newest + 1).max(part - SPAN_I64 + 1)
+            };
+            for k in from..=part {
+                self.counts[slot(k)] = 0;
+            }
+            self.newest = part;
+        }
+        // A clock that stepped back further than the parts held counts in
+        // the oldest one held (never lost).
+        let part = part.max(self.newest - SPAN_I64 + 1);
+        let c = &mut self.counts[slot(part)];
+        *c = c.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// This and `other`, part by part, the larger count of each: what two
+    /// records of the same limit's admissions say together.
+    pub(crate) fn merge(&mut self, other: &Window) {
+        if other.newest == i64::MIN {
+            return;
+        }
+        let mut merged = Window {
+            newest: self.newest.max(other.newest),
+            counts: [0; SPAN],
+        };
+        for k in merged.held() {
+            let mine = if self.held().contains(&k) {
+                self.counts[slot(k)]
+            } else {
+                0
+            };
+            let theirs = if other.held().contains(&k) {
+                other.counts[slot(k)]
+            } else {
+                0
+            };
+            merged.counts[slot(k)] = mine.max(theirs);
+        }
+        *self = merged;
+    }
+
+    /// As stored in a limit's row.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("windows serialise")
+    }
+
+    /// From a limit's row; a row of another form (an earlier release kept
+    /// a single time there) counts as nothing admitted.
+    pub(crate) fn decode(row: &[u8]) -> Window {
+        postcard::from_bytes(row).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -442,19 +588,123 @@ mod tests {
         assert_eq!(format!("{none:?}"), "[]");
     }
 
-    #[test]
-    fn a_burst_of_the_limit_then_one_per_interval() {
-        // 5 per 1000 ms: five at once, then one every 200 ms.
-        let mut tat = 0;
-        for _ in 0..5 {
-            tat = gcra(tat, 10_000, 1, 5, 1000).unwrap();
+    fn span(limit: u64, window: Duration) -> Span {
+        Span::of(&Limit::new("l", limit, window))
+    }
+
+    /// Admits at `now` when it fits; counts what it admitted.
+    fn admit(w: &mut Window, now: i64, s: Span) -> bool {
+        let ok = w.fits(now, 1, s).is_ok();
+        if ok {
+            w.add(now, 1, s);
         }
-        assert_eq!(gcra(tat, 10_000, 1, 5, 1000), Err(200));
-        assert_eq!(gcra(tat, 10_150, 1, 5, 1000), Err(50));
-        assert!(gcra(tat, 10_200, 1, 5, 1000).is_ok());
-        assert_eq!(gcra_room(tat, 10_000, 5, 5, 1000), 0);
-        assert_eq!(gcra_room(tat, 10_400, 5, 5, 1000), 2);
-        assert_eq!(gcra_room(0, 10_000, 3, 5, 1000), 3);
+        ok
+    }
+
+    #[test]
+    fn a_burst_of_the_limit_then_nothing_until_it_leaves_the_window() {
+        // 5 per 10 s, from a clock at 10 s: five at once, then refused
+        // until the part they are counted in leaves the window.
+        let s = span(5, Duration::from_secs(10));
+        let mut w = Window::default();
+        for _ in 0..5 {
+            assert!(admit(&mut w, 10_000, s));
+        }
+        let wait = w.fits(10_000, 1, s).unwrap_err();
+        assert!((10_000..=10_000 + s.part).contains(&wait), "{wait}");
+        assert!(w.fits(10_000 + wait - 1, 1, s).is_err());
+        assert!(w.fits(10_000 + wait, 1, s).is_ok());
+        assert_eq!(w.room(10_000, 5, s), 0);
+        assert_eq!(w.room(10_000 + wait, 7, s), 5);
+        assert_eq!(Window::default().room(10_000, 3, s), 3);
+        assert_eq!(w.fits(10_000, 6, s), Err(i64::MAX));
+        // Stored and read back; an earlier release's row counts as nothing.
+        assert_eq!(Window::decode(&w.encode()), w);
+        assert_eq!(Window::decode(&10_000i64.to_be_bytes()), Window::default());
+    }
+
+    /// A client sending as much as it is let through every `step` ms
+    /// for `windows` windows: the first burst admits exactly the limit,
+    /// no window of the limit's length (sliding, at every millisecond)
+    /// admits more, and the client gets nearly all of the rate.
+    fn hammer(limit: u64, window: Duration, step: i64, windows: i64) {
+        let s = span(limit, window);
+        let start = 1_764_000_000_123;
+        let mut w = Window::default();
+        assert!(w.fits(start, limit, s).is_ok());
+        assert!(w.fits(start, limit + 1, s).is_err());
+        // (time, admitted then)
+        let mut admitted: Vec<(i64, u64)> = Vec::new();
+        let mut now = start;
+        while now < start + windows * s.window {
+            let n = w.room(now, u64::MAX, s);
+            if n > 0 {
+                assert!(w.fits(now, n, s).is_ok());
+                w.add(now, n, s);
+                assert!(w.fits(now, 1, s).is_err());
+                admitted.push((now, n));
+            }
+            now += step;
+        }
+        assert_eq!(admitted[0], (start, limit), "first burst");
+        // The most admitted in any window (t - W, t]: two pointers.
+        let (mut most, mut inside, mut lo) = (0, 0, 0);
+        for hi in 0..admitted.len() {
+            inside += admitted[hi].1;
+            while admitted[lo].0 <= admitted[hi].0 - s.window {
+                inside -= admitted[lo].1;
+                lo += 1;
+            }
+            most = most.max(inside);
+        }
+        assert_eq!(
+            most, limit,
+            "{limit} per {window:?}: at most the limit in any window"
+        );
+        // After the first window, at least PARTS / (PARTS + 1) of the rate.
+        let later: u64 = admitted
+            .iter()
+            .filter(|(t, _)| *t >= start + s.window)
+            .map(|(_, n)| n)
+            .sum();
+        let after = u64::try_from(windows - 1).unwrap();
+        let parts = u64::try_from(PARTS).unwrap();
+        assert!(
+            later * (parts + 1) + limit * (parts + 1) >= limit * after * parts,
+            "{limit} per {window:?}: {later} admitted in {after} windows"
+        );
+    }
+
+    #[test]
+    fn limits_that_do_not_divide_their_window_admit_exactly_what_they_say() {
+        hammer(600, Duration::from_secs(1), 1, 5);
+        hammer(7, Duration::from_secs(1), 1, 5);
+        hammer(3, Duration::from_secs(7), 1, 4);
+        hammer(40_000, Duration::from_mins(1), 1, 3);
+        hammer(1, Duration::from_hours(24), 60_000, 3);
+        hammer(1_000_000_000, Duration::from_millis(1), 1, 3);
+        hammer(5, Duration::from_millis(1), 1, 50);
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_loses_nothing_and_merges_keep_the_larger() {
+        let s = span(3, Duration::from_secs(1));
+        let mut w = Window::default();
+        assert!(admit(&mut w, 100_000, s));
+        assert!(admit(&mut w, 100_000, s));
+        // Back a minute: everything held is newer than that clock's
+        // window, so all of it counts, and the third fills the limit.
+        assert!(admit(&mut w, 40_000, s));
+        assert!(w.fits(40_000, 1, s).is_err());
+        assert_eq!(w.count(40_500, s), 3);
+        let mut other = Window::default();
+        other.add(100_000, 3, s);
+        let mut merged = Window::default();
+        merged.add(100_000, 1, s);
+        merged.merge(&other);
+        assert_eq!(merged.count(100_000, s), 3);
+        merged.merge(&Window::default());
+        assert_eq!(merged.count(100_000, s), 3);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::error::KeyError;
 use crate::events::{self, EventKind};
 use crate::key::KeyId;
 use crate::locks::lock;
-use crate::policy::{self, Limit, Quota};
+use crate::policy::{self, Limit, Quota, Span, Window};
 
 /// Keys whose meters want more tokens, for the lease thread.
 pub(crate) struct LeaseQueue {
@@ -109,15 +109,15 @@ impl Engine {
         let now = self.now_ms();
         let wants = meter.wants(now, self.budgets_shared());
         if wants.load {
-            let mut tats = Vec::with_capacity(meter.limits.len());
+            let mut stored = Vec::with_capacity(meter.limits.len());
             for l in &meter.limits {
-                tats.push(self.stored_tat(id, l)?.0);
+                stored.push(self.stored_window(id, l)?.0);
             }
-            meter.load_tats(&tats);
+            meter.load_windows(&stored);
         }
         for (i, want) in wants.limits {
             let l = &meter.limits[i];
-            let (k, room_at) = self.lease_limit(id, l, want, meter.local_tat(i), now)?;
+            let (k, room_at) = self.lease_limit(id, l, want, &meter.local_window(i), now)?;
             meter.grant_limit(i, k, room_at);
         }
         if let Some(want) = wants.quota
@@ -138,29 +138,27 @@ impl Engine {
         id: &KeyId,
         l: &Limit,
         want: u64,
-        local_tat: i64,
+        local: &Window,
         now: i64,
     ) -> Result<(u64, i64), StorageError> {
         let row = meter::limit_row_key(id, &l.name);
-        let w = l.window_ms();
+        let span = Span::of(l);
         for _ in 0..COMMIT_RETRIES {
-            let (stored, old) = self.stored_tat(id, l)?;
+            let (mut counted, old) = self.stored_window(id, l)?;
             // What this process admitted before it shared the budget
             // counts too (a host's owner, once another process attaches).
-            let tat = stored.max(local_tat);
-            let k = policy::gcra_room(tat, now, want, l.limit, w);
-            let tat = if k > 0 {
-                policy::gcra(tat, now, k, l.limit, w).expect("room was measured")
-            } else {
-                tat
-            };
-            let room_at = now + policy::gcra(tat, now, 1, l.limit, w).err().unwrap_or(0);
+            counted.merge(local);
+            let k = counted.room(now, want, span);
+            if k > 0 {
+                counted.add(now, k, span);
+            }
+            let room_at = now.saturating_add(counted.fits(now, 1, span).err().unwrap_or(0));
             if k == 0 {
                 return Ok((0, room_at));
             }
             let mut batch = Batch::default();
             batch.expect(Table::Budgets, row.clone(), old);
-            batch.put(Table::Budgets, row.clone(), tat.to_be_bytes().to_vec());
+            batch.put(Table::Budgets, row.clone(), counted.encode());
             match self.backend.commit(batch, Durability::Lazy) {
                 Ok(_) | Err(CommitError::Unflushed(_)) => return Ok((k, room_at)),
                 Err(CommitError::Conflict) => {}
@@ -170,35 +168,38 @@ impl Engine {
         Ok((0, now + meter::RECHECK_MS))
     }
 
-    /// The stored theoretical arrival time of limit `l` of key `id`
-    /// (`i64::MIN` when none), and the row as read.
-    fn stored_tat(&self, id: &KeyId, l: &Limit) -> Result<(i64, Option<Vec<u8>>), StorageError> {
+    /// What the processes of this store admitted against limit `l` of key
+    /// `id`, as stored, and the row as read.
+    fn stored_window(
+        &self,
+        id: &KeyId,
+        l: &Limit,
+    ) -> Result<(Window, Option<Vec<u8>>), StorageError> {
         let old = self
             .backend
             .get(Table::Budgets, &meter::limit_row_key(id, &l.name))?;
-        let tat = old
-            .as_deref()
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(i64::MIN, i64::from_be_bytes);
-        Ok((tat, old))
+        let counted = old.as_deref().map_or_else(Window::default, Window::decode);
+        Ok((counted, old))
     }
 
     /// Keeps what this process admitted against each limit (alone, its
     /// limits live in memory) for the next process: on close.
-    fn store_tats(&self, id: &KeyId, meter: &super::meter::Meter) {
+    fn store_windows(&self, id: &KeyId, meter: &super::meter::Meter) {
         for (i, l) in meter.limits.iter().enumerate() {
-            let mine = meter.local_tat(i);
+            let mine = meter.local_window(i);
             for _ in 0..COMMIT_RETRIES {
-                let Ok((stored, old)) = self.stored_tat(id, l) else {
+                let Ok((stored, old)) = self.stored_window(id, l) else {
                     break;
                 };
-                if stored >= mine {
+                let mut merged = stored;
+                merged.merge(&mine);
+                if merged == stored {
                     break;
                 }
                 let mut batch = Batch::default();
                 let row = meter::limit_row_key(id, &l.name);
                 batch.expect(Table::Budgets, row.clone(), old);
-                batch.put(Table::Budgets, row, mine.to_be_bytes().to_vec());
+                batch.put(Table::Budgets, row, merged.encode());
                 match self.backend.commit(batch, Durability::Lazy) {
                     Err(CommitError::Conflict) => {}
                     _ => break,
@@ -288,7 +289,7 @@ impl Engine {
                 continue;
             };
             if !shared {
-                self.store_tats(&id, meter);
+                self.store_windows(&id, meter);
             }
             let Some(rule) = meter.quota else { continue };
             let (k, period) = meter.take_quota_hand();

@@ -1,7 +1,7 @@
 //! Rate limits and quotas inside verify.
 //!
 //! Each key with limits or a quota has a [`Meter`] in its index entry: one
-//! small lock around the GCRA state of each limit (exact within the
+//! small lock around the count of each limit's window (exact within the
 //! process) and the tokens this process holds. Tokens that other processes
 //! must see — a quota's remaining, and with several processes (PostgreSQL,
 //! attached processes) the shared budget of each limit — are taken from
@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use super::record::QuotaRule;
 use crate::key::KeyId;
 use crate::locks::lock;
-use crate::policy::{self, Limit};
+use crate::policy::{Limit, Span, Window};
 use crate::verdict::Denial;
 
 /// How long a process that found a budget empty waits before asking
@@ -58,13 +58,12 @@ struct State {
 /// One limit in this process.
 #[derive(Clone, Copy)]
 struct Slot {
-    /// The emission interval and the window (ms), worked out once.
-    interval: i64,
-    window: i64,
+    /// The limit's window and parts, worked out once.
+    span: Span,
     /// Shared only: the most tokens one lease takes.
     lease: u64,
-    /// The theoretical arrival time in this process (ms).
-    tat: i64,
+    /// What this process admitted, by part of the window.
+    counted: Window,
     /// Shared only: tokens in hand, and when the shared budget has room
     /// again (`None`: no lease asked for yet).
     hand: u64,
@@ -119,10 +118,9 @@ impl Meter {
                 slots: limits
                     .iter()
                     .map(|l| Slot {
-                        interval: policy::emission_interval(l.limit, l.window_ms()),
-                        window: l.window_ms(),
+                        span: Span::of(l),
                         lease: l.lease(),
-                        tat: i64::MIN,
+                        counted: Window::default(),
                         hand: 0,
                         room_at: None,
                     })
@@ -174,11 +172,9 @@ impl Meter {
         let mut fetch = false;
         let mut retry = 0_i64;
         let mut pending = false;
-        let mut next = [0_i64; policy::MAX_LIMITS];
-        for (i, slot) in s.slots.iter().enumerate() {
-            match policy::gcra_step(slot.tat, now, slot.interval, slot.window) {
-                Ok(t) => next[i] = t,
-                Err(ms) => retry = retry.max(ms),
+        for slot in &s.slots {
+            if let Err(ms) = slot.counted.fits(now, 1, slot.span) {
+                retry = retry.max(ms);
             }
             if shared {
                 let low = slot.hand <= slot.lease / 2;
@@ -205,8 +201,8 @@ impl Meter {
             self.quota_refusal(&mut s.quota, now, &mut fetch)
         };
         if refusal.is_none() {
-            for (slot, t) in s.slots.iter_mut().zip(next) {
-                slot.tat = t;
+            for slot in &mut s.slots {
+                slot.counted.add(now, 1, slot.span);
                 if shared {
                     slot.hand = slot.hand.saturating_sub(1);
                 }
@@ -262,13 +258,13 @@ impl Meter {
         limits || (self.quota.is_some() && s.quota.known == Known::Pending)
     }
 
-    /// Alone: this process's arrival time of limit `i` is at least `tat`
-    /// (what earlier processes admitted), once.
-    pub(crate) fn load_tats(&self, tats: &[i64]) {
+    /// Alone: what earlier processes admitted against each limit counts
+    /// here too, once.
+    pub(crate) fn load_windows(&self, stored: &[Window]) {
         let mut s = lock(&self.state);
         if !s.loaded {
-            for (slot, stored) in s.slots.iter_mut().zip(tats) {
-                slot.tat = slot.tat.max(*stored);
+            for (slot, stored) in s.slots.iter_mut().zip(stored) {
+                slot.counted.merge(stored);
             }
             s.loaded = true;
         }
@@ -312,10 +308,10 @@ impl Meter {
         }
     }
 
-    /// This process's theoretical arrival time of limit `i`: what it has
-    /// admitted on its own (before other processes shared the budget).
-    pub(crate) fn local_tat(&self, i: usize) -> i64 {
-        lock(&self.state).slots[i].tat
+    /// What this process admitted against limit `i` (alone, or before
+    /// other processes shared the budget).
+    pub(crate) fn local_window(&self, i: usize) -> Window {
+        lock(&self.state).slots[i].counted
     }
 
     /// `k` tokens of limit `i` taken from the shared budget; when it had no
@@ -474,14 +470,16 @@ mod tests {
         for _ in 0..3 {
             assert!(m.admit(5000, false).refusal.is_none());
         }
+        // Counted in the part of 97 ms holding 5000 (4947..5044), which
+        // leaves the 3 s window at 8043.
         assert_eq!(
             m.admit(5000, false).refusal,
             Some(Denial::RateLimited {
-                retry_after_ms: 1000
+                retry_after_ms: 3043
             })
         );
-        assert!(m.admit(5999, false).refusal.is_some());
-        assert!(m.admit(6000, false).refusal.is_none());
+        assert!(m.admit(8042, false).refusal.is_some());
+        assert!(m.admit(8043, false).refusal.is_none());
     }
 
     #[test]
@@ -500,10 +498,10 @@ mod tests {
         ));
         // The refusal spent no quota: one token is still in hand.
         assert_eq!(m.quota_in_hand().0, 1);
-        assert!(m.admit(5000, false).refusal.is_none());
-        assert_eq!(m.admit(10_000, false).refusal, Some(Denial::QuotaExhausted));
-        // Refused for the quota: the limit's bucket was not spent.
-        assert!(m.admit(10_000, false).refusal.is_some());
+        // The burst leaves the 10 s window with its part (323 ms) at 10,322.
+        assert!(m.admit(10_321, false).refusal.is_some());
+        assert!(m.admit(10_322, false).refusal.is_none());
+        assert_eq!(m.admit(30_000, false).refusal, Some(Denial::QuotaExhausted));
         let m2 = Meter::new(&[Limit::new("b", 1, Duration::from_secs(10))], Some(rule())).unwrap();
         m2.grant_quota(9, 0, 0, true, 0);
         assert_eq!(m2.admit(0, false).refusal, Some(Denial::QuotaExhausted));

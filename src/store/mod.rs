@@ -502,8 +502,8 @@ impl Store {
     }
 
     /// Replaces the key's rate limits (see [`Limit`](crate::Limit)); an
-    /// empty list removes them. A limit kept by name keeps its bucket in
-    /// other processes; in this one every bucket starts full.
+    /// empty list removes them. A limit kept by name keeps its count in
+    /// other processes; in this one every count starts empty.
     ///
     /// # Errors
     /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad limit

@@ -236,6 +236,7 @@ mod tests {
     fn no_read_sees_a_durable_commit_before_its_sync() {
         let dir = tempfile::tempdir().unwrap();
         let owner = Arc::new(Owner::open(&dir.path().join("s"), 0o700).unwrap());
+        // Set once the commit's sync is let go.
         let synced = Arc::new(AtomicBool::new(false));
         let (entered_tx, entered) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
@@ -245,12 +246,11 @@ mod tests {
             let _ = lock(&released).recv();
         }));
         let committer = {
-            let (owner, synced) = (Arc::clone(&owner), Arc::clone(&synced));
+            let owner = Arc::clone(&owner);
             std::thread::spawn(move || {
                 let mut batch = Batch::default();
                 batch.put(Table::PluginState, b"crm".to_vec(), b"cursor 1".to_vec());
                 owner.commit(batch, Durability::Durable).unwrap();
-                synced.store(true, Ordering::Release);
             })
         };
         entered.recv().unwrap();
@@ -268,6 +268,8 @@ mod tests {
         while !reader.is_finished() && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // From here on the sync may run.
+        synced.store(true, Ordering::Release);
         release.send(()).unwrap();
         committer.join().unwrap();
         let (value, synced_when_read) = reader.join().unwrap();
