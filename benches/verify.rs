@@ -292,5 +292,37 @@ fn lifecycle_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verify_benches, lifecycle_benches);
+/// `keyward scan`'s work on 1 MB of lines, each a key with a real id, a
+/// right checksum and a made-up secret (default argon2 parameters: a
+/// secret hashed without the pre-check would cost tens of ms).
+fn scan_benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s")).unwrap();
+    let id = store
+        .create("target", CreateOptions::new())
+        .unwrap()
+        .info
+        .id;
+    let mut text = String::new();
+    let mut seed = 1;
+    while text.len() < 1 << 20 {
+        text.push_str(&forged(store.prefix(), &id, seed));
+        text.push('\n');
+        seed += 1;
+    }
+    let mut g = c.benchmark_group("scan");
+    g.sample_size(10);
+    g.bench_function("1mb_forged", |b| {
+        b.iter(|| {
+            let found = store.find_keys(text.as_bytes());
+            for r in &found {
+                black_box(store.inspect_found(&text.as_bytes()[r.clone()]));
+            }
+            found.len()
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, verify_benches, lifecycle_benches, scan_benches);
 criterion_main!(benches);

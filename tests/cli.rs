@@ -1116,6 +1116,151 @@ fn scan_reads_a_line_of_megabytes_a_piece_at_a_time_and_finds_keys_across_the_cu
     );
 }
 
+/// Runs `keyward` with `args` to its end, failing the test if it has not
+/// ended by `within`; returns its output and how long it took.
+fn run_within(cli: &Cli, args: &[&str], within: Duration) -> (Output, Duration) {
+    let started = std::time::Instant::now();
+    let mut child = cli
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained aside, so a full pipe never stalls it.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+    let done = common::wait_until_or(within, || child.try_wait().unwrap());
+    let Some(status) = done else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("keyward {args:?} did not end within {within:?}");
+    };
+    let took = started.elapsed();
+    (
+        Output {
+            status,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        },
+        took,
+    )
+}
+
+#[test]
+fn scan_hashes_no_forged_secret_that_fails_the_pre_check() {
+    let cli = Cli::new();
+    let (id, _) = create(&cli, "target");
+    // 1 MB of lines, each a key with the real id, a right checksum and a
+    // made-up secret: each would cost an argon2 run (tens of ms with the
+    // CLI's defaults) if it were hashed without the pre-check.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut forged = 0;
+    while text.len() < 1 << 20 {
+        text.push_str(&common::well_formed("kw", &id, &format!("{forged:0>43}")));
+        text.push('\n');
+        forged += 1;
+    }
+    let file = dir.path().join("forged.log");
+    std::fs::write(&file, &text).unwrap();
+    let (out, took) = run_within(
+        &cli,
+        &["--json", "scan", file.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    eprintln!("scan of 1 MB of {forged} forged keys: {took:?}");
+    assert_eq!(out.status.code(), Some(0));
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found.len(), forged);
+    assert!(found.iter().all(|f| f["state"] == "wrong_secret"));
+}
+
+#[test]
+fn scan_skips_fifos_sockets_devices_and_links_and_goes_on_past_unreadable_files() {
+    use std::os::unix::fs::symlink;
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "found");
+    let tree = tempfile::tempdir().unwrap();
+    let dir = tree.path();
+    std::fs::write(dir.join("a.env"), format!("KEY={key}\n")).unwrap();
+    let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+    symlink(dir.join("a.env"), dir.join("link.env")).unwrap();
+    symlink("/dev/null", dir.join("null")).unwrap();
+    symlink(dir, dir.join("loop")).unwrap();
+    // Opens as a file and fails to read (EIO), whoever runs the scan.
+    symlink("/proc/self/mem", dir.join("mem")).unwrap();
+    let root = dir.to_str().unwrap();
+
+    let (out, _) = run_within(&cli, &["--json", "scan", root], Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "a live key was found: {err}");
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found.len(), 1, "links are not followed: {found:?}");
+    assert_eq!(found[0]["key_id"], id.as_str());
+    for (name, why) in [
+        ("fifo", "a FIFO"),
+        ("sock", "a socket"),
+        ("link.env", "a symbolic link"),
+        ("null", "a symbolic link"),
+        ("loop", "a symbolic link"),
+        ("mem", "a symbolic link"),
+    ] {
+        assert!(
+            err.contains(&format!("skipped {root}/{name}: {why}")),
+            "{name}: {err}"
+        );
+    }
+
+    let (out, _) = run_within(
+        &cli,
+        &["--json", "scan", "--follow", root],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<&str> = found.iter().map(|f| f["file"].as_str().unwrap()).collect();
+    assert_eq!(
+        files,
+        [format!("{root}/a.env"), format!("{root}/link.env")],
+        "{err}"
+    );
+    for (name, why) in [
+        ("fifo", "a FIFO"),
+        ("sock", "a socket"),
+        ("null", "a character device"),
+        ("loop", "a directory read already"),
+        ("mem", "cannot be read to its end"),
+    ] {
+        assert!(
+            err.contains(&format!("skipped {root}/{name}: {why}")),
+            "{name}: {err}"
+        );
+    }
+    // Nothing live and something unreadable: not known clean.
+    let clean = tempfile::tempdir().unwrap();
+    symlink("/proc/self/mem", clean.path().join("mem")).unwrap();
+    let (out, _) = run_within(
+        &cli,
+        &["scan", "--follow", clean.path().to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn limits_quota_and_scopes_are_set_shown_and_enforced_across_invocations() {
     let cli = Cli::new();

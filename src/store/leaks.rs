@@ -51,21 +51,44 @@ impl Store {
     }
 
     /// What `key`, found outside the store, is to it: `None` when it is not
-    /// a key of this store's format; else its id and [`LeakState`]. A secret
-    /// not known warm costs one argon2 verification per generation; nothing
-    /// is recorded.
+    /// a key of this store's format; else its id and [`LeakState`].
+    /// Decided as verification decides it, and at no greater cost: a
+    /// secret not known warm is hashed only when it passes the key's
+    /// pre-check tag, and then through the key's share of the hash gate
+    /// and the gate (waiting its turn, where verification would answer
+    /// `Busy`); so a text full of forged keys with real ids costs no
+    /// argon2. Nothing is recorded, and a secret found good warms the
+    /// cache as a verification would.
     #[must_use]
     pub fn inspect_found(&self, key: &[u8]) -> Option<(KeyId, LeakState)> {
         let parsed = key::parse(key, &self.engine.prefix).ok()?;
         let id = parsed.id;
-        let Some(live) = self.engine.index.get(&id) else {
+        let engine = &self.engine;
+        let Some(live) = engine.index.get(&id) else {
             return Some((id, LeakState::UnknownKey));
         };
-        let digest = self.engine.warm_key.digest(parsed.secret);
-        let matched = live
-            .warm_match(&digest)
-            .or_else(|| live.gens.iter().position(|g| g.hash.verify(parsed.secret)));
-        Some((id, live.leak_state(matched, self.engine.now_ms())))
+        let digest = engine.warm_key.digest(parsed.secret);
+        let matched = match live.warm_match(&digest) {
+            Some(i) => Some(i),
+            None => match engine.candidates(&live, &digest, parsed.secret, false) {
+                Err(i) => Some(i),
+                Ok(c) if c.is_empty() => None,
+                Ok(candidates) => loop {
+                    match engine.cold_match(id, &live, &candidates, &digest, parsed.secret) {
+                        Ok(n) => {
+                            let i = n.and_then(|n| live.gens.iter().position(|g| g.n == n));
+                            if let Some(i) = i {
+                                let _ = live.gens[i].warm.set(digest);
+                            }
+                            break i;
+                        }
+                        // The gate is full: a scan waits its turn.
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    }
+                },
+            },
+        };
+        Some((id, live.leak_state(matched, engine.now_ms())))
     }
 
     /// Records that key `id` was found leaked: a `key.leaked` event for

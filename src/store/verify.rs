@@ -87,14 +87,7 @@ impl Engine {
                     let (v, f) = live.decide(id, i, now);
                     Step::Done(self.admit(id, live, v, scope, now), f)
                 } else {
-                    let candidates = if imported {
-                        live.imported_candidates(&digest)
-                    } else {
-                        let tag = self.tag_key.tag(secret);
-                        let legacy = live.has_legacy_tags().then(|| verifier::legacy_tag(secret));
-                        live.cold_candidates(&digest, tag, legacy)
-                    };
-                    match candidates {
+                    match self.candidates(live, &digest, secret, imported) {
                         Err(i) => {
                             let (v, f) = live.decide(id, i, now);
                             Step::Done(self.admit(id, live, v, scope, now), f)
@@ -160,6 +153,61 @@ impl Engine {
         }
     }
 
+    /// The generations of `live` a secret not warm may be and needs argon2
+    /// for: for a key of this store's format, those whose pre-check tag it
+    /// matches (none, mostly, for a guess); for an imported key, its
+    /// imported generations. `Err(i)` when generation `i` turned out warm
+    /// with it.
+    pub(crate) fn candidates(
+        &self,
+        live: &Live,
+        digest: &[u8; 32],
+        secret: &[u8],
+        imported: bool,
+    ) -> Result<Vec<usize>, usize> {
+        if imported {
+            live.imported_candidates(digest)
+        } else {
+            let tag = self.tag_key.tag(secret);
+            let legacy = live.has_legacy_tags().then(|| verifier::legacy_tag(secret));
+            live.cold_candidates(digest, tag, legacy)
+        }
+    }
+
+    /// The number of the generation among `candidates` the secret is,
+    /// found with argon2 under the key's share of the hash gate and the
+    /// gate itself (`Err(Busy)` past either bound); `Ok(None)` when none.
+    pub(crate) fn cold_match(
+        &self,
+        id: KeyId,
+        live: &Live,
+        candidates: &[usize],
+        digest: &[u8; 32],
+        secret: &[u8],
+    ) -> Result<Option<u32>, Denial> {
+        // A key's share of the gate, waited for as briefly as the gate's
+        // queue: a burst of first uses of one key waits for the first.
+        let Some(_share) = self
+            .index
+            .cold
+            .share(id, self.hashes_per_key, verifier::QUEUE_WAIT)
+        else {
+            return Err(Denial::Busy);
+        };
+        // Another thread may have verified this very secret meanwhile.
+        if let Some(i) = live.warm_match(digest) {
+            return Ok(Some(live.gens[i].n));
+        }
+        let Some(_pass) = self.gate.enter() else {
+            return Err(Denial::Busy);
+        };
+        Ok(candidates
+            .iter()
+            .map(|&i| &live.gens[i])
+            .find(|g| g.hash.verify(secret))
+            .map(|g| g.n))
+    }
+
     /// On a cache miss: one argon2 verify (bounded), then the cache is
     /// filled and the verdict taken from the index *as it is now*, so a
     /// regeneration that finished meanwhile is respected.
@@ -176,32 +224,10 @@ impl Engine {
             candidates,
             digest,
         } = cold;
-        // A key's share of the gate, waited for as briefly as the gate's
-        // queue: a burst of first uses of one key waits for the first.
-        let Some(_share) = self
-            .index
-            .cold
-            .share(id, self.hashes_per_key, verifier::QUEUE_WAIT)
-        else {
-            return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
-        };
-        // Another thread may have verified this very secret meanwhile.
-        let warmed = live.warm_match(digest).map(|i| live.gens[i].n);
-        let n = if let Some(n) = warmed {
-            n
-        } else {
-            let Some(_pass) = self.gate.enter() else {
-                return (Verdict::Denied(Denial::Busy), Freshness::Unknown);
-            };
-            let Some(n) = candidates
-                .iter()
-                .map(|&i| &live.gens[i])
-                .find(|g| g.hash.verify(secret))
-                .map(|g| g.n)
-            else {
-                return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
-            };
-            n
+        let n = match self.cold_match(id, live, candidates, digest, secret) {
+            Err(busy) => return (Verdict::Denied(busy), Freshness::Unknown),
+            Ok(None) => return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown),
+            Ok(Some(n)) => n,
         };
         let now = self.now_ms();
         let Some(current) = self.index.get(&id) else {

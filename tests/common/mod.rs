@@ -178,17 +178,26 @@ pub fn service(var: &str, what: &str) -> Option<String> {
 pub fn wait_until<T>(
     what: &str,
     within: std::time::Duration,
-    mut probe: impl FnMut() -> Option<T>,
+    probe: impl FnMut() -> Option<T>,
 ) -> T {
+    wait_until_or(within, probe)
+        .unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}"))
+}
+
+/// Polls `probe` every few milliseconds until it gives a value, or `None`
+/// when `within` passes first.
+pub fn wait_until_or<T>(
+    within: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(v) = probe() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -92,10 +92,16 @@ enum Command {
     },
     /// Finds this store's keys in files, directories or stdin (-) and says
     /// what each is: live, rotated, wrong_secret, unknown_key, inactive.
-    /// Exit 0 when nothing live is found, 1 when a live key is.
+    /// FIFOs, sockets and devices are skipped (never opened), as are
+    /// symbolic links without --follow, and files that cannot be read: each
+    /// is listed on stderr and the scan goes on. Exit 0 when nothing live is
+    /// found, 1 when a live key is.
     Scan {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Follow symbolic links (each directory is read once).
+        #[arg(long)]
+        follow: bool,
         /// Regenerate every live key found (after confirmation), printing
         /// each new key once, and record a key.leaked event.
         #[arg(long)]
@@ -309,10 +315,18 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Events { since, .. } => events::events_command(&store, since, &out)?,
         Command::Scan {
             paths,
+            follow,
             revoke,
             disable,
             confirm,
-        } => scan::scan_command(&store, &paths, revoke, disable, &confirm, &out)?,
+        } => scan::scan_command(
+            &store,
+            &paths,
+            scan::Revoke { revoke, disable },
+            follow,
+            &confirm,
+            &out,
+        )?,
         #[cfg(feature = "plugins")]
         Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
         Command::Status => serve::status_command(&store, &out)?,

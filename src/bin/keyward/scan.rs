@@ -4,7 +4,7 @@
 //! With `--revoke`, every live key found is regenerated (or disabled with
 //! `--disable`) after confirmation, and a `key.leaked` event is recorded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,12 +34,18 @@ impl Finding {
     }
 }
 
+/// What to do with the live keys found.
+pub(crate) struct Revoke {
+    pub revoke: bool,
+    pub disable: bool,
+}
+
 /// Exit 0 when nothing live was found, 1 when a live key was.
 pub(crate) fn scan_command(
     store: &Store,
     paths: &[PathBuf],
-    revoke: bool,
-    disable: bool,
+    Revoke { revoke, disable }: Revoke,
+    follow: bool,
     confirm: &Confirm,
     out: &Out,
 ) -> Result<u8> {
@@ -52,14 +58,23 @@ pub(crate) fn scan_command(
     if disable && !revoke {
         return Err(failure(2, "scan: --disable goes with --revoke"));
     }
-    let mut findings = Vec::new();
+    let mut walk = Walk {
+        store,
+        follow,
+        findings: Vec::new(),
+        dirs: HashSet::new(),
+        unreadable: false,
+    };
     for path in paths {
         if path.as_os_str() == "-" {
-            scan_reader(store, "-", std::io::stdin().lock(), &mut findings)?;
+            if let Err(e) = scan_reader(store, "-", std::io::stdin().lock(), &mut walk.findings) {
+                walk.unreadable(path, &format!("cannot be read: {e}"));
+            }
         } else {
-            scan_path(store, path, &mut findings)?;
+            walk.path(path);
         }
     }
+    let (findings, unreadable) = (walk.findings, walk.unreadable);
     if out.json {
         out.json(&findings.iter().map(Finding::json).collect::<Vec<_>>());
     } else {
@@ -91,7 +106,15 @@ pub(crate) fn scan_command(
     if revoke && !live.is_empty() {
         revoke_live(store, &live, disable, confirm, out)?;
     }
-    Ok(u8::from(!live.is_empty()))
+    // A live key found says so; else a path that could not be read means
+    // the scan is not known clean.
+    Ok(if !live.is_empty() {
+        1
+    } else if unreadable {
+        2
+    } else {
+        0
+    })
 }
 
 fn revoke_live(
@@ -146,26 +169,106 @@ fn revoke_live(
     Ok(())
 }
 
-fn scan_path(store: &Store, path: &Path, findings: &mut Vec<Finding>) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| failure(2, format!("scan: {}: {e}", path.display())))?;
-    if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| failure(2, format!("scan: {}: {e}", path.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for entry in entries {
-            // Links are not followed inside a directory (no loops).
-            if std::fs::symlink_metadata(&entry).is_ok_and(|m| !m.file_type().is_symlink()) {
-                scan_path(store, &entry, findings)?;
+/// A walk over the paths named: what it found, and the directories it has
+/// read (with `--follow`, so a loop of links ends).
+struct Walk<'a> {
+    store: &'a Store,
+    follow: bool,
+    findings: Vec<Finding>,
+    dirs: HashSet<(u64, u64)>,
+    /// A path could not be read (as opposed to one skipped for its kind).
+    unreadable: bool,
+}
+
+impl Walk<'_> {
+    /// Lists what is not scanned, and why, on stderr.
+    fn skip(&self, path: &Path, why: &str) {
+        eprintln!(
+            "scan: skipped {}: {why}",
+            shown::text(&path.display().to_string())
+        );
+    }
+
+    /// Lists a path that could not be read; the scan goes on.
+    fn unreadable(&mut self, path: &Path, why: &str) {
+        self.unreadable = true;
+        self.skip(path, why);
+    }
+
+    fn path(&mut self, path: &Path) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = if self.follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => return self.unreadable(path, &e.to_string()),
+        };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            if !self.dirs.insert((meta.dev(), meta.ino())) {
+                return self.skip(path, "a directory read already (a loop of links)");
             }
+            let entries = match std::fs::read_dir(path) {
+                Ok(e) => e,
+                Err(e) => return self.unreadable(path, &e.to_string()),
+            };
+            let mut entries: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            entries.sort();
+            for entry in entries {
+                self.path(&entry);
+            }
+        } else if kind.is_file() {
+            self.file(path);
+        } else {
+            let what = if kind.is_symlink() {
+                "a symbolic link (followed with --follow)"
+            } else if kind.is_fifo() {
+                "a FIFO (never opened)"
+            } else if kind.is_socket() {
+                "a socket (never opened)"
+            } else if kind.is_char_device() {
+                "a character device (never opened)"
+            } else if kind.is_block_device() {
+                "a block device (never opened)"
+            } else {
+                "not a regular file (never opened)"
+            };
+            self.skip(path, what);
         }
-        Ok(())
-    } else {
-        let file = std::fs::File::open(path)
-            .map_err(|e| failure(2, format!("scan: {}: {e}", path.display())))?;
-        scan_reader(store, &path.display().to_string(), file, findings)
+    }
+
+    /// A regular file. Opened without blocking and without following a
+    /// link (unless `--follow`), and checked again once open: what the
+    /// path names may have changed since it was looked at.
+    fn file(&mut self, path: &Path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+        if !self.follow {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path);
+        let file = match file {
+            Ok(f) => f,
+            // A link met on the way without --follow (O_NOFOLLOW).
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !self.follow => {
+                return self.skip(path, "a symbolic link (followed with --follow)");
+            }
+            Err(e) => return self.unreadable(path, &format!("cannot be opened: {e}")),
+        };
+        if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+            return self.skip(path, "no longer a regular file (never read)");
+        }
+        let source = path.display().to_string();
+        if let Err(e) = scan_reader(self.store, &source, file, &mut self.findings) {
+            self.unreadable(path, &format!("cannot be read to its end: {e}"));
+        }
     }
 }
 
@@ -178,7 +281,7 @@ fn scan_reader(
     source: &str,
     reader: impl Read,
     findings: &mut Vec<Finding>,
-) -> Result<()> {
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(reader);
     // What a long line's next piece starts with: the end of the one
     // before, one byte longer than a key, so that a key across the cut is
@@ -188,10 +291,7 @@ fn scan_reader(
     let mut carried = 0;
     let mut number = 0;
     loop {
-        let n = (&mut reader)
-            .take(PIECE)
-            .read_until(b'\n', &mut text)
-            .map_err(|e| failure(2, format!("scan: {source}: {e}")))?;
+        let n = (&mut reader).take(PIECE).read_until(b'\n', &mut text)?;
         if n == 0 && carried == 0 {
             return Ok(());
         }
