@@ -101,5 +101,8 @@ pub use crate::usage::{
     Usage, UsageLimits, UsageTotals,
 };
 pub use crate::verdict::{Denial, Grant, Verdict};
-pub use crate::verifier::Argon2Params;
+pub use crate::verifier::{
+    Argon2Params, MAX_IMPORTED_ARGON2_MEMORY_KIB, MAX_IMPORTED_ARGON2_PARALLELISM,
+    MAX_IMPORTED_ARGON2_TIME, MAX_IMPORTED_BCRYPT_COST,
+};
 pub use crate::whitelist::{Whitelist, WhitelistEntry};

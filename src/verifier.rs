@@ -130,6 +130,60 @@ pub(crate) enum SecretHash {
 /// How a SHA-256 digest is written where a PHC string goes.
 pub(crate) const SHA256_PHC: &str = "$sha256$";
 
+/// The most an imported hash may cost to check: what a login server
+/// would use. More would let whoever supplied the hashes make each wrong
+/// guess against an imported key (its prefix is public) occupy the hash
+/// gate for seconds, or allocate gigabytes.
+pub const MAX_IMPORTED_BCRYPT_COST: u32 = 14;
+/// argon2 memory, KiB (256 MiB).
+pub const MAX_IMPORTED_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+/// argon2 time (iterations).
+pub const MAX_IMPORTED_ARGON2_TIME: u32 = 16;
+/// argon2 parallelism (lanes).
+pub const MAX_IMPORTED_ARGON2_PARALLELISM: u32 = 8;
+
+/// Whether an imported bcrypt or argon2 hash is usable and within the
+/// bounds above; the error names the parameter and its bound.
+pub(crate) fn check_imported_hash(phc: &str) -> Result<(), String> {
+    if is_bcrypt(phc) {
+        let parts = phc
+            .parse::<bcrypt::HashParts>()
+            .map_err(|_| "the hash is not a well-formed bcrypt hash".to_string())?;
+        let cost = parts.get_cost();
+        if cost > MAX_IMPORTED_BCRYPT_COST {
+            return Err(format!(
+                "bcrypt cost {cost} is over {MAX_IMPORTED_BCRYPT_COST}, the most an imported hash may have"
+            ));
+        }
+        return Ok(());
+    }
+    let h = argon2::password_hash::phc::PasswordHash::new(phc)
+        .ok()
+        .filter(|h| matches!(h.algorithm.as_str(), "argon2id" | "argon2i" | "argon2d"))
+        .ok_or_else(|| "the hash is neither bcrypt ($2b$…) nor argon2 ($argon2id$…)".to_string())?;
+    for (name, what, most) in [
+        ("m", "memory (m, KiB)", MAX_IMPORTED_ARGON2_MEMORY_KIB),
+        ("t", "time (t)", MAX_IMPORTED_ARGON2_TIME),
+        ("p", "parallelism (p)", MAX_IMPORTED_ARGON2_PARALLELISM),
+    ] {
+        let Some(value) = h.params.get_str(name) else {
+            continue;
+        };
+        match value.parse::<u64>() {
+            Ok(v) if v <= u64::from(most) => {}
+            _ => {
+                return Err(format!(
+                    "argon2 {what} {value} is over {most}, the most an imported hash may have"
+                ));
+            }
+        }
+    }
+    // The parameters argon2 itself accepts.
+    argon2::Params::try_from(&h)
+        .map(drop)
+        .map_err(|e| format!("the argon2 hash's parameters are not usable: {e}"))
+}
+
 /// Whether `phc` is a bcrypt hash (`$2a$`, `$2b$`, `$2x$`, `$2y$`).
 pub(crate) fn is_bcrypt(phc: &str) -> bool {
     ["$2a$", "$2b$", "$2x$", "$2y$"]

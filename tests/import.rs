@@ -273,3 +273,135 @@ fn an_imported_key_is_disabled_whitelisted_regenerated_and_deleted_like_any() {
         .unwrap();
     assert!(store.verify(legacy, ip, None).is_valid());
 }
+
+#[test]
+fn imported_hashes_costlier_than_a_login_server_would_use_are_refused() {
+    let (_dir, _path, store) = common::temp_store();
+    let import = |hash: String| {
+        store.import_key(
+            "costly",
+            ImportedSecret::Phc {
+                hash,
+                prefix: "AbCd1234".into(),
+            },
+            CreateOptions::new(),
+        )
+    };
+    let refused = |hash: String, says: &[&str]| match import(hash.clone()) {
+        Err(keyward::KeyError::InvalidInput(m)) => {
+            for s in says {
+                assert!(m.contains(s), "{hash}: {m}");
+            }
+        }
+        other => panic!("{hash}: {other:?}"),
+    };
+    let b4 = bcrypt::hash("AbCd1234.secret", 4).unwrap();
+    refused(b4.replacen("$04$", "$31$", 1), &["bcrypt cost 31", "14"]);
+    refused(b4.replacen("$04$", "$15$", 1), &["bcrypt cost 15", "14"]);
+    let argon = argon2_phc("AbCd1234.secret");
+    let with = |params: &str| argon.replacen("m=64,t=1,p=1", params, 1);
+    refused(
+        with("m=4194304,t=4294967295,p=1"),
+        &["memory (m, KiB) 4194304", "262144"],
+    );
+    refused(with("m=64,t=17,p=1"), &["time (t) 17", "16"]);
+    refused(with("m=64,t=1,p=9"), &["parallelism (p) 9", "8"]);
+    refused(with("m=64,t=99999999999999999999,p=1"), &["time (t)"]);
+    assert_eq!(store.key_count(), 0, "nothing was imported");
+    // At the bounds: imported.
+    import(b4.replacen("$04$", "$14$", 1)).unwrap();
+    store
+        .import_key(
+            "at the bounds",
+            ImportedSecret::Phc {
+                hash: with("m=262144,t=16,p=8"),
+                prefix: "ZyXw9876".into(),
+            },
+            CreateOptions::new(),
+        )
+        .unwrap();
+    assert_eq!(store.key_count(), 2);
+}
+
+#[test]
+fn guesses_at_one_imported_key_take_a_small_share_of_the_hash_gate() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // The store's clock stands still while the guessing runs.
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut options = common::options_with_clock(&clock);
+    // As on a two-core machine.
+    options.max_concurrent_hashes = 2;
+    options.max_queued_hashes = 8;
+    let store = Store::open_with(&path, &options).unwrap();
+    // Its prefix is public; every guess that is hashed costs a bcrypt run.
+    let secret = "AbCd1234.the-real-secret";
+    let imported = store
+        .import_key(
+            "legacy",
+            ImportedSecret::Phc {
+                hash: bcrypt::hash(secret, 10).unwrap(),
+                prefix: "AbCd1234".into(),
+            },
+            CreateOptions::new(),
+        )
+        .unwrap();
+    let others: Vec<String> = (0..5)
+        .map(|i| {
+            store
+                .create(&format!("other {i}"), CreateOptions::new())
+                .unwrap()
+                .key
+                .as_str()
+                .to_string()
+        })
+        .collect();
+    store.close().unwrap();
+    // Reopened: every key is cold, so each first verification hashes.
+    let store = Arc::new(Store::open_with(&path, &options).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (guessed, hashed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let guessers: Vec<_> = (0..64)
+        .map(|t| {
+            let (store, stop) = (store.clone(), stop.clone());
+            let (guessed, hashed) = (guessed.clone(), hashed.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    n += 1;
+                    let guess = format!("AbCd1234.guess-{t}-{n}");
+                    match store.verify(&guess, common::ip("203.0.113.9"), None) {
+                        Verdict::Denied(Denial::WrongSecret) => {
+                            hashed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Verdict::Denied(Denial::Busy) => {}
+                        other => panic!("a guess: {other:?}"),
+                    }
+                    guessed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    common::wait_until("many guesses", Duration::from_secs(60), || {
+        (guessed.load(Ordering::Relaxed) >= 10_000).then_some(())
+    });
+    let verdicts: Vec<Verdict> = others
+        .iter()
+        .map(|k| store.verify(k, common::ip("198.51.100.1"), None))
+        .collect();
+    stop.store(true, Ordering::Release);
+    for g in guessers {
+        g.join().unwrap();
+    }
+    for v in &verdicts {
+        assert!(v.is_valid(), "another key's first verification: {v:?}");
+    }
+    // The clock stood still: after the first miss the key rested, and no
+    // other guess was hashed.
+    assert_eq!(hashed.load(Ordering::Relaxed), 1);
+    // Time passes; the key's holder is admitted.
+    clock.advance(Duration::from_secs(60));
+    let v = store.verify(secret, common::ip("198.51.100.1"), None);
+    assert_eq!(valid_id(&v), Some(imported.id.to_string()), "{v:?}");
+}

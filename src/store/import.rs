@@ -17,7 +17,7 @@ use crate::backend::Table;
 use crate::error::KeyError;
 use crate::key::{self, KeyId};
 use crate::locks::lock;
-use crate::verifier::{self, SHA256_PHC, SecretHash, hex32, is_bcrypt};
+use crate::verifier::{self, SHA256_PHC, SecretHash, hex32};
 
 /// The shortest and longest prefix of a key imported with its hash.
 pub const IMPORT_PREFIX_LEN: std::ops::RangeInclusive<usize> = 4..=64;
@@ -130,18 +130,12 @@ impl Engine {
                 }
             }
             ImportedSecret::Phc { hash, prefix } => {
-                let usable = if is_bcrypt(hash) {
-                    hash.parse::<bcrypt::HashParts>().is_ok()
-                } else {
-                    argon2::PasswordHash::new(hash).is_ok_and(|h| {
-                        matches!(h.algorithm.as_str(), "argon2id" | "argon2i" | "argon2d")
-                    })
-                };
-                if !usable || matches!(SecretHash::from_phc(hash), SecretHash::Sha256(_)) {
+                if matches!(SecretHash::from_phc(hash), SecretHash::Sha256(_)) {
                     return Err(bad(
                         "the hash is neither bcrypt ($2b$…) nor argon2 ($argon2id$…)",
                     ));
                 }
+                verifier::check_imported_hash(hash).map_err(KeyError::InvalidInput)?;
                 if !IMPORT_PREFIX_LEN.contains(&prefix.len())
                     || !prefix.bytes().all(|b| b.is_ascii_graphic())
                 {

@@ -544,9 +544,42 @@ impl Index {
 pub(crate) struct ColdKeys {
     running: Mutex<HashMap<KeyId, usize>>,
     done: Condvar,
+    /// Keys whose last argon2 verification found no generation, and until
+    /// when (store clock, ms) they rest: see [`ColdKeys::missed`].
+    resting: Mutex<HashMap<KeyId, i64>>,
 }
 
+/// A key's wrong guesses take at most one part in this of one slot of the
+/// argon2 gate's time.
+const MISS_SHARE: u32 = 8;
+
+/// Keys resting at once before the ones done resting are let go.
+const RESTING_KEPT: usize = 1024;
+
 impl ColdKeys {
+    /// Whether key `id` rests at `now`: its cold verifications are refused
+    /// (`Busy`) without hashing.
+    pub(crate) fn resting(&self, id: &KeyId, now: i64) -> bool {
+        lock(&self.resting)
+            .get(id)
+            .is_some_and(|&until| now < until)
+    }
+
+    /// Key `id`'s argon2 verification, which took `took`, matched no
+    /// generation (a guess, mostly: a key imported with its hash has no
+    /// pre-check tag, and its prefix is public). It rests long enough that
+    /// its misses take at most 1/[`MISS_SHARE`] of a slot of the gate,
+    /// whatever the number of guessers.
+    pub(crate) fn missed(&self, id: KeyId, took: Duration, now: i64) {
+        let rest = took.saturating_mul(MISS_SHARE - 1).as_millis();
+        let until = now.saturating_add(i64::try_from(rest).unwrap_or(i64::MAX).max(1));
+        let mut resting = lock(&self.resting);
+        if resting.len() >= RESTING_KEPT {
+            resting.retain(|_, &mut u| u > now);
+        }
+        resting.insert(id, until);
+    }
+
     /// A share of the argon2 gate for key `id`, waiting up to `wait` while
     /// it has `limit` verifications running; `None` after that. A flood
     /// against one key waits on itself, not on every other key.

@@ -198,14 +198,25 @@ impl Engine {
         if let Some(i) = live.warm_match(digest) {
             return Ok(Some(live.gens[i].n));
         }
+        // A key whose last hash was a miss rests (see ColdKeys::missed);
+        // asked holding the share, so a miss that ended while this waited
+        // for it counts.
+        if self.index.cold.resting(&id, self.now_ms()) {
+            return Err(Denial::Busy);
+        }
         let Some(_pass) = self.gate.enter() else {
             return Err(Denial::Busy);
         };
-        Ok(candidates
+        let started = std::time::Instant::now();
+        let found = candidates
             .iter()
             .map(|&i| &live.gens[i])
             .find(|g| g.hash.verify(secret))
-            .map(|g| g.n))
+            .map(|g| g.n);
+        if found.is_none() {
+            self.index.cold.missed(id, started.elapsed(), self.now_ms());
+        }
+        Ok(found)
     }
 
     /// On a cache miss: one argon2 verify (bounded), then the cache is
