@@ -405,3 +405,60 @@ fn guesses_at_one_imported_key_take_a_small_share_of_the_hash_gate() {
     let v = store.verify(secret, common::ip("198.51.100.1"), None);
     assert_eq!(valid_id(&v), Some(imported.id.to_string()), "{v:?}");
 }
+
+#[test]
+fn overlapping_imports_each_verify_exact_lookups_first_then_every_prefix() {
+    let (_dir, _path, store) = common::temp_store();
+    let ip = common::ip("198.51.100.9");
+    let phc = |hash: String, prefix: &str| ImportedSecret::Phc {
+        hash,
+        prefix: prefix.to_string(),
+    };
+    // Strings that start with one another's prefixes, of every kind.
+    let short = "AbCd-short-prefix-key";
+    let long = "AbCd1234-long-prefix-key";
+    let under = "AbCd1234zzz-its-own-prefix-is-the-shorter";
+    let plain = "AbCd1234-imported-as-plaintext";
+    let sha = "AbCd-imported-as-sha256";
+    let infos = store
+        .import_many(vec![
+            (
+                "short".into(),
+                phc(bcrypt::hash(short, 4).unwrap(), "AbCd"),
+                CreateOptions::new(),
+            ),
+            (
+                "long".into(),
+                phc(argon2_phc(long), "AbCd1234"),
+                CreateOptions::new(),
+            ),
+            (
+                "under".into(),
+                phc(bcrypt::hash(under, 4).unwrap(), "AbCd1"),
+                CreateOptions::new(),
+            ),
+            ("plain".into(), plaintext(plain), CreateOptions::new()),
+            (
+                "sha".into(),
+                ImportedSecret::Sha256(sha256_hex(sha)),
+                CreateOptions::new(),
+            ),
+        ])
+        .unwrap();
+    let id = |i: usize| Some(infos[i].id.to_string());
+    // Twice each: cold, then warm; in an order where a shorter prefix's
+    // key comes after a longer one refused it.
+    for _ in 0..2 {
+        for (i, k) in [(2, under), (1, long), (0, short), (3, plain), (4, sha)] {
+            let v = store.verify(k, ip, None);
+            assert_eq!(valid_id(&v), id(i), "{k}: {v:?}");
+        }
+    }
+    // A string that is none of them: refused, once every prefix was tried.
+    for guess in ["AbCd1234-nothing", "AbCd1-nothing", "AbCd-nothing"] {
+        assert!(matches!(
+            store.verify(guess, ip, None),
+            Verdict::Denied(Denial::WrongSecret | Denial::Busy)
+        ));
+    }
+}

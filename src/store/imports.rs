@@ -107,6 +107,14 @@ impl ImportMap {
         }
     }
 
+    /// The keys whose prefix `key` starts with, the longest prefix first.
+    fn prefixed<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = KeyId> + 'a {
+        self.prefix_lens
+            .keys()
+            .rev()
+            .filter_map(|&len| key.get(..len).and_then(|p| self.prefix.get(p)).copied())
+    }
+
     fn holder(&self, l: &Lookup) -> Option<KeyId> {
         match l {
             Lookup::Keyed(d) => self.keyed.get(d).copied(),
@@ -125,17 +133,15 @@ pub(crate) fn of_record(rec: &KeyRecord) -> Vec<Lookup> {
 }
 
 impl Imports {
-    /// The imported key `key` names, if any.
+    /// The imported key `key` names, if any: the key whose whole string
+    /// it is (imported as plaintext or as its SHA-256), else the key with
+    /// the longest prefix it starts with ([`Imports::prefixed`] has the
+    /// others, for when that key's hash does not match).
     pub(crate) fn find(&self, key: &[u8], tag_key: &TagKey) -> Option<KeyId> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
         let map = read(&self.map);
-        for &len in map.prefix_lens.keys() {
-            if let Some(id) = key.get(..len).and_then(|p| map.prefix.get(p)) {
-                return Some(*id);
-            }
-        }
         if !map.keyed.is_empty()
             && let Some(id) = map.keyed.get(&tag_key.import_lookup(key))
         {
@@ -146,7 +152,12 @@ impl Imports {
         {
             return Some(*id);
         }
-        None
+        map.prefixed(key).next()
+    }
+
+    /// Every key whose prefix `key` starts with, the longest prefix first.
+    pub(crate) fn prefixed(&self, key: &[u8]) -> Vec<KeyId> {
+        read(&self.map).prefixed(key).collect()
     }
 
     /// The key that already has lookup `l`, if any.

@@ -565,6 +565,12 @@ impl ColdKeys {
             .is_some_and(|&until| now < until)
     }
 
+    /// Key `id` rests no more: its miss was not a guess at it (the string
+    /// was another key's, found by a shorter prefix).
+    pub(crate) fn forgive(&self, id: &KeyId) {
+        lock(&self.resting).remove(id);
+    }
+
     /// Key `id`'s argon2 verification, which took `took`, matched no
     /// generation (a guess, mostly: a key imported with its hash has no
     /// pre-check tag, and its prefix is public). It rests long enough that

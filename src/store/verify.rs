@@ -21,6 +21,10 @@ use crate::whitelist;
 /// hashed to look it up).
 pub(crate) const MAX_IMPORTED_KEY_LEN: usize = 512;
 
+/// What a key says to a secret: the verdict, how fresh the secret is, and
+/// for a refused address whether the secret is known good.
+type Decided = (Verdict, Freshness, bool);
+
 /// What the warm path found: an answer, or the need for argon2.
 enum Step {
     Done(Verdict, Freshness),
@@ -67,14 +71,109 @@ impl Engine {
             }
             return Verdict::Denied(Denial::Unavailable);
         }
+        let Some(mut decided) = self.decide(id, secret, imported, ip, scope, now) else {
+            return Verdict::Denied(Denial::UnknownKey);
+        };
+        let mut id = id;
+        if imported
+            && matches!(
+                decided.0,
+                Verdict::Denied(Denial::WrongSecret | Denial::Busy)
+            )
+        {
+            (id, decided) = self.other_imports(key, id, decided, ip, scope, now);
+        }
+        let (verdict, freshness, confirmed) = decided;
+        let outcome = match &verdict {
+            Verdict::Valid(_) => Outcome::Allowed,
+            Verdict::Denied(d) => Outcome::Denied(*d),
+        };
+        // Rare paths only: a refused IP, an old secret.
+        let notice_kind = match (&verdict, freshness) {
+            (Verdict::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
+            (_, Freshness::Stale) => Some(EventKind::KeyStaleSecretUsed),
+            _ => None,
+        };
+        if let Some(kind) = notice_kind {
+            self.usage.notice(&Occurrence {
+                kind,
+                key_id: id,
+                ip,
+                integration,
+                generation: match &verdict {
+                    Verdict::Valid(g) => Some(g.generation),
+                    Verdict::Denied(_) => None,
+                },
+                confirmed: (kind == EventKind::KeyDeniedIp).then_some(confirmed),
+                at: now,
+            });
+        }
+        self.usage
+            .record(id, now, ip, integration, outcome, freshness);
+        verdict
+    }
+
+    /// An imported key's string that key `first` (the longest prefix it
+    /// starts with) refused for its secret (or was too busy to check):
+    /// the other keys whose prefix it starts with, longest first, until
+    /// one has it. Without one, `first`'s refusal stands (`Busy` if any
+    /// could not check).
+    fn other_imports(
+        &self,
+        key: &[u8],
+        first: KeyId,
+        refused: Decided,
+        ip: IpAddr,
+        scope: Option<&str>,
+        now: i64,
+    ) -> (KeyId, Decided) {
+        let mut busy = refused.0 == Verdict::Denied(Denial::Busy);
+        let mut missed = if busy { vec![] } else { vec![first] };
+        for other in self.index.imports.prefixed(key) {
+            if other == first || missed.contains(&other) {
+                continue;
+            }
+            let Some(d) = self.decide(other, key, true, ip, scope, now) else {
+                continue;
+            };
+            match d.0 {
+                Verdict::Denied(Denial::WrongSecret) => missed.push(other),
+                Verdict::Denied(Denial::Busy) => busy = true,
+                _ => {
+                    // Not guesses at the keys tried before: they do not rest.
+                    for m in &missed {
+                        self.index.cold.forgive(m);
+                    }
+                    return (other, d);
+                }
+            }
+        }
+        let mut refused = refused;
+        if busy {
+            refused.0 = Verdict::Denied(Denial::Busy);
+        }
+        (first, refused)
+    }
+
+    /// What key `id` says to `secret` from `ip`: the verdict, how fresh
+    /// the secret is, and for a refused address whether the secret is
+    /// known good; `None` when no key has the id. Records nothing.
+    #[inline]
+    fn decide(
+        &self,
+        id: KeyId,
+        secret: &[u8],
+        imported: bool,
+        ip: IpAddr,
+        scope: Option<&str>,
+        now: i64,
+    ) -> Option<Decided> {
         // For a refused IP: whether the secret is known good (warm), which
         // the notice tells; no argon2 is run to find out.
         let mut confirmed = false;
         let step = {
             let shard = read(self.index.shard(&id));
-            let Some(live) = shard.get(&id) else {
-                return Verdict::Denied(Denial::UnknownKey);
-            };
+            let live = shard.get(&id)?;
             live.prefetch();
             if let Some(d) = live.gatekeep(now, ip) {
                 if d == Denial::IpNotAllowed {
@@ -108,33 +207,7 @@ impl Engine {
             Step::Done(v, f) => (v, f),
             Step::Cold(cold) => self.verify_cold(id, secret, ip, scope, &cold),
         };
-        let outcome = match &verdict {
-            Verdict::Valid(_) => Outcome::Allowed,
-            Verdict::Denied(d) => Outcome::Denied(*d),
-        };
-        // Rare paths only: a refused IP, an old secret.
-        let notice_kind = match (&verdict, freshness) {
-            (Verdict::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
-            (_, Freshness::Stale) => Some(EventKind::KeyStaleSecretUsed),
-            _ => None,
-        };
-        if let Some(kind) = notice_kind {
-            self.usage.notice(&Occurrence {
-                kind,
-                key_id: id,
-                ip,
-                integration,
-                generation: match &verdict {
-                    Verdict::Valid(g) => Some(g.generation),
-                    Verdict::Denied(_) => None,
-                },
-                confirmed: (kind == EventKind::KeyDeniedIp).then_some(confirmed),
-                at: now,
-            });
-        }
-        self.usage
-            .record(id, now, ip, integration, outcome, freshness);
-        verdict
+        Some((verdict, freshness, confirmed))
     }
 
     /// The key id and the secret of a presented key: its parts when it is
