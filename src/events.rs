@@ -160,7 +160,7 @@ pub(crate) fn read(
 
 /// The lowest cursor of the enabled plugins (`None` when there are none):
 /// events after it are still to be delivered.
-fn lowest_plugin_cursor(backend: &dyn Backend) -> Result<Option<u64>, StorageError> {
+pub(crate) fn lowest_plugin_cursor(backend: &dyn Backend) -> Result<Option<u64>, StorageError> {
     let mut lowest: Option<u64> = None;
     for (name, record) in backend.scan(Table::Plugins, b"")? {
         let record: Value = serde_json::from_slice(&record)

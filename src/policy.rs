@@ -538,7 +538,12 @@ impl Window {
     /// From a limit's row; a row of another form (an earlier release kept
     /// a single time there) counts as nothing admitted.
     pub(crate) fn decode(row: &[u8]) -> Window {
-        postcard::from_bytes(row).unwrap_or_default()
+        Self::read(row).unwrap_or_default()
+    }
+
+    /// From a limit's row, when it holds one.
+    pub(crate) fn read(row: &[u8]) -> Option<Window> {
+        postcard::from_bytes(row).ok()
     }
 }
 

@@ -679,16 +679,29 @@ fn the_panel_attaches_beside_an_application_that_owns_the_store() {
             (
                 e.kind.as_str(),
                 e.data.get("actor").and_then(|a| a.as_str()),
+                e.data.get("actor_claimed").and_then(|a| a.as_str()),
             )
         })
         .collect();
+    // The panel's changes were made by the owner for it: their actor is
+    // the user the kernel names, and what the panel says of itself is its
+    // claim.
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let me = Some(me.trim());
     assert_eq!(
         actors,
         [
-            ("key.created", None),
-            ("whitelist.updated", Some("admin panel")),
-            ("whitelist.updated", Some("admin panel")),
-            ("key.denied_ip", None),
+            ("key.created", None, None),
+            ("whitelist.updated", me, Some("admin panel")),
+            ("whitelist.updated", me, Some("admin panel")),
+            ("key.denied_ip", None, None),
         ],
         "the application's create, the panel's two changes, the application's refusal"
     );

@@ -438,6 +438,291 @@ fn a_child_forked_by_the_owner_holds_neither_the_lock_nor_the_socket() {
     );
 }
 
+/// Frames made by hand, as any process allowed to connect to the owner's
+/// socket could send them: postcard (unsigned varints, enum variants by
+/// number), each framed by its length (u32, little-endian).
+mod wire {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    // Enum variants by number, as the protocol declares them.
+    pub const HELLO: u64 = 0;
+    pub const GET: u64 = 1;
+    pub const COMMIT: u64 = 3;
+    pub const META: u64 = 0;
+    pub const KEYS: u64 = 1;
+    pub const EVENTS: u64 = 3;
+    pub const PUT: u64 = 0;
+    pub const EXPECT: u64 = 2;
+    pub const APPEND: u64 = 3;
+    pub const REPLY_WELCOME: u64 = 0;
+    pub const REPLY_VALUE: u64 = 2;
+    pub const REPLY_FAILED: u64 = 8;
+    pub const FAILURE_CONFLICT: u64 = 1;
+    pub const FAILURE_REFUSED: u64 = 3;
+
+    pub fn varint(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(low);
+                return;
+            }
+            out.push(low | 0x80);
+        }
+    }
+
+    pub fn bytes(b: &[u8], out: &mut Vec<u8>) {
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    fn read_varint(b: &[u8], at: &mut usize) -> u64 {
+        let (mut n, mut shift) = (0u64, 0);
+        loop {
+            let byte = b[*at];
+            *at += 1;
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+
+    /// One request, its reply's body.
+    pub fn call(s: &UnixStream, body: &[u8]) -> Vec<u8> {
+        let mut s = s;
+        s.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut reply = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut reply).unwrap();
+        reply
+    }
+
+    /// Connects and greets the owner as protocol 2.
+    pub fn connect(socket: &std::path::Path) -> UnixStream {
+        let s = UnixStream::connect(socket).unwrap();
+        let mut hello = Vec::new();
+        varint(HELLO, &mut hello);
+        varint(2, &mut hello);
+        let reply = call(&s, &hello);
+        assert_eq!(reply[0] as u64, REPLY_WELCOME, "greeted: {reply:?}");
+        s
+    }
+
+    /// A stored row, read as an attached process reads it.
+    pub fn get(s: &UnixStream, table: u64, key: &[u8]) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        varint(GET, &mut body);
+        varint(table, &mut body);
+        bytes(key, &mut body);
+        let reply = call(s, &body);
+        let mut at = 0;
+        assert_eq!(read_varint(&reply, &mut at), REPLY_VALUE);
+        match read_varint(&reply, &mut at) {
+            0 => None,
+            _ => {
+                let n = read_varint(&reply, &mut at) as usize;
+                Some(reply[at..at + n].to_vec())
+            }
+        }
+    }
+
+    /// One write of a batch: (op, table, key, value or expected).
+    pub enum W<'a> {
+        Put(u64, &'a [u8], &'a [u8]),
+        Expect(u64, &'a [u8], Option<&'a [u8]>),
+        Append(u64, &'a [u8]),
+    }
+
+    /// Commits a batch durably; why not, when the owner did not write it
+    /// (refused, or its compare-and-set failed).
+    pub fn commit(s: &UnixStream, ops: &[W]) -> Option<String> {
+        let mut body = Vec::new();
+        varint(COMMIT, &mut body);
+        varint(ops.len() as u64, &mut body);
+        for op in ops {
+            match op {
+                W::Put(table, key, value) => {
+                    varint(PUT, &mut body);
+                    varint(*table, &mut body);
+                    bytes(key, &mut body);
+                    bytes(value, &mut body);
+                }
+                W::Expect(table, key, expected) => {
+                    varint(EXPECT, &mut body);
+                    varint(*table, &mut body);
+                    bytes(key, &mut body);
+                    match expected {
+                        None => body.push(0),
+                        Some(v) => {
+                            body.push(1);
+                            bytes(v, &mut body);
+                        }
+                    }
+                }
+                W::Append(table, value) => {
+                    varint(APPEND, &mut body);
+                    varint(*table, &mut body);
+                    bytes(value, &mut body);
+                }
+            }
+        }
+        varint(0, &mut body); // durable
+        let reply = call(s, &body);
+        let mut at = 0;
+        if read_varint(&reply, &mut at) != REPLY_FAILED {
+            return None;
+        }
+        match read_varint(&reply, &mut at) {
+            FAILURE_CONFLICT => Some("conflict".into()),
+            FAILURE_REFUSED => {
+                let n = read_varint(&reply, &mut at) as usize;
+                Some(String::from_utf8_lossy(&reply[at..at + n]).into_owned())
+            }
+            other => panic!("failure {other}: {reply:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_owner_commits_only_what_the_api_could_have_written() {
+    use wire::W;
+    let (_dir, path) = temp_path();
+    let mut owner = Peer::spawn(&path);
+    let mut options = fast_options();
+    options.actor = Some("someone else".into());
+    let store = Store::open_with(&path, &options).unwrap();
+    assert_eq!(store.status().role, Role::Attached);
+    let victim = store.create("victim", CreateOptions::new()).unwrap();
+    let doomed = store.create("doomed", CreateOptions::new()).unwrap();
+    let rotating = store.create("rotating", CreateOptions::new()).unwrap();
+    let socket = wire::connect(&store.status().socket.unwrap());
+    let row = |id: &KeyId| id.to_string().into_bytes();
+    let doomed_record = wire::get(&socket, wire::KEYS, &row(&doomed.info.id)).unwrap();
+    let rotating_before = wire::get(&socket, wire::KEYS, &row(&rotating.info.id)).unwrap();
+    store.delete(&doomed.info.id).unwrap();
+    store.regenerate(&rotating.info.id, Duration::ZERO).unwrap();
+    let rotating_now = wire::get(&socket, wire::KEYS, &row(&rotating.info.id)).unwrap();
+
+    // A key row that does not decode.
+    let fresh = b"AAAAAAAAAAAA";
+    let refused = wire::commit(
+        &socket,
+        &[
+            W::Expect(wire::KEYS, fresh, None),
+            W::Put(wire::KEYS, fresh, &[0xff, 0xff, 0xff]),
+        ],
+    );
+    assert!(refused.is_some(), "an undecodable record was written");
+    eprintln!("undecodable: {refused:?}");
+    // A deleted key's record put back.
+    let doomed_row = row(&doomed.info.id);
+    let refused = wire::commit(
+        &socket,
+        &[
+            W::Expect(wire::KEYS, &doomed_row, None),
+            W::Put(wire::KEYS, &doomed_row, &doomed_record),
+        ],
+    );
+    // (Vetted as a new key, then its id found among the deleted.)
+    assert_eq!(
+        refused.as_deref(),
+        Some("conflict"),
+        "a deleted key came back"
+    );
+    // A regenerated key's old generation restored.
+    let rotating_row = row(&rotating.info.id);
+    let refused = wire::commit(
+        &socket,
+        &[
+            W::Expect(wire::KEYS, &rotating_row, Some(&rotating_now)),
+            W::Put(wire::KEYS, &rotating_row, &rotating_before),
+        ],
+    );
+    assert!(
+        refused.as_deref().is_some_and(|r| r.contains("generation")),
+        "a revoked secret came back: {refused:?}"
+    );
+    // A record written without reading it first, and one filed under
+    // another key's id.
+    let victim_row = row(&victim.info.id);
+    let victim_record = wire::get(&socket, wire::KEYS, &victim_row).unwrap();
+    let refused = wire::commit(
+        &socket,
+        &[
+            W::Expect(wire::KEYS, &victim_row, Some(&victim_record)),
+            W::Put(wire::KEYS, &victim_row, &rotating_now),
+        ],
+    );
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|r| r.contains("filed under")),
+        "{refused:?}"
+    );
+    let refused = wire::commit(&socket, &[W::Put(wire::KEYS, &victim_row, &victim_record)]);
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|r| r.contains("compare-and-set")),
+        "a record was written blind: {refused:?}"
+    );
+    // An event about a key nothing changed; a row of the owner's own.
+    let forged = serde_json::json!({
+        "kind": "key.regenerated", "at": "2026-01-01T00:00:00Z",
+        "key_id": victim.info.id.to_string(), "name": "victim", "masked": "kw_…",
+        "data": { "actor": "someone trusted" },
+    })
+    .to_string();
+    let refused = wire::commit(&socket, &[W::Append(wire::EVENTS, forged.as_bytes())]);
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|r| r.contains("without a change")),
+        "{refused:?}"
+    );
+    let refused = wire::commit(&socket, &[W::Put(wire::META, b"store", b"{}")]);
+    assert!(
+        refused.as_deref().is_some_and(|r| r.contains("owner's")),
+        "{refused:?}"
+    );
+
+    // Nothing of it was written: every process still opens and answers.
+    let mut other = Peer::spawn(&path);
+    assert_eq!(other.status().0, "attached");
+    assert_eq!(other.ask("count"), "count 2");
+    assert_eq!(
+        other.ask(&format!("verify {}", doomed.key.as_str())),
+        "denied UnknownKey"
+    );
+    assert!(
+        other
+            .ask(&format!("verify {}", rotating.key.as_str()))
+            .starts_with("denied Rotated")
+    );
+    assert_eq!(owner.ask("count"), "count 2");
+    owner.kill();
+    eventually("a process took the store over", || {
+        other.status().0 == "owner" || store.status().role == Role::Owner
+    });
+    assert_eq!(other.ask("count"), "count 2");
+
+    // The actor of this process's changes is the user the kernel named,
+    // whatever the process said of itself.
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let events = store.events(0, 100).unwrap();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(e.data["actor"], me.trim(), "{e:?}");
+        assert_eq!(e.data["actor_claimed"], "someone else", "{e:?}");
+    }
+}
+
 /// The acknowledged generations of one key, and their keys.
 struct Acked(Vec<(u32, String)>);
 

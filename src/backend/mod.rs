@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub(crate) use self::error::CommitError;
 pub use self::error::StorageError;
-pub(crate) use self::host::{HostBackend, HostRules, group_id};
+pub(crate) use self::host::{HostBackend, HostRules, Vet, group_id};
 pub(crate) use self::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
 pub(crate) use self::postgres::{PostgresConn, PostgresTarget};
@@ -133,6 +133,10 @@ pub(crate) enum Table {
     /// (the quota's remaining) or `l` and a limit's name (its shared
     /// theoretical arrival time).
     Budgets,
+    /// Ids of deleted keys → when (ms): an id is never used again, so a
+    /// deleted key's record cannot be put back by a process attached to
+    /// the owner (see the store's `vet`).
+    Gone,
 }
 
 impl Table {
@@ -154,6 +158,7 @@ impl Table {
             Table::Owners => b'o',
             Table::Imports => b'i',
             Table::Budgets => b'b',
+            Table::Gone => b'g',
         }
     }
 }

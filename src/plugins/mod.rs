@@ -273,6 +273,26 @@ const NOT_HELD: u8 = 1;
 const HELD: u8 = 2;
 
 /// A stored plugin record that does not read back.
+/// Whether `value` is a row of plugin table `table` as this module writes
+/// it (a plugin's record with a manifest that parses, its state, a dead
+/// letter; a component's bytes are checked when it is loaded).
+pub(crate) fn check_row(table: Table, value: &[u8]) -> Result<(), String> {
+    let decodes = match table {
+        Table::Plugins => serde_json::from_slice::<PluginRecord>(value)
+            .map_err(|e| e.to_string())
+            .and_then(|r| Manifest::parse(&r.manifest).map(drop)),
+        Table::PluginState => serde_json::from_slice::<PluginStatus>(value)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Table::DeadLetters => serde_json::from_slice::<DeadLetter>(value)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Table::PluginCode => Ok(()),
+        _ => Err("not a plugin table".into()),
+    };
+    decodes.map_err(|e| format!("a {table:?} row that does not decode: {e}"))
+}
+
 fn unreadable(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> PluginError {
     PluginError::Storage(StorageError::with_source(format!("unreadable {what}"), e))
 }

@@ -25,6 +25,7 @@ mod owners;
 mod record;
 mod status;
 mod verify;
+mod vet;
 mod worker;
 mod write;
 

@@ -204,6 +204,12 @@ impl Options {
             group: self.attach_gid()?,
             takeover: self.takeover_timeout,
             reply: self.statement_timeout + Duration::from_secs(1),
+            vet: {
+                let clock = Arc::clone(&self.clock);
+                crate::backend::Vet(Arc::new(move |batch, actor, store| {
+                    super::vet::vet(batch, actor, clock.now().unix_millis(), store)
+                }))
+            },
         })
     }
 }

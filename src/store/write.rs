@@ -285,6 +285,8 @@ impl Engine {
         let id = rec.id.as_bytes();
         batch.expect(Table::Keys, id.to_vec(), Some(old));
         batch.delete(Table::Keys, id.to_vec());
+        // The id is never used again (see `vet`).
+        batch.put(Table::Gone, id.to_vec(), now.to_be_bytes().to_vec());
         batch.delete(Table::Usage, id.to_vec());
         if let Some(row) = rec.owner_row() {
             batch.delete(Table::Owners, row);

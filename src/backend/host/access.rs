@@ -57,6 +57,13 @@ impl Access {
     }
 }
 
+/// The name of user `uid` in the system's user database, else `uid N`.
+pub(crate) fn user_name(uid: u32) -> String {
+    user_entry(uid)
+        .and_then(|(name, _)| name.into_string().ok())
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
 /// The credentials of the process at the other end of `stream`.
 pub(crate) fn peer(stream: &UnixStream) -> io::Result<Peer> {
     let mut cred = libc::ucred {
@@ -89,7 +96,7 @@ pub(crate) fn peer(stream: &UnixStream) -> io::Result<Peer> {
 /// Whether user `uid` is a member of group `gid` (its primary group or a
 /// supplementary one), by the system's user and group databases.
 pub(crate) fn is_member(uid: u32, gid: u32) -> bool {
-    let Some((name, primary)) = user_name(uid) else {
+    let Some((name, primary)) = user_entry(uid) else {
         return false;
     };
     if primary == gid {
@@ -112,7 +119,8 @@ pub(crate) fn is_member(uid: u32, gid: u32) -> bool {
     }
 }
 
-fn user_name(uid: u32) -> Option<(std::ffi::CString, u32)> {
+/// User `uid`'s name and primary group.
+fn user_entry(uid: u32) -> Option<(std::ffi::CString, u32)> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: an all-zero passwd is a valid value to be overwritten.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };

@@ -30,6 +30,21 @@ use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, StorageEr
 use crate::error::OpenError;
 use crate::locks::{lock, read, write};
 
+/// What the owner commits of a batch an attached process sent, given the
+/// user at the other end of the socket and the store to read: the batch
+/// to commit, or why it is refused (the store layer knows what a record
+/// is; see `store::vet`).
+#[derive(Clone)]
+pub(crate) struct Vet(pub Arc<VetFn>);
+
+pub(crate) type VetFn = dyn Fn(Batch, &str, &dyn Backend) -> Result<Batch, String> + Send + Sync;
+
+impl std::fmt::Debug for Vet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vet")
+    }
+}
+
 /// How a process opens a sled store shared on its host.
 #[derive(Debug, Clone)]
 pub(crate) struct HostRules {
@@ -42,6 +57,8 @@ pub(crate) struct HostRules {
     pub takeover: Duration,
     /// How long an attached call waits for the owner's answer.
     pub reply: Duration,
+    /// What the owner commits for an attached process.
+    pub vet: Vet,
 }
 
 /// Where this process stands with a store ([`HostBackend::status`]).
@@ -103,6 +120,9 @@ fn failure(f: Failure) -> StorageError {
     match f {
         Failure::Storage(m) | Failure::Unflushed(m) => StorageError::new(m),
         Failure::Conflict => StorageError::new("conflict"),
+        Failure::Refused(m) => {
+            StorageError::new(format!("the owning process refused the write: {m}"))
+        }
     }
 }
 
@@ -190,6 +210,7 @@ impl HostBackend {
                         Arc::clone(&owner),
                         &self.socket,
                         self.access,
+                        self.rules.vet.clone(),
                         Arc::clone(&self.hook),
                         Arc::clone(&self.others),
                     )
@@ -470,6 +491,9 @@ impl Backend for HostBackend {
                 Ok(Reply::Failed(Failure::Conflict)) => return Err(CommitError::Conflict),
                 Ok(Reply::Failed(Failure::Unflushed(m))) => {
                     return Err(CommitError::Unflushed(StorageError::new(m)));
+                }
+                Ok(Reply::Failed(f @ Failure::Refused(_))) => {
+                    return Err(CommitError::Storage(failure(f)));
                 }
                 Ok(Reply::Failed(Failure::Storage(m))) => {
                     return Err(CommitError::Storage(StorageError::new(m)));

@@ -115,6 +115,8 @@ pub(super) enum Failure {
     Storage(String),
     Conflict,
     Unflushed(String),
+    /// The batch is not one the API could have made: nothing was written.
+    Refused(String),
 }
 
 /// Sends one message. Never raises SIGPIPE: a peer that died is an error

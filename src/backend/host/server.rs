@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Hook;
 use super::access::{self, Access};
 use super::owner::Owner;
 use super::proto::{self, Failure, Reply, Request, Row};
+use super::{Hook, Vet};
 use crate::backend::{Backend, CommitError, Op, Table};
 use crate::fork::ParentOnly;
 use crate::locks::lock;
@@ -45,6 +45,7 @@ struct Conns {
 struct Ctx {
     owner: Arc<Owner>,
     access: Access,
+    vet: Vet,
     hook: Arc<Hook>,
     conns: Arc<Mutex<Conns>>,
     stop: Arc<AtomicBool>,
@@ -59,6 +60,7 @@ impl Server {
         owner: Arc<Owner>,
         socket: &Path,
         access: Access,
+        vet: Vet,
         hook: Arc<Hook>,
         others: Arc<AtomicBool>,
     ) -> io::Result<Server> {
@@ -82,6 +84,7 @@ impl Server {
         let ctx = Arc::new(Ctx {
             owner: Arc::clone(&owner),
             access,
+            vet,
             hook,
             conns: Arc::clone(&conns),
             stop: Arc::clone(&stop),
@@ -204,6 +207,8 @@ fn serve(stream: &UnixStream, ctx: &Ctx) {
         );
         return;
     }
+    // Who the kernel says is there: the actor of every change it sends.
+    let actor = access::user_name(peer.uid);
     let welcome = Reply::Welcome {
         protocol: proto::PROTOCOL,
         owner_pid: std::process::id(),
@@ -215,14 +220,14 @@ fn serve(stream: &UnixStream, ctx: &Ctx) {
         let Ok(request) = proto::recv::<Request>(stream) else {
             return;
         };
-        let reply = answer(request, ctx);
+        let reply = answer(request, &actor, ctx);
         if proto::send(stream, &reply).is_err() {
             return;
         }
     }
 }
 
-fn answer(request: Request, ctx: &Ctx) -> Reply {
+fn answer(request: Request, actor: &str, ctx: &Ctx) -> Reply {
     let owner = &ctx.owner;
     let storage =
         |e: crate::backend::StorageError| Reply::Failed(Failure::Storage(e.message().to_string()));
@@ -255,6 +260,10 @@ fn answer(request: Request, ctx: &Ctx) -> Reply {
             }
         }
         Request::Commit { batch, durability } => {
+            let batch = match (ctx.vet.0)(batch, actor, &*owner.settled()) {
+                Ok(b) => b,
+                Err(reason) => return Reply::Failed(Failure::Refused(reason)),
+            };
             let events = batch.ops.iter().any(|op| {
                 matches!(
                     op,
