@@ -723,6 +723,53 @@ fn the_owner_commits_only_what_the_api_could_have_written() {
     }
 }
 
+#[test]
+fn connections_that_announce_huge_frames_cost_nothing_and_processes_still_attach() {
+    let (_dir, path) = temp_path();
+    let mut owner = Peer::spawn(&path);
+    let socket = {
+        let store = open(&path);
+        store.status().socket.unwrap()
+    };
+    // 1,100 connections, each announcing a 64 MiB frame and sending one
+    // byte of it, kept open.
+    let mut held = Vec::new();
+    for _ in 0..1100 {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) else {
+            continue;
+        };
+        let _ = s.write_all(&(64u32 << 20).to_le_bytes());
+        let _ = s.write_all(&[0]);
+        held.push(s);
+    }
+    assert!(held.len() > 1000, "only {} connected", held.len());
+    let started = Instant::now();
+    let mut other = Peer::spawn(&path);
+    assert_eq!(other.status(), ("attached".to_string(), owner.pid));
+    eprintln!(
+        "attached with {} hostile connections open: {:?}",
+        held.len(),
+        started.elapsed()
+    );
+    assert_eq!(owner.ask("count"), "count 0");
+    drop(held);
+
+    // And 1,100 that say nothing at all: each is dropped when its greeting
+    // is late (2 s), and no user holds more than a quarter of the slots.
+    let silent: Vec<_> = (0..1100)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok())
+        .collect();
+    let started = Instant::now();
+    let mut third = Peer::spawn(&path);
+    assert_eq!(third.status(), ("attached".to_string(), owner.pid));
+    eprintln!(
+        "attached with {} silent connections open: {:?}",
+        silent.len(),
+        started.elapsed()
+    );
+    drop(silent);
+}
+
 /// The acknowledged generations of one key, and their keys.
 struct Acked(Vec<(u32, String)>);
 

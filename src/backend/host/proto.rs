@@ -17,6 +17,9 @@ pub(super) const PROTOCOL: u32 = 2;
 /// No frame is larger: a reply of many rows is asked for in pages.
 pub(super) const MAX_FRAME: usize = 64 << 20;
 
+/// The largest greeting accepted.
+pub(super) const MAX_HELLO: usize = 4 << 10;
+
 /// Rows per page when an attached process reads a whole table.
 pub(super) const PAGE_ROWS: usize = 4096;
 
@@ -157,14 +160,23 @@ pub(super) fn send<T: Serialize>(stream: &UnixStream, message: &T) -> io::Result
 }
 
 /// Receives one message (up to the stream's read timeout).
-pub(super) fn recv<T: DeserializeOwned>(mut stream: &UnixStream) -> io::Result<T> {
+pub(super) fn recv<T: DeserializeOwned>(stream: &UnixStream) -> io::Result<T> {
+    recv_at_most(stream, MAX_FRAME)
+}
+
+/// Receives one message of at most `max` bytes (the greeting is small:
+/// a peer that announces more is refused before anything is read).
+pub(super) fn recv_at_most<T: DeserializeOwned>(
+    mut stream: &UnixStream,
+    max: usize,
+) -> io::Result<T> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
-    if len > MAX_FRAME {
+    if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a {len}-byte frame is over the {MAX_FRAME}-byte limit"),
+            format!("a {len}-byte frame is over the {max}-byte limit"),
         ));
     }
     // Grown as bytes arrive: a peer that announces a large frame and sends

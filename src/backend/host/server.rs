@@ -22,6 +22,12 @@ use crate::locks::lock;
 /// Connections served at once; more are closed as they come.
 const MAX_CONNECTIONS: usize = 1024;
 
+/// Connections served at once for one user: no user can take them all.
+const MAX_PER_USER: usize = MAX_CONNECTIONS / 4;
+
+/// How long a new connection has to greet the owner.
+const HELLO_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The longest a `Wait` is held before it is answered anyway.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -38,6 +44,8 @@ pub(super) struct Server {
 struct Conns {
     next: u64,
     open: HashMap<u64, ParentOnly<UnixStream>>,
+    /// Connections open per user.
+    per_user: HashMap<u32, usize>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -148,51 +156,80 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
             continue;
         };
         let stream = ParentOnly::new(stream);
+        // Who it is, before anything is read: the kernel's word.
+        let Ok(peer) = access::peer(&stream) else {
+            continue;
+        };
+        if !ctx.access.admits(peer, access::is_member) {
+            refuse(&stream, peer, ctx);
+            continue;
+        }
         let Ok(watch) = stream.try_clone().map(ParentOnly::new) else {
             continue;
         };
         let mut conns = lock(&ctx.conns);
         conns.threads.retain(|t| !t.is_finished());
-        if conns.open.len() >= MAX_CONNECTIONS {
+        let mine = conns.per_user.get(&peer.uid).copied().unwrap_or(0);
+        if conns.open.len() >= MAX_CONNECTIONS || mine >= MAX_PER_USER {
             continue;
         }
         let id = conns.next;
         conns.next += 1;
         conns.open.insert(id, watch);
+        *conns.per_user.entry(peer.uid).or_default() += 1;
         ctx.others.store(true, Ordering::Release);
         let c = Arc::clone(ctx);
+        let done = move |c: &Ctx| {
+            let mut conns = lock(&c.conns);
+            conns.open.remove(&id);
+            if let Some(n) = conns.per_user.get_mut(&peer.uid) {
+                *n -= 1;
+                if *n == 0 {
+                    conns.per_user.remove(&peer.uid);
+                }
+            }
+        };
         match std::thread::Builder::new()
             .name("keyward-attached".into())
             .spawn(move || {
-                serve(&stream, &c);
-                lock(&c.conns).open.remove(&id);
+                serve(&stream, peer, &c);
+                done(&c);
             }) {
             Ok(t) => conns.threads.push(t),
             Err(_) => {
-                conns.open.remove(&id);
+                drop(conns);
+                done(ctx);
             }
         }
     }
 }
 
-/// One attached connection: the greeting, then requests until it closes.
-fn serve(stream: &UnixStream, ctx: &Ctx) {
-    let Ok(peer) = access::peer(stream) else {
+/// Tells a peer that may not attach why, without waiting on it.
+fn refuse(stream: &UnixStream, peer: access::Peer, ctx: &Ctx) {
+    let _ = stream.set_nonblocking(true);
+    let _ = proto::send(
+        stream,
+        &Reply::Refused {
+            reason: format!(
+                "user {} may not attach to this store (owned by user {})",
+                peer.uid, ctx.access.uid
+            ),
+        },
+    );
+}
+
+/// One attached connection (of a peer admitted already): the greeting,
+/// small and within a deadline, then requests until it closes.
+fn serve(stream: &UnixStream, peer: access::Peer, ctx: &Ctx) {
+    if stream.set_read_timeout(Some(HELLO_DEADLINE)).is_err() {
+        return;
+    }
+    let Ok(Request::Hello { protocol }) = proto::recv_at_most::<Request>(stream, proto::MAX_HELLO)
+    else {
         return;
     };
-    let Ok(Request::Hello { protocol }) = proto::recv::<Request>(stream) else {
-        return;
-    };
-    if !ctx.access.admits(peer, access::is_member) {
-        let _ = proto::send(
-            stream,
-            &Reply::Refused {
-                reason: format!(
-                    "user {} may not attach to this store (owned by user {})",
-                    peer.uid, ctx.access.uid
-                ),
-            },
-        );
+    // Greeted: an idle connection is kept for the next call.
+    if stream.set_read_timeout(None).is_err() {
         return;
     }
     if protocol != proto::PROTOCOL {
