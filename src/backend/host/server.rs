@@ -189,17 +189,17 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>) {
                 }
             }
         };
-        match std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("keyward-attached".into())
             .spawn(move || {
                 serve(&stream, peer, &c);
                 done(&c);
-            }) {
-            Ok(t) => conns.threads.push(t),
-            Err(_) => {
-                drop(conns);
-                done(ctx);
-            }
+            });
+        if let Ok(t) = spawned {
+            conns.threads.push(t);
+        } else {
+            drop(conns);
+            done(ctx);
         }
     }
 }
