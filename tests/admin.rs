@@ -18,8 +18,14 @@ struct Panel {
     child: Child,
     /// The login URL it printed.
     url: String,
-    /// `http://127.0.0.1:PORT`.
+    /// Its origin: `http://k-<random>.localhost:PORT` (or the address,
+    /// under TLS).
+    origin: String,
+    /// Where to connect: `http://127.0.0.1:PORT` (a `*.localhost` name is
+    /// loopback to a browser; this client is told so by the Host header).
     base: String,
+    /// The `Host` to send.
+    host: String,
     agent: ureq::Agent,
 }
 
@@ -58,10 +64,15 @@ fn start(store: &Path, extra: &[&str], ca_pem: Option<&str>) -> Panel {
         url.contains("/?token="),
         "first line is the login URL: {url:?}"
     );
-    let base = url.split("/?").next().unwrap().to_string();
+    let origin = url.split("/?").next().unwrap().to_string();
+    let (scheme, host) = origin.split_once("://").unwrap();
+    let port = host.rsplit(':').next().unwrap();
+    let base = format!("{scheme}://127.0.0.1:{port}");
     Panel {
         child,
+        host: host.to_string(),
         url,
+        origin,
         base,
         agent: agent(ca_pem),
     }
@@ -93,8 +104,21 @@ impl Panel {
         (status, err)
     }
 
+    /// A GET of `path` (with its query) from the panel, under its name.
+    fn at(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        self.agent
+            .get(format!("{}{path}", self.base))
+            .header("Host", &self.host)
+    }
+
+    /// The printed login URL, as a browser opens it.
+    fn open_login(&self) -> ureq::http::Response<ureq::Body> {
+        let path = &self.url[self.origin.len()..];
+        self.at(path).call().unwrap()
+    }
+
     fn get(&self, path: &str, cookie: Option<&str>) -> (u16, ureq::http::HeaderMap, String) {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
+        let mut req = self.at(path);
         if let Some(c) = cookie {
             req = req.header("Cookie", c);
         }
@@ -114,6 +138,7 @@ impl Panel {
         let mut req = self
             .agent
             .post(format!("{}{path}", self.base))
+            .header("Host", &self.host)
             .header("Cookie", cookie);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -128,7 +153,7 @@ impl Panel {
 
     /// Logs in with the printed URL: the session cookie and its CSRF token.
     fn login(&self) -> (String, String) {
-        let r = self.agent.get(&self.url).call().unwrap();
+        let r = self.open_login();
         assert_eq!(r.status().as_u16(), 303);
         let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
         let cookie = set.split(';').next().unwrap().to_string();
@@ -173,6 +198,34 @@ fn assert_security_headers(path: &str, h: &ureq::http::HeaderMap) {
 }
 
 #[test]
+fn a_loopback_panel_has_a_host_name_of_its_own_and_a_host_only_cookie() {
+    let (_dir, store) = store_path();
+    let panel = start(&store, &[], None);
+    let label = panel
+        .origin
+        .strip_prefix("http://k-")
+        .and_then(|r| r.split_once(".localhost:"))
+        .map(|(label, _)| label.to_string())
+        .unwrap_or_else(|| panic!("{}", panel.url));
+    assert!(
+        label.len() == 20
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "{label}"
+    );
+    let r = panel.open_login();
+    assert_eq!(r.status().as_u16(), 303);
+    let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+    // No Domain: the browser keeps it for this host name alone.
+    assert!(!set.to_ascii_lowercase().contains("domain"), "{set}");
+    // Another panel: another name.
+    let (_dir2, store2) = store_path();
+    let other = start(&store2, &[], None);
+    assert_ne!(other.host, panel.host);
+}
+
+#[test]
 fn every_page_needs_a_session_and_carries_the_security_headers() {
     let (_dir, store) = store_path();
     let panel = start(&store, &[], None);
@@ -200,7 +253,7 @@ fn every_page_needs_a_session_and_carries_the_security_headers() {
     let (status, headers, _) = panel.get("/assets/panel.js", None);
     assert_eq!(status, 200, "the script is served to everyone");
     assert_security_headers("/assets/panel.js", &headers);
-    let r = panel.agent.get(&panel.url).call().unwrap();
+    let r = panel.open_login();
     assert_eq!(r.status().as_u16(), 401, "the login token works once");
     let (status, err) = panel.stop();
     assert!(status.success(), "{err}");
@@ -240,8 +293,7 @@ fn a_post_without_the_csrf_token_or_from_another_origin_is_refused() {
     );
     let (status, _, _) = {
         let r = panel
-            .agent
-            .get(format!("{}/keys", panel.base))
+            .at("/keys")
             .header("Cookie", &cookie)
             .header("Sec-Fetch-Site", "cross-site")
             .call()
@@ -250,30 +302,27 @@ fn a_post_without_the_csrf_token_or_from_another_origin_is_refused() {
     };
     assert_eq!(status, 403, "a cross-site GET");
     let port = panel.base.rsplit(':').next().unwrap();
-    let rebound = panel
-        .agent
-        .get(format!("{}/keys", panel.base))
-        .header("Cookie", &cookie)
-        .header("Host", format!("attacker.example:{port}"))
-        .call()
-        .unwrap();
-    assert_eq!(rebound.status().as_u16(), 421, "a rebound DNS name");
-    let localhost = panel
-        .agent
-        .get(format!("{}/keys", panel.base))
-        .header("Cookie", &cookie)
-        .header("Host", format!("localhost:{port}"))
-        .call()
-        .unwrap();
-    assert_eq!(
-        localhost.status().as_u16(),
-        200,
-        "localhost is the same panel"
-    );
+    // Only the panel's own name: not a rebound DNS name, and not the
+    // loopback address or `localhost` (whose cookies every other local
+    // server is sent).
+    for (host, why) in [
+        (format!("attacker.example:{port}"), "a rebound DNS name"),
+        (format!("127.0.0.1:{port}"), "the bare address"),
+        (format!("localhost:{port}"), "localhost"),
+    ] {
+        let r = panel
+            .agent
+            .get(format!("{}/keys", panel.base))
+            .header("Cookie", &cookie)
+            .header("Host", &host)
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 421, "{why}");
+    }
     let logout = [("csrf", "nope")];
     assert_eq!(panel.post("/logout", &cookie, &[], &logout).0, 403);
 
-    let own = [("Origin", panel.base.as_str())];
+    let own = [("Origin", panel.origin.as_str())];
     let (status, location) = panel.post("/keys", &cookie, &own, &form);
     assert_eq!(status, 303, "same origin with the token");
     assert!(location.unwrap().starts_with("/keys/"));

@@ -12,6 +12,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -99,6 +100,21 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * Another local server (a page any local user could serve): records the
+ * Cookie header of every request it gets. Stops with `close()`.
+ */
+async function eavesdropper() {
+  const seen = [];
+  const server = http.createServer((req, res) => {
+    seen.push(req.headers.cookie || "");
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<p>another server</p>");
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { port: server.address().port, seen, close: () => new Promise((r) => server.close(r)) };
+}
+
 let firstKey;
 let keyUrl;
 
@@ -110,7 +126,9 @@ test("without a session every page answers 401", async () => {
 });
 
 test("the printed URL logs in, and the token leaves the address bar", async () => {
-  assert.match(loginUrl, /^http:\/\/127\.0\.0\.1:\d+\/\?token=[0-9a-f]{64}$/);
+  // A host name of the panel's own under localhost (Chromium resolves it
+  // to loopback), so its cookie goes to no other local server.
+  assert.match(loginUrl, /^http:\/\/k-[a-z0-9]{20}\.localhost:\d+\/\?token=[0-9a-f]{64}$/);
   const r = await page.goto(loginUrl);
   assert.equal(r.status(), 200);
   assert.equal(new URL(page.url()).pathname, "/keys");
@@ -118,6 +136,31 @@ test("the printed URL logs in, and the token leaves the address bar", async () =
   const cookies = await page.context().cookies();
   const session = cookies.find((c) => c.name === "keyward_session");
   assert.ok(session && session.httpOnly && session.sameSite === "Strict");
+});
+
+test("no other local server is sent the session cookie", async () => {
+  const other = await eavesdropper();
+  try {
+    // Another port of 127.0.0.1, and of localhost: what a page served by
+    // another local user would see.
+    for (const host of ["127.0.0.1", "localhost"]) {
+      const r = await page.goto(`http://${host}:${other.port}/`);
+      assert.equal(r.status(), 200, host);
+    }
+    // (The browser asks for a favicon too.)
+    assert.ok(other.seen.length >= 2, `${other.seen.length} requests`);
+    for (const cookie of other.seen) {
+      assert.ok(!cookie.includes("keyward_session"), `sent: ${cookie}`);
+    }
+    // Nor is the panel's name shared with those addresses' cookies.
+    const cookies = await page.context().cookies([`http://127.0.0.1:${other.port}/`, `http://localhost:${other.port}/`]);
+    assert.equal(cookies.filter((c) => c.name === "keyward_session").length, 0);
+  } finally {
+    await other.close();
+    // The panel still works (and the next test starts on its keys page).
+    const r = await page.goto(base + "/keys");
+    assert.equal(r.status(), 200);
+  }
 });
 
 test("create a key: shown once, with a copy button, and it verifies", async () => {

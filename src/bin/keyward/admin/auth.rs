@@ -8,7 +8,9 @@
 //!   `--session-idle` without a request or on *Log out*, and are bounded
 //!   in number (the oldest goes first).
 //! - **Every request** ([`guard`]): the `Host` of a loopback panel is its
-//!   own address (a rebound DNS name is refused), an `Origin` or
+//!   own name (`k-<random>.localhost`: a cookie set for the bare address
+//!   would go to every other server on it; a rebound DNS name is refused
+//!   too), an `Origin` or
 //!   `Sec-Fetch-Site` from another site is refused, pages need a session,
 //!   and every POST carries the session's CSRF token. Every response gets
 //!   the security headers.
@@ -54,6 +56,32 @@ fn random_token() -> String {
         .try_fill_bytes(&mut bytes)
         .expect("the operating system provides randomness");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A DNS label nobody can guess: 20 random lowercase letters and digits
+/// (over 100 bits).
+pub(crate) fn random_label() -> String {
+    use rand::TryRng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 20];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system provides randomness");
+    // 252 is a multiple of 36: bytes at or above it are drawn again.
+    bytes
+        .iter()
+        .map(|&b| {
+            let mut b = b;
+            while b >= 252 {
+                let mut one = [0u8; 1];
+                rand::rngs::SysRng
+                    .try_fill_bytes(&mut one)
+                    .expect("the operating system provides randomness");
+                b = one[0];
+            }
+            char::from(ALPHABET[usize::from(b % 36)])
+        })
+        .collect()
 }
 
 fn same(a: &str, b: &str) -> bool {

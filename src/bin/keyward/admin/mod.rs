@@ -119,15 +119,28 @@ pub(crate) fn admin_command(path: &Path, args: AdminArgs) -> Result<u8> {
     let mut options = Options::default();
     options.actor = Some(ACTOR.to_string());
     let store = Store::open_with(path, &options)?;
-    let hosts = addr
-        .ip()
-        .is_loopback()
-        .then(|| vec![addr.to_string(), format!("localhost:{}", addr.port())]);
+    // Browsers do not keep cookies apart by port: a session cookie set by
+    // http://127.0.0.1:8700 goes to every other server of 127.0.0.1 too,
+    // whoever runs it. A plain loopback panel is served under a host name
+    // of its own instead (`k-<random>.localhost`, which browsers resolve to
+    // loopback), with a host-only cookie that no other server is sent.
+    let authority = if addr.ip().is_loopback() && tls.is_none() {
+        format!("k-{}.localhost:{}", auth::random_label(), addr.port())
+    } else {
+        addr.to_string()
+    };
+    let hosts = addr.ip().is_loopback().then(|| {
+        if tls.is_none() {
+            vec![authority.clone()]
+        } else {
+            vec![addr.to_string(), format!("localhost:{}", addr.port())]
+        }
+    });
     let sessions = Sessions::new(args.session_idle);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = http::Uri::builder()
         .scheme(scheme)
-        .authority(addr.to_string())
+        .authority(authority.as_str())
         .path_and_query(format!("/?token={}", sessions.login_token()))
         .build()
         .map_err(|e| failure(9, e.to_string()))?;
@@ -145,7 +158,7 @@ pub(crate) fn admin_command(path: &Path, args: AdminArgs) -> Result<u8> {
         let _ = writeln!(stdout, "{url}").and_then(|()| stdout.flush());
     }
     eprintln!(
-        "keyward admin: serving {} on {scheme}://{addr}/{} (SIGTERM or Ctrl-C stops)",
+        "keyward admin: serving {} on {scheme}://{authority}/ ({addr}){} (SIGTERM or Ctrl-C stops)",
         path.display(),
         app.owner
             .as_deref()
