@@ -96,7 +96,13 @@ fn measure(c: &mut Criterion, scheme: &str, tls: Option<Arc<rustls::ServerConfig
         "name = \"crm-webhook\"\nversion = \"0.1.0\"\napi = \"0.1.0\"\nevents = [\"key.regenerated\"]\n\
          allowed_hosts = [\"{scheme}://127.0.0.1:{port}\"]\n[config]\nurl = \"{scheme}://127.0.0.1:{port}/hook\"\n"
     );
-    store.install_plugin(&wasm, &manifest).unwrap();
+    store
+        .install_plugin_with(
+            &wasm,
+            &manifest,
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
+        .unwrap();
     let id = store.create("bench", CreateOptions::new()).unwrap().info.id;
 
     let one = || {

@@ -632,9 +632,10 @@ fn the_plugins_page_shows_dead_letters_and_retries_them() {
             hook.origin()
         );
         store
-            .install_plugin(
+            .install_plugin_with(
                 &common::notifier_component(common::POST_KIND, &hook.url("/h")),
                 &manifest,
+                keyward::InstallOptions::new().allow_private_network(true),
             )
             .unwrap();
         store.create("k", CreateOptions::new()).unwrap();

@@ -408,12 +408,14 @@ fn plugin_commands() {
     )
     .unwrap();
     let (w, m) = (wasm.to_str().unwrap(), manifest.to_str().unwrap());
-    let installed = cli.json(&["plugin", "install", w, "--manifest", m]);
+    // The hook is on loopback: only the operator's flag lets a plugin reach it.
+    let local = "--allow-private-network";
+    let installed = cli.json(&["plugin", "install", w, "--manifest", m, local]);
     assert_eq!(
         (installed["name"].as_str(), installed["enabled"].as_bool()),
         (Some("crm"), Some(true))
     );
-    cli.fails(&["plugin", "install", w, "--manifest", m], 7);
+    cli.fails(&["plugin", "install", w, "--manifest", m, local], 7);
     std::fs::write(dir.path().join("bad.toml"), "name = 1").unwrap();
     cli.fails(
         &[

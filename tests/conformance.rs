@@ -583,7 +583,12 @@ fn postgres_one_dispatcher_and_failover() {
     let hook = webhook::Webhook::start();
     let (wat, manifest) = crm_plugin(&hook);
     let a = h.open();
-    a.install_plugin(&wat, &manifest).unwrap();
+    a.install_plugin_with(
+        &wat,
+        &manifest,
+        keyward::InstallOptions::new().allow_private_network(true),
+    )
+    .unwrap();
     a.create("first", CreateOptions::new()).unwrap();
     assert_eq!(
         hook.wait_for(1, Duration::from_secs(30)).len(),
@@ -626,7 +631,12 @@ fn postgres_a_reinstall_elsewhere_takes_effect_where_deliveries_run() {
     let hook = webhook::Webhook::start();
     let (wat, manifest) = crm_plugin(&hook);
     let a = h.open();
-    a.install_plugin(&wat, &manifest).unwrap();
+    a.install_plugin_with(
+        &wat,
+        &manifest,
+        keyward::InstallOptions::new().allow_private_network(true),
+    )
+    .unwrap();
     common::wait_until("A to dispatch", Duration::from_secs(30), || {
         (a.dispatches_plugins() == Some(true)).then_some(())
     });
@@ -636,7 +646,12 @@ fn postgres_a_reinstall_elsewhere_takes_effect_where_deliveries_run() {
     let b = h.open();
     b.remove_plugin("crm").unwrap();
     let elsewhere = common::notifier_component(common::POST_KIND, &hook.url("/reinstalled"));
-    b.install_plugin(&elsewhere, &manifest).unwrap();
+    b.install_plugin_with(
+        &elsewhere,
+        &manifest,
+        keyward::InstallOptions::new().allow_private_network(true),
+    )
+    .unwrap();
     b.create("second", CreateOptions::new()).unwrap();
     let got = hook.wait_for(2, Duration::from_secs(30));
     assert_eq!(got.len(), 2, "{got:?}");
@@ -675,7 +690,12 @@ fn postgres_dispatcher_fails_over_when_its_process_is_killed() {
     let (wat, manifest) = crm_plugin(&hook);
     {
         let s = h.open();
-        s.install_plugin(&wat, &manifest).unwrap();
+        s.install_plugin_with(
+            &wat,
+            &manifest,
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
+        .unwrap();
     }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

@@ -86,9 +86,10 @@ fn https_child() {
     let (dir, origin) = env.split_once(' ').unwrap();
     let store = Store::open_with(Path::new(dir).join("s"), &options()).unwrap();
     store
-        .install_plugin(
+        .install_plugin_with(
             &shipped_c_plugin(),
             &crm_manifest(origin, &format!("{origin}/hooks/keyward"), 3),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.create("over https", CreateOptions::new()).unwrap();
@@ -133,9 +134,10 @@ fn an_untrusted_certificate_is_refused_retried_and_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path().join("s"), &options()).unwrap();
     store
-        .install_plugin(
+        .install_plugin_with(
             &shipped_c_plugin(),
             &crm_manifest(&hook.origin(), &hook.url("/hooks/keyward"), 2),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();
@@ -206,6 +208,32 @@ fn a_name_resolving_to_loopback_is_refused_unless_an_operator_allows_it() {
 }
 
 #[test]
+fn an_address_or_localhost_in_allowed_hosts_needs_the_operators_grant_too() {
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path().join("s"), &options()).unwrap();
+    for (name, origin) in [
+        ("literal", format!("http://127.0.0.1:{}", hook.port)),
+        ("localhost", format!("http://localhost:{}", hook.port)),
+    ] {
+        let component = notifier_component(POST_KIND, &format!("{origin}/h"));
+        store
+            .install_plugin(&component, &manifest(name, &origin, ""))
+            .unwrap();
+    }
+    store.create("k", CreateOptions::new()).unwrap();
+    for name in ["literal", "localhost"] {
+        wait_status(&store, name, |i| i.status.dead_letters == 1);
+        let letters = store.plugin_dead_letters(name).unwrap();
+        assert!(
+            letters[0].error.contains("refused") && letters[0].error.contains("127.0.0.1"),
+            "{name}: {letters:?}"
+        );
+    }
+    assert!(hook.requests().is_empty(), "no call left the host");
+}
+
+#[test]
 fn a_url_with_cr_lf_is_refused_and_nothing_is_sent() {
     let hook = Webhook::start();
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +244,11 @@ fn a_url_with_cr_lf_is_refused_and_nothing_is_sent() {
     );
     let component = notifier_component_with(POST_KIND, url.as_bytes(), "");
     store
-        .install_plugin(&component, &manifest("smuggler", &hook.origin(), ""))
+        .install_plugin_with(
+            &component,
+            &manifest("smuggler", &hook.origin(), ""),
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();
     wait_status(&store, "smuggler", |i| i.status.dead_letters == 1);
@@ -283,16 +315,18 @@ fn a_dripping_endpoint_or_an_absurd_chunk_size_fails_that_attempt_only() {
     for (name, port) in [("chunk", chunk), ("drip", drip)] {
         let origin = format!("http://127.0.0.1:{port}");
         store
-            .install_plugin(
+            .install_plugin_with(
                 &notifier_component(POST_KIND, &format!("{origin}/h")),
                 &manifest(name, &origin, "timeout_ms = 1000"),
+                keyward::InstallOptions::new().allow_private_network(true),
             )
             .unwrap();
     }
     store
-        .install_plugin(
+        .install_plugin_with(
             &notifier_component(POST_KIND, &hook.url("/h")),
             &manifest("good", &hook.origin(), ""),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();
@@ -335,9 +369,10 @@ fn memories_and_tables_past_the_cap_trap() {
         ("table", table, grow_table),
     ] {
         store
-            .install_plugin(
+            .install_plugin_with(
                 &notifier_component_with(body, b"x", extra),
                 &manifest(name, "http://127.0.0.1:9", limits),
+                keyward::InstallOptions::new().allow_private_network(true),
             )
             .unwrap();
     }
@@ -358,9 +393,10 @@ fn close_returns_within_the_delivery_deadline_whatever_the_endpoint_does() {
     let store = Store::open_with(dir.path().join("s"), &options()).unwrap();
     let origin = format!("http://127.0.0.1:{silent}");
     store
-        .install_plugin(
+        .install_plugin_with(
             &notifier_component(POST_KIND, &format!("{origin}/h")),
             &manifest("silent", &origin, "timeout_ms = 1000"),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();

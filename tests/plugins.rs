@@ -128,13 +128,18 @@ fn subscribed_events_are_posted_in_order_and_others_skipped() {
     };
     let all = fixture(POST_KIND, &hook.url("/all"));
     store
-        .install_plugin(&all, &manifest("everything", &["*"], &[hook.origin()], ""))
+        .install_plugin_with(
+            &all,
+            &manifest("everything", &["*"], &[hook.origin()], ""),
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
         .unwrap();
     let some = fixture(POST_KIND, &hook.url("/rotations"));
     store
-        .install_plugin(
+        .install_plugin_with(
             &some,
             &manifest("rotations", &["key.regenerated"], &[hook.origin()], ""),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
 
@@ -193,9 +198,10 @@ fn a_down_server_is_retried_with_backoff_until_it_is_back() {
     let url = format!("http://127.0.0.1:{port}/hook");
     let origin = format!("http://127.0.0.1:{port}");
     store
-        .install_plugin(
+        .install_plugin_with(
             &fixture(POST_KIND, &url),
             &manifest("crm", &["*"], &[origin], "max_attempts = 50"),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();
@@ -247,9 +253,10 @@ fn a_4xx_goes_to_the_dead_letter_list_and_retry_delivers_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("s"));
     store
-        .install_plugin(
+        .install_plugin_with(
             &fixture(POST_KIND, &hook.url("/h")),
             &manifest("crm", &["*"], &[hook.origin()], ""),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.create("k", CreateOptions::new()).unwrap();
@@ -290,7 +297,11 @@ fn loops_memory_hogs_traps_and_forbidden_hosts_are_contained() {
     ] {
         // `forbidden` may reach no host at all.
         store
-            .install_plugin(&wasm, &manifest(name, &["*"], &[], limits))
+            .install_plugin_with(
+                &wasm,
+                &manifest(name, &["*"], &[], limits),
+                keyward::InstallOptions::new().allow_private_network(true),
+            )
             .unwrap();
     }
     let c = store.create("k", CreateOptions::new()).unwrap();
@@ -339,9 +350,10 @@ fn key_operations_do_not_wait_for_a_delivery() {
     let origin = format!("http://127.0.0.1:{}", held.local_addr().unwrap().port());
     let (_dir, _path, store) = common::temp_store();
     store
-        .install_plugin(
+        .install_plugin_with(
             &fixture(POST_KIND, &format!("{origin}/h")),
             &manifest("slow", &["key.created"], &[origin], "timeout_ms = 10000"),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     let c = store.create("k", CreateOptions::new()).unwrap();
@@ -397,17 +409,19 @@ fn key_operations_do_not_wait_for_a_delivery() {
 fn plugins_log_through_the_host_and_can_be_paused() {
     let (_dir, _path, store) = common::temp_store();
     store
-        .install_plugin(
+        .install_plugin_with(
             &fixture(LOG_KIND, "x"),
             &manifest("logger", &["*"], &[], ""),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     // A witness, dispatched after "logger" in each round (by name): once
     // it has the event, the dispatcher has passed the paused plugin by.
     store
-        .install_plugin(
+        .install_plugin_with(
             &fixture(LOG_KIND, "x"),
             &manifest("witness", &["*"], &[], ""),
+            keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
     store.set_plugin_enabled("logger", false).unwrap();
@@ -460,9 +474,10 @@ fn undelivered_events_survive_a_crash_and_are_delivered_after_reopen() {
     {
         let store = open(&path);
         store
-            .install_plugin(
+            .install_plugin_with(
                 &fixture(POST_KIND, &hook.url("/h")),
                 &manifest("crm", &["*"], &[hook.origin()], "max_attempts = 100"),
+                keyward::InstallOptions::new().allow_private_network(true),
             )
             .unwrap();
         store.create("before", CreateOptions::new()).unwrap();

@@ -63,7 +63,11 @@ fn posts_regeneration(component: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("s"));
     store
-        .install_plugin(&built(component), &manifest(&hook, "/hooks/keyward"))
+        .install_plugin_with(
+            &built(component),
+            &manifest(&hook, "/hooks/keyward"),
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
         .unwrap();
     let c = store
         .create("Acme \"CRM\" sync", CreateOptions::new())
@@ -116,7 +120,11 @@ fn sorts_failures(component: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("s"));
     store
-        .install_plugin(&built(component), &manifest(&hook, "/h"))
+        .install_plugin_with(
+            &built(component),
+            &manifest(&hook, "/h"),
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
         .unwrap();
     hook.status.store(403, Ordering::Release);
     store.create("k", CreateOptions::new()).unwrap();

@@ -4,12 +4,12 @@
 //! What a call may reach, checked by the host:
 //! - its origin must be one the manifest allows; `http` only where the
 //!   manifest names an `http://` origin;
-//! - an allowed host that is an IP literal, or `localhost`, means exactly
-//!   that address; any other name is resolved here, and only public
-//!   addresses are connected to (not loopback, link-local, private,
-//!   unspecified, multicast, nor a mapped form of these) unless an operator
-//!   allowed private networks for the plugin at install time. The address
-//!   checked is the address connected to;
+//! - only public addresses are connected to (not loopback, link-local,
+//!   private, unspecified, multicast, nor a mapped form of these) unless an
+//!   operator allowed private networks for the plugin at install time,
+//!   whether the allowed host is a name (resolved here: the address checked
+//!   is the address connected to), an IP literal (that address), or
+//!   `localhost` (loopback, whatever DNS says);
 //! - a URL holding a control character, a space or a non-ASCII byte is
 //!   refused, as are headers that frame the request (`Host`,
 //!   `Content-Length`, ...); ureq writes the request, not keyward;
@@ -18,8 +18,10 @@
 //!
 //! Trust roots are the platform's, read as rustls-native-certs reads them,
 //! so `SSL_CERT_FILE` / `SSL_CERT_DIR` can name a private CA. An egress proxy
-//! from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` is honoured; the allowlist
-//! applies to the target origin.
+//! from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` is honoured: the allowlist
+//! and the address policy of an IP literal or `localhost` apply to the
+//! target origin here, but a name the proxy resolves is the proxy's to
+//! check (it must refuse private addresses itself).
 
 use std::fmt;
 use std::io;
@@ -151,6 +153,18 @@ pub(crate) fn perform(
     let (origin, _) = Origin::split_url(req.url)?;
     if !egress.origins.contains(&origin) {
         return Err(format!("{origin} is not in this plugin's allowed_hosts"));
+    }
+    // Checked here, not only when a name is resolved: an address written
+    // out is connected to as it is, and through a proxy the resolver never
+    // sees the target.
+    if !egress.allow_private_network
+        && let Some(ip) = literal_address(&origin.host).filter(|ip| !is_public(*ip))
+    {
+        return Err(format!(
+            "refused: {} is {ip}, not a public address; an operator can allow \
+             private networks with --allow-private-network",
+            origin.host
+        ));
     }
     let method = http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("bad method {:?}", req.method))?;
@@ -331,6 +345,16 @@ impl Resolver for PolicyResolver {
     }
 }
 
+/// The address an origin's host names without resolving: an IP literal,
+/// or `localhost` (loopback).
+fn literal_address(host: &str) -> Option<IpAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") {
+        return Some(IpAddr::from([127, 0, 0, 1]));
+    }
+    bare.parse().ok()
+}
+
 /// Resolves on a helper thread so that a slow resolver cannot outlast the deadline.
 fn resolve_by(
     resolver: &Arc<dyn HostResolver>,
@@ -401,6 +425,48 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolver that must not be asked.
+    #[derive(Debug)]
+    struct NoResolver;
+
+    impl HostResolver for NoResolver {
+        fn resolve(&self, host: &str, _: u16) -> io::Result<Vec<SocketAddr>> {
+            panic!("{host} was resolved");
+        }
+    }
+
+    #[test]
+    fn literal_and_localhost_hosts_need_the_operators_flag_too() {
+        for origin in [
+            "http://127.0.0.1:9",
+            "http://localhost:9",
+            "http://LocalHost:9",
+            "http://169.254.169.254",
+            "http://10.0.0.1:9",
+            "http://[::1]:9",
+            "http://[fe80::1]:9",
+            "http://[::ffff:127.0.0.1]:9",
+        ] {
+            let egress = Egress {
+                origins: vec![Origin::split_url(origin).unwrap().0],
+                allow_private_network: false,
+                resolver: Arc::new(NoResolver),
+            };
+            let req = HttpRequest {
+                method: "POST",
+                url: &format!("{origin}/hook"),
+                headers: &[],
+                body: b"{}",
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let e = perform(&req, &egress, deadline, &HttpLimits::default()).unwrap_err();
+            assert!(
+                e.starts_with("refused") && e.contains("--allow-private-network"),
+                "{origin}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn only_public_addresses_are_public() {
