@@ -117,12 +117,13 @@ impl<T: AsRawFd> Drop for ParentOnly<T> {
 
 /// Descriptors opened by a library keyward does not control (sled's
 /// files), found by what they name: every descriptor of this process open
-/// on a file under `dir` when this is made. Released when dropped, which
-/// must come before the library closes them.
+/// on a file under `dir` when this is made, but `except` (one of keyward's
+/// own, held open meanwhile). Released when dropped, which must come before
+/// the library closes them.
 pub(crate) struct FilesUnder(Vec<RawFd>);
 
 impl FilesUnder {
-    pub(crate) fn find(dir: &std::path::Path) -> Self {
+    pub(crate) fn find(dir: &std::path::Path, except: Option<RawFd>) -> Self {
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let mut held = Vec::new();
         let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
@@ -133,6 +134,7 @@ impl FilesUnder {
                 .file_name()
                 .to_str()
                 .and_then(|n| n.parse::<RawFd>().ok())
+                .filter(|&fd| Some(fd) != except)
             else {
                 continue;
             };

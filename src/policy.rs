@@ -249,6 +249,9 @@ pub(crate) fn check_limits(limits: &[Limit]) -> Result<(), KeyError> {
 pub struct Scopes(Option<Arc<str>>);
 
 impl Scopes {
+    /// No scopes.
+    pub(crate) const NONE: Scopes = Scopes(None);
+
     /// From a key's scopes as stored (checked when they were set): sorted
     /// here, and anything that is not a scope (a space would split it) is
     /// left out, so it can grant nothing.

@@ -115,10 +115,12 @@ impl Argon2idParts {
 /// an imported key's SHA-256 as its bytes, anything else as its PHC text
 /// (argon2 of other kinds, bcrypt).
 pub(crate) enum SecretHash {
+    /// `t` and `p` of a width that holds any sensible value (a hash
+    /// whose numbers do not fit is held as its PHC text).
     Argon2id {
         m: u32,
-        t: u32,
-        p: u32,
+        t: u16,
+        p: u8,
         salt: [u8; 16],
         output: [u8; 32],
     },
@@ -227,8 +229,8 @@ impl SecretHash {
     pub(crate) fn argon2id(m: u32, t: u32, p: u32, salt: &[u8], output: &[u8]) -> Option<Self> {
         Some(SecretHash::Argon2id {
             m,
-            t,
-            p,
+            t: t.try_into().ok()?,
+            p: p.try_into().ok()?,
             salt: salt.try_into().ok()?,
             output: output.try_into().ok()?,
         })
@@ -251,7 +253,9 @@ impl SecretHash {
                 salt,
                 output,
             } => {
-                let Ok(params) = argon2::Params::new(*m, *t, *p, Some(output.len())) else {
+                let params =
+                    argon2::Params::new(*m, u32::from(*t), u32::from(*p), Some(output.len()));
+                let Ok(params) = params else {
                     return false;
                 };
                 let mut out = Zeroizing::new([0u8; 32]);
@@ -324,6 +328,12 @@ fn truncated(hash: &blake3::Hash) -> u32 {
     u32::from_le_bytes(hash.as_bytes()[..4].try_into().expect("4 bytes"))
 }
 
+/// A secret's warm digest: its keyed BLAKE3, 128 bits (the key is random
+/// per process and never leaves it, so a digest that matches by chance is
+/// as likely as guessing the key; a million keys' digests take half the
+/// memory of full ones).
+pub(crate) type WarmDigest = [u8; 16];
+
 /// The key of the warm cache, random per process.
 pub(crate) struct WarmKey(Zeroizing<[u8; 32]>);
 
@@ -334,8 +344,11 @@ impl WarmKey {
         WarmKey(k)
     }
 
-    pub(crate) fn digest(&self, secret: &[u8]) -> [u8; 32] {
-        *blake3::keyed_hash(&self.0, secret).as_bytes()
+    pub(crate) fn digest(&self, secret: &[u8]) -> WarmDigest {
+        let full = blake3::keyed_hash(&self.0, secret);
+        let mut d = [0u8; 16];
+        d.copy_from_slice(&full.as_bytes()[..16]);
+        d
     }
 }
 

@@ -93,6 +93,7 @@ impl SledBackend {
         // closed may still hold its lock for a moment: wait for those
         // (briefly), never for another process.
         let reopen_until = recently_closed(dir).map(|at| at + REOPEN_GRACE);
+        let ahead = read_ahead(dir);
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
@@ -121,8 +122,17 @@ impl SledBackend {
                     .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
             });
         secure_tree(dir, dir_mode);
+        // The read-ahead's descriptor is not sled's: its number stays taken
+        // (by `ahead`) until sled's are found.
+        let parent_only = crate::fork::FilesUnder::find(
+            dir,
+            ahead
+                .as_ref()
+                .map(|f| std::os::fd::AsRawFd::as_raw_fd(&**f)),
+        );
+        drop(ahead);
         Ok(SledBackend {
-            _parent_only: crate::fork::FilesUnder::find(dir),
+            _parent_only: parent_only,
             dir: dir.to_path_buf(),
             dir_mode,
             db,
@@ -322,6 +332,47 @@ impl Drop for SledBackend {
         let _ = self.flush();
         closed(&self.dir);
     }
+}
+
+/// Asks the kernel to read the store's log into the page cache, in the
+/// background. The full load that follows an open reads key records
+/// scattered over the whole log; from a cold cache those scattered reads
+/// cost far more than one sequential read of the file, which this starts
+/// while sled recovers. Only when the file fits easily in memory (what it
+/// reads would otherwise push out what it read first). Returns the file,
+/// whose descriptor the opener keeps until it has found sled's own.
+fn read_ahead(dir: &Path) -> Option<std::sync::Arc<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    /// Pages asked for at once.
+    const CHUNK: i64 = 32 << 20;
+    let file = std::sync::Arc::new(std::fs::File::open(dir.join("db")).ok()?);
+    let len = i64::try_from(file.metadata().ok()?.len()).ok()?;
+    if len == 0 || u64::try_from(len).ok()? > available_memory()? / 2 {
+        return None;
+    }
+    let reading = std::sync::Arc::clone(&file);
+    std::thread::Builder::new()
+        .name("keyward-readahead".into())
+        .spawn(move || {
+            let mut at = 0;
+            while at < len {
+                // SAFETY: a hint about the pages of an open file.
+                unsafe {
+                    libc::posix_fadvise(reading.as_raw_fd(), at, CHUNK, libc::POSIX_FADV_WILLNEED);
+                }
+                at += CHUNK;
+            }
+        })
+        .ok()?;
+    Some(file)
+}
+
+/// Memory the system can give without swapping (`MemAvailable`), bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// How long after this process closed a store its own reopen may wait for

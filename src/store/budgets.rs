@@ -103,7 +103,7 @@ impl Engine {
         let Some(live) = self.index.get(id) else {
             return Ok(());
         };
-        let Some(meter) = live.meter.clone() else {
+        let Some(meter) = live.meter().cloned() else {
             return Ok(());
         };
         let now = self.now_ms();
@@ -285,7 +285,7 @@ impl Engine {
         let now = self.now_ms();
         let shared = self.budgets_shared();
         for (id, live) in self.index.metered() {
-            let Some(meter) = live.meter.as_ref() else {
+            let Some(meter) = live.meter() else {
                 continue;
             };
             if !shared {
@@ -305,7 +305,7 @@ impl Engine {
         let now = self.now_ms();
         let held: Vec<KeyId> = lock(&self.leases.holding).iter().copied().collect();
         for id in held {
-            let meter = self.index.get(&id).and_then(|l| l.meter.clone());
+            let meter = self.index.get(&id).and_then(|l| l.meter().cloned());
             let Some((meter, rule)) = meter.and_then(|m| m.quota.map(|r| (m, r))) else {
                 lock(&self.leases.holding).remove(&id);
                 continue;
@@ -377,7 +377,7 @@ impl Engine {
         let in_hand = self
             .index
             .get(&info.id)
-            .and_then(|l| l.meter.as_ref().map(|m| m.quota_in_hand()))
+            .and_then(|l| l.meter().map(|m| m.quota_in_hand()))
             .filter(|&(_, period)| period == rule.period_of(now))
             .map_or(0, |(k, _)| k);
         q.remaining = stored.map_or(0, |r| r.remaining) + in_hand;

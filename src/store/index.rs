@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
 
 use super::codec::{self, Stored, View};
@@ -30,19 +31,30 @@ const INDEX_SHARDS: usize = 64;
 /// What `verify` needs of one key, built from its record.
 pub(crate) struct Live {
     disabled: bool,
-    expires_at: Option<i64>,
-    /// `Some` when the whitelist restriction is on.
-    rules: Option<Rules>,
+    /// When it stops working (ms); `i64::MAX`: never.
+    expires_at: i64,
     /// The key's account, shared with every grant (no allocation per verify).
     owner: Option<Arc<str>>,
+    /// What few keys have (a whitelist, scopes, limits, a quota): boxed, so
+    /// that a million plain keys do not each carry room for them.
+    extras: Option<Box<Extras>>,
+    /// Newest first; the newest inside the entry (most keys have one).
+    pub gens: SmallVec<[LiveGen; 1]>,
+}
+
+/// A key's whitelist, scopes and meter, when it has any.
+struct Extras {
+    /// `Some` when the whitelist restriction is on.
+    rules: Option<Rules>,
     /// The key's scopes, sorted (shared with every grant).
     scopes: Scopes,
     /// Its rate limits and quota in this process, kept across rebuilds of
     /// the entry while they stay the same.
-    pub meter: Option<Arc<Meter>>,
-    /// Newest first.
-    pub gens: Box<[LiveGen]>,
+    meter: Option<Arc<Meter>>,
 }
+
+/// The scopes of a key that has none.
+static NO_SCOPES: Scopes = Scopes::NONE;
 
 /// What a key found outside the store (in a file, a paste, a log) is to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -81,14 +93,22 @@ pub(crate) struct LiveGen {
     /// `tag` is keyed with the store's tag key, not the legacy constant.
     store_tag: bool,
     retired_at: i64,
-    grace_until: Option<i64>,
+    /// Until when an old generation still admits (ms); `i64::MIN`: it
+    /// does not (a current one, or one retired without a grace period).
+    grace: i64,
     pub hash: SecretHash,
     /// A key imported from another system: its secret is the whole key as
     /// that system issued it, found through [`Imports`], without a tag.
     imported: bool,
     /// Keyed digest of this generation's secret, once one verification of it
     /// has succeeded. A generation's secret never changes, so set once.
-    pub warm: OnceLock<[u8; 32]>,
+    pub warm: OnceLock<crate::verifier::WarmDigest>,
+}
+
+impl LiveGen {
+    fn grace_until(&self) -> Option<i64> {
+        (self.grace != i64::MIN).then_some(self.grace)
+    }
 }
 
 /// A generation as a source gives it to the index.
@@ -207,30 +227,49 @@ impl Live {
                     tag: g.tag,
                     store_tag: g.store_tag,
                     retired_at: g.retired_at.unwrap_or(i64::MAX),
-                    grace_until: g.grace_until,
+                    grace: g.grace_until.unwrap_or(i64::MIN),
                     hash: g.hash,
                     imported: g.imported,
                     warm,
                 }
             })
             .collect();
-        let scopes = match previous.map(|p| &p.scopes) {
+        let scopes = match previous.map(Live::scopes) {
             Some(was) if was.are(&policy.scopes) => was.clone(),
             _ => Scopes::new(&policy.scopes),
         };
-        let meter = match previous.and_then(|p| p.meter.as_ref()) {
+        let meter = match previous.and_then(Live::meter) {
             Some(m) if m.same(&policy.limits, policy.quota) => Some(Arc::clone(m)),
             _ => Meter::new(&policy.limits, policy.quota).map(Arc::new),
         };
+        let extras = (rules.is_some() || !scopes.is_empty() || meter.is_some()).then(|| {
+            Box::new(Extras {
+                rules,
+                scopes,
+                meter,
+            })
+        });
         Live {
             disabled,
-            expires_at,
-            rules,
+            expires_at: expires_at.unwrap_or(i64::MAX),
             owner,
-            scopes,
-            meter,
+            extras,
             gens,
         }
+    }
+
+    /// The key's scopes (none, mostly).
+    pub(crate) fn scopes(&self) -> &Scopes {
+        self.extras.as_ref().map_or(&NO_SCOPES, |e| &e.scopes)
+    }
+
+    /// Its rate limits and quota in this process, if it has any.
+    pub(crate) fn meter(&self) -> Option<&Arc<Meter>> {
+        self.extras.as_ref().and_then(|e| e.meter.as_ref())
+    }
+
+    fn rules(&self) -> Option<&Rules> {
+        self.extras.as_ref().and_then(|e| e.rules.as_ref())
     }
 
     /// Asks the processor for what a verification of this key reads next
@@ -241,17 +280,19 @@ impl Live {
         if let Some(g) = self.gens.first() {
             prefetch(&raw const g.warm);
         }
-        if let Some(p) = self.scopes.as_ptr() {
-            prefetch(p);
-        }
-        if let Some(m) = &self.meter {
-            m.prefetch();
+        if let Some(e) = &self.extras {
+            if let Some(p) = e.scopes.as_ptr() {
+                prefetch(p);
+            }
+            if let Some(m) = &e.meter {
+                m.prefetch();
+            }
         }
     }
 
     /// Whether the key carries `scope`.
     pub(crate) fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
+        self.scopes().contains(scope)
     }
 
     /// Heap bytes of this entry (its `Arc` allocation and what it points
@@ -263,12 +304,19 @@ impl Live {
         });
         2 * size_of::<usize>()
             + size_of::<Live>()
-            + self.gens.len() * size_of::<LiveGen>()
+            + if self.gens.spilled() {
+                self.gens.capacity() * size_of::<LiveGen>()
+            } else {
+                0
+            }
             + self.gens.iter().map(|g| g.hash.heap_bytes()).sum::<usize>()
-            + self.rules.as_ref().map_or(0, Rules::heap_bytes)
+            + self.extras.as_ref().map_or(0, |e| {
+                size_of::<Extras>()
+                    + e.rules.as_ref().map_or(0, Rules::heap_bytes)
+                    + e.scopes.heap_bytes()
+                    + e.meter.as_ref().map_or(0, |m| m.heap_bytes())
+            })
             + owner
-            + self.scopes.heap_bytes()
-            + self.meter.as_ref().map_or(0, |m| m.heap_bytes())
     }
 
     /// Status, then whitelist. A refused IP never costs a hash.
@@ -276,10 +324,10 @@ impl Live {
         if self.disabled {
             return Some(Denial::Disabled);
         }
-        if self.expires_at.is_some_and(|e| e <= now) {
+        if self.expires_at <= now {
             return Some(Denial::Expired);
         }
-        if self.rules.as_ref().is_some_and(|r| !r.admits(ip)) {
+        if self.rules().is_some_and(|r| !r.admits(ip)) {
             return Some(Denial::IpNotAllowed);
         }
         None
@@ -292,16 +340,16 @@ impl Live {
             return LeakState::WrongSecret;
         };
         let g = &self.gens[i];
-        if i != 0 && g.grace_until.is_none_or(|until| until <= now) {
+        if i != 0 && g.grace_until().is_none_or(|until| until <= now) {
             return LeakState::Rotated;
         }
-        if self.disabled || self.expires_at.is_some_and(|e| e <= now) {
+        if self.disabled || self.expires_at <= now {
             return LeakState::Inactive;
         }
         LeakState::Live
     }
 
-    pub(crate) fn warm_match(&self, digest: &[u8; 32]) -> Option<usize> {
+    pub(crate) fn warm_match(&self, digest: &crate::verifier::WarmDigest) -> Option<usize> {
         self.gens
             .iter()
             .position(|g| g.warm.get().is_some_and(|w| bool::from(w.ct_eq(digest))))
@@ -315,7 +363,7 @@ impl Live {
     /// under the legacy constant, given when [`Live::has_legacy_tags`].
     pub(crate) fn cold_candidates(
         &self,
-        digest: &[u8; 32],
+        digest: &crate::verifier::WarmDigest,
         tag: u32,
         legacy: Option<u32>,
     ) -> Result<Vec<usize>, usize> {
@@ -338,7 +386,10 @@ impl Live {
     /// For a key found through its import lookup: the generations to
     /// verify the whole key against (imported ones not yet warm), or
     /// `Err(i)` when generation `i` is warm with it.
-    pub(crate) fn imported_candidates(&self, digest: &[u8; 32]) -> Result<Vec<usize>, usize> {
+    pub(crate) fn imported_candidates(
+        &self,
+        digest: &crate::verifier::WarmDigest,
+    ) -> Result<Vec<usize>, usize> {
         let mut candidates = Vec::new();
         for (i, g) in self.gens.iter().enumerate() {
             match g.warm.get() {
@@ -364,22 +415,22 @@ impl Live {
                 generation: g.n,
                 in_grace: false,
                 owner: self.owner.clone(),
-                scopes: self.scopes.clone(),
+                scopes: self.scopes().clone(),
             };
             return (Verdict::Valid(grant), Freshness::Current);
         }
-        if g.grace_until.is_some_and(|until| until > now) {
+        if g.grace_until().is_some_and(|until| until > now) {
             let grant = Grant {
                 key_id: id,
                 generation: g.n,
                 in_grace: true,
                 owner: self.owner.clone(),
-                scopes: self.scopes.clone(),
+                scopes: self.scopes().clone(),
             };
             return (Verdict::Valid(grant), Freshness::Stale);
         }
         // It stopped working at the end of its grace, or when it was retired.
-        let at = g.grace_until.unwrap_or(g.retired_at);
+        let at = g.grace_until().unwrap_or(g.retired_at);
         (
             Verdict::Denied(Denial::Rotated {
                 at: Timestamp::from_unix_millis(at),
@@ -452,7 +503,7 @@ impl Index {
             .flat_map(|s| {
                 read(s)
                     .iter()
-                    .filter(|(_, l)| l.meter.is_some())
+                    .filter(|(_, l)| l.meter().is_some())
                     .map(|(id, l)| (*id, Arc::clone(l)))
                     .collect::<Vec<_>>()
             })

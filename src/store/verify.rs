@@ -36,7 +36,7 @@ enum Step {
 struct Cold {
     live: Arc<Live>,
     candidates: Vec<usize>,
-    digest: [u8; 32],
+    digest: crate::verifier::WarmDigest,
 }
 
 impl Engine {
@@ -234,7 +234,7 @@ impl Engine {
     pub(crate) fn candidates(
         &self,
         live: &Live,
-        digest: &[u8; 32],
+        digest: &crate::verifier::WarmDigest,
         secret: &[u8],
         imported: bool,
     ) -> Result<Vec<usize>, usize> {
@@ -255,7 +255,7 @@ impl Engine {
         id: KeyId,
         live: &Live,
         candidates: &[usize],
-        digest: &[u8; 32],
+        digest: &crate::verifier::WarmDigest,
         secret: &[u8],
     ) -> Result<Option<u32>, Denial> {
         // A key's share of the gate, waited for as briefly as the gate's
@@ -328,8 +328,7 @@ impl Engine {
         // earlier processes spent of its limits, before it answers (argon2
         // has just run; warm verifications never touch storage).
         if current
-            .meter
-            .as_ref()
+            .meter()
             .is_some_and(|m| m.first_use(self.budgets_shared()))
         {
             let _ = self.fetch_leases(&id);
@@ -354,7 +353,7 @@ impl Engine {
         if scope.is_some_and(|s| !live.has_scope(s)) {
             return Verdict::Denied(Denial::ScopeMissing);
         }
-        if let Some(meter) = &live.meter {
+        if let Some(meter) = live.meter() {
             let a = meter.admit(now, self.budgets_shared());
             if a.fetch {
                 self.leases.request(id);

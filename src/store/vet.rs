@@ -329,8 +329,8 @@ fn check_generation(g: &GenRecord) -> Result<(), String> {
     match (SecretHash::from_phc(&g.phc), &g.lookup) {
         (SecretHash::Argon2id { m, t, p, .. }, _) => {
             if m > verifier::MAX_IMPORTED_ARGON2_MEMORY_KIB
-                || t > verifier::MAX_IMPORTED_ARGON2_TIME
-                || p > verifier::MAX_IMPORTED_ARGON2_PARALLELISM
+                || u32::from(t) > verifier::MAX_IMPORTED_ARGON2_TIME
+                || u32::from(p) > verifier::MAX_IMPORTED_ARGON2_PARALLELISM
             {
                 return Err(format!("argon2 m={m},t={t},p={p} is over the bounds"));
             }
