@@ -31,6 +31,8 @@ pub(crate) struct SledBackend {
     commit_lock: Mutex<()>,
     next_seq: AtomicU64,
     version: AtomicU64,
+    /// Group commit: what is applied and what is on stable storage.
+    sync: GroupSync,
     /// Tests: run between applying a durable commit and syncing it.
     #[cfg(test)]
     pub(crate) before_sync: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
@@ -122,6 +124,14 @@ impl SledBackend {
                     .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
             });
         secure_tree(dir, dir_mode);
+        // What sled created as it opened (its log, its configuration, a
+        // snapshot, the blob directory) is named durably.
+        let sync = GroupSync::new(SyncFiles::open(dir).map_err(|e| {
+            OpenError::Storage(StorageError::with_source(
+                format!("cannot sync {}", dir.display()),
+                e,
+            ))
+        })?);
         // The read-ahead's descriptor is not sled's: its number stays taken
         // (by `ahead`) until sled's are found.
         let parent_only = crate::fork::FilesUnder::find(
@@ -140,6 +150,7 @@ impl SledBackend {
             commit_lock: Mutex::new(()),
             next_seq: AtomicU64::new(last_event.map_or(1, |s| s + 1)),
             version: AtomicU64::new(0),
+            sync,
             #[cfg(test)]
             before_sync: Mutex::new(None),
         })
@@ -186,6 +197,121 @@ impl SledBackend {
             rows.push((k[1..].to_vec(), v.to_vec()));
         }
         Ok((rows, false))
+    }
+}
+
+impl SledBackend {
+    /// Applies `batch` atomically, without waiting for the disk: its
+    /// version, and its ticket for [`SledBackend::sync_through`]. Commits
+    /// are applied one at a time; syncs are shared (group commit).
+    pub(crate) fn apply(&self, batch: &Batch) -> Result<(u64, u64), CommitError> {
+        let _serial = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first_seq = self.next_seq.load(Ordering::Acquire);
+        let appended = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Append { .. }))
+            .count() as u64;
+        let result = self.tree.transaction(|tx| {
+            let mut seq = first_seq;
+            for op in &batch.ops {
+                match op {
+                    Op::Put { table, key, value } => {
+                        tx.insert(full_key(*table, key), value.as_slice())?;
+                    }
+                    Op::Delete { table, key } => {
+                        tx.remove(full_key(*table, key))?;
+                    }
+                    Op::Expect {
+                        table,
+                        key,
+                        expected,
+                    } => {
+                        let current = tx.get(full_key(*table, key))?;
+                        if current.as_deref() != expected.as_deref() {
+                            return Err(ConflictableTransactionError::Abort(()));
+                        }
+                    }
+                    Op::Append { table, value } => {
+                        tx.insert(full_key(*table, &seq.to_be_bytes()), value.as_slice())?;
+                        seq += 1;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(())) => return Err(CommitError::Conflict),
+            Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(e))),
+        }
+        self.next_seq.store(first_seq + appended, Ordering::Release);
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let ticket = {
+            let mut st = crate::locks::lock(&self.sync.state);
+            st.applied += 1;
+            st.applied
+        };
+        Ok((version, ticket))
+    }
+
+    /// The ticket of the last commit applied: syncing through it makes
+    /// everything applied so far durable.
+    pub(crate) fn applied(&self) -> u64 {
+        crate::locks::lock(&self.sync.state).applied
+    }
+
+    /// Returns once the commit with `ticket`, and every one applied
+    /// before it, is on stable storage. One caller syncs for all who wait
+    /// meanwhile: concurrent writers share each sync.
+    pub(crate) fn sync_through(&self, ticket: u64) -> Result<(), StorageError> {
+        let mut st = crate::locks::lock(&self.sync.state);
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if st.running {
+                st = self
+                    .sync
+                    .done
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            st.running = true;
+            let through = st.applied;
+            drop(st);
+            #[cfg(test)]
+            if let Some(hook) = crate::locks::lock(&self.before_sync).as_ref() {
+                hook();
+            }
+            let synced = self.to_disk();
+            st = crate::locks::lock(&self.sync.state);
+            st.running = false;
+            if synced.is_ok() {
+                st.synced = st.synced.max(through);
+            }
+            self.sync.done.notify_all();
+            // A failure is the syncing caller's to report; the others try again.
+            synced?;
+        }
+    }
+
+    /// Everything sled has been given, on stable storage: sled writes its
+    /// buffers and calls `sync_file_range`, which survives the death of
+    /// this process but not a power cut (the file's new size and the
+    /// drive's cache stay volatile); then `fdatasync` of the log and of
+    /// any new blob file (sled writes records over ~128 KiB as files of
+    /// their own), and `fsync` of the blob directory that names them.
+    fn to_disk(&self) -> Result<(), StorageError> {
+        self.db.flush().map_err(storage)?;
+        self.sync
+            .files
+            .sync()
+            .map_err(|e| StorageError::with_source("syncing the store's files", e))
     }
 }
 
@@ -246,66 +372,17 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, batch: Batch, durability: Durability) -> Result<u64, CommitError> {
-        let _serial = self
-            .commit_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first_seq = self.next_seq.load(Ordering::Acquire);
-        let appended = batch
-            .ops
-            .iter()
-            .filter(|op| matches!(op, Op::Append { .. }))
-            .count() as u64;
-        let result = self.tree.transaction(|tx| {
-            let mut seq = first_seq;
-            for op in &batch.ops {
-                match op {
-                    Op::Put { table, key, value } => {
-                        tx.insert(full_key(*table, key), value.as_slice())?;
-                    }
-                    Op::Delete { table, key } => {
-                        tx.remove(full_key(*table, key))?;
-                    }
-                    Op::Expect {
-                        table,
-                        key,
-                        expected,
-                    } => {
-                        let current = tx.get(full_key(*table, key))?;
-                        if current.as_deref() != expected.as_deref() {
-                            return Err(ConflictableTransactionError::Abort(()));
-                        }
-                    }
-                    Op::Append { table, value } => {
-                        tx.insert(full_key(*table, &seq.to_be_bytes()), value.as_slice())?;
-                        seq += 1;
-                    }
-                }
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(())) => return Err(CommitError::Conflict),
-            Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(e))),
-        }
-        self.next_seq.store(first_seq + appended, Ordering::Release);
-        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        let (version, ticket) = self.apply(&batch)?;
         if durability == Durability::Durable {
-            #[cfg(test)]
-            if let Some(hook) = crate::locks::lock(&self.before_sync).as_ref() {
-                hook();
-            }
-            // Applied already: readers see it whether or not it is on disk.
-            self.db
-                .flush()
-                .map_err(|e| CommitError::Unflushed(storage(e)))?;
+            // Applied already: readers of this process see it whether or
+            // not it is on disk (the owner keeps other readers from it).
+            self.sync_through(ticket).map_err(CommitError::Unflushed)?;
         }
         Ok(version)
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        let flushed = self.db.flush().map(drop).map_err(storage);
+        let flushed = self.sync_through(self.applied());
         secure_tree(&self.dir, self.dir_mode);
         flushed
     }
@@ -332,6 +409,108 @@ impl Drop for SledBackend {
         let _ = self.flush();
         closed(&self.dir);
     }
+}
+
+/// Group commit: commits are numbered as they are applied; a sync makes
+/// every one applied before it started durable.
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: std::sync::Condvar,
+    files: SyncFiles,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Commits applied, and how many of them are on stable storage.
+    applied: u64,
+    synced: u64,
+    /// A sync is under way.
+    running: bool,
+}
+
+impl GroupSync {
+    fn new(files: SyncFiles) -> Self {
+        GroupSync {
+            state: Mutex::new(SyncState::default()),
+            done: std::sync::Condvar::new(),
+            files,
+        }
+    }
+}
+
+/// The files sled writes, for `fdatasync`: its log (a descriptor of our
+/// own; syncing any descriptor of a file syncs the file), the blob
+/// directory and the blobs already synced.
+struct SyncFiles {
+    log: std::fs::File,
+    blobs: PathBuf,
+    /// The blob directory's modification time at the last sync, and the
+    /// blobs synced: a new blob is synced once, with the directory.
+    seen: Mutex<(
+        Option<std::time::SystemTime>,
+        std::collections::HashSet<std::ffi::OsString>,
+    )>,
+}
+
+impl SyncFiles {
+    /// Opens the log and makes the store's directory entries durable.
+    fn open(dir: &Path) -> std::io::Result<Self> {
+        let log = std::fs::File::open(dir.join("db"))?;
+        log.sync_all()?;
+        for path in [dir.join("conf")] {
+            if let Ok(f) = std::fs::File::open(path) {
+                f.sync_all()?;
+            }
+        }
+        sync_dir(dir)?;
+        let files = SyncFiles {
+            log,
+            blobs: dir.join("blobs"),
+            seen: Mutex::new((None, std::collections::HashSet::new())),
+        };
+        files.sync_blobs()?;
+        Ok(files)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        self.sync_blobs()
+    }
+
+    /// Blobs written since the last look, and the directory naming them.
+    fn sync_blobs(&self) -> std::io::Result<()> {
+        let mut seen = crate::locks::lock(&self.seen);
+        let modified = match std::fs::metadata(&self.blobs) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if modified.is_some() && modified == seen.0 {
+            return Ok(());
+        }
+        let mut present = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&self.blobs)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !seen.1.contains(&name) {
+                match std::fs::File::open(entry.path()) {
+                    Ok(f) => f.sync_data()?,
+                    // Collected by sled meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            present.insert(name);
+        }
+        sync_dir(&self.blobs)?;
+        *seen = (modified, present);
+        Ok(())
+    }
+}
+
+/// `fsync` of a directory: the names in it are durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Asks the kernel to read the store's log into the page cache, in the

@@ -372,7 +372,7 @@ fn create_dir(dir: &Path, access: Access) -> Result<(), OpenError> {
 impl Backend for HostBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.call(
-            |o| o.settled().get(table, key),
+            |o| o.settled()?.get(table, key),
             || Request::Get {
                 table,
                 key: key.to_vec(),
@@ -386,7 +386,7 @@ impl Backend for HostBackend {
 
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError> {
         if let (Role::Owner(s), _) = self.current() {
-            return s.owner.settled().scan(table, prefix);
+            return s.owner.settled()?.scan(table, prefix);
         }
         // Page by page: no answer is larger than a frame.
         let mut out = Vec::new();
@@ -437,14 +437,14 @@ impl Backend for HostBackend {
             if let (Role::Owner(s), _) = self.current() {
                 return Ok(seen
                     + s.owner
-                        .settled()
+                        .settled()?
                         .visit_from(table, &next, limit - seen, each)?);
             }
             // Attached: a page at a time, each within a frame whatever
             // the rows' sizes.
             let want = (limit - seen).min(proto::PAGE_ROWS);
             let (rows, more) = self.call(
-                |o| Ok((o.settled().range_from(table, &next, want)?, false)),
+                |o| Ok((o.settled()?.range_from(table, &next, want)?, false)),
                 || Request::RangeFrom {
                     table,
                     start: next.clone(),

@@ -28,8 +28,13 @@ pub(super) struct Owner {
     /// reads, so none sees a durable commit before its sync (see
     /// [`Owner::settled`]).
     commit_lock: Mutex<()>,
-    /// The last feed version committed; waiters are woken when it moves.
+    /// The last feed version on stable storage: what readers are told, and
+    /// waiters are woken when it moves. (Told sooner, a version an owner
+    /// killed before its sync never wrote would be given again by its
+    /// successor, and a process that had heard it would miss that change.)
     version: Mutex<u64>,
+    /// The last feed version given to a commit (under `commit_lock`).
+    assigned: std::sync::atomic::AtomicU64,
     changed: Condvar,
     stopping: AtomicBool,
 }
@@ -51,22 +56,40 @@ impl Owner {
             sled,
             commit_lock: Mutex::new(()),
             version: Mutex::new(version),
+            assigned: std::sync::atomic::AtomicU64::new(version),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
         })
     }
 
     /// The files to read, with no durable commit between being applied
-    /// and being synced while the guard is held. sled shows a commit to
-    /// readers before its flush returns; a reader that acted on such a
-    /// change (another process seeing a plugin's cursor move, or a key
-    /// appear) could see it undone by a crash. Lazy commits (usage) are
-    /// read as they stand. Never commit while holding it.
-    pub(super) fn settled(&self) -> Settled<'_> {
-        Settled {
-            _serial: lock(&self.commit_lock),
-            sled: &self.sled,
+    /// and being synced while the guard is held: no commit is applied
+    /// meanwhile, and every one applied before is synced first. sled shows
+    /// a commit to readers before it is on disk; a reader that acted on
+    /// such a change (another process seeing a plugin's cursor move, or a
+    /// key appear) could see it undone by a crash. Never commit while
+    /// holding it.
+    pub(super) fn settled(&self) -> Result<Settled<'_>, StorageError> {
+        // Sync without the lock (writers go on applying, and share the
+        // sync), then take it; when nothing was applied meanwhile, which
+        // is usual, everything the reader can see is on disk.
+        for _ in 0..3 {
+            let applied = self.sled.applied();
+            self.sled.sync_through(applied)?;
+            let serial = lock(&self.commit_lock);
+            if self.sled.applied() == applied {
+                return Ok(Settled {
+                    _serial: serial,
+                    sled: &self.sled,
+                });
+            }
         }
+        let serial = lock(&self.commit_lock);
+        self.sled.sync_through(self.sled.applied())?;
+        Ok(Settled {
+            _serial: serial,
+            sled: &self.sled,
+        })
     }
 
     /// Flushes the files: every commit so far is durable after it.
@@ -85,24 +108,33 @@ impl Owner {
         mut batch: Batch,
         durability: Durability,
     ) -> Result<u64, CommitError> {
-        let _serial = lock(&self.commit_lock);
-        let before = self.version();
-        let rows: Vec<Vec<u8>> = batch.followed_rows().map(<[u8]>::to_vec).collect();
-        let mut after = before;
-        for row in rows {
-            after += 1;
-            batch.put(Table::Feed, version_key(after).to_vec(), row);
-        }
-        let result = self.sled.commit(batch, durability);
-        match &result {
-            // Unflushed: applied all the same, and readers see it.
-            Ok(_) | Err(CommitError::Unflushed(_)) if after > before => {
-                *lock(&self.version) = after;
-                self.changed.notify_all();
+        let (before, after, ticket) = {
+            let _serial = lock(&self.commit_lock);
+            let before = self.assigned.load(Ordering::Acquire);
+            let rows: Vec<Vec<u8>> = batch.followed_rows().map(<[u8]>::to_vec).collect();
+            let mut after = before;
+            for row in rows {
+                after += 1;
+                batch.put(Table::Feed, version_key(after).to_vec(), row);
             }
-            _ => {}
+            let (_, ticket) = self.sled.apply(&batch)?;
+            self.assigned.store(after, Ordering::Release);
+            (before, after, ticket)
+        };
+        // Outside the lock, so concurrent writers share the sync; a change
+        // to a key record is told only once it is on disk.
+        if durability == Durability::Durable || after > before {
+            self.sled
+                .sync_through(ticket)
+                .map_err(CommitError::Unflushed)?;
         }
-        result.map(|_| after)
+        if after > before {
+            let mut told = lock(&self.version);
+            *told = (*told).max(after);
+            drop(told);
+            self.changed.notify_all();
+        }
+        Ok(after)
     }
 
     /// The key records changed after `seen`, from the feed.
@@ -131,6 +163,11 @@ impl Owner {
             // Trimmed past what this reader has seen, or too much to list.
             return Ok(Changes::Reload { version });
         }
+        // Rows past the told version are not on disk yet: not told either.
+        let rows: Vec<_> = rows
+            .into_iter()
+            .take_while(|(k, _)| version_of(k).is_some_and(|v| v <= version))
+            .collect();
         let last = rows
             .last()
             .and_then(|(k, _)| version_of(k))
@@ -258,7 +295,11 @@ mod tests {
         let reader = {
             let (owner, synced) = (Arc::clone(&owner), Arc::clone(&synced));
             std::thread::spawn(move || {
-                let value = owner.settled().get(Table::PluginState, b"crm").unwrap();
+                let value = owner
+                    .settled()
+                    .unwrap()
+                    .get(Table::PluginState, b"crm")
+                    .unwrap();
                 (value, synced.load(Ordering::Acquire))
             })
         };

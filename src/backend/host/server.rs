@@ -270,7 +270,7 @@ fn answer(request: Request, actor: &str, ctx: &Ctx) -> Reply {
         |e: crate::backend::StorageError| Reply::Failed(Failure::Storage(e.message().to_string()));
     match request {
         Request::Hello { .. } => Reply::Failed(Failure::Storage("greeted twice".into())),
-        Request::Get { table, key } => match owner.settled().get(table, &key) {
+        Request::Get { table, key } => match owner.settled().and_then(|s| s.get(table, &key)) {
             Ok(v) => Reply::Value(v),
             Err(e) => storage(e),
         },
@@ -284,7 +284,7 @@ fn answer(request: Request, actor: &str, ctx: &Ctx) -> Reply {
                 .min(proto::PAGE_ROWS);
             match owner
                 .settled()
-                .range_bounded(table, &start, limit, proto::PAGE_BYTES)
+                .and_then(|s| s.range_bounded(table, &start, limit, proto::PAGE_BYTES))
             {
                 Ok((rows, more)) => Reply::Rows {
                     rows: rows
@@ -297,7 +297,11 @@ fn answer(request: Request, actor: &str, ctx: &Ctx) -> Reply {
             }
         }
         Request::Commit { batch, durability } => {
-            let batch = match (ctx.vet.0)(batch, actor, &*owner.settled()) {
+            let vetted = match owner.settled() {
+                Ok(store) => (ctx.vet.0)(batch, actor, &*store),
+                Err(e) => return storage(e),
+            };
+            let batch = match vetted {
                 Ok(b) => b,
                 Err(reason) => return Reply::Failed(Failure::Refused(reason)),
             };
