@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 
 # Debian packages the tests use: a C and C++ compiler (with AddressSanitizer),
-# make and pkg-config for the C examples, Python 3 with venv, and chromium
-# with Node.js for the admin panel's browser tests.
+# make and pkg-config for the C examples, Python 3 with venv, chromium
+# with Node.js for the admin panel's browser tests, and FUSE 3 for the
+# power-cut test (a file system that loses what was not synced).
 apt_install() {
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
@@ -28,6 +29,7 @@ python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v fusermount3 >/dev/null || missing+=(fuse3 libfuse3-3)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     apt_install "${missing[@]}"
@@ -86,7 +88,7 @@ plugins_job=$!
 (
     python3 -m venv "$pyenv"
     "$pyenv/bin/pip" install --quiet --upgrade pip
-    "$pyenv/bin/pip" install --quiet "maturin>=1.9,<2" "cffi>=1.15" pytest gunicorn
+    "$pyenv/bin/pip" install --quiet "maturin>=1.9,<2" "cffi>=1.15" pytest gunicorn mfusepy
 ) > "$CARGO_TARGET_DIR/pyenv-setup.log" 2>&1 &
 pyenv_job=$!
 # playwright-core, pinned by the committed lockfile (it drives the system's

@@ -463,6 +463,10 @@ impl SyncFiles {
             }
         }
         sync_dir(dir)?;
+        // And the store directory's own name, made when it was created.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let files = SyncFiles {
             log,
             blobs: dir.join("blobs"),
