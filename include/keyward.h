@@ -742,6 +742,21 @@ uint32_t kw_abi_version(void);
 enum kw_status kw_store_status_json(const struct kw_store *store, char **json_out);
 
 /**
+ * Walks every table of the store and reports what does not agree, as a
+ * JSON object written to `*json_out` (free with `kw_string_free`):
+ * `{"clean": bool, "rows": {"keys": N, ...}, "problems": [{"table",
+ * "row", "problem", "repaired"}]}` — records that do not decode,
+ * owner-index rows and import lookups that do not match their records,
+ * quota, limit and usage rows of no key, events and plugin state that do
+ * not hold together. With `repair`, what is derived from the records
+ * (the owner index, the import lookups) is rebuilt and rows of no key are
+ * removed, in one durable write made only if nothing involved changed
+ * meanwhile (else a storage error: check again); records are never
+ * touched. `clean` is true when nothing is wrong that was not repaired.
+ */
+enum kw_status kw_store_check_json(const struct kw_store *store, bool repair, char **json_out);
+
+/**
  * Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
  * `{"key_id", "totals": {"allowed", "denied", and a count per denial
  * recorded against a key, by its name: "wrong_secret", "rotated",

@@ -1369,3 +1369,39 @@ fn limits_quota_and_scopes_are_set_shown_and_enforced_across_invocations() {
     assert_eq!(v["limits"][0]["name"], "daily");
     assert_eq!(v["scopes"], serde_json::json!(["contacts:write"]));
 }
+
+#[test]
+fn check_reports_what_does_not_agree_and_repair_rebuilds_it() {
+    let cli = Cli::new();
+    let v = cli.json(&["key", "create", "owned", "--owner", "acme"]);
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(cli.ok(&["check"]).contains("clean"));
+    // The owner index loses the key's row (the store closed: nobody holds it).
+    {
+        let db = sled::open(&cli.db).unwrap();
+        let tree = db.open_tree("keyward").unwrap();
+        let row = [&b"o"[..], b"acme\0", id.as_bytes()].concat();
+        assert!(tree.remove(row).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let out = cli.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("owners") && text.contains("owner row is missing"),
+        "{text}"
+    );
+    let report: Value = serde_json::from_slice(&cli.run(&["--json", "check"]).stdout).unwrap();
+    assert_eq!(report["clean"], false);
+    assert_eq!(report["problems"][0]["table"], "owners");
+    let out = cli.run(&["check", "--repair"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("(repaired)")
+    );
+    assert!(cli.ok(&["check"]).contains("clean"));
+    let listed = cli.json(&["key", "list", "--owner", "acme"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}

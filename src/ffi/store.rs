@@ -237,3 +237,28 @@ pub unsafe extern "C" fn kw_store_status_json(
         unsafe { put_json(json_out, &store.status().to_json()) }
     })
 }
+
+/// Walks every table of the store and reports what does not agree, as a
+/// JSON object written to `*json_out` (free with `kw_string_free`):
+/// `{"clean": bool, "rows": {"keys": N, ...}, "problems": [{"table",
+/// "row", "problem", "repaired"}]}` — records that do not decode,
+/// owner-index rows and import lookups that do not match their records,
+/// quota, limit and usage rows of no key, events and plugin state that do
+/// not hold together. With `repair`, what is derived from the records
+/// (the owner index, the import lookups) is rebuilt and rows of no key are
+/// removed, in one durable write made only if nothing involved changed
+/// meanwhile (else a storage error: check again); records are never
+/// touched. `clean` is true when nothing is wrong that was not repaired.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_check_json(
+    store: *const kw_store,
+    repair: bool,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        let report = store.check(repair)?;
+        unsafe { put_json(json_out, &report) }
+    })
+}

@@ -273,6 +273,62 @@ const NOT_HELD: u8 = 1;
 const HELD: u8 = 2;
 
 /// A stored plugin record that does not read back.
+/// What `Store::check` asks of the plugin tables: every plugin's record
+/// decodes and its component is there; every state and dead letter
+/// belongs to a plugin installed and decodes; no cursor is past the last
+/// event (`last_event`). Each problem goes to `found(table, row, what)`.
+pub(crate) fn check(
+    backend: &dyn Backend,
+    last_event: u64,
+    found: &mut dyn FnMut(&str, &[u8], String),
+) -> Result<(), StorageError> {
+    let mut installed = std::collections::HashSet::new();
+    for (name, record) in backend.scan(Table::Plugins, b"")? {
+        if let Err(e) = check_row(Table::Plugins, &record) {
+            found("plugins", &name, e);
+        }
+        if backend.get(Table::PluginCode, &name)?.is_none() {
+            found("plugins", &name, "its component is missing".into());
+        }
+        installed.insert(name);
+    }
+    for (name, state) in backend.scan(Table::PluginState, b"")? {
+        if !installed.contains(&name) {
+            found(
+                "plugin_state",
+                &name,
+                "the state of no plugin installed".into(),
+            );
+        }
+        match serde_json::from_slice::<PluginStatus>(&state) {
+            Ok(s) if s.cursor > last_event => found(
+                "plugin_state",
+                &name,
+                format!(
+                    "its cursor {} is past the last event {last_event}",
+                    s.cursor
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => found("plugin_state", &name, format!("does not decode: {e}")),
+        }
+    }
+    for (row, letter) in backend.scan(Table::DeadLetters, b"")? {
+        let name = row.split(|&b| b == 0).next().unwrap_or_default();
+        if !installed.contains(name) {
+            found(
+                "dead_letters",
+                &row,
+                "a dead letter of no plugin installed".into(),
+            );
+        }
+        if let Err(e) = check_row(Table::DeadLetters, &letter) {
+            found("dead_letters", &row, e);
+        }
+    }
+    Ok(())
+}
+
 /// Whether `value` is a row of plugin table `table` as this module writes
 /// it (a plugin's record with a manifest that parses, its state, a dead
 /// letter; a component's bytes are checked when it is loaded).

@@ -12,6 +12,7 @@
 //! `crate::events`, whitelist entry rules in `crate::whitelist`.
 
 mod budgets;
+mod check;
 mod codec;
 mod engine;
 mod import;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use self::check::{CheckReport, Problem};
 pub use self::engine::Maintenance;
 pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
 pub use self::import::{IMPORT_PREFIX_LEN, ImportedSecret};
@@ -356,6 +358,22 @@ impl Store {
         keys: Vec<(String, CreateOptions)>,
     ) -> Result<Vec<CreatedKey>, KeyError> {
         self.engine.create_many(keys)
+    }
+
+    /// Walks every table and reports what does not agree (see
+    /// [`CheckReport`]): records that do not decode, owner-index rows and
+    /// import lookups that do not match their records, quota, limit and
+    /// usage rows of no key, events and plugin state that do not hold
+    /// together. With `repair`, what is derived from the records (the
+    /// owner index, the import lookups) is rebuilt from them and rows of
+    /// no key are removed, in one durable write made only if nothing
+    /// involved changed meanwhile; records are never touched.
+    ///
+    /// # Errors
+    /// Storage errors; with `repair`, a store that changed during the
+    /// check (nothing is repaired: check again).
+    pub fn check(&self, repair: bool) -> Result<CheckReport, StorageError> {
+        self.engine.check(repair)
     }
 
     /// Gives the key a new secret. The old secret stops working when this

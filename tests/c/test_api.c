@@ -90,6 +90,16 @@ int main(int argc, char **argv) {
     kw_string_free(status);
     CHECK_STATUS(kw_store_status_json(NULL, &status), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_store_status_json(store, NULL), KW_STATUS_NULL_ARGUMENT);
+    /* A new store agrees with itself; checked and repaired alike. */
+    char *checked = NULL;
+    CHECK_STATUS(kw_store_check_json(store, false, &checked), KW_STATUS_OK);
+    CHECK(checked && strstr(checked, "\"clean\":true") && strstr(checked, "\"problems\":[]"));
+    kw_string_free(checked);
+    CHECK_STATUS(kw_store_check_json(store, true, &checked), KW_STATUS_OK);
+    CHECK(checked && strstr(checked, "\"clean\":true"));
+    kw_string_free(checked);
+    CHECK_STATUS(kw_store_check_json(NULL, false, &checked), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_check_json(store, false, NULL), KW_STATUS_NULL_ARGUMENT);
 
     size_t key_len = kw_key_buffer_len(store);
     CHECK(key_len == strlen("acme_live") + 2 + 12 + 43 + 6 + 1);

@@ -425,3 +425,12 @@ def test_a_quota_counts_down_refuses_at_zero_and_is_set_and_cleared(store):
     assert store.set_scopes(c.info.id, ["b", "a"]).scopes == ("a", "b")
     assert store.verify(c.key, "203.0.113.5", scope="orders:read").denial is Denial.SCOPE_MISSING
     assert store.key(c.info.id).quota is None
+
+
+def test_check_finds_a_store_that_agrees_with_itself_clean(store):
+    store.create_key("k", owner="acme")
+    report = store.check()
+    assert report and report.clean and report.problems == []
+    assert report.rows["keys"] == 1 and report.rows["owners"] == 1
+    assert store.check(repair=True).clean
+    assert isinstance(keyward.CheckReport, type) and keyward.Problem("owners", "r", "p", True).repaired

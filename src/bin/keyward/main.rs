@@ -15,6 +15,7 @@
 
 #[cfg(feature = "admin")]
 mod admin;
+mod check;
 mod events;
 mod import;
 mod keys;
@@ -131,6 +132,17 @@ enum Command {
     /// Whether this process owns the store or attaches to it, and which
     /// process owns it.
     Status,
+    /// Walks every table and reports what does not agree (records that do
+    /// not decode, owner-index rows and import lookups that do not match
+    /// their records, rows of no key, events and plugin state). Exit 0
+    /// when nothing is wrong (or all of it was repaired), 1 otherwise.
+    Check {
+        /// Rebuild what is derived from the records (the owner index, the
+        /// import lookups) and remove rows of no key; records are never
+        /// touched.
+        #[arg(long)]
+        repair: bool,
+    },
     /// The settings panel as a web page: prints the URL to open (with a
     /// one-time login token) as the first line on stdout, serves until
     /// SIGTERM.
@@ -330,6 +342,7 @@ fn run(cli: Cli) -> Result<u8> {
         #[cfg(feature = "plugins")]
         Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
         Command::Status => serve::status_command(&store, &out)?,
+        Command::Check { repair } => check::check_command(&store, repair, &out)?,
         Command::Serve => unreachable!("served above"),
         #[cfg(feature = "admin")]
         Command::Admin(_) => unreachable!("served above"),

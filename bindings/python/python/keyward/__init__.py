@@ -13,10 +13,12 @@ restrict them to whitelisted IPs, and see where each key is used::
 """
 
 from keyward._store import (
+    CheckReport,
     CreatedKey,
     DeadLetter,
     PluginInfo,
     PluginStatus,
+    Problem,
     Denial,
     Event,
     HourlyUsage,
@@ -46,10 +48,12 @@ from keyward._native import ffi as _ffi, lib as _lib
 __version__: str = _ffi.string(_lib.kw_version()).decode()
 
 __all__ = [
+    "CheckReport",
     "CreatedKey",
     "DeadLetter",
     "PluginInfo",
     "PluginStatus",
+    "Problem",
     "Denial",
     "Event",
     "HourlyUsage",

@@ -303,6 +303,33 @@ class Whitelist:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One thing :meth:`Store.check` found that does not agree."""
+
+    table: str
+    row: str
+    problem: str
+    repaired: bool
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :meth:`Store.check` found: ``clean`` when nothing is wrong that
+    was not repaired; rows read by table; each problem."""
+
+    clean: bool
+    rows: Dict[str, int]
+    problems: List[Problem]
+
+    def __bool__(self) -> bool:
+        return self.clean
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "CheckReport":
+        return cls(d["clean"], dict(d["rows"]), [Problem(**p) for p in d["problems"]])
+
+
+@dataclass(frozen=True)
 class IpUsage:
     ip: str
     first_seen: datetime
@@ -662,6 +689,18 @@ class Store:
         the process ``owner_pid``), ``"shared"`` (PostgreSQL) or
         ``"memory"``; also ``pid``, ``socket``, ``path`` and ``keys``."""
         return self._json(lib.kw_store_status_json, self._h())
+
+    @_in_flight
+    def check(self, repair: bool = False) -> CheckReport:
+        """Walks every table and reports what does not agree: records that
+        do not decode, owner-index rows and import lookups that do not
+        match their records, quota, limit and usage rows of no key, events
+        and plugin state that do not hold together. With ``repair=True``,
+        what is derived from the records (the owner index, the import
+        lookups) is rebuilt and rows of no key are removed; records are
+        never touched (a store that changed meanwhile raises
+        :class:`StorageError`: check again)."""
+        return CheckReport._from(self._json(lib.kw_store_check_json, self._h(), bool(repair)))
 
     # -- verify -------------------------------------------------------
 
