@@ -757,6 +757,40 @@ enum kw_status kw_store_status_json(const struct kw_store *store, char **json_ou
 enum kw_status kw_store_check_json(const struct kw_store *store, bool repair, char **json_out);
 
 /**
+ * Writes a consistent snapshot of the store, taken while other processes
+ * go on verifying and writing, as a new sled store at `dest_path` (a
+ * directory that does not exist yet, or is empty) that `kw_store_open`
+ * opens directly. Works from the owning process, an attached one, or on a
+ * PostgreSQL store. `KW_STATUS_INVALID_INPUT` when `dest_path` has
+ * anything in it (nothing is written there).
+ *
+ * - `dest_path`: NUL-terminated UTF-8; not NULL.
+ */
+enum kw_status kw_store_backup(const struct kw_store *store, const char *dest_path);
+
+/**
+ * `kw_store_backup`, and what it wrote as a JSON object in `*json_out`
+ * (free with `kw_string_free`): `{"keys", "rows", "bytes", "last_event",
+ * "journaled"}` — `last_event` is the newest event the backup holds (its
+ * next is numbered after it), `journaled` the rows written while it was
+ * read, applied after.
+ */
+enum kw_status kw_store_backup_json(const struct kw_store *store,
+                                    const char *dest_path,
+                                    char **json_out);
+
+/**
+ * Copies the store, as one consistent snapshot, into the empty store at
+ * `dest`: a sled directory (that does not exist yet, or is empty) or a
+ * `postgres://` URL whose schema holds nothing. Key ids are kept (every
+ * key verifies against the copy as against this store), event numbers
+ * continue, plugins do not deliver again. Writes the report to
+ * `*json_out` as `kw_store_backup_json` does. `KW_STATUS_INVALID_INPUT`
+ * when the destination holds anything (nothing is written to it).
+ */
+enum kw_status kw_store_copy_json(const struct kw_store *store, const char *dest, char **json_out);
+
+/**
  * Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
  * `{"key_id", "totals": {"allowed", "denied", and a count per denial
  * recorded against a key, by its name: "wrong_secret", "rotated",

@@ -192,10 +192,13 @@ pub(crate) fn prune(
     let delivered = lowest_plugin_cursor(backend)?.unwrap_or(u64::MAX);
     let mut pruned = 0;
     loop {
-        let page = backend.range_from(Table::Events, &0u64.to_be_bytes(), 512)?;
+        // The newest event always stays: a sled store numbers its next
+        // event after it when it opens, and a copy continues from it (an
+        // outbox emptied would start again at 1, below plugins' cursors).
+        let page = backend.range_from(Table::Events, &0u64.to_be_bytes(), 513)?;
         let mut batch = Batch::default();
-        let mut done = page.len() < 512;
-        for (k, v) in &page {
+        let mut done = page.len() < 513;
+        for (k, v) in &page[..page.len().saturating_sub(1)] {
             let event = Event::from_stored(k, v)?;
             if event.at.unix_millis() >= cutoff || event.seq > delivered {
                 done = true;
@@ -277,5 +280,25 @@ mod retention_tests {
         backend.commit(batch, Durability::Durable).unwrap();
         assert_eq!(prune(&backend, 3_600_000 + 8_000, hour).unwrap(), 3);
         assert_eq!(seqs(&backend), [8, 9, 10]);
+        // Everything is old and delivered: the newest stays, for the
+        // numbering to go on from it.
+        assert_eq!(prune(&backend, 100_000_000, hour).unwrap(), 2);
+        assert_eq!(seqs(&backend), [10]);
+        assert_eq!(prune(&backend, 100_000_000, hour).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_page_boundary_does_not_take_the_newest_event() {
+        let backend = MemoryBackend::new(false);
+        let mut batch = Batch::default();
+        for at in 1..=1026 {
+            event_at(&mut batch, at);
+        }
+        backend.commit(batch, Durability::Durable).unwrap();
+        assert_eq!(
+            prune(&backend, 100_000_000, Duration::from_hours(1)).unwrap(),
+            1025
+        );
+        assert_eq!(seqs(&backend), [1026]);
     }
 }

@@ -81,7 +81,9 @@ mod verifier;
 mod whitelist;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::error::{Error, ErrorKind, KeyError, OpenError, StorageError, WhitelistError};
+pub use crate::error::{
+    CopyError, Error, ErrorKind, KeyError, OpenError, StorageError, WhitelistError,
+};
 pub use crate::events::{Event, EventKind};
 pub use crate::key::{InvalidKeyId, KeyId, PlaintextKey};
 #[cfg(feature = "plugins")]
@@ -91,11 +93,21 @@ pub use crate::plugins::{
 };
 pub use crate::policy::{Limit, Quota, Refill, RefillPeriod, Scopes};
 pub use crate::store::{
-    CheckReport, CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo, KeyPage,
-    LeakState, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, MAX_PAGE, Maintenance,
-    Options, OwnerInfo, OwnerUsage, PAST_GENERATIONS_KEPT, Problem, Role, Status, Store,
+    CheckReport, CopyReport, CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo,
+    KeyPage, LeakState, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, MAX_PAGE,
+    Maintenance, Options, OwnerInfo, OwnerUsage, PAST_GENERATIONS_KEPT, Problem, Role, Status,
+    Store,
 };
 pub use crate::time::Timestamp;
+
+/// A store's location (a sled directory, or a `postgres://` URL) as it
+/// may be shown in a message or a log: the directory's path, or the
+/// PostgreSQL store's schema and database — never the URL itself, which
+/// may carry a password.
+#[must_use]
+pub fn describe_location(location: &std::path::Path) -> String {
+    crate::backend::describe(location)
+}
 pub use crate::usage::{
     Backlog, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN, NoticeLimits,
     Usage, UsageLimits, UsageTotals,

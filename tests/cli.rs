@@ -1405,3 +1405,61 @@ fn check_reports_what_does_not_agree_and_repair_rebuilds_it() {
     let listed = cli.json(&["key", "list", "--owner", "acme"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn backup_and_store_copy_write_a_store_that_opens_and_say_where_events_stand() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "kept");
+    cli.ok(&["key", "create", "other", "--owner", "acme"]);
+    let dir = cli.db.parent().unwrap().to_path_buf();
+    let backup = dir.join("backup");
+    let out = cli.ok(&["backup", backup.to_str().unwrap()]);
+    assert!(out.contains("Backed up 2 keys"), "{out}");
+    assert!(
+        out.contains("It holds events through #2; its next event is #3."),
+        "{out}"
+    );
+    let restored = Cli {
+        _dir: tempfile::tempdir().unwrap(),
+        db: backup.clone(),
+    };
+    assert!(restored.ok(&["key", "show", &id]).contains("kept"));
+    restored.ok(&["verify", &key, "--ip", "192.0.2.1"]);
+    // Into anything not empty: exit 4, one line, nothing written.
+    let err = cli.fails(&["backup", backup.to_str().unwrap()], 4);
+    assert!(err.contains("not empty"), "{err}");
+    // A copy from one store to another, named on the command line.
+    let copy = dir.join("copy");
+    let report: Value = serde_json::from_slice(
+        &Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["--json", "store", "copy"])
+            .arg(&backup)
+            .arg(&copy)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (report["keys"].as_u64(), report["last_event"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["store", "copy"])
+        .arg(dir.join("nowhere"))
+        .arg(dir.join("copy2"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(
+        !dir.join("nowhere").exists(),
+        "a copy never creates its source"
+    );
+    // On a terminal, progress as it goes.
+    let (code, screen) = cli.on_terminal(&["backup", dir.join("shown").to_str().unwrap()], "");
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("copying: ") && screen.contains("Backed up 2 keys"),
+        "{screen}"
+    );
+}

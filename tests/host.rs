@@ -503,12 +503,12 @@ mod wire {
         reply
     }
 
-    /// Connects and greets the owner as protocol 2.
+    /// Connects and greets the owner as protocol 3.
     pub fn connect(socket: &std::path::Path) -> UnixStream {
         let s = UnixStream::connect(socket).unwrap();
         let mut hello = Vec::new();
         varint(HELLO, &mut hello);
-        varint(2, &mut hello);
+        varint(3, &mut hello);
         let reply = call(&s, &hello);
         assert_eq!(reply[0] as u64, REPLY_WELCOME, "greeted: {reply:?}");
         s

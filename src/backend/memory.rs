@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use super::copy::{PAGE_ROWS, Snapshot, seq_of};
 use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
 
 /// Longest change feed kept; a reader further behind reloads everything.
@@ -157,5 +158,41 @@ impl Backend for MemoryBackend {
 
     fn is_shared(&self) -> bool {
         self.shared
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        Ok(Box::new(Frozen(self.state().tables.clone())))
+    }
+
+    fn resume_sequences(&self) -> Result<(), StorageError> {
+        let mut st = self.state();
+        let last = st
+            .tables
+            .range((Table::Events, Vec::new())..)
+            .take_while(|((t, _), _)| *t == Table::Events)
+            .map(|((_, k), _)| seq_of(k))
+            .max()
+            .unwrap_or(0);
+        st.next_seq = st.next_seq.max(last);
+        Ok(())
+    }
+}
+
+/// A snapshot of an in-memory store: a copy of it.
+struct Frozen(BTreeMap<(Table, Vec<u8>), Vec<u8>>);
+
+impl Snapshot for Frozen {
+    fn page(&mut self, table: Table, start: &[u8]) -> Result<KvPairs, StorageError> {
+        Ok(self
+            .0
+            .range((table, start.to_vec())..)
+            .take_while(|((t, _), _)| *t == table)
+            .take(PAGE_ROWS)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<Op>, StorageError> {
+        Ok(Vec::new())
     }
 }

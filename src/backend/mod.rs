@@ -9,6 +9,7 @@
 //! seen: the change feed a shared backend fills and a single-writer backend
 //! leaves empty. It knows nothing of keys, events or plugins.
 
+pub(crate) mod copy;
 mod error;
 mod host;
 mod memory;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use self::copy::Snapshot;
 pub(crate) use self::error::CommitError;
 pub use self::error::StorageError;
 pub(crate) use self::host::{HostBackend, HostRules, Vet, group_id};
@@ -95,6 +97,20 @@ pub(crate) fn open(
         #[cfg(feature = "postgres")]
         postgres: None,
     })
+}
+
+/// A store's location as it may be shown in a message: a directory's
+/// path, or a PostgreSQL store's schema and database (never the URL,
+/// which may carry a password).
+pub(crate) fn describe(location: &Path) -> String {
+    match location.to_str() {
+        #[cfg(feature = "postgres")]
+        Some(l) if postgres::is_url(l) => postgres::describe(l),
+        Some(l) if l.starts_with("postgres://") || l.starts_with("postgresql://") => {
+            "a PostgreSQL URL".to_string()
+        }
+        _ => location.display().to_string(),
+    }
 }
 
 /// The tables of a store.
@@ -338,6 +354,18 @@ pub(crate) trait Backend: Send + Sync {
 
     fn host(&self) -> Option<&HostBackend> {
         None
+    }
+
+    /// A consistent view of every table, read while other processes go on
+    /// reading and writing (see [`copy`]).
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        Err(StorageError::new("this storage cannot be copied"))
+    }
+
+    /// After rows of the appended tables were put directly (by a copy),
+    /// makes the next append follow the largest.
+    fn resume_sequences(&self) -> Result<(), StorageError> {
+        Err(StorageError::new("this storage cannot be copied into"))
     }
 }
 

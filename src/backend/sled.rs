@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::copy::{Journals, PAGE_BYTES, PAGE_ROWS, Snapshot};
 use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
 use crate::error::OpenError;
 
@@ -33,6 +34,8 @@ pub(crate) struct SledBackend {
     version: AtomicU64,
     /// Group commit: what is applied and what is on stable storage.
     sync: GroupSync,
+    /// What every open snapshot has yet to see (written under `commit_lock`).
+    journals: Mutex<Journals>,
     /// Tests: run between applying a durable commit and syncing it.
     #[cfg(test)]
     pub(crate) before_sync: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
@@ -151,6 +154,7 @@ impl SledBackend {
             next_seq: AtomicU64::new(last_event.map_or(1, |s| s + 1)),
             version: AtomicU64::new(0),
             sync,
+            journals: Mutex::new(Journals::default()),
             #[cfg(test)]
             before_sync: Mutex::new(None),
         })
@@ -249,6 +253,7 @@ impl SledBackend {
             Err(TransactionError::Storage(e)) => return Err(CommitError::Storage(storage(e))),
         }
         self.next_seq.store(first_seq + appended, Ordering::Release);
+        crate::locks::lock(&self.journals).record(batch, first_seq);
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         let ticket = {
             let mut st = crate::locks::lock(&self.sync.state);
@@ -312,6 +317,90 @@ impl SledBackend {
             .files
             .sync()
             .map_err(|e| StorageError::with_source("syncing the store's files", e))
+    }
+}
+
+impl SledBackend {
+    /// Begins a journal of every write applied from now on: a snapshot's
+    /// (see `backend::copy`). Its number.
+    pub(crate) fn begin_journal(&self) -> Result<u64, StorageError> {
+        let _serial = crate::locks::lock(&self.commit_lock);
+        crate::locks::lock(&self.journals).begin()
+    }
+
+    /// Ends journal `id`: the writes applied since it began, in order,
+    /// every one of them on stable storage.
+    pub(crate) fn end_journal(&self, id: u64) -> Result<Vec<Op>, StorageError> {
+        let (journal, through) = {
+            let _serial = crate::locks::lock(&self.commit_lock);
+            let journal = crate::locks::lock(&self.journals).end(id);
+            (journal, self.applied())
+        };
+        let journal = journal.ok_or_else(|| StorageError::new("no such snapshot"))?;
+        self.sync_through(through)?;
+        journal.into_ops()
+    }
+
+    /// Drops journal `id` (a snapshot given up).
+    pub(crate) fn abandon_journal(&self, id: u64) {
+        crate::locks::lock(&self.journals).end(id);
+    }
+
+    /// One page of a snapshot's read: rows as they stand now.
+    pub(crate) fn snapshot_page(
+        &self,
+        table: Table,
+        start: &[u8],
+    ) -> Result<KvPairs, StorageError> {
+        Ok(self.range_bounded(table, start, PAGE_ROWS, PAGE_BYTES)?.0)
+    }
+
+    /// The next append takes the number after the newest event.
+    fn resume_seq(&self) -> Result<(), StorageError> {
+        let _serial = crate::locks::lock(&self.commit_lock);
+        let last = self
+            .last(Table::Events)?
+            .map_or(0, |k| super::copy::seq_of(&k));
+        self.next_seq.fetch_max(last + 1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// A snapshot of a sled store: its pages read as they stand, and the
+/// journal of what was written meanwhile (see `backend::copy`).
+pub(crate) struct Journaled<S: std::ops::Deref<Target = SledBackend>> {
+    sled: S,
+    id: u64,
+    ended: bool,
+}
+
+impl<S: std::ops::Deref<Target = SledBackend>> Journaled<S> {
+    pub(crate) fn begin(sled: S) -> Result<Self, StorageError> {
+        let id = sled.begin_journal()?;
+        Ok(Journaled {
+            sled,
+            id,
+            ended: false,
+        })
+    }
+}
+
+impl<S: std::ops::Deref<Target = SledBackend>> Snapshot for Journaled<S> {
+    fn page(&mut self, table: Table, start: &[u8]) -> Result<KvPairs, StorageError> {
+        self.sled.snapshot_page(table, start)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<Op>, StorageError> {
+        self.ended = true;
+        self.sled.end_journal(self.id)
+    }
+}
+
+impl<S: std::ops::Deref<Target = SledBackend>> Drop for Journaled<S> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.sled.abandon_journal(self.id);
+        }
     }
 }
 
@@ -401,6 +490,14 @@ impl Backend for SledBackend {
 
     fn is_shared(&self) -> bool {
         false
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        Ok(Box::new(Journaled::begin(self)?))
+    }
+
+    fn resume_sequences(&self) -> Result<(), StorageError> {
+        self.resume_seq()
     }
 }
 

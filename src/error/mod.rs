@@ -197,6 +197,64 @@ impl From<KeyError> for WhitelistError {
     }
 }
 
+/// A backup or copy failed. Nothing in the source changed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// The destination is not empty (a directory with files in it, a
+    /// store with rows): nothing was written to it.
+    NotEmpty(String),
+    /// The destination could not be opened or created.
+    Open(OpenError),
+    /// Reading the source or writing the destination failed; the
+    /// destination holds a partial copy and should be removed.
+    Storage(StorageError),
+}
+
+impl CopyError {
+    /// How the bindings report it.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CopyError::NotEmpty(_) => ErrorKind::InvalidInput,
+            CopyError::Open(e) => e.kind(),
+            CopyError::Storage(_) => ErrorKind::Storage,
+        }
+    }
+}
+
+impl fmt::Display for CopyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CopyError::NotEmpty(m) => f.write_str(m),
+            CopyError::Open(e) => e.fmt(f),
+            CopyError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CopyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CopyError::NotEmpty(_) => None,
+            CopyError::Open(e) => Some(e),
+            CopyError::Storage(e) => Some(e),
+        }
+    }
+}
+
+impl From<StorageError> for CopyError {
+    fn from(e: StorageError) -> Self {
+        CopyError::Storage(e)
+    }
+}
+
+impl From<OpenError> for CopyError {
+    fn from(e: OpenError) -> Self {
+        CopyError::Open(e)
+    }
+}
+
 /// Any keyward error.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -207,6 +265,8 @@ pub enum Error {
     Key(KeyError),
     /// From a whitelist operation.
     Whitelist(WhitelistError),
+    /// From a backup or a copy.
+    Copy(CopyError),
 }
 
 impl Error {
@@ -217,6 +277,7 @@ impl Error {
             Error::Open(e) => e.kind(),
             Error::Key(e) => e.kind(),
             Error::Whitelist(e) => e.kind(),
+            Error::Copy(e) => e.kind(),
         }
     }
 
@@ -239,6 +300,7 @@ impl fmt::Display for Error {
             Error::Open(e) => e.fmt(f),
             Error::Key(e) => e.fmt(f),
             Error::Whitelist(e) => e.fmt(f),
+            Error::Copy(e) => e.fmt(f),
         }
     }
 }
@@ -249,6 +311,7 @@ impl std::error::Error for Error {
             Error::Open(e) => Some(e),
             Error::Key(e) => Some(e),
             Error::Whitelist(e) => Some(e),
+            Error::Copy(e) => Some(e),
         }
     }
 }
@@ -268,5 +331,11 @@ impl From<KeyError> for Error {
 impl From<WhitelistError> for Error {
     fn from(e: WhitelistError) -> Self {
         Error::Whitelist(e)
+    }
+}
+
+impl From<CopyError> for Error {
+    fn from(e: CopyError) -> Self {
+        Error::Copy(e)
     }
 }

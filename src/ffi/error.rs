@@ -43,7 +43,8 @@ fail_from!(
     WhitelistError,
     OpenError,
     StorageError,
-    InvalidKeyId
+    InvalidKeyId,
+    crate::error::CopyError
 );
 #[cfg(feature = "plugins")]
 fail_from!(crate::plugins::PluginError);

@@ -262,3 +262,66 @@ pub unsafe extern "C" fn kw_store_check_json(
         unsafe { put_json(json_out, &report) }
     })
 }
+
+/// Writes a consistent snapshot of the store, taken while other processes
+/// go on verifying and writing, as a new sled store at `dest_path` (a
+/// directory that does not exist yet, or is empty) that `kw_store_open`
+/// opens directly. Works from the owning process, an attached one, or on a
+/// PostgreSQL store. `KW_STATUS_INVALID_INPUT` when `dest_path` has
+/// anything in it (nothing is written there).
+///
+/// - `dest_path`: NUL-terminated UTF-8; not NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_backup(
+    store: *const kw_store,
+    dest_path: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let dest = unsafe { text(dest_path, "dest_path") }?;
+        store.backup(dest)?;
+        Ok(())
+    })
+}
+
+/// `kw_store_backup`, and what it wrote as a JSON object in `*json_out`
+/// (free with `kw_string_free`): `{"keys", "rows", "bytes", "last_event",
+/// "journaled"}` — `last_event` is the newest event the backup holds (its
+/// next is numbered after it), `journaled` the rows written while it was
+/// read, applied after.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_backup_json(
+    store: *const kw_store,
+    dest_path: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let dest = unsafe { text(dest_path, "dest_path") }?;
+        not_null(json_out, "json_out")?;
+        let report = store.backup(dest)?;
+        unsafe { put_json(json_out, &report) }
+    })
+}
+
+/// Copies the store, as one consistent snapshot, into the empty store at
+/// `dest`: a sled directory (that does not exist yet, or is empty) or a
+/// `postgres://` URL whose schema holds nothing. Key ids are kept (every
+/// key verifies against the copy as against this store), event numbers
+/// continue, plugins do not deliver again. Writes the report to
+/// `*json_out` as `kw_store_backup_json` does. `KW_STATUS_INVALID_INPUT`
+/// when the destination holds anything (nothing is written to it).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_store_copy_json(
+    store: *const kw_store,
+    dest: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let dest = unsafe { text(dest, "dest") }?;
+        not_null(json_out, "json_out")?;
+        let report = store.copy_to(dest)?;
+        unsafe { put_json(json_out, &report) }
+    })
+}

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,11 @@ use serde_json::json;
 use super::engine::{COMMIT_RETRIES, Engine};
 use super::meter::{self, QuotaRow, QuotaWant, quota_lease, quota_row_key};
 use super::record::{KeyInfo, KeyRecord, QuotaRule};
-use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
+use crate::backend::{Backend, Batch, CommitError, Durability, StorageError, Table};
 use crate::error::KeyError;
 use crate::events::{self, EventKind};
 use crate::key::KeyId;
-use crate::locks::lock;
+use crate::locks::{lock, read, write};
 use crate::policy::{self, Limit, Quota, Span, Window};
 
 /// Keys whose meters want more tokens, for the lease thread.
@@ -30,6 +30,9 @@ pub(crate) struct LeaseQueue {
     holding: Mutex<HashSet<KeyId>>,
     /// How long held tokens may go unused before they go back (ms).
     idle_ms: i64,
+    /// Held (shared) while tokens move between storage and a meter; a copy
+    /// of the store holds it alone while it counts what meters hold.
+    gate: RwLock<()>,
 }
 
 impl LeaseQueue {
@@ -40,6 +43,7 @@ impl LeaseQueue {
             rx: Mutex::new(Some(rx)),
             holding: Mutex::new(HashSet::new()),
             idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+            gate: RwLock::new(()),
         }
     }
 
@@ -100,6 +104,7 @@ impl Engine {
     /// Tops up key `id`'s meter: the shared budget of each limit running
     /// low (several processes), and its quota.
     pub(crate) fn fetch_leases(&self, id: &KeyId) -> Result<(), StorageError> {
+        let _moving = read(&self.leases.gate);
         let Some(live) = self.index.get(id) else {
             return Ok(());
         };
@@ -282,6 +287,7 @@ impl Engine {
     /// Gives the quota tokens this process holds back to storage (on
     /// close), when the setting and period are still the ones they are of.
     pub(crate) fn return_leases(&self) {
+        let _moving = read(&self.leases.gate);
         let now = self.now_ms();
         let shared = self.budgets_shared();
         for (id, live) in self.index.metered() {
@@ -304,6 +310,7 @@ impl Engine {
     pub(crate) fn return_idle(&self) {
         let now = self.now_ms();
         let held: Vec<KeyId> = lock(&self.leases.holding).iter().copied().collect();
+        let _moving = read(&self.leases.gate);
         for id in held {
             let meter = self.index.get(&id).and_then(|l| l.meter().cloned());
             let Some((meter, rule)) = meter.and_then(|m| m.quota.map(|r| (m, r))) else {
@@ -316,6 +323,45 @@ impl Engine {
                 lock(&self.leases.holding).remove(&id);
             }
         }
+    }
+
+    /// Holds every movement of tokens between storage and this process's
+    /// meters until dropped: what the meters hold, and what storage says,
+    /// stay as they are (spending goes on).
+    pub(crate) fn leases_held_still(&self) -> RwLockWriteGuard<'_, ()> {
+        write(&self.leases.gate)
+    }
+
+    /// Into `dest`, a copy of this store as it stands (see
+    /// [`leases_held_still`](Self::leases_held_still)): the quota tokens
+    /// this process's meters took from storage and have not spent go back
+    /// to the copy's rows, so its quotas are what customers have left.
+    pub(crate) fn hand_over_quota(&self, dest: &dyn Backend) -> Result<(), StorageError> {
+        let mut batch = Batch::default();
+        for (id, live) in self.index.metered() {
+            let Some((meter, rule)) = live.meter().and_then(|m| m.quota.map(|r| (m, r))) else {
+                continue;
+            };
+            let (k, period) = meter.quota_in_hand();
+            if k == 0 {
+                continue;
+            }
+            let row_key = quota_row_key(&id);
+            let Some(mut row) = dest
+                .get(Table::Budgets, &row_key)?
+                .as_deref()
+                .and_then(QuotaRow::decode)
+            else {
+                continue;
+            };
+            if row.serial != rule.serial || row.period != period {
+                continue;
+            }
+            row.remaining += k;
+            row.told = false;
+            batch.put(Table::Budgets, row_key, row.encode());
+        }
+        crate::backend::copy::commit(dest, batch)
     }
 
     /// Adds `k` tokens of `period` back to key `id`'s quota row, when the

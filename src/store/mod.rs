@@ -14,6 +14,7 @@
 mod budgets;
 mod check;
 mod codec;
+mod copy;
 mod engine;
 mod import;
 mod imports;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use self::check::{CheckReport, Problem};
+pub use self::copy::CopyReport;
 pub use self::engine::Maintenance;
 pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
 pub use self::import::{IMPORT_PREFIX_LEN, ImportedSecret};

@@ -584,6 +584,37 @@ int main(int argc, char **argv) {
     CHECK(verify(store, graced, "10.0.0.1").denial == KW_DENIAL_UNKNOWN_KEY);
     CHECK_STATUS(kw_key_delete(store, id), KW_STATUS_NOT_FOUND);
 
+    /* --- backup: a new sled store that opens directly --------------- */
+    char backup[4096], backup_json[4096];
+    snprintf(backup, sizeof backup, "%s-backup", path);
+    snprintf(backup_json, sizeof backup_json, "%s-backup-json", path);
+    CHECK_STATUS(kw_store_backup(NULL, backup), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_backup(store, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_backup(store, bad_utf8), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_store_backup(store, backup), KW_STATUS_OK);
+    CHECK_STATUS(kw_store_backup(store, backup), KW_STATUS_INVALID_INPUT); /* not empty now */
+    CHECK(strstr(last_error(), "not empty") != NULL);
+    CHECK_STATUS(kw_store_backup(store, path), KW_STATUS_INVALID_INPUT);
+    char *copied = NULL;
+    CHECK_STATUS(kw_store_backup_json(store, backup_json, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_store_backup_json(store, backup_json, &copied), KW_STATUS_OK);
+    CHECK(copied && strstr(copied, "\"keys\":") && strstr(copied, "\"last_event\":"));
+    kw_string_free(copied);
+    CHECK_STATUS(kw_store_copy_json(store, backup_json, &copied), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_store_copy_json(store, NULL, &copied), KW_STATUS_NULL_ARGUMENT);
+    {
+        kw_store *restored = NULL;
+        kw_options cheap = { .size = sizeof cheap, .argon2_memory_kib = 64, .argon2_iterations = 1 };
+        CHECK_STATUS(kw_store_open(backup, &cheap, &restored), KW_STATUS_OK);
+        CHECK(verify(restored, key2, "198.51.100.7").valid);
+        CHECK(verify(restored, graced, "10.0.0.1").denial == KW_DENIAL_UNKNOWN_KEY);
+        char *again = NULL;
+        CHECK_STATUS(kw_store_check_json(restored, false, &again), KW_STATUS_OK);
+        CHECK(again && strstr(again, "\"clean\":true"));
+        kw_string_free(again);
+        kw_store_free(restored);
+    }
+
     kw_string_free(NULL);
     kw_store_free(NULL);
     CHECK_STATUS(kw_store_close(NULL), KW_STATUS_OK);

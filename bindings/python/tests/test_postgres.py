@@ -21,7 +21,7 @@ PG = os.environ.get("KEYWARD_TEST_PG")
 @pytest.fixture
 def pg():
     """The PostgreSQL URL; without one the test is skipped, or fails under CI=true."""
-    if PG is None:
+    if not PG:
         message = "KEYWARD_TEST_PG is not set: no PostgreSQL server for this test"
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (under CI=true that is a failure)")
@@ -80,3 +80,19 @@ def test_four_processes_and_the_cli_share_a_postgres_store(cli, pg):
     assert all(a[1] == "ROTATED" and a[2] for a in answers), answers
     with keyward.Store(url, argon2=CHEAP) as store:
         assert store.usage(created.info.id).totals.allowed >= 4
+
+
+def test_a_sled_store_copied_to_postgres_and_back(pg, tmp_path):
+    schema = f"pycopy_{os.getpid()}_{time.monotonic_ns()}"
+    url = f"{pg}&schema={schema}" if "?" in pg else f"{pg}?schema={schema}"
+    with keyward.Store(str(tmp_path / "s"), argon2=CHEAP) as store:
+        kept = store.create_key("kept", owner="acme")
+        report = store.copy_to(url)
+        assert report.keys == 1 and report.last_event == store.events()[-1].seq
+        with pytest.raises(keyward.InvalidInput, match="not empty"):
+            store.copy_to(url)
+    with keyward.Store(url, argon2=CHEAP) as on_pg:
+        assert on_pg.verify(kept.key, ip="192.0.2.1")
+        assert on_pg.backup(tmp_path / "back").keys == 1
+    with keyward.Store(str(tmp_path / "back"), argon2=CHEAP) as back:
+        assert back.verify(kept.key, ip="192.0.2.1")

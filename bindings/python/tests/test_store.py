@@ -434,3 +434,35 @@ def test_check_finds_a_store_that_agrees_with_itself_clean(store):
     assert report.rows["keys"] == 1 and report.rows["owners"] == 1
     assert store.check(repair=True).clean
     assert isinstance(keyward.CheckReport, type) and keyward.Problem("owners", "r", "p", True).repaired
+
+
+def test_a_backup_opens_directly_and_verifies_as_the_original(store, tmp_path):
+    kept = store.create_key("kept", owner="acme")
+    rotated = store.create_key("rotated")
+    fresh = store.regenerate(rotated.info.id, grace=timedelta(hours=1))
+    gone = store.create_key("gone")
+    store.delete(gone.info.id)
+    report = store.backup(tmp_path / "backup")
+    assert isinstance(report, keyward.CopyReport)
+    assert report.keys == 2 and report.rows > 2 and report.bytes > 0
+    newest = store.events()[-1].seq
+    assert report.last_event == newest
+    with keyward.Store(str(tmp_path / "backup"), argon2=CHEAP) as copy:
+        assert [k.id for k in copy.keys()] == [k.id for k in store.keys()]
+        for key, valid in [(kept.key, True), (rotated.key, True), (fresh.key, True),
+                           (gone.key, False)]:
+            assert bool(copy.verify(key, ip="192.0.2.1")) is valid
+        copy.create_key("after")
+        assert copy.events()[-1].seq == newest + 1
+        assert copy.check().clean
+    # Into anything not empty: refused, and nothing written there.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine").write_text("precious")
+    for dest in [tmp_path / "full", tmp_path / "backup"]:
+        with pytest.raises(keyward.InvalidInput, match="not empty"):
+            store.backup(dest)
+    assert (tmp_path / "full" / "mine").read_text() == "precious"
+    with pytest.raises(keyward.InvalidInput):
+        store.backup("bad\0path")
+    # copy_to a directory is a backup by another name.
+    assert store.copy_to(str(tmp_path / "copy")).keys == 2

@@ -105,6 +105,14 @@ impl Client {
         Ok(reply)
     }
 
+    /// A connection of the caller's own for a conversation of several
+    /// calls (a snapshot lives as long as its connection).
+    pub(super) fn session(&self) -> Result<Session, CallError> {
+        Ok(Session {
+            conn: self.connection()?,
+        })
+    }
+
     /// Waits, on the waiting connection, for the feed to pass `after`;
     /// returns where it stands.
     pub(super) fn wait(&self, after: u64, timeout: Duration) -> Result<u64, CallError> {
@@ -127,6 +135,19 @@ impl Client {
             }
             other => Err(CallError::Lost(unexpected(&other))),
         }
+    }
+}
+
+/// One connection kept for a conversation; closing it ends what the owner
+/// keeps for it.
+pub(super) struct Session {
+    conn: Conn,
+}
+
+impl Session {
+    pub(super) fn call(&self, request: &Request) -> Result<Reply, CallError> {
+        proto::send(&self.conn, request).map_err(CallError::NotSent)?;
+        proto::recv::<Reply>(&self.conn).map_err(CallError::Lost)
     }
 }
 

@@ -22,11 +22,15 @@ use std::time::{Duration, Instant};
 
 use self::access::Access;
 pub(crate) use self::access::group_id;
-use self::client::{Attach, CallError, Client};
-use self::owner::Owner;
+use self::client::{Attach, CallError, Client, Session};
+use self::owner::{Owner, OwnerFiles};
 use self::proto::{Failure, Reply, Request};
 use self::server::Server;
-use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, StorageError, Table, Wake};
+use super::sled::Journaled;
+use super::{
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, Snapshot, StorageError, Table,
+    Wake,
+};
 use crate::error::OpenError;
 use crate::locks::{lock, read, write};
 
@@ -603,5 +607,92 @@ impl Backend for HostBackend {
 
     fn host(&self) -> Option<&HostBackend> {
         Some(self)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        match self.current().0 {
+            Role::Owner(s) => Ok(Box::new(Journaled::begin(OwnerFiles(Arc::clone(
+                &s.owner,
+            )))?)),
+            Role::Attached(c) => Ok(Box::new(Remote::begin(&c)?)),
+            Role::Closed => Err(closed()),
+        }
+    }
+
+    fn resume_sequences(&self) -> Result<(), StorageError> {
+        match self.current().0 {
+            Role::Owner(s) => s.owner.files().resume_sequences(),
+            _ => Err(StorageError::new(
+                "only the process that owns a store can copy into it",
+            )),
+        }
+    }
+}
+
+/// A snapshot the owner keeps for this attached process, on a connection
+/// of its own: it ends when the connection closes.
+struct Remote {
+    session: Session,
+}
+
+/// The owner went away in the middle of a snapshot: it is gone with it.
+fn snapshot_lost(e: &CallError) -> StorageError {
+    StorageError::new(format!(
+        "the owning process went away during the copy ({}); copy again",
+        e.io()
+    ))
+}
+
+impl Remote {
+    fn begin(client: &Client) -> Result<Remote, StorageError> {
+        let session = client.session().map_err(|e| snapshot_lost(&e))?;
+        let remote = Remote { session };
+        match remote.call(&Request::SnapshotBegin)? {
+            Reply::Done => Ok(remote),
+            other => Err(out_of_turn(&other)),
+        }
+    }
+
+    fn call(&self, request: &Request) -> Result<Reply, StorageError> {
+        match self.session.call(request) {
+            Ok(Reply::Failed(f)) => Err(failure(f)),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(snapshot_lost(&e)),
+        }
+    }
+}
+
+fn out_of_turn(reply: &Reply) -> StorageError {
+    StorageError::with_source("talking to the owning process", client::unexpected(reply))
+}
+
+impl Snapshot for Remote {
+    fn page(&mut self, table: Table, start: &[u8]) -> Result<KvPairs, StorageError> {
+        let request = Request::RangeFrom {
+            table,
+            start: start.to_vec(),
+            limit: u32::try_from(proto::PAGE_ROWS).unwrap_or(u32::MAX),
+        };
+        match self.call(&request)? {
+            Reply::Rows { rows, .. } => Ok(rows.into_iter().map(|r| (r.key, r.value)).collect()),
+            other => Err(out_of_turn(&other)),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<Op>, StorageError> {
+        let mut journal = Vec::new();
+        let mut request = Request::SnapshotEnd;
+        loop {
+            match self.call(&request)? {
+                Reply::Journal { ops, more } => {
+                    journal.extend(ops);
+                    if !more {
+                        return Ok(journal);
+                    }
+                }
+                other => return Err(out_of_turn(&other)),
+            }
+            request = Request::JournalMore;
+        }
     }
 }

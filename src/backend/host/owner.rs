@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::super::sled::SledBackend;
@@ -90,6 +90,12 @@ impl Owner {
             _serial: serial,
             sled: &self.sled,
         })
+    }
+
+    /// The sled files themselves, for a snapshot (which reads them as they
+    /// stand and journals what is written meanwhile).
+    pub(super) fn files(&self) -> &SledBackend {
+        &self.sled
     }
 
     /// Flushes the files: every commit so far is durable after it.
@@ -233,6 +239,17 @@ impl Owner {
                 })?;
         }
         Ok(n)
+    }
+}
+
+/// An owner's sled files, held for a snapshot that outlives the call
+/// that began it.
+pub(super) struct OwnerFiles(pub Arc<Owner>);
+
+impl std::ops::Deref for OwnerFiles {
+    type Target = SledBackend;
+    fn deref(&self) -> &SledBackend {
+        self.0.files()
     }
 }
 

@@ -9,10 +9,10 @@ use std::os::unix::net::UnixStream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Batch, Changes, Durability, Table};
+use crate::backend::{Batch, Changes, Durability, Op, Table};
 
 /// Bumped when a message changes meaning; owner and attached must agree.
-pub(super) const PROTOCOL: u32 = 2;
+pub(super) const PROTOCOL: u32 = 3;
 
 /// No frame is larger: a reply of many rows is asked for in pages.
 pub(super) const MAX_FRAME: usize = 64 << 20;
@@ -58,6 +58,15 @@ pub(super) enum Request {
         after: u64,
         timeout_ms: u64,
     },
+    /// Opens a snapshot on this connection (see `backend::copy`): the
+    /// owner journals every write until `SnapshotEnd`, or until the
+    /// connection closes.
+    SnapshotBegin,
+    /// Ends the connection's snapshot: answered with the first page of
+    /// its journal.
+    SnapshotEnd,
+    /// The next page of the ended snapshot's journal.
+    JournalMore,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,6 +101,11 @@ pub(super) enum Reply {
     Changes(Changes),
     Version(u64),
     Failed(Failure),
+    /// A page of a snapshot's journal; `more` when pages follow.
+    Journal {
+        ops: Vec<Op>,
+        more: bool,
+    },
 }
 
 impl Reply {
@@ -107,6 +121,7 @@ impl Reply {
             Reply::Done => "done",
             Reply::Changes(_) => "changes",
             Reply::Version(_) => "version",
+            Reply::Journal { .. } => "journal",
             Reply::Failed(_) => "failed",
         }
     }

@@ -1,7 +1,7 @@
 //! The owner serving its store: a listening Unix socket, a thread per
 //! attached connection, each answering one request at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,10 +12,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::access::{self, Access};
-use super::owner::Owner;
+use super::owner::{Owner, OwnerFiles};
 use super::proto::{self, Failure, Reply, Request, Row};
 use super::{Hook, Vet};
-use crate::backend::{Backend, CommitError, Op, Table};
+use crate::backend::copy::op_bytes;
+use crate::backend::sled::Journaled;
+use crate::backend::{Backend, CommitError, Op, Snapshot, Table};
 use crate::fork::ParentOnly;
 use crate::locks::lock;
 
@@ -253,13 +255,78 @@ fn serve(stream: &UnixStream, peer: access::Peer, ctx: &Ctx) {
     if proto::send(stream, &welcome).is_err() {
         return;
     }
+    // A snapshot this connection opened: given up when it closes.
+    let mut snapshot = Snap::default();
     while !ctx.stop.load(Ordering::Acquire) {
         let Ok(request) = proto::recv::<Request>(stream) else {
             return;
         };
-        let reply = answer(request, &actor, ctx);
+        let reply = match request {
+            Request::SnapshotBegin | Request::SnapshotEnd | Request::JournalMore => {
+                snapshot.answer(&request, &ctx.owner)
+            }
+            other => answer(other, &actor, ctx),
+        };
         if proto::send(stream, &reply).is_err() {
             return;
+        }
+    }
+}
+
+/// A connection's snapshot: open (its journal growing), or ended with
+/// the journal's pages still to send.
+#[derive(Default)]
+struct Snap {
+    open: Option<Journaled<OwnerFiles>>,
+    ended: VecDeque<Op>,
+}
+
+impl Snap {
+    fn answer(&mut self, request: &Request, owner: &Arc<Owner>) -> Reply {
+        match request {
+            Request::SnapshotBegin => {
+                self.ended.clear();
+                self.open = None;
+                match Journaled::begin(OwnerFiles(Arc::clone(owner))) {
+                    Ok(open) => {
+                        self.open = Some(open);
+                        Reply::Done
+                    }
+                    Err(e) => Reply::Failed(Failure::Storage(e.message().to_string())),
+                }
+            }
+            Request::SnapshotEnd => {
+                let Some(open) = self.open.take() else {
+                    return Reply::Failed(Failure::Storage("no snapshot is open".into()));
+                };
+                match Box::new(open).finish() {
+                    Ok(ops) => {
+                        self.ended = ops.into();
+                        self.page()
+                    }
+                    Err(e) => Reply::Failed(Failure::Storage(e.message().to_string())),
+                }
+            }
+            _ => self.page(),
+        }
+    }
+
+    /// The next page of the ended journal: at least one operation, then
+    /// up to a page's bytes.
+    fn page(&mut self) -> Reply {
+        let mut ops = Vec::new();
+        let mut bytes = 0;
+        while let Some(op) = self.ended.front() {
+            let size = op_bytes(op);
+            if !ops.is_empty() && bytes + size > proto::PAGE_BYTES {
+                break;
+            }
+            bytes += size;
+            ops.extend(self.ended.pop_front());
+        }
+        Reply::Journal {
+            ops,
+            more: !self.ended.is_empty(),
         }
     }
 }
@@ -340,5 +407,8 @@ fn answer(request: Request, actor: &str, ctx: &Ctx) -> Reply {
             let timeout = Duration::from_millis(timeout_ms).min(MAX_WAIT);
             Reply::Version(owner.wait(after, timeout))
         }
+        Request::SnapshotBegin | Request::SnapshotEnd | Request::JournalMore => Reply::Failed(
+            Failure::Storage("a snapshot belongs to its connection".into()),
+        ),
     }
 }

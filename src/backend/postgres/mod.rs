@@ -20,9 +20,10 @@ use tokio_postgres::Client;
 
 pub(crate) use self::conn::Conn as PostgresConn;
 use self::conn::{CallError, Conn, Connector};
-pub(crate) use self::url::is_url;
+pub(crate) use self::url::{describe, is_url};
 use super::{
-    Backend, Batch, Changes, CommitError, Durability, KvPairs, StorageError, Table, Timeouts, Wake,
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, Snapshot, StorageError, Table,
+    Timeouts, Wake,
 };
 use crate::error::OpenError;
 
@@ -407,6 +408,43 @@ impl Backend for PostgresBackend {
         })
     }
 
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        let mut conn = self.take()?;
+        conn.call(async |c| {
+            Ok(
+                c.batch_execute("start transaction isolation level repeatable read, read only")
+                    .await?,
+            )
+        })?;
+        Ok(Box::new(Transaction {
+            conn,
+            page: self
+                .sql("select k, v from {schema}.kv where tbl = $1 and k >= $2 order by k limit $3"),
+        }))
+    }
+
+    fn resume_sequences(&self) -> Result<(), StorageError> {
+        let last = self.sql("select k from {schema}.kv where tbl = $1 order by k desc limit 1");
+        let resume = self.sql(
+            "select setval('{schema}.event_seq', $1) where $1 > (select case when is_called then last_value else 0 end from {schema}.event_seq)",
+        );
+        let lock_key = self.lock_key;
+        let events = table_id(Table::Events);
+        self.with(async |c| {
+            let tx = c.transaction().await?;
+            tx.execute("select pg_advisory_xact_lock($1)", &[&lock_key])
+                .await?;
+            let newest: Option<Vec<u8>> = tx.query_opt(&last, &[&events]).await?.map(|r| r.get(0));
+            let seq = newest.map_or(0, |k| super::copy::seq_of(&k));
+            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            if seq > 0 {
+                tx.query_opt(&resume, &[&seq]).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     fn wait_for_change(&self, timeout: Duration) -> Wake {
         let mut slot = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         if self.listener_suspect.swap(false, Ordering::Relaxed)
@@ -434,6 +472,35 @@ impl Backend for PostgresBackend {
         } else {
             Wake::Quiet
         }
+    }
+}
+
+/// A snapshot of a PostgreSQL store: one repeatable-read transaction,
+/// read page by page; nothing is written meanwhile that it could see, so
+/// it has no journal. Dropped unfinished, its connection closes and the
+/// server ends the transaction.
+struct Transaction {
+    conn: Conn,
+    page: String,
+}
+
+impl Snapshot for Transaction {
+    fn page(&mut self, table: Table, start: &[u8]) -> Result<KvPairs, StorageError> {
+        let limit = i64::try_from(super::copy::PAGE_ROWS).unwrap_or(i64::MAX);
+        let q = &self.page;
+        Ok(self.conn.call(async |c| {
+            Ok(c.query(q, &[&table_id(table), &start, &limit])
+                .await?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })?)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<Op>, StorageError> {
+        self.conn
+            .call(async |c| Ok(c.batch_execute("commit").await?))?;
+        Ok(Vec::new())
     }
 }
 

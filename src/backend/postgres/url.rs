@@ -38,6 +38,19 @@ pub(crate) fn is_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
+/// A store's URL as it may be shown: its schema and database, never its
+/// user, password or parameters.
+pub(crate) fn describe(url: &str) -> String {
+    match parse_with(url, |_| None) {
+        Ok(u) => format!(
+            "PostgreSQL schema {:?} of database {:?}",
+            u.schema,
+            u.config.get_dbname().unwrap_or("(default)")
+        ),
+        Err(_) => "a PostgreSQL URL".to_string(),
+    }
+}
+
 fn decode(text: &str) -> Result<String, String> {
     percent_decode_str(text)
         .decode_utf8()
@@ -163,6 +176,17 @@ fn check_schema(schema: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_described_without_its_credentials() {
+        let shown =
+            describe("postgresql://app:s3cret@db.example:5433/keys?schema=prod&sslmode=require");
+        assert_eq!(shown, "PostgreSQL schema \"prod\" of database \"keys\"");
+        assert_eq!(
+            describe("postgresql://u:p@h/x?sslmode=bogus"),
+            "a PostgreSQL URL"
+        );
+    }
 
     #[test]
     fn keywards_parameters_come_off_and_the_rest_reaches_tokio_postgres() {

@@ -15,6 +15,7 @@
 
 #[cfg(feature = "admin")]
 mod admin;
+mod backup;
 mod check;
 mod events;
 mod import;
@@ -143,6 +144,18 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Writes a consistent snapshot of the store, taken while other
+    /// processes go on verifying and writing, as a new sled store in DEST
+    /// (a directory that does not exist or is empty) that opens directly;
+    /// a PostgreSQL store is backed up as a sled store too. Progress on
+    /// a terminal; says which event number the backup holds.
+    Backup {
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+    },
+    /// Stores as a whole: copy one into another (sled or PostgreSQL).
+    #[command(subcommand)]
+    Store(backup::StoreCommand),
     /// The settings panel as a web page: prints the URL to open (with a
     /// one-time login token) as the first line on stdout, serves until
     /// SIGTERM.
@@ -191,6 +204,7 @@ failure_from!(
     keyward::WhitelistError,
     keyward::StorageError,
     keyward::InvalidKeyId,
+    keyward::CopyError,
 );
 #[cfg(feature = "plugins")]
 failure_from!(keyward::PluginError);
@@ -296,6 +310,9 @@ fn run(cli: Cli) -> Result<u8> {
     if let Command::Serve = cli.command {
         return serve::serve_command(&path, &out);
     }
+    if let Command::Store(command) = cli.command {
+        return backup::store_command(command, &out);
+    }
     #[cfg(feature = "admin")]
     if let Command::Admin(args) = cli.command {
         return admin::admin_command(&path, args);
@@ -343,7 +360,9 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Plugin(p) => plugins::plugin_command(&store, p, &out)?,
         Command::Status => serve::status_command(&store, &out)?,
         Command::Check { repair } => check::check_command(&store, repair, &out)?,
+        Command::Backup { dest } => backup::backup_command(&store, &dest, &out)?,
         Command::Serve => unreachable!("served above"),
+        Command::Store(_) => unreachable!("run above"),
         #[cfg(feature = "admin")]
         Command::Admin(_) => unreachable!("served above"),
     };

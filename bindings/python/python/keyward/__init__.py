@@ -14,6 +14,7 @@ restrict them to whitelisted IPs, and see where each key is used::
 
 from keyward._store import (
     CheckReport,
+    CopyReport,
     CreatedKey,
     DeadLetter,
     PluginInfo,
@@ -49,6 +50,7 @@ __version__: str = _ffi.string(_lib.kw_version()).decode()
 
 __all__ = [
     "CheckReport",
+    "CopyReport",
     "CreatedKey",
     "DeadLetter",
     "PluginInfo",

@@ -330,6 +330,20 @@ class CheckReport:
 
 
 @dataclass(frozen=True)
+class CopyReport:
+    """What :meth:`Store.backup` or :meth:`Store.copy_to` wrote: keys, rows
+    and bytes; ``last_event``, the newest event the copy holds (its next is
+    numbered after it); ``journaled``, the rows written while the store was
+    read, applied after so the copy is one consistent snapshot."""
+
+    keys: int
+    rows: int
+    bytes: int
+    last_event: int
+    journaled: int
+
+
+@dataclass(frozen=True)
 class IpUsage:
     ip: str
     first_seen: datetime
@@ -701,6 +715,27 @@ class Store:
         never touched (a store that changed meanwhile raises
         :class:`StorageError`: check again)."""
         return CheckReport._from(self._json(lib.kw_store_check_json, self._h(), bool(repair)))
+
+    @_in_flight
+    def backup(self, path: Union[str, "os.PathLike[str]"]) -> CopyReport:
+        """Writes a consistent snapshot of this store, taken while other
+        processes go on verifying and writing, as a new sled store at
+        ``path`` (a directory that does not exist yet, or is empty) that
+        :class:`Store` opens directly. A destination with anything in it
+        raises :class:`InvalidInput` and is left alone."""
+        return _known(CopyReport, self._json(
+            lib.kw_store_backup_json, self._h(), _text(os.fspath(path), "path")))
+
+    @_in_flight
+    def copy_to(self, dest: Union[str, "os.PathLike[str]"]) -> CopyReport:
+        """Copies this store, as one consistent snapshot, into the empty
+        store ``dest``: a sled directory or a ``postgresql://`` URL whose
+        schema holds nothing. Key ids are kept (every key verifies against
+        the copy as against this store), event numbers continue, plugins do
+        not deliver again. A destination that is not empty raises
+        :class:`InvalidInput`."""
+        return _known(CopyReport, self._json(
+            lib.kw_store_copy_json, self._h(), _text(os.fspath(dest), "dest")))
 
     # -- verify -------------------------------------------------------
 
