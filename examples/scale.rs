@@ -2,7 +2,7 @@
 //! disk each key costs, and how fast verification stays.
 //!
 //! ```text
-//! cargo run --release --example scale -- --keys 1000000 [--db PATH|postgres://…] [--sample 1000] [--rebuild]
+//! cargo run --release --features postgres --example scale -- --keys 1000000 [--db PATH|postgres://…] [--sample 1000] [--rebuild]
 //! ```
 //!
 //! Builds the store through the public API (`Store::create_many` in

@@ -58,8 +58,14 @@ fn register_handler() {
     });
 }
 
-/// How many times this process's ancestry forked since keyward was first used.
-pub(crate) fn generation() -> u64 {
+/// How many times this process's ancestry forked since keyward was first
+/// used. A binding that hands out store handles remembers this number as
+/// it opens one; a different number later means the caller is a child
+/// forked since, which must open the store itself (see [`FORKED_MESSAGE`]).
+///
+/// [`FORKED_MESSAGE`]: crate::FORKED_MESSAGE
+#[must_use]
+pub fn generation() -> u64 {
     register_handler();
     FORKS.load(Ordering::Relaxed)
 }
@@ -156,5 +162,6 @@ impl Drop for FilesUnder {
     }
 }
 
-/// The remedy, for every binding's message.
-pub(crate) const FORKED: &str = "this store was opened before the process forked, and its threads and files belong to the parent: open the store in the child after fork (for gunicorn, in the post_fork hook, or without --preload)";
+/// What to do about a handle used in a forked child, for every binding's
+/// message.
+pub const FORKED: &str = "this store was opened before the process forked, and its threads and files belong to the parent: open the store in the child after fork (for gunicorn, in the post_fork hook, or without --preload)";

@@ -1,8 +1,7 @@
 //! What the fuzz targets under `fuzz/` reach that the public API does not:
-//! the parsers themselves and the C functions. Built only with `--cfg
-//! fuzzing` (cargo fuzz sets it).
+//! the parsers themselves (the C functions are the `keyward-ffi` crate's).
+//! Built only with `--cfg fuzzing` (cargo fuzz sets it).
 
-pub use crate::ffi::all as c;
 use crate::key::KeyId;
 
 /// Parses `key` as a key of a store with `prefix`: its id when well-formed.

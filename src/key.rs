@@ -15,15 +15,15 @@ use zeroize::{Zeroize, Zeroizing};
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Length of a key id in base62 characters.
-pub(crate) const ID_LEN: usize = 12;
+pub const ID_LEN: usize = 12;
 /// Length of the secret part in base62 characters (32 random bytes).
 pub(crate) const SECRET_LEN: usize = 43;
 /// Length of the checksum in base62 characters (a CRC32).
 pub(crate) const CHECK_LEN: usize = 6;
 /// Longest prefix a store accepts.
 pub(crate) const MAX_PREFIX_LEN: usize = 16;
-/// Longest key [`parse`] looks at; anything longer is malformed at once.
-pub(crate) const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 2 + ID_LEN + SECRET_LEN + CHECK_LEN;
+/// Longest key of any store, in bytes: anything longer is malformed at once.
+pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 2 + ID_LEN + SECRET_LEN + CHECK_LEN;
 
 const TAIL_LEN: usize = SECRET_LEN + CHECK_LEN;
 

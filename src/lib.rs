@@ -59,7 +59,6 @@ mod backend;
 mod clock;
 mod error;
 mod events;
-mod ffi;
 mod fork;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -71,8 +70,6 @@ mod manifest;
 #[cfg(feature = "plugins")]
 mod plugins;
 pub mod policy;
-#[cfg(feature = "python")]
-mod python;
 mod store;
 mod time;
 mod usage;
@@ -85,7 +82,8 @@ pub use crate::error::{
     CopyError, Error, ErrorKind, KeyError, OpenError, StorageError, WhitelistError,
 };
 pub use crate::events::{Event, EventKind};
-pub use crate::key::{InvalidKeyId, KeyId, PlaintextKey};
+pub use crate::fork::{FORKED as FORKED_MESSAGE, generation as fork_generation};
+pub use crate::key::{ID_LEN as KEY_ID_LEN, InvalidKeyId, KeyId, MAX_KEY_LEN, PlaintextKey};
 #[cfg(feature = "plugins")]
 pub use crate::plugins::{
     DeadLetter, EVENT_KINDS, HostResolver, InstallOptions, Manifest, PluginError, PluginInfo,
@@ -117,4 +115,4 @@ pub use crate::verifier::{
     Argon2Params, MAX_IMPORTED_ARGON2_MEMORY_KIB, MAX_IMPORTED_ARGON2_PARALLELISM,
     MAX_IMPORTED_ARGON2_TIME, MAX_IMPORTED_BCRYPT_COST,
 };
-pub use crate::whitelist::{Whitelist, WhitelistEntry};
+pub use crate::whitelist::{ENTRY_ID_LEN, Whitelist, WhitelistEntry};

@@ -5,10 +5,10 @@
 //! words the CLI shows, the HTTP status the bundled middleware answers,
 //! and the usage counter it adds to. Everything else about denials — the
 //! Rust enum, [`UsageTotals`](crate::UsageTotals), the C enum and its
-//! conversion (generated into `src/ffi/generated.rs`), Python's `Denial`
+//! conversion (generated into `bindings/c/src/generated.rs`), Python's `Denial`
 //! and `UsageTotals` (generated into the package) — is built from it.
 //! Adding a denial is one row here, then regenerating
-//! (`KEYWARD_BLESS=1 cargo test --lib generated`).
+//! (`KEYWARD_BLESS=1 cargo test -p keyward-ffi generated`).
 
 use std::fmt;
 
@@ -138,7 +138,7 @@ macro_rules! define_denial {
 
         impl Denial {
             /// Every denial in the order of its number; data fields hold placeholders.
-            pub(crate) const ALL: &'static [Denial] = &[$(Denial::$variant $({ $field: $placeholder })?),*];
+            pub const ALL: &'static [Denial] = &[$(Denial::$variant $({ $field: $placeholder })?),*];
 
             /// A stable snake_case name: `wrong_secret`, `ip_not_allowed`, ...
             #[must_use]
@@ -175,11 +175,19 @@ macro_rules! define_denial {
                 }
             }
 
-            /// The variant's Rust name, and its documentation.
-            #[cfg(test)]
-            pub(crate) fn described(&self) -> (&'static str, &'static str) {
+            /// The variant's name, as in Rust (`"IpNotAllowed"`).
+            #[must_use]
+            pub fn name(&self) -> &'static str {
                 match self {
-                    $(Denial::$variant { .. } => (stringify!($variant), concat!($($doc, "\n"),*)),)*
+                    $(Denial::$variant { .. } => stringify!($variant),)*
+                }
+            }
+
+            /// What the denial means: its documentation, one line per line.
+            #[must_use]
+            pub fn description(&self) -> &'static str {
+                match self {
+                    $(Denial::$variant { .. } => concat!($($doc, "\n"),*),)*
                 }
             }
         }

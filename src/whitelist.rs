@@ -12,7 +12,7 @@ use crate::time::Timestamp;
 /// Longest entry name accepted.
 pub(crate) const MAX_ENTRY_NAME_LEN: usize = 200;
 /// Length of a whitelist entry id (base62).
-pub(crate) const ENTRY_ID_LEN: usize = 10;
+pub const ENTRY_ID_LEN: usize = 10;
 /// Most entries one key's whitelist may hold.
 pub(crate) const MAX_ENTRIES: usize = 1000;
 

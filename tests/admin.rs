@@ -46,7 +46,7 @@ fn agent(ca_pem: Option<&str>) -> ureq::Agent {
 }
 
 fn start(store: &Path, extra: &[&str], ca_pem: Option<&str>) -> Panel {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+    let mut child = Command::new(common::keyward_bin())
         .arg("--db")
         .arg(store)
         .args(["admin", "--listen", "127.0.0.1:0"])
@@ -572,7 +572,7 @@ fn under_tls_the_panel_is_https_with_a_secure_host_only_cookie() {
 fn a_reachable_address_needs_tls_or_insecure_remote_and_bad_arguments_are_refused() {
     let (_dir, store) = store_path();
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_keyward"))
+        Command::new(common::keyward_bin())
             .arg("--db")
             .arg(&store)
             .arg("admin")
@@ -614,11 +614,9 @@ fn sigterm_stops_the_panel_and_releases_the_store() {
     store.close().unwrap();
 }
 
-#[cfg(feature = "plugins")]
 #[path = "common/webhook.rs"]
 mod webhook;
 
-#[cfg(feature = "plugins")]
 #[test]
 fn the_plugins_page_shows_dead_letters_and_retries_them() {
     use std::sync::atomic::Ordering;
@@ -792,7 +790,6 @@ fn the_overview_shows_rate_limits_quota_and_scopes() {
 }
 
 /// The panel on a PostgreSQL store, beside another process using it.
-#[cfg(feature = "postgres")]
 #[test]
 fn the_panel_serves_a_postgresql_store() {
     let Some(base) = common::service("KEYWARD_TEST_PG", "the panel on PostgreSQL") else {

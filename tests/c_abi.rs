@@ -1,5 +1,5 @@
 //! The C ABI from C: the header compiles as C99 and C++ (its freshness is
-//! checked with the other generated files: `cargo test --lib generated`),
+//! checked with the other generated files: `cargo test -p keyward-ffi generated`),
 //! and the C programs in tests/c pass under AddressSanitizer and UBSan,
 //! linked against the shared and the static library.
 
@@ -9,15 +9,24 @@ use std::process::Command;
 mod common;
 
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    common::workspace_root()
 }
 
-fn lib_dir() -> PathBuf {
-    common::c_library_dir()
+/// `pkg-config ARGS keyward` against the installed prefix, split into words.
+fn pkg_config(args: &[&str]) -> Vec<String> {
+    let prefix = common::c_prefix();
+    let out = run(Command::new("pkg-config")
+        .args(args)
+        .arg("keyward")
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")));
+    out.split_whitespace().map(str::to_string).collect()
 }
 
+/// Runs `cmd` to success, without the `LD_LIBRARY_PATH` cargo gives tests:
+/// the programs find the installed library through its rpath alone.
 fn run(cmd: &mut Command) -> String {
     let out = cmd
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let text = format!(
@@ -31,7 +40,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn header_compiles_as_c99_and_as_cpp() {
-    let header = root().join("include/keyward.h");
+    let header = common::c_prefix().join("include/keyward.h");
     for (compiler, std) in [("cc", "-std=c99"), ("c++", "-std=c++11")] {
         let lang = if compiler == "cc" { "c" } else { "c++" };
         run(Command::new(compiler)
@@ -49,9 +58,10 @@ fn header_compiles_as_c99_and_as_cpp() {
     }
 }
 
-/// Native libraries a program linking libkeyward.a also needs.
-const STATIC_DEPS: &[&str] = &["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s", "-lutil"];
-
+/// Compiles `source` under ASan and UBSan against the installed library,
+/// as its pkg-config file says: linked with `--libs` (the shared library,
+/// found at run time through the rpath it gives), or statically with
+/// `libkeyward.a` in place of `-lkeyward` and what `--static --libs` adds.
 fn build_c(source: &str, exe: &Path, link_static: bool) {
     let mut cmd = Command::new("cc");
     cmd.args([
@@ -63,19 +73,21 @@ fn build_c(source: &str, exe: &Path, link_static: bool) {
         "-Werror",
     ])
     .args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"])
-    .arg("-I")
-    .arg(root().join("include"))
+    .args(pkg_config(&["--cflags"]))
     .arg(root().join("tests/c").join(source))
     .arg("-o")
     .arg(exe);
     if link_static {
-        cmd.arg(lib_dir().join("libkeyward.a")).args(STATIC_DEPS);
+        let archive = common::c_prefix().join("lib/libkeyward.a");
+        for word in pkg_config(&["--static", "--libs"]) {
+            if word == "-lkeyward" {
+                cmd.arg(&archive);
+            } else {
+                cmd.arg(word);
+            }
+        }
     } else {
-        cmd.arg("-L")
-            .arg(lib_dir())
-            .arg("-lkeyward")
-            .arg(format!("-Wl,-rpath,{}", lib_dir().display()));
-        cmd.arg("-lpthread");
+        cmd.args(pkg_config(&["--libs"]));
     }
     run(&mut cmd);
 }

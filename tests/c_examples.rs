@@ -7,11 +7,14 @@ use std::process::Command;
 mod common;
 
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    common::workspace_root()
 }
 
+/// Runs `cmd` to success, without the `LD_LIBRARY_PATH` cargo gives tests:
+/// the programs find the installed library through its rpath alone.
 fn run(cmd: &mut Command) -> String {
     let out = cmd
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -25,12 +28,12 @@ fn run(cmd: &mut Command) -> String {
 
 /// Builds the examples against the test run's library into a temp dir.
 fn build(out: &Path) {
-    let libdir = common::c_library_dir();
+    let pkgconfig = common::c_prefix().join("lib/pkgconfig");
     run(Command::new("make")
         .arg("-s")
         .arg("-C")
         .arg(root().join("examples/c"))
-        .arg(format!("KEYWARD_LIBDIR={}", libdir.display()))
+        .arg(format!("PKG_CONFIG_PATH={}", pkgconfig.display()))
         .arg(format!("OUT={}", out.display())));
 }
 
@@ -62,7 +65,9 @@ fn admin_and_legacy_server_work_end_to_end() {
 
     let serve = |input: String| {
         let out = common::output_with_stdin(
-            Command::new(dir.path().join("legacy_server")).arg(&store),
+            Command::new(dir.path().join("legacy_server"))
+                .arg(&store)
+                .env_remove("LD_LIBRARY_PATH"),
             input.as_bytes(),
         );
         assert!(out.status.success());
@@ -115,4 +120,93 @@ fn the_c_benchmark_program_runs() {
         out.contains("ns/op over 20000 calls (20000 valid)"),
         "{out}"
     );
+}
+
+/// `make install` with `DESTDIR` stages exactly the library's files under
+/// it, written for the final prefix (the pkg-config file and the links say
+/// `PREFIX`, not the staging directory); `make uninstall` removes exactly
+/// those and nothing beside them.
+#[test]
+fn make_install_stages_under_destdir_and_uninstall_removes_exactly_it() {
+    let stage = tempfile::tempdir().unwrap();
+    let prefix = "/opt/keyward-test";
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
+    let make = |target: &str| {
+        run(Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(root())
+            .arg(target)
+            .arg(format!("PROFILE={profile}"))
+            .arg(format!("PREFIX={prefix}"))
+            .arg(format!("DESTDIR={}", stage.path().display())))
+    };
+    let staged = stage.path().join(prefix.trim_start_matches('/'));
+    std::fs::create_dir_all(staged.join("lib")).unwrap();
+    std::fs::write(staged.join("lib/someone-elses.so"), b"kept").unwrap();
+    make("install");
+    let mut files: Vec<(String, Option<String>)> = Vec::new();
+    let mut dirs = vec![staged.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let link = meta
+                .file_type()
+                .is_symlink()
+                .then(|| std::fs::read_link(&path).unwrap().display().to_string());
+            let name = path.strip_prefix(&staged).unwrap().display().to_string();
+            files.push((name, link));
+        }
+    }
+    files.sort();
+    // The tests crate shares the workspace's version.
+    let (minor, patch) = (
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+    );
+    let real = format!("libkeyward.so.1.{minor}.{patch}");
+    let link = |to: &str| Some(to.to_string());
+    assert_eq!(
+        files,
+        [
+            ("include/keyward.h".to_string(), None),
+            ("lib/libkeyward.a".to_string(), None),
+            ("lib/libkeyward.so".to_string(), link("libkeyward.so.1")),
+            ("lib/libkeyward.so.1".to_string(), link(&real)),
+            (format!("lib/{real}"), None),
+            ("lib/pkgconfig/keyward.pc".to_string(), None),
+            ("lib/someone-elses.so".to_string(), None),
+        ]
+    );
+    let pc = std::fs::read_to_string(staged.join("lib/pkgconfig/keyward.pc")).unwrap();
+    assert!(pc.contains(&format!("libdir={prefix}/lib")), "{pc}");
+    assert!(!pc.contains(&stage.path().display().to_string()), "{pc}");
+    let soname = run(Command::new("readelf")
+        .arg("-d")
+        .arg(staged.join("lib").join(&real)));
+    assert!(soname.contains("[libkeyward.so.1]"), "{soname}");
+
+    make("uninstall");
+    let mut left: Vec<String> = Vec::new();
+    let mut dirs = vec![staged.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                dirs.push(path);
+            } else {
+                left.push(path.strip_prefix(&staged).unwrap().display().to_string());
+            }
+        }
+    }
+    assert_eq!(left, ["lib/someone-elses.so"]);
 }

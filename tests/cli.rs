@@ -25,7 +25,7 @@ impl Cli {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        let mut c = Command::new(common::keyward_bin());
         c.arg("--db")
             .arg(&self.db)
             .args(args)
@@ -67,7 +67,7 @@ impl Cli {
 
     /// Runs under a pseudo terminal (util-linux `script`), typing `input`.
     fn on_terminal(&self, args: &[&str], input: &str) -> (i32, String) {
-        let line = std::iter::once(env!("CARGO_BIN_EXE_keyward").to_string())
+        let line = std::iter::once(common::keyward_bin().display().to_string())
             .chain(["--db".to_string(), self.db.display().to_string()])
             .chain(args.iter().map(|a| (*a).to_string()))
             .map(|a| format!("'{a}'"))
@@ -475,7 +475,7 @@ fn errors_are_one_line_with_documented_exit_codes() {
 fn the_default_store_is_keyward_db_db_or_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let run = |envdb: Option<&Path>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        let mut c = Command::new(common::keyward_bin());
         c.current_dir(dir.path())
             .args(["key", "create", "k"])
             .stdin(Stdio::null());
@@ -1431,7 +1431,7 @@ fn backup_and_store_copy_write_a_store_that_opens_and_say_where_events_stand() {
     // A copy from one store to another, named on the command line.
     let copy = dir.join("copy");
     let report: Value = serde_json::from_slice(
-        &Command::new(env!("CARGO_BIN_EXE_keyward"))
+        &Command::new(common::keyward_bin())
             .args(["--json", "store", "copy"])
             .arg(&backup)
             .arg(&copy)
@@ -1444,7 +1444,7 @@ fn backup_and_store_copy_write_a_store_that_opens_and_say_where_events_stand() {
         (report["keys"].as_u64(), report["last_event"].as_u64()),
         (Some(2), Some(2))
     );
-    let missing = Command::new(env!("CARGO_BIN_EXE_keyward"))
+    let missing = Command::new(common::keyward_bin())
         .args(["store", "copy"])
         .arg(dir.join("nowhere"))
         .arg(dir.join("copy2"))

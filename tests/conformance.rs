@@ -57,7 +57,7 @@ impl Drop for SledAttached {
 fn sled_attached() -> SledAttached {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+    let mut owner = std::process::Command::new(common::keyward_bin())
         .arg("--db")
         .arg(dir.path().join("store"))
         .arg("serve")

@@ -287,7 +287,7 @@ fn an_attached_process_backs_up_a_consistent_snapshot() {
             .collect();
         store.create_many(seed).unwrap();
     }
-    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+    let mut owner = std::process::Command::new(common::keyward_bin())
         .arg("--db")
         .arg(&path)
         .arg("serve")

@@ -52,6 +52,7 @@ fn wait_status(store: &Store, name: &str, done: impl Fn(&PluginInfo) -> bool) ->
 fn shipped_c_plugin() -> Vec<u8> {
     let path: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
+        "..",
         "target",
         "plugins",
         "crm-webhook-c.wasm",

@@ -16,7 +16,7 @@ use keyward::{CreateOptions, KeyId, Store, Timestamp, Verdict};
 use serde_json::{Value, json};
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    common::workspace_root().join("tests/fixtures")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

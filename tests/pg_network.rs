@@ -116,7 +116,7 @@ fn verify_full_checks_the_chain_and_the_name_and_verify_ca_the_chain() {
 /// platform's roots and libpq's variables are read from its environment):
 /// whether it succeeded, and what it printed on stderr.
 fn cli_list(url: &str, env: &[(&str, &str)]) -> (bool, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    let mut command = std::process::Command::new(common::keyward_bin());
     command.args(["--db", url, "key", "list"]);
     for var in [
         "PGSSLMODE",

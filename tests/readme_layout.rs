@@ -1,4 +1,5 @@
-//! The README's layout names every source file under `src/`, and nothing
+//! The README's layout names every source file of every crate (`src/`,
+//! `bindings/c/src/`, `bindings/python/src/`, `cli/src/`), and nothing
 //! that is not there.
 
 use std::collections::BTreeSet;
@@ -48,11 +49,19 @@ fn layout(readme: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_readme_layout_names_every_source_file() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let named = layout(&readme);
+    const SOURCES: [&str; 4] = [
+        "src/",
+        "bindings/c/src/",
+        "bindings/python/src/",
+        "cli/src/",
+    ];
     let mut actual = BTreeSet::new();
-    sources(&root.join("src"), &root, &mut actual);
+    for dir in SOURCES {
+        sources(&root.join(dir), &root, &mut actual);
+    }
     let missing: Vec<_> = actual.difference(&named).collect();
     assert!(
         missing.is_empty(),
@@ -60,10 +69,16 @@ fn the_readme_layout_names_every_source_file() {
     );
     let stale: Vec<_> = named
         .iter()
-        .filter(|p| p.starts_with("src/") && !actual.contains(*p))
+        .filter(|p| SOURCES.iter().any(|d| p.starts_with(d)) && !actual.contains(*p))
         .collect();
-    assert!(stale.is_empty(), "in the layout, not in src/: {stale:?}");
-    for top in named.iter().filter(|p| !p.starts_with("src/")) {
+    assert!(
+        stale.is_empty(),
+        "in the layout, not in the sources: {stale:?}"
+    );
+    for top in named
+        .iter()
+        .filter(|p| !SOURCES.iter().any(|d| p.starts_with(d)))
+    {
         assert!(root.join(top).exists(), "in the layout, not here: {top}");
     }
 }

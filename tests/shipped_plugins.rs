@@ -13,7 +13,7 @@ use keyward::{CreateOptions, Options, RetryPolicy, Store};
 use webhook::Webhook;
 
 fn built(name: &str) -> Vec<u8> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "target", "plugins", name]
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "target", "plugins", name]
         .iter()
         .collect();
     std::fs::read(&path).unwrap_or_else(|e| {

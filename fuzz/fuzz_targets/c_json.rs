@@ -6,7 +6,7 @@
 use std::ffi::{CStr, CString, c_char};
 use std::sync::OnceLock;
 
-use keyward::fuzzing::c;
+use keyward_ffi::all as c;
 use keyward::{Argon2Params, Options, Store};
 use libfuzzer_sys::fuzz_target;
 

@@ -16,8 +16,10 @@ pub struct StorageError {
 }
 
 impl StorageError {
-    /// A failure with no underlying error.
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    /// A failure with no underlying error (for code that stores or
+    /// checks keyward's data outside this crate, and its tests).
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
         StorageError {
             message: message.into(),
             source: None,

@@ -1,66 +1,65 @@
-//! The kinds of failure, each with how every binding reports it: its C
-//! status (`kw_status`), its Python exception and the exit code of the
-//! `keyward` CLI. [`with_error_kinds!`] is the one table; the C enum and
-//! Python's status table are generated from it (`KEYWARD_BLESS=1 cargo
-//! test --lib generated`).
+//! The kinds of failure, the same in every binding. How each surface
+//! reports a kind is the surface's own: the C library's status numbers
+//! and the Python exception classes are in `bindings/c` (its
+//! `kinds.rs`, from which the header and the Python package's table are
+//! generated), the CLI's exit codes in `cli`.
 
-/// Calls `$then!` with every kind's row:
-/// `Variant = C status number, python ExceptionClass, exit CODE;`.
+/// Calls `$then!` with every kind, its documentation above it.
 macro_rules! with_error_kinds {
     ($then:ident) => {
         $then! {
             /// A required pointer argument was NULL.
-            NullArgument = 100, python InvalidInput, exit 4;
+            NullArgument;
             /// A text argument was not valid UTF-8.
-            InvalidUtf8 = 101, python InvalidInput, exit 4;
+            InvalidUtf8;
             /// An argument was rejected (empty or oversized name, bad JSON, bad time, ...).
-            InvalidInput = 102, python InvalidInput, exit 4;
+            InvalidInput;
             /// The text given as a key id is not one (12 base62 characters).
-            InvalidKeyId = 103, python InvalidInput, exit 4;
+            InvalidKeyId;
             /// The text given as a whitelist network is not an IP or CIDR, or has host bits set.
-            InvalidNetwork = 104, python InvalidInput, exit 4;
+            InvalidNetwork;
             /// The client IP is not an IPv4 or IPv6 address.
-            InvalidIp = 105, python InvalidInput, exit 4;
+            InvalidIp;
             /// An output buffer is too small; the message says the size needed.
-            BufferTooSmall = 106, python InternalError, exit 9;
+            BufferTooSmall;
             /// No key has this id.
-            NotFound = 110, python NotFound, exit 3;
+            NotFound;
             /// The key has no whitelist entry with this id.
-            EntryNotFound = 111, python NotFound, exit 3;
+            EntryNotFound;
             /// An option is out of range, or conflicts with the existing store.
-            InvalidOptions = 120, python InvalidInput, exit 4;
+            InvalidOptions;
             /// Another process holds the store.
-            StoreLocked = 200, python StoreLocked, exit 5;
+            StoreLocked;
             /// The process forked after opening this handle: open the store
             /// again in the child (e.g. in gunicorn's `post_fork` hook).
-            Forked = 203, python StoreForked, exit 5;
+            Forked;
             /// The storage layer failed; nothing was changed.
-            Storage = 201, python StorageError, exit 6;
+            Storage;
             /// The store was written by a newer keyward.
-            UnsupportedVersion = 202, python StorageError, exit 6;
+            UnsupportedVersion;
             /// The plugin manifest is not valid TOML or breaks a rule.
-            PluginInvalidManifest = 300, python InvalidInput, exit 7;
+            PluginInvalidManifest;
             /// The bytes are not a `keyward:notifier` component of the manifest's API version.
-            PluginInvalidComponent = 301, python InvalidInput, exit 7;
+            PluginInvalidComponent;
             /// A plugin with this name is installed already.
-            PluginExists = 302, python InvalidInput, exit 7;
+            PluginExists;
             /// No plugin has this name.
-            PluginNotFound = 303, python NotFound, exit 3;
+            PluginNotFound;
             /// This library was built without the plugin host.
-            PluginsUnsupported = 304, python InternalError, exit 7;
+            PluginsUnsupported;
             /// An internal failure; nothing was changed.
-            Internal = 900, python InternalError, exit 9;
+            Internal;
             /// keyward panicked; the message says where. The store is still usable.
-            Panic = 901, python InternalError, exit 9;
+            Panic;
         }
     };
 }
 
 macro_rules! define_error_kind {
-    ($($(#[doc = $doc:literal])* $variant:ident = $code:literal, python $py:ident, exit $exit:literal;)*) => {
-        /// What kind of failure an error is, the same in every binding: each
-        /// kind has one C status (`kw_status`), one Python exception class
-        /// and one exit code of the `keyward` CLI.
+    ($($(#[doc = $doc:literal])* $variant:ident;)*) => {
+        /// What kind of failure an error is, the same in every binding: the
+        /// C library, the Python package and the CLI each report a kind in
+        /// their own terms (a `kw_status`, an exception class, an exit code).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ErrorKind {
@@ -68,39 +67,22 @@ macro_rules! define_error_kind {
         }
 
         impl ErrorKind {
-            /// Every kind, in the order of its C status.
+            /// Every kind, in the order of the table.
             pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant),*];
 
-            /// The C `kw_status` number (grouped by kind, never renumbered).
+            /// The kind's name, as in Rust (`"NotFound"`).
             #[must_use]
-            pub const fn code(self) -> u32 {
+            pub const fn name(self) -> &'static str {
                 match self {
-                    $(ErrorKind::$variant => $code,)*
+                    $(ErrorKind::$variant => stringify!($variant),)*
                 }
             }
 
-            /// The exit code of the `keyward` CLI: 3 not found, 4 invalid
-            /// input, 5 store locked, 6 storage, 7 plugin, 9 internal.
+            /// What the kind means: its documentation, one line per line.
             #[must_use]
-            pub const fn exit_code(self) -> u8 {
+            pub const fn description(self) -> &'static str {
                 match self {
-                    $(ErrorKind::$variant => $exit,)*
-                }
-            }
-
-            /// The name of the Python exception class (`keyward.NotFound`, ...).
-            #[must_use]
-            pub const fn python_exception(self) -> &'static str {
-                match self {
-                    $(ErrorKind::$variant => stringify!($py),)*
-                }
-            }
-
-            /// The variant's Rust name, and its documentation.
-            #[cfg(test)]
-            pub(crate) fn described(self) -> (&'static str, &'static str) {
-                match self {
-                    $(ErrorKind::$variant => (stringify!($variant), concat!($($doc, "\n"),*)),)*
+                    $(ErrorKind::$variant => concat!($($doc, "\n"),*),)*
                 }
             }
         }

@@ -297,13 +297,15 @@ impl Store {
     /// The account of the key a presented key names, from the in-memory
     /// index (no storage, no allocation): what the C verdict reports on a
     /// refusal of a key that exists.
-    pub(crate) fn owner_of_key(&self, key: &[u8]) -> Option<Arc<str>> {
+    #[must_use]
+    pub fn owner_of_key(&self, key: &[u8]) -> Option<Arc<str>> {
         self.engine.index.owner(&self.key_id_of(key)?)
     }
 
     /// The id of a presented key: its id part, or the key an imported
     /// key's lookup names; `None` for anything else.
-    pub(crate) fn key_id_of(&self, key: &[u8]) -> Option<KeyId> {
+    #[must_use]
+    pub fn key_id_of(&self, key: &[u8]) -> Option<KeyId> {
         self.engine.identify(key).map(|(id, _, _)| id)
     }
 

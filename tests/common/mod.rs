@@ -120,41 +120,87 @@ pub fn notifier_component_with(body: &str, url: &[u8], extra: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The directory holding libkeyward.so and libkeyward.a for C programs:
-/// the target directory of this test run, built there once with `cargo
-/// build --lib` (the dev profile; `--release` for an optimised test run).
-/// scripts/test-all.sh builds it first and runs the tests with `--profile
-/// dev`, so this finds everything built already.
-/// The shared library's soname is `libkeyward.so.<ABI version>`, which the
-/// loader looks for, so that name is linked to it.
-pub fn c_library_dir() -> PathBuf {
+/// The workspace's root directory.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// The profile this test was built with, as cargo names it.
+fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    }
+}
+
+/// The `keyward` binary of the CLI crate: `$KEYWARD_BIN` when set (as
+/// scripts/test-all.sh sets it, after building the workspace), else built
+/// once per test process with this test's profile.
+pub fn keyward_bin() -> &'static Path {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let mut cmd = std::process::Command::new(env!("CARGO"));
-            cmd.args(["build", "--lib", "--manifest-path"])
-                .arg(root.join("Cargo.toml"));
-            if !cfg!(debug_assertions) {
-                cmd.arg("--release");
-            }
-            let out = cmd.output().expect("running cargo build --lib");
-            assert!(
-                out.status.success(),
-                "cargo build --lib failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let exe = std::env::current_exe().expect("the test's path");
-            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let soname = dir.join(format!("libkeyward.so.{}", env!("KEYWARD_ABI_VERSION")));
-            // Atomically: test binaries running at once may all do this.
-            let tmp = dir.join(format!("libkeyward.so.link-{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            std::os::unix::fs::symlink("libkeyward.so", &tmp).expect("linking the soname");
-            std::fs::rename(&tmp, &soname).expect("placing the soname link");
-            dir
-        })
-        .clone()
+    BUILT.get_or_init(|| {
+        if let Some(given) = std::env::var_os("KEYWARD_BIN") {
+            return PathBuf::from(given);
+        }
+        cargo(&["build", "-p", "keyward-cli", "--bin", "keyward"]);
+        target_dir().join("keyward")
+    })
+}
+
+/// The directory this test's binaries are built into (`target/debug`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn cargo(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(args)
+        .args(["--profile", profile()])
+        .current_dir(workspace_root())
+        .output()
+        .expect("running cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An installed C library (`lib/libkeyward.so.1.*`, its links,
+/// `lib/libkeyward.a`, `include/keyward.h`, `lib/pkgconfig/keyward.pc`):
+/// the prefix in `KEYWARD_C_PREFIX` (scripts/test-all.sh installs one with
+/// `make install`), else this test process's own, installed once by `make
+/// install PROFILE=<this test's> PREFIX=<a temporary directory>`.
+pub fn c_prefix() -> &'static Path {
+    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        if let Some(prefix) = std::env::var_os("KEYWARD_C_PREFIX") {
+            return PathBuf::from(prefix);
+        }
+        let prefix = tempfile::Builder::new()
+            .prefix("keyward-prefix")
+            .tempdir()
+            .expect("a temporary prefix")
+            .keep();
+        let out = std::process::Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(workspace_root())
+            .arg("install")
+            .arg(format!("PROFILE={}", profile()))
+            .arg(format!("PREFIX={}", prefix.display()))
+            .output()
+            .expect("running make install");
+        assert!(
+            out.status.success(),
+            "make install failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        prefix
+    })
 }
 
 /// The environment variable `var` that a test needs a service through.

@@ -13,7 +13,7 @@ import pytest
 
 import keyward
 
-from conftest import CHEAP, REPO, TARGET
+from conftest import CHEAP, keyward_bin
 
 PG = os.environ.get("KEYWARD_TEST_PG")
 
@@ -48,8 +48,7 @@ def _verifier(url, old_key, new_key_queue, results):
 
 @pytest.fixture(scope="module")
 def cli():
-    subprocess.run(["cargo", "build", "--quiet", "--bin", "keyward"], cwd=REPO, check=True)
-    return str(TARGET / "debug" / "keyward")
+    return keyward_bin()
 
 
 def test_four_processes_and_the_cli_share_a_postgres_store(cli, pg):

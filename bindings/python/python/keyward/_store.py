@@ -17,26 +17,7 @@ from keyward._generated import STATUS_EXCEPTIONS, Denial, UsageTotals
 from keyward._native import ffi, lib
 
 
-def _load_fast() -> Any:
-    """``keyward._fast``, the native part built into the same shared
-    library as the C interface: loaded from that file by name."""
-    import importlib.machinery
-    import importlib.util
-    import sys
-
-    from keyward import _native
-
-    path = os.path.join(os.path.dirname(_native.__file__), "lib_native.so")
-    loader = importlib.machinery.ExtensionFileLoader("keyward._fast", path)
-    spec = importlib.util.spec_from_loader("keyward._fast", loader, origin=path)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    sys.modules["keyward._fast"] = module
-    return module
-
-
-_fast = _load_fast()
+from keyward import _fast
 
 __all__ = [
     "Store",

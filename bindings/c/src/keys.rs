@@ -1,0 +1,555 @@
+//! Keys: create, regenerate, delete, update, and the Overview as JSON.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{Fail, boundary, fail};
+use super::generated::kw_status;
+use super::store::kw_store;
+use super::values::{
+    key_id, key_len, not_null, optional_text, put, put_json, room, store_ref, text,
+};
+use keyward::Timestamp;
+use keyward::{CreateOptions, ImportedSecret};
+use keyward::{Limit, Quota};
+use zeroize::Zeroizing;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateJson {
+    expires_at: Option<Timestamp>,
+    metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    whitelist: Vec<EntryJson>,
+    owner: Option<String>,
+    #[serde(default)]
+    limits: Vec<Limit>,
+    quota: Option<Quota>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryJson {
+    name: String,
+    network: String,
+}
+
+impl CreateJson {
+    fn options(self) -> CreateOptions {
+        let mut o = CreateOptions::new();
+        if let Some(t) = self.expires_at {
+            o = o.expires_at(t);
+        }
+        if let Some(m) = self.metadata {
+            o = o.metadata(m);
+        }
+        for e in self.whitelist {
+            o = o.restrict_to(e.name, e.network);
+        }
+        if let Some(owner) = self.owner {
+            o = o.owner(owner);
+        }
+        for l in self.limits {
+            o = o.limit(l);
+        }
+        if let Some(q) = self.quota {
+            o = o.quota(q);
+        }
+        o.scopes(self.scopes)
+    }
+}
+
+/// What `kw_key_import` reads: the kind and material of the imported key,
+/// and the options of `kw_key_create_ex`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportJson {
+    kind: String,
+    secret: String,
+    prefix: Option<String>,
+    expires_at: Option<Timestamp>,
+    metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    whitelist: Vec<EntryJson>,
+    owner: Option<String>,
+    #[serde(default)]
+    limits: Vec<Limit>,
+    quota: Option<Quota>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+impl ImportJson {
+    fn split(self) -> Result<(ImportedSecret, CreateOptions), Fail> {
+        let bad = |m: &str| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("options_json: {m}"),
+            )
+        };
+        let imported = ImportedSecret::new(&self.kind, Zeroizing::new(self.secret), self.prefix)
+            .map_err(|m| bad(&m))?;
+        let options = CreateJson {
+            expires_at: self.expires_at,
+            metadata: self.metadata,
+            whitelist: self.whitelist,
+            owner: self.owner,
+            limits: self.limits,
+            quota: self.quota,
+            scopes: self.scopes,
+        };
+        Ok((imported, options.options()))
+    }
+}
+
+/// Imports a key from another system under a new id, written with a NUL
+/// to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
+/// `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
+/// SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
+/// characters, with phc>"}` and any option of `kw_key_create_ex`
+/// (`owner`, `expires_at`, `metadata`, `whitelist`). The key string its
+/// holder has then verifies with `kw_verify` like any key. Importing the
+/// same key (or prefix) twice is `KW_STATUS_INVALID_INPUT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_import(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    id_out: *mut c_char,
+    id_len: usize,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let name = unsafe { text(name, "name") }?;
+        let json = unsafe { text(options_json, "options_json") }?;
+        let parsed: ImportJson = serde_json::from_str(json).map_err(|e| {
+            // serde's message may quote the input: say where, not what.
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!(
+                    "options_json: not the expected object (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        room(id_out, id_len, keyward::KEY_ID_LEN + 1, "id_out")?;
+        let (secret, options) = parsed.split()?;
+        let info = store.import_key(name, secret, options)?;
+        unsafe { put(id_out, info.id.as_str()) };
+        Ok(())
+    })
+}
+
+/// Creates the key and writes its plaintext to `key_out`; the caller
+/// writes what else it returns.
+unsafe fn create(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    check_more: impl FnOnce() -> Result<(), Fail>,
+) -> Result<keyward::CreatedKey, Fail> {
+    let store = unsafe { store_ref(store) }?;
+    let name = unsafe { text(name, "name") }?;
+    let options = match unsafe { optional_text(options_json, "options_json") }? {
+        None => CreateJson::default(),
+        Some(j) => serde_json::from_str(j).map_err(|e| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("options_json: {e}"),
+            )
+        })?,
+    };
+    room(key_out, key_cap, key_len(store), "key_out")?;
+    check_more()?;
+    let created = store.create(name, options.options())?;
+    unsafe { put(key_out, created.key.as_str()) };
+    Ok(created)
+}
+
+/// Creates a key named `name` (NUL-terminated UTF-8, 1–200 bytes).
+///
+/// - `key_out`, `key_cap`: receives the plaintext key and a NUL; needs
+///   `kw_key_buffer_len(store)` bytes (`KW_KEY_BUFFER_LEN` always suffices).
+///   Shown this once: the store keeps only an argon2id hash.
+/// - `id_out`, `id_cap`: receives the key id and a NUL; needs 13 bytes
+///   (`KW_KEY_ID_BUFFER_LEN` suffices).
+///
+/// Buffers are checked before anything is created: `KW_STATUS_BUFFER_TOO_SMALL` changes nothing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_create(
+    store: *mut kw_store,
+    name: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    id_out: *mut c_char,
+    id_cap: usize,
+) -> kw_status {
+    boundary(|| unsafe {
+        let created = create(store, name, std::ptr::null(), key_out, key_cap, || {
+            room(id_out, id_cap, keyward::KEY_ID_LEN + 1, "id_out")
+        })?;
+        put(id_out, created.info.id.as_str());
+        Ok(())
+    })
+}
+
+/// `kw_key_create` with options as a JSON object (NULL = none):
+/// `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
+///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
+///   "owner": "acct_42", "scopes": ["orders:read"],
+///   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
+///   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}}}`
+/// (`owner`: the account the key belongs to; `refill` may be null).
+/// Whitelist entries also switch the restriction on.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_create_ex(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    id_out: *mut c_char,
+    id_cap: usize,
+) -> kw_status {
+    boundary(|| unsafe {
+        let created = create(store, name, options_json, key_out, key_cap, || {
+            room(id_out, id_cap, keyward::KEY_ID_LEN + 1, "id_out")
+        })?;
+        put(id_out, created.info.id.as_str());
+        Ok(())
+    })
+}
+
+/// `kw_key_create_ex` that also writes the new key's Overview (the object
+/// of `kw_key_get_json`) to `*info_json_out` (free with `kw_string_free`),
+/// made from the change itself: no second read can fail after the key
+/// exists and lose its only copy.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_create_json(
+    store: *mut kw_store,
+    name: *const c_char,
+    options_json: *const c_char,
+    key_out: *mut c_char,
+    key_cap: usize,
+    info_json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| unsafe {
+        let created = create(store, name, options_json, key_out, key_cap, || {
+            not_null(info_json_out, "info_json_out")
+        })?;
+        put_json(info_json_out, &created.info)
+    })
+}
+
+/// Gives key `id` a new secret, written with a NUL to `key_out` (see
+/// `kw_key_create` for the size). The old secret stops working when this
+/// returns (`grace_seconds` 0) or `grace_seconds` later (at most 366 days).
+/// Durable before it returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_regenerate(
+    store: *mut kw_store,
+    id: *const c_char,
+    grace_seconds: u64,
+    key_out: *mut c_char,
+    key_cap: usize,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        room(key_out, key_cap, key_len(store), "key_out")?;
+        let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
+        unsafe { put(key_out, fresh.key.as_str()) };
+        Ok(())
+    })
+}
+
+/// `kw_key_regenerate` that also writes the key's Overview after the change
+/// (the object of `kw_key_get_json`) to `*info_json_out` (free with
+/// `kw_string_free`), made from the change itself: no second read can fail
+/// and lose the only copy of the new key.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_regenerate_json(
+    store: *mut kw_store,
+    id: *const c_char,
+    grace_seconds: u64,
+    key_out: *mut c_char,
+    key_cap: usize,
+    info_json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        room(key_out, key_cap, key_len(store), "key_out")?;
+        not_null(info_json_out, "info_json_out")?;
+        let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
+        unsafe { put(key_out, fresh.key.as_str()) };
+        unsafe { put_json(info_json_out, &fresh.info) }
+    })
+}
+
+/// Deletes key `id` and its usage history; its secrets stop working when
+/// this returns. Durable before it returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_delete(store: *mut kw_store, id: *const c_char) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        Ok(store.delete(&unsafe { key_id(id) }?)?)
+    })
+}
+
+/// Disables (`true`: admits nobody) or re-enables key `id`. Durable before it returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_disabled(
+    store: *mut kw_store,
+    id: *const c_char,
+    disabled: bool,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        store.set_disabled(&unsafe { key_id(id) }?, disabled)?;
+        Ok(())
+    })
+}
+
+/// Renames key `id` (`name`: NUL-terminated UTF-8, 1–200 bytes).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_rename(
+    store: *mut kw_store,
+    id: *const c_char,
+    name: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        store.rename(&id, unsafe { text(name, "name") }?)?;
+        Ok(())
+    })
+}
+
+/// Sets key `id`'s expiry to `expires_at` (RFC 3339, e.g.
+/// `2027-01-01T00:00:00Z`), or clears it when `expires_at` is NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_expiry(
+    store: *mut kw_store,
+    id: *const c_char,
+    expires_at: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let at = match unsafe { optional_text(expires_at, "expires_at") }? {
+            None => None,
+            Some(t) => Some(
+                Timestamp::parse_rfc3339(t)
+                    .map_err(|e| fail(kw_status::KW_STATUS_INVALID_INPUT, e))?,
+            ),
+        };
+        store.set_expiry(&id, at)?;
+        Ok(())
+    })
+}
+
+/// Replaces key `id`'s metadata with the JSON object `metadata_json`, or
+/// clears it when NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_metadata(
+    store: *mut kw_store,
+    id: *const c_char,
+    metadata_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let value = match unsafe { optional_text(metadata_json, "metadata_json") }? {
+            None => None,
+            Some(j) => Some(serde_json::from_str(j).map_err(|e| {
+                fail(
+                    kw_status::KW_STATUS_INVALID_INPUT,
+                    format!("metadata_json: {e}"),
+                )
+            })?),
+        };
+        store.set_metadata(&id, value)?;
+        Ok(())
+    })
+}
+
+/// Replaces key `id`'s scopes with the JSON array of strings
+/// `scopes_json` (`["orders:read", "contacts:write"]`; NULL or `[]`: none).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_scopes(
+    store: *mut kw_store,
+    id: *const c_char,
+    scopes_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let scopes: Vec<String> = unsafe { optional_json(scopes_json, "scopes_json") }?;
+        store.set_scopes(&id, &scopes)?;
+        Ok(())
+    })
+}
+
+/// Replaces key `id`'s rate limits with the JSON array `limits_json`
+/// (`[{"name": "burst", "limit": 100, "window_seconds": 60}]`; NULL or
+/// `[]`: none).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_limits(
+    store: *mut kw_store,
+    id: *const c_char,
+    limits_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let limits: Vec<Limit> = unsafe { optional_json(limits_json, "limits_json") }?;
+        store.set_limits(&id, &limits)?;
+        Ok(())
+    })
+}
+
+/// Sets key `id`'s quota from the JSON object `quota_json`
+/// (`{"remaining": 1000, "refill": {"amount": 1000, "period": "daily"}}`,
+/// `refill` null or absent for none), or removes it when NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_quota(
+    store: *mut kw_store,
+    id: *const c_char,
+    quota_json: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let quota: Option<Quota> = unsafe { optional_json(quota_json, "quota_json") }?;
+        store.set_quota(&id, quota)?;
+        Ok(())
+    })
+}
+
+/// A JSON value from optional text: its default when NULL; a typed error
+/// naming `what` (never the text) when it does not parse.
+unsafe fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    p: *const c_char,
+    what: &str,
+) -> Result<T, Fail> {
+    match unsafe { optional_text(p, what) }? {
+        None => Ok(T::default()),
+        Some(j) => serde_json::from_str(j).map_err(|e| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!(
+                    "{what}: not valid here (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }),
+    }
+}
+
+/// Key `id`'s Overview as a JSON object, written to `*json_out` (free with
+/// `kw_string_free`):
+/// `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",
+///   "generation", "disabled", "expires_at", "whitelist_enabled",
+///   "grace_until", "metadata", "owner", "scopes", "limits", "quota"}` —
+/// times are RFC 3339 strings or null; `limits` a list of `{"name",
+/// "limit", "window_seconds"}`; `quota` null or `{"remaining", "refill":
+/// null or {"amount", "period": "daily" | "monthly"}}`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_get_json(
+    store: *const kw_store,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.get(&id)?) }
+    })
+}
+
+/// Every key, oldest first, as a JSON array of the objects of
+/// `kw_key_get_json`, written to `*json_out` (free with `kw_string_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_list_json(
+    store: *const kw_store,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.list()?) }
+    })
+}
+
+/// Moves key `id` to the account `owner` (NUL-terminated UTF-8, 1–128
+/// bytes, no control characters), or to none with NULL: an account merge.
+/// Emits `key.updated` with `owner_from` and `owner_to`; durable before it
+/// returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_set_owner(
+    store: *mut kw_store,
+    id: *const c_char,
+    owner: *const c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let owner = unsafe { optional_text(owner, "owner") }?;
+        store.set_owner(&id, owner)?;
+        Ok(())
+    })
+}
+
+/// Every key of the account `owner`, oldest first, found through the
+/// owner index, as a JSON array of the objects of `kw_key_get_json`,
+/// written to `*json_out` (free with `kw_string_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_list_owner_json(
+    store: *const kw_store,
+    owner: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let owner = unsafe { text(owner, "owner") }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.list_owner(owner)?) }
+    })
+}
+
+/// One page of keys in id order, as `{"keys": [...], "next": "ID" | null}`
+/// written to `*json_out` (free with `kw_string_free`): up to `limit` (1 to
+/// `KW_MAX_PAGE`) keys — of `owner`, or of every account when NULL — whose
+/// ids come after `after` (NULL for the first page; then each page's
+/// `next`, until it is null).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_list_page_json(
+    store: *const kw_store,
+    owner: *const c_char,
+    after: *const c_char,
+    limit: usize,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let owner = unsafe { optional_text(owner, "owner") }?;
+        let after = match unsafe { optional_text(after, "after") }? {
+            Some(a) => Some(a.parse::<keyward::KeyId>()?),
+            None => None,
+        };
+        not_null(json_out, "json_out")?;
+        let page = store.list_page(owner, after.as_ref(), limit)?;
+        let value = serde_json::json!({ "keys": page.keys, "next": page.next });
+        unsafe { put_json(json_out, &value) }
+    })
+}
