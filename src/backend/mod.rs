@@ -26,8 +26,10 @@ pub(crate) use self::error::CommitError;
 pub use self::error::StorageError;
 pub(crate) use self::host::{HostBackend, HostRules, Vet, group_id};
 pub(crate) use self::memory::MemoryBackend;
+#[cfg(all(feature = "postgres", feature = "plugins"))]
+pub(crate) use self::postgres::PostgresConn;
 #[cfg(feature = "postgres")]
-pub(crate) use self::postgres::{PostgresConn, PostgresTarget};
+pub(crate) use self::postgres::PostgresTarget;
 use crate::error::OpenError;
 
 /// A store's storage, opened from a path or a URL.
@@ -35,8 +37,10 @@ pub(crate) struct Opened {
     pub backend: Arc<dyn Backend>,
     /// The directory of a sled store.
     pub dir: Option<PathBuf>,
-    /// How to reach a PostgreSQL store again, in a session of one's own.
+    /// How to reach a PostgreSQL store again, in a session of one's own
+    /// (the plugin host's dispatch lease holds one).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(not(feature = "plugins"), allow(dead_code))]
     pub postgres: Option<PostgresTarget>,
 }
 

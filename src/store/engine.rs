@@ -155,6 +155,7 @@ impl Engine {
     }
 
     /// The outbox grew: plugins should hear of it now, not at the next poll.
+    #[cfg_attr(not(feature = "plugins"), allow(clippy::unused_self))]
     pub(crate) fn events_appended(&self) {
         #[cfg(feature = "plugins")]
         self.plugins.wake();

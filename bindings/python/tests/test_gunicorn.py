@@ -67,15 +67,20 @@ def test_gunicorn_workers_share_one_store(tmp_path, cli):
     )
     try:
         eventually("gunicorn serves the key", lambda: _get(port, created["key"])[0] == 200)
+        # Until a second worker (booted after the first, attached to its
+        # store) has answered too: polled with the deadline, as workers
+        # boot one after another and a busy machine may boot them slowly.
         workers, roles = set(), set()
-        for _ in range(200):
+
+        def two_workers_answered():
             status, body = _get(port, created["key"])
             assert status == 200
             workers.add(body["worker"])
             roles.add(body["role"])
-            if len(workers) >= 2 and "attached" in roles:
-                break
-        assert len(workers) >= 2 and "attached" in roles, (workers, roles)
+            return len(workers) >= 2 and "attached" in roles
+
+        eventually("a second, attached worker answers",
+                   two_workers_answered)
 
         # The CLI attaches to the worker that owns the store.
         status = cli(db, "status")

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+#[cfg(feature = "plugins")]
 pub(crate) use self::conn::Conn as PostgresConn;
 use self::conn::{CallError, Conn, Connector};
 pub(crate) use self::url::{describe, is_url};
@@ -90,6 +91,7 @@ pub(crate) struct PostgresTarget {
 
 impl PostgresTarget {
     /// A new session to the store's server.
+    #[cfg_attr(not(feature = "plugins"), allow(dead_code))]
     pub(crate) fn connect(&self) -> Result<Conn, StorageError> {
         self.connector.connect()
     }
