@@ -604,3 +604,123 @@ fn create_many_makes_every_key_or_none() {
         Err(KeyError::InvalidInput(_))
     ));
 }
+
+/// `Store::update` changes every field its patch names in one write, each
+/// with the event its single-field call writes, and leaves the rest.
+#[test]
+fn update_changes_every_named_field_at_once_with_each_fields_event() {
+    use keyward::{EventKind, KeyUpdate, Limit, Quota};
+    let (_dir, _path, store) = temp_store();
+    let made = store
+        .create(
+            "before",
+            CreateOptions::new()
+                .owner("acme")
+                .metadata(json!({"plan": "free"})),
+        )
+        .unwrap();
+    let id = made.info.id;
+    let last = store.events(0, 100).unwrap().last().unwrap().seq;
+    let expiry = Timestamp::from_unix_millis(4_102_444_800_000);
+    let info = store
+        .update(
+            &id,
+            KeyUpdate::new()
+                .name("after")
+                .disabled(true)
+                .expires_at(Some(expiry))
+                .metadata(None)
+                .owner(Some("globex"))
+                .scopes(["orders:read"])
+                .limits(vec![Limit::new("burst", 5, Duration::from_secs(10))])
+                .quota(Some(Quota::new(7)))
+                .whitelist_enabled(true),
+        )
+        .unwrap();
+    assert_eq!(info.name, "after");
+    assert!(info.disabled && info.whitelist_enabled);
+    assert_eq!(info.expires_at, Some(expiry));
+    assert_eq!(info.metadata, None);
+    assert_eq!(info.owner.as_deref(), Some("globex"));
+    assert_eq!(info.scopes, ["orders:read"]);
+    assert_eq!(info.limits.len(), 1);
+    assert_eq!(info.quota.map(|q| q.remaining), Some(7));
+    assert_eq!(store.get(&id).unwrap(), info);
+    assert_eq!(store.list_owner("globex").unwrap().len(), 1);
+    assert!(store.list_owner("acme").unwrap().is_empty());
+    assert_eq!(
+        store.verify(made.key.as_str(), ip("198.51.100.1"), None),
+        Verdict::Denied(Denial::Disabled)
+    );
+    // One event per field, in the patch's order, all from the one write.
+    let told: Vec<(EventKind, serde_json::Value)> = store
+        .events(last, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.data))
+        .collect();
+    let kinds: Vec<EventKind> = told.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            [EventKind::KeyUpdated; 8].as_slice(),
+            &[EventKind::WhitelistUpdated]
+        ]
+        .concat()
+    );
+    assert_eq!(told[0].1["renamed_from"], "before");
+    assert_eq!(told[4].1["owner_from"], "acme");
+    assert_eq!(told[4].1["owner_to"], "globex");
+    assert_eq!(told[8].1["enabled"], true);
+
+    // What a patch leaves out stays; an empty patch writes nothing.
+    let again = store.update(&id, KeyUpdate::new().disabled(false)).unwrap();
+    assert_eq!(
+        (again.name.as_str(), again.disabled, again.owner.as_deref()),
+        ("after", false, Some("globex"))
+    );
+    let seq = store.events(0, 1000).unwrap().last().unwrap().seq;
+    assert_eq!(store.update(&id, KeyUpdate::new()).unwrap().name, "after");
+    assert_eq!(store.events(0, 1000).unwrap().last().unwrap().seq, seq);
+}
+
+/// A patch with one invalid field changes nothing, not even its valid
+/// fields, and writes no event; a key that does not exist is NotFound.
+#[test]
+fn an_update_with_one_invalid_field_changes_nothing() {
+    use keyward::{KeyUpdate, Limit};
+    let (_dir, _path, store) = temp_store();
+    let made = store.create("kept", CreateOptions::new()).unwrap();
+    let id = made.info.id;
+    let before = store.get(&id).unwrap();
+    let seq = store.events(0, 100).unwrap().last().unwrap().seq;
+    let bad_patches = [
+        KeyUpdate::new().name("renamed").owner(Some("bad\nowner")),
+        KeyUpdate::new().disabled(true).name(""),
+        KeyUpdate::new()
+            .whitelist_enabled(true)
+            .scopes(["no spaces allowed"]),
+        KeyUpdate::new()
+            .disabled(true)
+            .limits(vec![Limit::new("same", 1, Duration::from_secs(1)); 2]),
+        KeyUpdate::new()
+            .name("renamed")
+            .metadata(Some(json!([1, 2]))),
+    ];
+    for patch in bad_patches {
+        let e = store.update(&id, patch.clone()).unwrap_err();
+        assert!(matches!(e, KeyError::InvalidInput(_)), "{patch:?}: {e}");
+        assert_eq!(store.get(&id).unwrap(), before, "{patch:?}");
+    }
+    assert_eq!(store.events(0, 100).unwrap().last().unwrap().seq, seq);
+    assert!(
+        store
+            .verify(made.key.as_str(), ip("198.51.100.1"), None)
+            .is_valid()
+    );
+    let missing: KeyId = "AAAAAAAAAAAA".parse().unwrap();
+    assert!(matches!(
+        store.update(&missing, KeyUpdate::new().disabled(true)),
+        Err(KeyError::NotFound(_))
+    ));
+}

@@ -20,7 +20,7 @@ use crate::error::KeyError;
 use crate::events::{self, EventKind};
 use crate::key::KeyId;
 use crate::locks::{lock, read, write};
-use crate::policy::{self, Limit, Quota, Span, Window};
+use crate::policy::{Limit, Span, Window};
 
 /// Keys whose meters want more tokens, for the lease thread.
 pub(crate) struct LeaseQueue {
@@ -427,69 +427,6 @@ impl Engine {
             .filter(|&(_, period)| period == rule.period_of(now))
             .map_or(0, |(k, _)| k);
         q.remaining = stored.map_or(0, |r| r.remaining) + in_hand;
-    }
-
-    /// The key's scopes, replacing what it had.
-    pub(crate) fn set_scopes<S: AsRef<str>>(
-        &self,
-        id: &KeyId,
-        scopes: &[S],
-    ) -> Result<KeyInfo, KeyError> {
-        let scopes = policy::checked_scopes(scopes)?;
-        self.update(id, EventKind::KeyUpdated, |rec, _| {
-            rec.policy.scopes.clone_from(&scopes);
-            Ok(json!({ "scopes": scopes }))
-        })
-    }
-
-    /// The key's rate limits, replacing what it had (a limit removed
-    /// takes its shared budget with it).
-    pub(crate) fn set_limits(&self, id: &KeyId, limits: &[Limit]) -> Result<KeyInfo, KeyError> {
-        policy::check_limits(limits)?;
-        self.update_with(
-            id,
-            EventKind::KeyUpdated,
-            |rec, _| {
-                rec.policy.limits = limits.to_vec();
-                Ok(json!({ "limits": limits }))
-            },
-            |old, _new, batch| {
-                for l in &old.policy.limits {
-                    if !limits.iter().any(|n| n.name == l.name) {
-                        batch.delete(Table::Budgets, meter::limit_row_key(&old.id, &l.name));
-                    }
-                }
-            },
-        )
-        .inspect(|_| {
-            if self.budgets_shared() {
-                let _ = self.fetch_leases(id);
-            }
-        })
-    }
-
-    /// The key's quota (`None`: none), replacing what it had: a new
-    /// setting, whose `remaining` every process now draws on.
-    pub(crate) fn set_quota(&self, id: &KeyId, quota: Option<Quota>) -> Result<KeyInfo, KeyError> {
-        if let Some(q) = &quota {
-            q.check()?;
-        }
-        let rule = quota.map(|q| QuotaRule::new(q.refill));
-        let mut info = self.update_with(
-            id,
-            EventKind::KeyUpdated,
-            |rec, _| {
-                rec.policy.quota = rule;
-                Ok(json!({ "quota": quota }))
-            },
-            |_, new, batch| {
-                quota_row(batch, new, quota.map(|q| q.remaining), self.now_ms());
-            },
-        )?;
-        // The first lease now, so the key's next use need not wait for one.
-        let _ = self.fetch_leases(id);
-        self.fill_quota(&mut info, rule);
-        Ok(info)
     }
 }
 

@@ -26,6 +26,7 @@ mod options;
 mod owners;
 mod record;
 mod status;
+mod update;
 mod verify;
 mod vet;
 mod worker;
@@ -54,6 +55,7 @@ pub use self::owners::{OwnerInfo, OwnerUsage};
 pub(crate) use self::record::KeyRecord;
 pub use self::record::{CreatedKey, KeyInfo};
 pub use self::status::{Role, Status};
+pub use self::update::KeyUpdate;
 use self::worker::Worker;
 use crate::backend::{self, Backend, MemoryBackend, Opened, StorageError};
 use crate::error::{KeyError, OpenError, WhitelistError};
@@ -465,6 +467,18 @@ impl Store {
         self.engine.delete_owner_keys(owner)
     }
 
+    /// Changes a key's settings: every field `patch` names, in one atomic,
+    /// durable batch — all of them or, when one is invalid or storage
+    /// fails, none. Each field changed writes the event its single-field
+    /// call writes (`set_owner`, `rename`, ... are this with one field).
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] naming the first
+    /// invalid field (nothing is changed); storage errors.
+    pub fn update(&self, id: &KeyId, patch: KeyUpdate) -> Result<KeyInfo, KeyError> {
+        self.engine.update_key(id, patch)
+    }
+
     /// Moves a key to another account, or to none (an account merge);
     /// emits `key.updated` with `owner_from` and `owner_to`. Durable
     /// before return.
@@ -473,7 +487,7 @@ impl Store {
     /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad owner;
     /// storage errors.
     pub fn set_owner(&self, id: &KeyId, owner: Option<&str>) -> Result<KeyInfo, KeyError> {
-        self.engine.set_owner(id, owner)
+        self.update(id, KeyUpdate::new().owner(owner))
     }
 
     /// Disables (admits nobody) or re-enables a key. Durable before return.
@@ -481,7 +495,7 @@ impl Store {
     /// # Errors
     /// [`KeyError::NotFound`]; storage errors.
     pub fn set_disabled(&self, id: &KeyId, disabled: bool) -> Result<KeyInfo, KeyError> {
-        self.engine.set_disabled(id, disabled)
+        self.update(id, KeyUpdate::new().disabled(disabled))
     }
 
     /// Renames a key.
@@ -489,7 +503,7 @@ impl Store {
     /// # Errors
     /// [`KeyError::NotFound`], [`KeyError::InvalidInput`]; storage errors.
     pub fn rename(&self, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
-        self.engine.rename(id, name)
+        self.update(id, KeyUpdate::new().name(name))
     }
 
     /// Sets or clears the expiry; a time in the past expires the key now.
@@ -501,16 +515,15 @@ impl Store {
         id: &KeyId,
         expires_at: Option<Timestamp>,
     ) -> Result<KeyInfo, KeyError> {
-        self.engine.set_expiry(id, expires_at)
+        self.update(id, KeyUpdate::new().expires_at(expires_at))
     }
 
     /// Replaces (or clears) the metadata object.
     ///
     /// # Errors
     /// [`KeyError::NotFound`], [`KeyError::InvalidInput`]; storage errors.
-    #[allow(clippy::needless_pass_by_value)] // the caller hands the object over
     pub fn set_metadata(&self, id: &KeyId, metadata: Option<Value>) -> Result<KeyInfo, KeyError> {
-        self.engine.set_metadata(id, metadata.as_ref())
+        self.update(id, KeyUpdate::new().metadata(metadata))
     }
 
     // ------------------------------------------- limits, quota, scopes
@@ -521,7 +534,10 @@ impl Store {
     /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad scope
     /// or more than [`MAX_SCOPES`](crate::policy::MAX_SCOPES); storage errors.
     pub fn set_scopes<S: AsRef<str>>(&self, id: &KeyId, scopes: &[S]) -> Result<KeyInfo, KeyError> {
-        self.engine.set_scopes(id, scopes)
+        self.update(
+            id,
+            KeyUpdate::new().scopes(scopes.iter().map(AsRef::as_ref)),
+        )
     }
 
     /// Replaces the key's rate limits (see [`Limit`](crate::Limit)); an
@@ -532,7 +548,7 @@ impl Store {
     /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad limit
     /// or two of one name; storage errors.
     pub fn set_limits(&self, id: &KeyId, limits: &[crate::Limit]) -> Result<KeyInfo, KeyError> {
-        self.engine.set_limits(id, limits)
+        self.update(id, KeyUpdate::new().limits(limits))
     }
 
     /// Sets the key's quota (`None` removes it): `remaining` requests
@@ -542,7 +558,7 @@ impl Store {
     /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for an amount
     /// out of range; storage errors.
     pub fn set_quota(&self, id: &KeyId, quota: Option<crate::Quota>) -> Result<KeyInfo, KeyError> {
-        self.engine.set_quota(id, quota)
+        self.update(id, KeyUpdate::new().quota(quota))
     }
 
     // --------------------------------------------------------- whitelist
@@ -565,7 +581,7 @@ impl Store {
         id: &KeyId,
         enabled: bool,
     ) -> Result<Whitelist, WhitelistError> {
-        self.engine.set_whitelist_enabled(id, enabled)?;
+        self.update(id, KeyUpdate::new().whitelist_enabled(enabled))?;
         self.whitelist(id)
     }
 

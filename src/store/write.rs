@@ -51,6 +51,17 @@ impl Engine {
         mut change: impl FnMut(&mut KeyRecord, i64) -> Result<Value, KeyError>,
         rows: impl Fn(&KeyRecord, &KeyRecord, &mut Batch),
     ) -> Result<KeyInfo, KeyError> {
+        self.update_events(id, |rec, now| Ok(vec![(kind, change(rec, now)?)]), rows)
+    }
+
+    /// [`Engine::update_with`] where `change` tells the events (any
+    /// number, in order) that the change writes with the record.
+    pub(crate) fn update_events(
+        &self,
+        id: &KeyId,
+        mut change: impl FnMut(&mut KeyRecord, i64) -> Result<Vec<(EventKind, Value)>, KeyError>,
+        rows: impl Fn(&KeyRecord, &KeyRecord, &mut Batch),
+    ) -> Result<KeyInfo, KeyError> {
         let _w = lock(&self.write_lock);
         for _ in 0..COMMIT_RETRIES {
             let (mut rec, old) = self.record_bytes(id)?;
@@ -58,7 +69,7 @@ impl Engine {
             let old_owner_row = rec.owner_row();
             let old_lookups = super::imports::of_record(&rec);
             let now = self.now_ms();
-            let data = change(&mut rec, now)?;
+            let told = change(&mut rec, now)?;
             rec.updated_at = now;
             let mut batch = Batch::default();
             rows(&before, &rec, &mut batch);
@@ -80,15 +91,17 @@ impl Engine {
             for gone in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {
                 batch.delete(Table::Imports, gone.row());
             }
-            events::append(
-                &mut batch,
-                kind,
-                &rec,
-                &self.prefix,
-                now,
-                self.actor.as_deref(),
-                data,
-            );
+            for (kind, data) in told {
+                events::append(
+                    &mut batch,
+                    kind,
+                    &rec,
+                    &self.prefix,
+                    now,
+                    self.actor.as_deref(),
+                    data,
+                );
+            }
             let flushed = match self.backend.commit(batch, Durability::Durable) {
                 Ok(_) => Ok(()),
                 // Applied: the index follows storage, and the caller hears of the failure.
@@ -327,64 +340,6 @@ impl Engine {
         Err(too_many_writers())
     }
 
-    pub(crate) fn set_disabled(&self, id: &KeyId, disabled: bool) -> Result<KeyInfo, KeyError> {
-        self.update(id, EventKind::KeyUpdated, |rec, _| {
-            rec.disabled = disabled;
-            Ok(json!({ "disabled": disabled }))
-        })
-    }
-
-    /// Moves a key to another account (or none): an account merge.
-    pub(crate) fn set_owner(&self, id: &KeyId, owner: Option<&str>) -> Result<KeyInfo, KeyError> {
-        if let Some(o) = owner {
-            validate_owner(o)?;
-        }
-        self.update(id, EventKind::KeyUpdated, |rec, _| {
-            let old = std::mem::replace(&mut rec.owner, owner.map(String::from));
-            Ok(json!({ "owner_from": old, "owner_to": owner }))
-        })
-    }
-
-    pub(crate) fn rename(&self, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
-        validate_name(name)?;
-        self.update(id, EventKind::KeyUpdated, |rec, _| {
-            let old = std::mem::replace(&mut rec.name, name.to_string());
-            Ok(json!({ "renamed_from": old }))
-        })
-    }
-
-    pub(crate) fn set_expiry(
-        &self,
-        id: &KeyId,
-        expires_at: Option<Timestamp>,
-    ) -> Result<KeyInfo, KeyError> {
-        validate_expiry(expires_at)?;
-        self.update(id, EventKind::KeyUpdated, |rec, _| {
-            rec.expires_at = expires_at.map(Timestamp::unix_millis);
-            Ok(json!({ "expires_at": expires_at }))
-        })
-    }
-
-    pub(crate) fn set_metadata(
-        &self,
-        id: &KeyId,
-        metadata: Option<&Value>,
-    ) -> Result<KeyInfo, KeyError> {
-        validate_metadata(metadata)?;
-        self.update(id, EventKind::KeyUpdated, |rec, _| {
-            rec.metadata = metadata.cloned();
-            Ok(json!({ "metadata": "changed" }))
-        })
-    }
-
-    pub(crate) fn set_whitelist_enabled(&self, id: &KeyId, enabled: bool) -> Result<(), KeyError> {
-        self.update(id, EventKind::WhitelistUpdated, |rec, _| {
-            rec.whitelist.enabled = enabled;
-            Ok(json!({ "enabled": enabled }))
-        })
-        .map(drop)
-    }
-
     pub(crate) fn add_whitelist_entry(
         &self,
         id: &KeyId,
@@ -442,7 +397,7 @@ impl Engine {
 }
 
 /// An expiry RFC 3339 can write (years 0 to 9999).
-fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
+pub(super) fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
     match at {
         Some(t) if !t.is_in_range() => Err(KeyError::InvalidInput(format!(
             "expires_at {} ms since the epoch is outside years 0 to 9999",
