@@ -498,6 +498,23 @@ enum kw_status kw_key_set_limits(struct kw_store *store, const char *id, const c
 enum kw_status kw_key_set_quota(struct kw_store *store, const char *id, const char *quota_json);
 
 /**
+ * Changes key `id`'s settings by the JSON object `patch_json`, in one
+ * atomic, durable write: every field it names, or (one invalid, storage
+ * failing) none. Its fields are those of `kw_key_create_ex`'s options —
+ * `"name"`, `"disabled"`, `"expires_at"`, `"metadata"`, `"owner"`,
+ * `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"` — each left
+ * out (unchanged), `null` (cleared: no expiry, metadata, owner, quota;
+ * no limits or scopes) or a value. Each field changed writes the event
+ * its `kw_key_set_*` function writes. On success the key's Overview (the
+ * object of `kw_key_get_json`) is written to `*json_out` (free with
+ * `kw_string_free`); `json_out` may be NULL.
+ */
+enum kw_status kw_key_update_json(struct kw_store *store,
+                                  const char *id,
+                                  const char *patch_json,
+                                  char **json_out);
+
+/**
  * Key `id`'s Overview as a JSON object, written to `*json_out` (free with
  * `kw_string_free`):
  * `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Cli {
     _dir: tempfile::TempDir,
@@ -209,6 +209,75 @@ fn key_lifecycle_commands() {
         cli.ok(&["verify", &key_line, "--ip", "203.0.113.7"])
             .starts_with("valid: key")
     );
+}
+
+/// `key set` changes every setting it is given in one write, or (one
+/// invalid) none; it refuses to be given nothing, and flags that contradict.
+#[test]
+fn key_set_changes_several_settings_at_once_or_none() {
+    let cli = Cli::new();
+    let (id, key) = create(&cli, "before");
+    let before = cli.json(&["key", "show", &id]);
+    // An invalid owner beside a valid name: exit 4, nothing changed.
+    cli.fails(&["key", "set", &id, "--name", "renamed", "--owner", ""], 4);
+    cli.fails(&["key", "set", &id, "--disable", "--metadata", "[1, 2]"], 4);
+    cli.fails(&["key", "set", &id], 4);
+    // Flags that contradict are a usage error (clap's, several lines).
+    for contradiction in [["--disable", "--enable"], ["--expires", "1d"]] {
+        let mut args = vec!["key", "set", &id];
+        args.extend(contradiction);
+        if contradiction[0] == "--expires" {
+            args.push("--no-expiry");
+        }
+        assert_eq!(cli.run(&args).status.code(), Some(2), "{args:?}");
+    }
+    assert_eq!(cli.json(&["key", "show", &id]), before);
+    let events = |cli: &Cli| cli.json(&["events"]).as_array().unwrap().len();
+    let told = events(&cli);
+
+    let info = cli.json(&[
+        "key",
+        "set",
+        &id,
+        "--name",
+        "after",
+        "--disable",
+        "--expires",
+        "30d",
+        "--metadata",
+        r#"{"plan": "pro"}"#,
+        "--owner",
+        "globex",
+    ]);
+    assert_eq!(info["name"], "after");
+    assert_eq!(info["disabled"], true);
+    assert!(info["expires_at"].is_string(), "{info}");
+    assert_eq!(info["metadata"], json!({"plan": "pro"}));
+    assert_eq!(info["owner"], "globex");
+    assert_eq!(events(&cli), told + 5);
+    let refused = cli.run(&["verify", &key, "--ip", "203.0.113.7"]);
+    assert_eq!(refused.status.code(), Some(1), "a disabled key is refused");
+    let text = cli.ok(&[
+        "key",
+        "set",
+        &id,
+        "--enable",
+        "--no-expiry",
+        "--no-metadata",
+        "--no-owner",
+    ]);
+    assert!(text.contains("after"), "{text}");
+    let info = cli.json(&["key", "show", &id]);
+    assert_eq!(
+        (
+            &info["disabled"],
+            &info["expires_at"],
+            &info["metadata"],
+            &info["owner"]
+        ),
+        (&json!(false), &Value::Null, &Value::Null, &Value::Null)
+    );
+    cli.ok(&["verify", &key, "--ip", "203.0.113.7"]);
 }
 
 #[test]

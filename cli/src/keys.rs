@@ -4,7 +4,7 @@ use crate::shown;
 use std::time::Duration;
 
 use clap::Subcommand;
-use keyward::{CreateOptions, KeyInfo, Store, Timestamp, Usage};
+use keyward::{CreateOptions, KeyInfo, KeyUpdate, Store, Timestamp, Usage};
 use serde_json::{Value, json};
 
 use crate::{Confirm, Out, Result, confirmed, duration, expiry, invalid, key_id, opt_time};
@@ -81,6 +81,8 @@ pub(crate) enum KeyCommand {
     Enable { id: String },
     /// Renames a key.
     Rename { id: String, name: String },
+    /// Changes several settings at once: all of them, or (one invalid) none.
+    Set(SetArgs),
     /// Imports keys another system issued: they keep working as they are.
     Import(crate::import::ImportArgs),
     /// Adds, replaces or removes the key's rate limits.
@@ -95,6 +97,76 @@ fn created_json(info: &KeyInfo, key: &str) -> Value {
     let mut v = serde_json::to_value(info).expect("serialises");
     v["key"] = Value::String(key.to_string());
     v
+}
+
+/// `keyward key set ID ...`: one patch of the key's settings.
+#[derive(clap::Args)]
+pub(crate) struct SetArgs {
+    id: String,
+    /// A new name.
+    #[arg(long)]
+    name: Option<String>,
+    /// The key admits nobody until enabled.
+    #[arg(long, conflicts_with = "enable")]
+    disable: bool,
+    /// Re-enables a disabled key.
+    #[arg(long)]
+    enable: bool,
+    /// When it stops working: a duration from now (30d, 12h) or an RFC 3339 time.
+    #[arg(long, conflicts_with = "no_expiry")]
+    expires: Option<String>,
+    /// The key never expires.
+    #[arg(long)]
+    no_expiry: bool,
+    /// A JSON object to keep with the key, replacing what it had.
+    #[arg(long, conflicts_with = "no_metadata")]
+    metadata: Option<String>,
+    /// Removes the key's metadata.
+    #[arg(long)]
+    no_metadata: bool,
+    /// The account the key belongs to.
+    #[arg(long, conflicts_with = "no_owner")]
+    owner: Option<String>,
+    /// The key belongs to no account.
+    #[arg(long)]
+    no_owner: bool,
+}
+
+impl SetArgs {
+    /// The patch the flags ask for; an error when they ask for nothing.
+    fn patch(&self) -> Result<KeyUpdate> {
+        let mut p = KeyUpdate::new();
+        if let Some(name) = &self.name {
+            p = p.name(name.as_str());
+        }
+        if self.disable || self.enable {
+            p = p.disabled(self.disable);
+        }
+        if let Some(e) = &self.expires {
+            p = p.expires_at(Some(expiry(e)?));
+        } else if self.no_expiry {
+            p = p.expires_at(None);
+        }
+        if let Some(m) = &self.metadata {
+            let v: Value = serde_json::from_str(m)
+                .map_err(|e| invalid(format!("--metadata is not JSON: {e}")))?;
+            p = p.metadata(Some(v));
+        } else if self.no_metadata {
+            p = p.metadata(None);
+        }
+        if let Some(owner) = &self.owner {
+            p = p.owner(Some(owner.as_str()));
+        } else if self.no_owner {
+            p = p.owner(None::<String>);
+        }
+        if p.is_empty() {
+            return Err(invalid(
+                "nothing to set: give --name, --disable/--enable, --expires/--no-expiry, \
+                 --metadata/--no-metadata or --owner/--no-owner",
+            ));
+        }
+        Ok(p)
+    }
 }
 
 pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u8> {
@@ -257,6 +329,15 @@ pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u
         }
         KeyCommand::Rename { id, name } => {
             show_info(store.rename(&key_id(&id)?, &name)?, "Renamed", out)
+        }
+        KeyCommand::Set(args) => {
+            let patch = args.patch()?;
+            let info = store.update(&key_id(&args.id)?, patch)?;
+            if out.json {
+                out.json(&info);
+            } else {
+                print_overview(&info, out);
+            }
         }
     }
     Ok(0)

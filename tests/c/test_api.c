@@ -198,6 +198,35 @@ int main(int argc, char **argv) {
         CHECK(owned && strcmp(owned, "[]") == 0);
         kw_string_free(owned);
         CHECK_STATUS(kw_key_set_owner(store, oid, NULL), KW_STATUS_OK);
+
+        /* One patch: every field or none. An invalid owner beside a valid
+         * name and the disabled switch changes nothing. */
+        char *patched = NULL;
+        CHECK_STATUS(kw_key_update_json(store, oid, "{\"name\": \"renamed\", \"disabled\": true, \"owner\": \"\"}", &patched),
+                     KW_STATUS_INVALID_INPUT);
+        CHECK(patched == NULL && verify(store, okey, "10.0.0.1").valid && json_has(store, oid, "\"name\":\"owned\""));
+        CHECK_STATUS(kw_key_update_json(store, oid, "{\"name\": null}", NULL), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_update_json(store, oid, "{\"colour\": \"red\"}", NULL), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_update_json(store, oid, "[]", NULL), KW_STATUS_INVALID_INPUT);
+        CHECK_STATUS(kw_key_update_json(store, oid, bad_utf8, NULL), KW_STATUS_INVALID_UTF8);
+        CHECK_STATUS(kw_key_update_json(store, oid, NULL, NULL), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_update_json(NULL, oid, "{}", NULL), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_key_update_json(store, "AAAAAAAAAAAA", "{}", NULL), KW_STATUS_NOT_FOUND);
+        CHECK_STATUS(kw_key_update_json(store, oid,
+                         "{\"name\": \"renamed\", \"disabled\": true, \"owner\": \"acct_c\","
+                         " \"scopes\": [\"orders:read\"], \"metadata\": {\"plan\": \"pro\"}}", &patched),
+                     KW_STATUS_OK);
+        CHECK(patched && strstr(patched, "\"name\":\"renamed\"") && strstr(patched, "\"disabled\":true")
+              && strstr(patched, "\"owner\":\"acct_c\"") && strstr(patched, "\"scopes\":[\"orders:read\"]"));
+        kw_string_free(patched);
+        ov = verify(store, okey, "10.0.0.1");
+        CHECK(!ov.valid && ov.denial == KW_DENIAL_DISABLED && strcmp(ov.owner, "acct_c") == 0);
+        /* null clears; what is left out stays. */
+        CHECK_STATUS(kw_key_update_json(store, oid, "{\"owner\": null, \"metadata\": null, \"scopes\": null, \"disabled\": false}", NULL),
+                     KW_STATUS_OK);
+        CHECK(json_has(store, oid, "\"owner\":null") && json_has(store, oid, "\"metadata\":null")
+              && json_has(store, oid, "\"scopes\":[]") && json_has(store, oid, "\"name\":\"renamed\""));
+        CHECK(verify(store, okey, "10.0.0.1").valid);
         CHECK(json_has(store, oid, "\"owner\":null"));
         CHECK_STATUS(kw_key_set_owner(store, oid, too_long), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_set_owner(store, oid, "tab\there"), KW_STATUS_INVALID_INPUT);

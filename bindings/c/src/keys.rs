@@ -12,7 +12,7 @@ use super::values::{
     key_id, key_len, not_null, optional_text, put, put_json, room, store_ref, text,
 };
 use keyward::Timestamp;
-use keyward::{CreateOptions, ImportedSecret};
+use keyward::{CreateOptions, ImportedSecret, KeyUpdate};
 use keyward::{Limit, Quota};
 use zeroize::Zeroizing;
 
@@ -453,6 +453,121 @@ unsafe fn optional_json<T: serde::de::DeserializeOwned + Default>(
             )
         }),
     }
+}
+
+/// What `kw_key_update_json` reads: the settings of `kw_key_create_ex`'s
+/// options, each absent (unchanged), `null` (cleared) or a value.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[allow(clippy::option_option)] // absent, null, a value
+struct UpdateJson {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    disabled: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<Timestamp>>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<Option<serde_json::Value>>,
+    #[serde(default, deserialize_with = "present")]
+    owner: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    limits: Option<Option<Vec<Limit>>>,
+    #[serde(default, deserialize_with = "present")]
+    quota: Option<Option<Quota>>,
+    #[serde(default, deserialize_with = "present")]
+    scopes: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    whitelist_enabled: Option<Option<bool>>,
+}
+
+/// A field that is there (`null` included): `Some` of what it holds.
+#[allow(clippy::option_option, clippy::unnecessary_wraps)]
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl UpdateJson {
+    fn patch(self) -> Result<KeyUpdate, Fail> {
+        let not_null = |field: &str| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("patch_json: \"{field}\" cannot be null (leave it out to keep it)"),
+            )
+        };
+        let mut p = KeyUpdate::new();
+        if let Some(name) = self.name {
+            p = p.name(name.ok_or_else(|| not_null("name"))?);
+        }
+        if let Some(disabled) = self.disabled {
+            p = p.disabled(disabled.ok_or_else(|| not_null("disabled"))?);
+        }
+        if let Some(at) = self.expires_at {
+            p = p.expires_at(at);
+        }
+        if let Some(metadata) = self.metadata {
+            p = p.metadata(metadata);
+        }
+        if let Some(owner) = self.owner {
+            p = p.owner(owner);
+        }
+        if let Some(limits) = self.limits {
+            p = p.limits(limits.unwrap_or_default());
+        }
+        if let Some(quota) = self.quota {
+            p = p.quota(quota);
+        }
+        if let Some(scopes) = self.scopes {
+            p = p.scopes(scopes.unwrap_or_default());
+        }
+        if let Some(enabled) = self.whitelist_enabled {
+            p = p.whitelist_enabled(enabled.ok_or_else(|| not_null("whitelist_enabled"))?);
+        }
+        Ok(p)
+    }
+}
+
+/// Changes key `id`'s settings by the JSON object `patch_json`, in one
+/// atomic, durable write: every field it names, or (one invalid, storage
+/// failing) none. Its fields are those of `kw_key_create_ex`'s options —
+/// `"name"`, `"disabled"`, `"expires_at"`, `"metadata"`, `"owner"`,
+/// `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"` — each left
+/// out (unchanged), `null` (cleared: no expiry, metadata, owner, quota;
+/// no limits or scopes) or a value. Each field changed writes the event
+/// its `kw_key_set_*` function writes. On success the key's Overview (the
+/// object of `kw_key_get_json`) is written to `*json_out` (free with
+/// `kw_string_free`); `json_out` may be NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_key_update_json(
+    store: *mut kw_store,
+    id: *const c_char,
+    patch_json: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        let id = unsafe { key_id(id) }?;
+        let patch = unsafe { text(patch_json, "patch_json") }?;
+        let invalid = |e: serde_json::Error| {
+            fail(
+                kw_status::KW_STATUS_INVALID_INPUT,
+                format!("patch_json: {e}"),
+            )
+        };
+        // An object, not the array serde would also take for a struct.
+        let patch: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(patch).map_err(invalid)?;
+        let patch = UpdateJson::deserialize(serde_json::Value::Object(patch)).map_err(invalid)?;
+        let info = store.update(&id, patch.patch()?)?;
+        if json_out.is_null() {
+            return Ok(());
+        }
+        unsafe { put_json(json_out, &info) }
+    })
 }
 
 /// Key `id`'s Overview as a JSON object, written to `*json_out` (free with

@@ -151,6 +151,38 @@ def test_updates(store):
     assert store.set_disabled(c.info.id, True).disabled
 
 
+def test_update_changes_every_given_setting_at_once_or_none(store):
+    made = store.create_key("before", owner="acme", metadata={"plan": "free"})
+    key_id = made.info.id
+    last = store.events()[-1].seq
+    # One invalid setting: nothing changes, no event is written.
+    for bad in ({"name": "renamed", "owner": ""}, {"disabled": True, "name": ""},
+                {"name": "renamed", "scopes": ["no spaces"]}, {"disabled": "yes"},
+                {"name": None}, {"metadata": {"not": {1, 2}}}):
+        with pytest.raises(keyward.InvalidInput):
+            store.update(key_id, **bad)
+        assert store.key(key_id) == made.info, bad
+    assert store.events()[-1].seq == last
+    at = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    info = store.update(key_id, name="after", disabled=True, expires_at=at, metadata=None,
+                        owner="globex", scopes=["orders:read"], limits=[("burst", 5, 10)],
+                        quota=7, whitelist_enabled=True)
+    assert (info.name, info.disabled, info.expires_at, info.metadata, info.owner) == (
+        "after", True, at, None, "globex")
+    assert info.scopes == ("orders:read",) or list(info.scopes) == ["orders:read"]
+    assert info.whitelist_enabled and info.quota.remaining == 7 and len(info.limits) == 1
+    assert store.verify(made.key, "198.51.100.1").denial is Denial.DISABLED
+    kinds = [e.kind for e in store.events(last)]
+    assert kinds == ["key.updated"] * 8 + ["whitelist.updated"], kinds
+    # Left out: kept; None: cleared.
+    info = store.update(key_id, disabled=False, owner=None, quota=None, expires_at=None)
+    assert (info.name, info.disabled, info.owner, info.quota, info.expires_at) == (
+        "after", False, None, None, None)
+    assert store.verify(made.key, "198.51.100.1").denial is Denial.IP_NOT_ALLOWED
+    with pytest.raises(keyward.NotFound):
+        store.update("AAAAAAAAAAAA", disabled=True)
+
+
 def test_whitelist(store):
     c = store.create_key("k", whitelist=[("office", "198.51.100.0/24")])
     wl = store.whitelist(c.info.id)

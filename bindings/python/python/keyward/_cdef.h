@@ -148,6 +148,11 @@ enum kw_status kw_key_set_limits(struct kw_store *store, const char *id, const c
 
 enum kw_status kw_key_set_quota(struct kw_store *store, const char *id, const char *quota_json);
 
+enum kw_status kw_key_update_json(struct kw_store *store,
+                                  const char *id,
+                                  const char *patch_json,
+                                  char **json_out);
+
 enum kw_status kw_key_get_json(const struct kw_store *store, const char *id, char **json_out);
 
 enum kw_status kw_key_list_json(const struct kw_store *store, char **json_out);

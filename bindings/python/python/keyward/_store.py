@@ -19,6 +19,10 @@ from keyward._native import ffi, lib
 
 from keyward import _fast
 
+#: The default of :meth:`Store.update`'s arguments: "leave it as it is"
+#: (``None`` clears).
+_UNCHANGED: Any = object()
+
 __all__ = [
     "Store",
     "Verdict",
@@ -972,6 +976,60 @@ class Store:
     def rename(self, key_id: str, name: str) -> KeyInfo:
         _check(lib.kw_key_rename(self._h(), _text(key_id, "key_id"), _text(name, "name")))
         return self.key(key_id)
+
+    @_in_flight
+    def update(
+        self,
+        key_id: str,
+        *,
+        name: Any = _UNCHANGED,
+        disabled: Any = _UNCHANGED,
+        expires_at: Any = _UNCHANGED,
+        metadata: Any = _UNCHANGED,
+        owner: Any = _UNCHANGED,
+        limits: Any = _UNCHANGED,
+        quota: Any = _UNCHANGED,
+        scopes: Any = _UNCHANGED,
+        whitelist_enabled: Any = _UNCHANGED,
+    ) -> KeyInfo:
+        """Changes the key's settings in one atomic, durable write: every
+        argument given, or (one invalid) none. An argument left out keeps
+        its setting; ``None`` clears ``expires_at``, ``metadata``,
+        ``owner``, ``limits``, ``quota`` and ``scopes``. The values are
+        those of :meth:`create_key`. Each setting changed writes the event
+        its ``set_*`` method writes."""
+        patch: Dict[str, Any] = {}
+        if name is not _UNCHANGED:
+            patch["name"] = name
+        if disabled is not _UNCHANGED:
+            patch["disabled"] = disabled
+        if expires_at is not _UNCHANGED:
+            patch["expires_at"] = None if expires_at is None else _rfc3339(expires_at)
+        if metadata is not _UNCHANGED:
+            patch["metadata"] = metadata
+        if owner is not _UNCHANGED:
+            patch["owner"] = owner
+        if limits is not _UNCHANGED:
+            patch["limits"] = None if limits is None else _limits(limits)
+        if quota is not _UNCHANGED:
+            patch["quota"] = None if quota is None else _quota_json(quota)
+        if scopes is not _UNCHANGED:
+            patch["scopes"] = None if scopes is None else _scopes(scopes)
+        if whitelist_enabled is not _UNCHANGED:
+            patch["whitelist_enabled"] = whitelist_enabled
+        for field in ("name", "disabled", "whitelist_enabled"):
+            if field in patch and patch[field] is None:
+                raise InvalidInput(f"{field}=None: leave it out to keep it")
+        for field in ("disabled", "whitelist_enabled"):
+            if field in patch and not isinstance(patch[field], bool):
+                raise InvalidInput(f"{field} must be a bool")
+        try:
+            text = json.dumps(patch)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"not JSON: {e}") from None
+        return KeyInfo._from(
+            self._json(lib.kw_key_update_json, self._h(), _text(key_id, "key_id"), _text(text, "patch"))
+        )
 
     @_in_flight
     def set_expiry(self, key_id: str, expires_at: Optional[datetime]) -> KeyInfo:
