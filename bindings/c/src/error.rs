@@ -201,7 +201,7 @@ mod tests {
     /// The exception classes the Python package defines.
     fn python_exceptions() -> BTreeSet<String> {
         let path =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python/python/keyward/_store.py");
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python/python/keyward/_errors.py");
         let source = std::fs::read_to_string(path).expect("the Python package");
         source
             .lines()

@@ -2,7 +2,7 @@
 JSON from a newer library: statuses, denials, new fields."""
 
 import keyward
-from keyward import _store
+from keyward import _errors, _records
 from keyward._native import ffi, lib
 
 
@@ -15,11 +15,11 @@ def test_every_failing_status_raises_its_own_class():
     assert statuses.pop("KW_STATUS_OK") == 0
     assert statuses, "the C enum is visible"
     for name, number in statuses.items():
-        cls = _store._STATUS_ERRORS.get(number)
+        cls = _errors._STATUS_ERRORS.get(number)
         assert cls is not None, f"{name} has no exception class"
         assert issubclass(cls, keyward.KeywardError) and cls is not keyward.KeywardError, name
-    assert _store._STATUS_ERRORS[lib.KW_STATUS_NOT_FOUND] is keyward.NotFound
-    assert _store._STATUS_ERRORS[lib.KW_STATUS_STORE_LOCKED] is keyward.StoreLocked
+    assert _errors._STATUS_ERRORS[lib.KW_STATUS_NOT_FOUND] is keyward.NotFound
+    assert _errors._STATUS_ERRORS[lib.KW_STATUS_STORE_LOCKED] is keyward.StoreLocked
 
 
 def test_denials_are_the_c_enum():
@@ -38,7 +38,7 @@ def test_an_error_carries_the_libraries_status_number(tmp_path):
 
 
 def test_records_read_json_with_fields_they_do_not_know():
-    info = _store.KeyInfo._from(
+    info = _records.KeyInfo._from(
         {
             "id": "4fK9xQ2mLp7A",
             "name": "n",
@@ -56,7 +56,7 @@ def test_records_read_json_with_fields_they_do_not_know():
         }
     )
     assert info.name == "n"
-    usage = _store.Usage._from(
+    usage = _records.Usage._from(
         {
             "key_id": "4fK9xQ2mLp7A",
             "totals": {"allowed": 3, "denied": 1, "wrong_secret": 1, "rate_limited": 7},

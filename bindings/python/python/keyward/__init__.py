@@ -12,38 +12,39 @@ restrict them to whitelisted IPs, and see where each key is used::
         assert verdict
 """
 
-from keyward._store import (
+from keyward._errors import (
+    InternalError,
+    InvalidInput,
+    KeywardError,
+    NotFound,
+    StorageError,
+    StoreClosed,
+    StoreForked,
+    StoreLocked,
+)
+from keyward._generated import Denial, UsageTotals
+from keyward._records import (
     CheckReport,
     CopyReport,
     CreatedKey,
     DeadLetter,
-    PluginInfo,
-    PluginStatus,
-    Problem,
-    Denial,
     Event,
     HourlyUsage,
     IntegrationUsage,
-    InternalError,
-    InvalidInput,
     IpUsage,
     KeyInfo,
     KeyPage,
-    KeywardError,
     Limit,
+    PluginInfo,
+    PluginStatus,
+    Problem,
     Quota,
-    NotFound,
-    StorageError,
-    Store,
-    StoreClosed,
-    StoreLocked,
-    StoreForked,
     Usage,
-    UsageTotals,
     Verdict,
     Whitelist,
     WhitelistEntry,
 )
+from keyward._store import Store
 from keyward._native import ffi as _ffi, lib as _lib
 
 __version__: str = _ffi.string(_lib.kw_version()).decode()

@@ -1,4 +1,5 @@
-"""The Store and the records it returns, over the C ABI (cffi)."""
+"""The Store, over the C ABI (cffi): every call, its arguments checked
+and converted, its answer read into the records of ``_records``."""
 
 from __future__ import annotations
 
@@ -6,109 +7,41 @@ import ipaddress
 import json
 import os
 import functools
-import threading
 import urllib.parse
 import weakref
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
-
-from keyward._generated import STATUS_EXCEPTIONS, Denial, UsageTotals
-from keyward._native import ffi, lib
-
+from datetime import datetime, timedelta
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from keyward import _fast
+from keyward._errors import InvalidInput, StoreClosed, _check
+from keyward._generated import Denial
+from keyward._native import ffi, lib
+from keyward._records import (
+    _DENIALS,
+    CheckReport,
+    CopyReport,
+    CreatedKey,
+    DeadLetter,
+    Event,
+    KeyInfo,
+    KeyPage,
+    PluginInfo,
+    Quota,
+    Usage,
+    Verdict,
+    Whitelist,
+    WhitelistEntry,
+    _datetime_ms,
+    _known,
+    _rfc3339,
+    _time,
+)
 
 #: The default of :meth:`Store.update`'s arguments: "leave it as it is"
 #: (``None`` clears).
 _UNCHANGED: Any = object()
 
-__all__ = [
-    "Store",
-    "Verdict",
-    "Denial",
-    "KeyInfo",
-    "CreatedKey",
-    "Whitelist",
-    "WhitelistEntry",
-    "Usage",
-    "UsageTotals",
-    "IpUsage",
-    "IntegrationUsage",
-    "HourlyUsage",
-    "Event",
-    "PluginInfo",
-    "PluginStatus",
-    "DeadLetter",
-    "KeywardError",
-    "InvalidInput",
-    "NotFound",
-    "StoreLocked",
-    "StoreForked",
-    "StorageError",
-    "StoreClosed",
-    "InternalError",
-]
-
-
-# ---------------------------------------------------------------- errors
-
-
-class KeywardError(Exception):
-    """Base of every keyward error. ``status`` is the C ``kw_status`` number."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class InvalidInput(KeywardError):
-    """An argument was rejected (bad name, id, network, IP, JSON, option); nothing changed."""
-
-
-class NotFound(KeywardError):
-    """No key (or whitelist entry) has this id."""
-
-
-class StoreForked(KeywardError):
-    """The process forked after opening this store: open it again in the
-    child (for gunicorn, in the ``post_fork`` hook, or without ``--preload``)."""
-
-
-class StoreLocked(KeywardError):
-    """The store cannot be attached to: its owning process runs as another
-    user, or ``require_owner=True`` and another process owns it."""
-
-
-class StorageError(KeywardError):
-    """The storage layer failed; nothing was changed."""
-
-
-class StoreClosed(KeywardError):
-    """The store was used after ``close()``."""
-
-
-class InternalError(KeywardError):
-    """An internal failure (or a panic inside the library)."""
-
-
-# Every failing kw_status, by the library's own numbers, to its class
-# (the table is generated from the same Rust table as the C enum).
-_STATUS_ERRORS: Dict[int, type] = {status: globals()[name] for status, name in STATUS_EXCEPTIONS.items()}
-
-
-def _last_error() -> str:
-    size = lib.kw_last_error_message(ffi.NULL, 0)
-    buf = ffi.new("char[]", size + 1)
-    lib.kw_last_error_message(buf, size + 1)
-    return ffi.string(buf).decode("utf-8", "replace")
-
-
-def _check(status: int) -> None:
-    """Turns a kw_status into an exception of the matching class."""
-    if status != 0:
-        raise _STATUS_ERRORS.get(status, KeywardError)(_last_error(), status)
+__all__ = ["Store"]
 
 
 def _text(value: str, what: str) -> bytes:
@@ -122,379 +55,8 @@ def _text(value: str, what: str) -> bytes:
         raise InvalidInput(f"{what} is not valid Unicode text: {e}") from None
 
 
-def _known(cls: Any, d: Dict[str, Any]) -> Any:
-    """``cls(**d)`` with only the fields ``cls`` has: a newer library may add fields."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _time(value: Optional[str]) -> Optional[datetime]:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _rfc3339(value: datetime) -> str:
-    """An aware datetime as RFC 3339 in UTC, to the millisecond."""
-    if not isinstance(value, datetime):
-        raise InvalidInput(f"expected a datetime, got {type(value).__name__}")
-    if value.utcoffset() is None:
-        raise InvalidInput(
-            "naive datetime: pass a timezone-aware one (such as datetime.now(timezone.utc)); "
-            "keyward does not guess which zone a time is in"
-        )
-    try:
-        utc = value.astimezone(timezone.utc)
-    except (OverflowError, ValueError) as e:
-        raise InvalidInput(f"{value!r} is out of range: {e}") from None
-    return utc.isoformat(timespec="milliseconds")
-
-
-# ---------------------------------------------------------------- records
-
-
-_DENIALS = {d.value: d for d in Denial}
-
-
-def _datetime_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, _UTC)
-
-
-_fast.bind(tuple(_DENIALS.get(n) for n in range(max(_DENIALS) + 1)), _datetime_ms)
-
-#: The answer of :meth:`Store.verify`, true when the key was admitted:
-#: ``valid``, ``denial`` (a :class:`Denial` or ``None``), ``key_id``,
-#: ``generation``, ``in_grace``, ``rotated_at`` (for ``ROTATED``) and
-#: ``owner`` (the key's account, also on refusals whenever the key exists),
-#: ``retry_after`` (seconds until one more request fits, for
-#: ``RATE_LIMITED``; else ``None``) and ``scopes`` (the admitted key's
-#: scopes, a tuple). ``Verdict(valid, denial, key_id, generation,
-#: in_grace=False, rotated_at=None, owner=None, retry_after=None,
-#: scopes=())``. Built natively by ``Store.verify``.
-Verdict = _fast.Verdict
-
-
-class Limit(NamedTuple):
-    """A rate limit: at most ``limit`` requests at once, refilling evenly
-    over ``window_seconds`` (GCRA)."""
-
-    name: str
-    limit: int
-    window_seconds: float
-
-
-class Quota(NamedTuple):
-    """A quota: ``remaining`` requests, reset to ``refill_amount`` at 00:00
-    UTC each day or on the 1st of each month (``refill_period``
-    ``"daily"``/``"monthly"``), or never (both ``None``)."""
-
-    remaining: int
-    refill_amount: Optional[int] = None
-    refill_period: Optional[str] = None
-
-
-def _quota(d: Optional[Dict[str, Any]]) -> Optional[Quota]:
-    if d is None:
-        return None
-    refill = d.get("refill")
-    if refill is None:
-        return Quota(d["remaining"])
-    return Quota(d["remaining"], refill["amount"], refill["period"])
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """The Overview of one key. Holds no secret."""
-
-    id: str
-    name: str
-    masked: str
-    created_at: datetime
-    rotated_at: Optional[datetime]
-    last_used_at: Optional[datetime]
-    generation: int
-    disabled: bool
-    expires_at: Optional[datetime]
-    whitelist_enabled: bool
-    grace_until: Optional[datetime]
-    metadata: Optional[Dict[str, Any]]
-    owner: Optional[str] = None
-    limits: List[Limit] = field(default_factory=list)
-    quota: Optional[Quota] = None
-    scopes: Tuple[str, ...] = ()
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "KeyInfo":
-        return cls(
-            id=d["id"],
-            name=d["name"],
-            masked=d["masked"],
-            created_at=_time(d["created_at"]),  # type: ignore[arg-type]
-            rotated_at=_time(d["rotated_at"]),
-            last_used_at=_time(d["last_used_at"]),
-            generation=d["generation"],
-            disabled=d["disabled"],
-            expires_at=_time(d["expires_at"]),
-            whitelist_enabled=d["whitelist_enabled"],
-            grace_until=_time(d["grace_until"]),
-            metadata=d["metadata"],
-            owner=d.get("owner"),
-            limits=[Limit(x["name"], x["limit"], x["window_seconds"]) for x in d.get("limits", [])],
-            quota=_quota(d.get("quota")),
-            scopes=tuple(d.get("scopes", ())),
-        )
-
-
-@dataclass(frozen=True)
-class KeyPage:
-    """One page of :meth:`Store.key_page`, in id order: ``keys``, and
-    ``next`` to pass as ``after`` for the next page (``None`` on the last)."""
-
-    keys: List[KeyInfo]
-    next: Optional[str]
-
-
-@dataclass(frozen=True)
-class CreatedKey:
-    """A key as created or regenerated: the plaintext ``key`` (shown once) and its info."""
-
-    key: str = field(repr=False)
-    info: KeyInfo
-
-    def __repr__(self) -> str:
-        return f"CreatedKey(key='{self.info.masked} [redacted]', info={self.info!r})"
-
-
-@dataclass(frozen=True)
-class WhitelistEntry:
-    id: str
-    name: str
-    network: str
-    created_at: datetime
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "WhitelistEntry":
-        return cls(d["id"], d["name"], d["network"], _time(d["created_at"]))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Whitelist:
-    enabled: bool
-    entries: List[WhitelistEntry]
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Whitelist":
-        return cls(d["enabled"], [WhitelistEntry._from(e) for e in d["entries"]])
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing :meth:`Store.check` found that does not agree."""
-
-    table: str
-    row: str
-    problem: str
-    repaired: bool
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What :meth:`Store.check` found: ``clean`` when nothing is wrong that
-    was not repaired; rows read by table; each problem."""
-
-    clean: bool
-    rows: Dict[str, int]
-    problems: List[Problem]
-
-    def __bool__(self) -> bool:
-        return self.clean
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "CheckReport":
-        return cls(d["clean"], dict(d["rows"]), [Problem(**p) for p in d["problems"]])
-
-
-@dataclass(frozen=True)
-class CopyReport:
-    """What :meth:`Store.backup` or :meth:`Store.copy_to` wrote: keys, rows
-    and bytes; ``last_event``, the newest event the copy holds (its next is
-    numbered after it); ``journaled``, the rows written while the store was
-    read, applied after so the copy is one consistent snapshot."""
-
-    keys: int
-    rows: int
-    bytes: int
-    last_event: int
-    journaled: int
-
-
-@dataclass(frozen=True)
-class IpUsage:
-    ip: str
-    first_seen: datetime
-    last_seen: datetime
-    allowed: int
-    denied: int
-    last_integration: Optional[str]
-    stale_secret: bool
-
-
-@dataclass(frozen=True)
-class IntegrationUsage:
-    name: str
-    first_seen: datetime
-    last_seen: datetime
-    count: int
-    denied: int
-    ips: List[str]
-    stale_secret: bool
-
-
-@dataclass(frozen=True)
-class HourlyUsage:
-    hour: datetime
-    allowed: int
-    denied: int
-    #: Of those denied, the rate-limited and out-of-quota ones.
-    limited: int = 0
-
-
-@dataclass(frozen=True)
-class Usage:
-    """The Usage tab of one key."""
-
-    key_id: str
-    totals: UsageTotals
-    last_used_at: Optional[datetime]
-    last_used_ip: Optional[str]
-    ips: List[IpUsage]
-    integrations: List[IntegrationUsage]
-    hourly: List[HourlyUsage]
-
-    @property
-    def stale_clients(self) -> List[IpUsage]:
-        """Client IPs whose latest request presented an old secret."""
-        return [ip for ip in self.ips if ip.stale_secret]
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Usage":
-        last = d["last_used"]
-        return cls(
-            key_id=d["key_id"],
-            totals=_known(UsageTotals, d["totals"]),
-            last_used_at=_time(last["at"]) if last else None,
-            last_used_ip=last["ip"] if last else None,
-            ips=[
-                IpUsage(
-                    ip=r["ip"],
-                    first_seen=_time(r["first_seen"]),  # type: ignore[arg-type]
-                    last_seen=_time(r["last_seen"]),  # type: ignore[arg-type]
-                    allowed=r["allowed"],
-                    denied=r["denied"],
-                    last_integration=r["last_integration"],
-                    stale_secret=r["stale_secret"],
-                )
-                for r in d["ips"]
-            ],
-            integrations=[
-                IntegrationUsage(
-                    name=r["name"],
-                    first_seen=_time(r["first_seen"]),  # type: ignore[arg-type]
-                    last_seen=_time(r["last_seen"]),  # type: ignore[arg-type]
-                    count=r["count"],
-                    denied=r["denied"],
-                    ips=list(r["ips"]),
-                    stale_secret=r["stale_secret"],
-                )
-                for r in d["integrations"]
-            ],
-            hourly=[
-                HourlyUsage(_time(h["hour"]), h["allowed"], h["denied"], h.get("limited", 0))  # type: ignore[arg-type]
-                for h in d["hourly"]
-            ],
-        )
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of the event outbox."""
-
-    seq: int
-    kind: str
-    at: datetime
-    key_id: str
-    name: str
-    masked: str
-    data: Dict[str, Any]
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Event":
-        return cls(d["seq"], d["kind"], _time(d["at"]), d["key_id"], d["name"], d["masked"], d["data"])  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class PluginStatus:
-    """Delivery state of one plugin."""
-
-    cursor: int
-    pending: int
-    delivered: int
-    failed: int
-    dead_letters: int
-    attempts: int
-    next_attempt_at: Optional[datetime]
-    last_error: Optional[str]
-    last_error_at: Optional[datetime]
-    last_success_at: Optional[datetime]
-
-
-@dataclass(frozen=True)
-class PluginInfo:
-    """An installed notifier plugin and how its deliveries are going."""
-
-    name: str
-    version: str
-    api: str
-    events: List[str]
-    allowed_hosts: List[str]
-    enabled: bool
-    installed_at: datetime
-    status: PluginStatus
-    allow_private_network: bool = False
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "PluginInfo":
-        st = dict(d["status"])
-        for k in ("next_attempt_at", "last_error_at", "last_success_at"):
-            st[k] = _time(st[k])
-        return cls(
-            name=d["name"],
-            version=d["version"],
-            api=d["api"],
-            events=list(d["events"]),
-            allowed_hosts=list(d["allowed_hosts"]),
-            allow_private_network=bool(d.get("allow_private_network", False)),
-            enabled=d["enabled"],
-            installed_at=_time(d["installed_at"]),  # type: ignore[arg-type]
-            status=_known(PluginStatus, st),
-        )
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """An event a plugin could not take after all its attempts."""
-
-    seq: int
-    kind: str
-    error: str
-    attempts: int
-    at: datetime
-    requeued: bool
-
-
 # ---------------------------------------------------------------- the store
 
-_UTC = timezone.utc
 _KEY_BUFFER_LEN = lib.KW_KEY_BUFFER_LEN
 _ID_BUFFER_LEN = lib.KW_KEY_ID_BUFFER_LEN
 _ENTRY_BUFFER_LEN = lib.KW_ENTRY_ID_BUFFER_LEN
