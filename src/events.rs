@@ -78,6 +78,7 @@ with_event_kinds!(define_event_kind);
 
 /// One entry of the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Event {
     /// Position in the outbox, increasing.
     #[serde(default)]

@@ -100,6 +100,7 @@ impl From<StorageError> for PluginError {
 
 /// One installed plugin and how its deliveries are going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PluginInfo {
     /// Its unique name.
     pub name: String,
@@ -151,6 +152,7 @@ pub struct PluginStatus {
 
 /// An event a plugin could not take after all its attempts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The event's sequence number.
     pub seq: u64,

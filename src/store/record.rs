@@ -17,6 +17,7 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// The Overview tab of one key. Never holds secret material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct KeyInfo {
     /// Public, stable id.
     pub id: KeyId,
@@ -54,6 +55,7 @@ pub struct KeyInfo {
 
 /// A key as created or regenerated: its info, and the plaintext, shown once.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct CreatedKey {
     /// The key's Overview.
     pub info: KeyInfo,

@@ -30,6 +30,7 @@ pub const MAX_INTEGRATION_LEN: usize = 128;
 /// What a store holds in memory waiting for storage, and what it let go of
 /// to stay bounded while storage was failing ([`Store::backlog`](crate::Store::backlog)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Backlog {
     /// Keys with usage waiting to be written.
     pub pending_usage_keys: usize,
@@ -75,6 +76,7 @@ macro_rules! define_usage_totals {
     )*) => {
         /// Verifications of one key by outcome.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[non_exhaustive]
         pub struct UsageTotals {
             /// Admitted (including an old secret inside its grace period).
             pub allowed: u64,
@@ -132,6 +134,7 @@ impl UsageTotals {
 
 /// The last admitted use of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LastUse {
     /// When.
     pub at: Timestamp,
@@ -141,6 +144,7 @@ pub struct LastUse {
 
 /// One client IP that presented the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct IpUsage {
     /// The client address (IPv4-mapped IPv6 shown as IPv4).
     pub ip: IpAddr,
@@ -161,6 +165,7 @@ pub struct IpUsage {
 
 /// One integration (a CRM, an automation platform) that presented the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct IntegrationUsage {
     /// The name the application passed (often a User-Agent).
     pub name: String,
@@ -180,6 +185,7 @@ pub struct IntegrationUsage {
 
 /// Requests in one hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct HourlyUsage {
     /// Start of the hour.
     pub hour: Timestamp,
@@ -191,8 +197,22 @@ pub struct HourlyUsage {
     pub limited: u64,
 }
 
+impl HourlyUsage {
+    /// One hour's counts (for code that charts or sums hours of its own).
+    #[must_use]
+    pub const fn new(hour: Timestamp, allowed: u64, denied: u64, limited: u64) -> Self {
+        HourlyUsage {
+            hour,
+            allowed,
+            denied,
+            limited,
+        }
+    }
+}
+
 /// The Usage tab of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Usage {
     /// Which key.
     pub key_id: KeyId,

@@ -85,12 +85,7 @@ mod tests {
     use super::*;
 
     fn hour(ms: i64, allowed: u64, denied: u64) -> HourlyUsage {
-        HourlyUsage {
-            hour: Timestamp::from_unix_millis(ms),
-            allowed,
-            denied,
-            limited: 0,
-        }
+        HourlyUsage::new(Timestamp::from_unix_millis(ms), allowed, denied, 0)
     }
 
     #[test]
