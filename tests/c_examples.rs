@@ -130,11 +130,7 @@ fn the_c_benchmark_program_runs() {
 fn make_install_stages_under_destdir_and_uninstall_removes_exactly_it() {
     let stage = tempfile::tempdir().unwrap();
     let prefix = "/opt/keyward-test";
-    let profile = if cfg!(debug_assertions) {
-        "dev"
-    } else {
-        "release"
-    };
+    let profile = common::profile();
     let make = |target: &str| {
         run(Command::new("make")
             .arg("-s")

@@ -148,9 +148,7 @@ impl SetArgs {
             p = p.expires_at(None);
         }
         if let Some(m) = &self.metadata {
-            let v: Value = serde_json::from_str(m)
-                .map_err(|e| invalid(format!("--metadata is not JSON: {e}")))?;
-            p = p.metadata(Some(v));
+            p = p.metadata(Some(metadata_arg(m)?));
         } else if self.no_metadata {
             p = p.metadata(None);
         }
@@ -167,6 +165,11 @@ impl SetArgs {
         }
         Ok(p)
     }
+}
+
+/// The JSON of a `--metadata` flag (`key create`, `key set`).
+fn metadata_arg(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| invalid(format!("--metadata is not JSON: {e}")))
 }
 
 pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u8> {
@@ -199,9 +202,7 @@ pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u
                 o = o.expires_at(expiry(&e)?);
             }
             if let Some(m) = metadata {
-                let v: Value = serde_json::from_str(&m)
-                    .map_err(|e| invalid(format!("--metadata is not JSON: {e}")))?;
-                o = o.metadata(v);
+                o = o.metadata(metadata_arg(&m)?);
             }
             let created = store.create(&name, o)?;
             if out.json {

@@ -126,7 +126,7 @@ pub fn workspace_root() -> &'static Path {
 }
 
 /// The profile this test was built with, as cargo names it.
-fn profile() -> &'static str {
+pub fn profile() -> &'static str {
     if cfg!(debug_assertions) {
         "dev"
     } else {
