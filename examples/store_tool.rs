@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use keyward::{CreateOptions, Store, Verdict};
+use keyward::{CreateOptions, Refusal, Store, Verdict};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                 let store = Store::open(store)?;
                 match store.verify(key, ip.parse()?, Some("store_tool")) {
                     Verdict::Valid(g) => println!("valid {} {}", g.key_id, g.generation),
-                    Verdict::Denied(d) => println!("denied {}", d.as_str()),
+                    Verdict::Denied(Refusal { denial: d, .. }) => println!("denied {}", d.as_str()),
                 }
                 store.close()?;
             }

@@ -7,7 +7,10 @@ use std::error::Error;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use keyward::{CreateOptions, KeyInfo, Limit, Quota, RefillPeriod, Store, Usage, Verdict};
+use keyward::{
+    CreateOptions, KeyInfo, Limit, Quota, RefillPeriod, Refusal, Store, Usage, Verdict,
+    VerifyRequest,
+};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
@@ -133,7 +136,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     ] {
         show(
             what,
-            store.verify_scoped(partner.key.as_str(), cloud, Some("Partner"), Some(scope)),
+            store.verify_request(
+                &VerifyRequest::new(partner.key.as_str(), cloud)
+                    .integration("Partner")
+                    .scope(scope),
+            ),
         );
     }
     let info = store.get(&partner.info.id)?;
@@ -175,7 +182,7 @@ fn show(what: &str, verdict: Verdict) {
             );
         }
         Verdict::Valid(g) => println!("   {what:<40} VALID (generation {})", g.generation),
-        Verdict::Denied(d) => println!("   {what:<40} DENIED: {d}"),
+        Verdict::Denied(Refusal { denial: d, .. }) => println!("   {what:<40} DENIED: {d}"),
     }
 }
 

@@ -28,16 +28,17 @@
 //! store.add_whitelist_entry(&created.info.id, "office", "198.51.100.0/24")?;
 //! assert_eq!(
 //!     store.verify(created.key.as_str(), ip, None),
-//!     Verdict::Denied(Denial::IpNotAllowed)
+//!     Denial::IpNotAllowed
 //! );
 //!
 //! // Regenerate: the old secret stops working when the call returns.
 //! let office = "198.51.100.20".parse()?;
 //! let fresh = store.regenerate(&created.info.id, Duration::ZERO)?;
-//! assert!(matches!(
-//!     store.verify(created.key.as_str(), office, None),
-//!     Verdict::Denied(Denial::Rotated { .. })
-//! ));
+//! let Verdict::Denied(refused) = store.verify(created.key.as_str(), office, None) else {
+//!     panic!("the old secret was admitted");
+//! };
+//! assert!(matches!(refused.denial, Denial::Rotated { .. }));
+//! assert_eq!(refused.key_id, Some(created.info.id));
 //! assert!(store.verify(fresh.key.as_str(), office, None).is_valid());
 //!
 //! let usage = store.usage(&created.info.id)?;
@@ -110,7 +111,7 @@ pub use crate::usage::{
     Backlog, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN, NoticeLimits,
     Usage, UsageLimits, UsageTotals,
 };
-pub use crate::verdict::{Denial, Grant, Verdict};
+pub use crate::verdict::{Denial, Grant, Refusal, Verdict, VerifyRequest};
 pub use crate::verifier::{
     Argon2Params, MAX_IMPORTED_ARGON2_MEMORY_KIB, MAX_IMPORTED_ARGON2_PARALLELISM,
     MAX_IMPORTED_ARGON2_TIME, MAX_IMPORTED_BCRYPT_COST,

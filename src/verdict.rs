@@ -11,6 +11,8 @@
 //! (`KEYWARD_BLESS=1 cargo test -p keyward-ffi generated`).
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -61,13 +63,137 @@ macro_rules! with_denials {
 }
 pub(crate) use with_denials;
 
+/// One verification: the presented key, where it came from, and what it
+/// is asked for. Build it with [`VerifyRequest::new`] and the setters;
+/// [`Store::verify_request`](crate::Store::verify_request) answers it.
+///
+/// ```
+/// # use keyward::VerifyRequest;
+/// let ip = "203.0.113.9".parse().unwrap();
+/// let req = VerifyRequest::new("kw_...", ip).integration("zapier").scope("orders:read");
+/// assert!(!format!("{req:?}").contains("kw_"));
+/// ```
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct VerifyRequest<'a> {
+    /// The key as presented: anything that is not a well-formed key (or
+    /// an imported one) is `Malformed`.
+    pub key: &'a [u8],
+    /// The client's address, for the whitelist and the Usage tab.
+    pub client_ip: IpAddr,
+    /// The integration (a User-Agent, a partner name), for the Usage tab.
+    pub integration: Option<&'a str>,
+    /// A scope the key must carry (refused with `ScopeMissing` otherwise).
+    pub scope: Option<&'a str>,
+}
+
+impl<'a> VerifyRequest<'a> {
+    /// `key` presented from `client_ip`, naming no integration and
+    /// asking for no scope.
+    #[must_use]
+    pub fn new(key: &'a (impl AsRef<[u8]> + ?Sized), client_ip: IpAddr) -> Self {
+        VerifyRequest {
+            key: key.as_ref(),
+            client_ip,
+            integration: None,
+            scope: None,
+        }
+    }
+
+    /// The integration the request came through (`None`: not known).
+    #[must_use]
+    pub fn integration(mut self, integration: impl Into<Option<&'a str>>) -> Self {
+        self.integration = integration.into();
+        self
+    }
+
+    /// The scope the key must carry (`None`: none asked).
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<Option<&'a str>>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+}
+
+/// The key is a secret: shown as its length only.
+impl fmt::Debug for VerifyRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("client_ip", &self.client_ip)
+            .field("integration", &self.integration)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
 /// Whether a presented key is admitted, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Admitted.
     Valid(Grant),
     /// Refused; the host application decides what its client is told.
+    Denied(Refusal),
+}
+
+/// What the index says to a presented key, before [`Verdict`] names the
+/// refused key (only the outermost call knows which key it ended up as).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Valid(Grant),
     Denied(Denial),
+}
+
+impl Decision {
+    pub(crate) fn is_valid(&self) -> bool {
+        matches!(self, Decision::Valid(_))
+    }
+}
+
+/// A refused key: why, and which key it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// The reason.
+    pub denial: Denial,
+    /// The id the presented key names (even when no key has it);
+    /// `None` for a malformed key.
+    pub key_id: Option<KeyId>,
+    /// The account of the key, when it exists and has one: taken from
+    /// the index the verification read, not looked up again.
+    pub owner: Option<Arc<str>>,
+}
+
+impl Refusal {
+    /// A refusal naming no key (what a malformed key gets).
+    #[must_use]
+    pub fn new(denial: Denial) -> Self {
+        Refusal {
+            denial,
+            key_id: None,
+            owner: None,
+        }
+    }
+}
+
+impl From<Denial> for Refusal {
+    fn from(denial: Denial) -> Self {
+        Refusal::new(denial)
+    }
+}
+
+/// A verdict equals a denial when it refuses for that reason
+/// (`assert_eq!(store.verify(..), Denial::Disabled)`).
+impl PartialEq<Denial> for Verdict {
+    fn eq(&self, other: &Denial) -> bool {
+        self.denial().as_ref() == Some(other)
+    }
+}
+
+impl PartialEq<Verdict> for Denial {
+    fn eq(&self, other: &Verdict) -> bool {
+        other == self
+    }
 }
 
 impl Verdict {
@@ -88,7 +214,26 @@ impl Verdict {
     pub fn denial(&self) -> Option<Denial> {
         match self {
             Verdict::Valid(_) => None,
-            Verdict::Denied(d) => Some(*d),
+            Verdict::Denied(r) => Some(r.denial),
+        }
+    }
+
+    /// The id the presented key names: the admitted key's, or a refused
+    /// one's (`None` when malformed).
+    #[must_use]
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Verdict::Valid(g) => Some(g.key_id),
+            Verdict::Denied(r) => r.key_id,
+        }
+    }
+
+    /// The account of the key, admitted or refused, when it has one.
+    #[must_use]
+    pub fn owner(&self) -> Option<&Arc<str>> {
+        match self {
+            Verdict::Valid(g) => g.owner.as_ref(),
+            Verdict::Denied(r) => r.owner.as_ref(),
         }
     }
 }
@@ -104,7 +249,7 @@ pub struct Grant {
     pub in_grace: bool,
     /// The account the key belongs to ([`CreateOptions::owner`](crate::CreateOptions::owner)):
     /// shared with the store's index, so a verification allocates nothing.
-    pub owner: Option<std::sync::Arc<str>>,
+    pub owner: Option<Arc<str>>,
     /// The key's scopes, sorted (shared with the index).
     pub scopes: crate::Scopes,
 }

@@ -706,7 +706,7 @@ fn the_panel_attaches_beside_an_application_that_owns_the_store() {
         Duration::from_secs(30),
         || {
             let v = app.verify(created.key.as_str(), common::ip("198.51.100.4"), None);
-            Some(()).filter(|()| v == keyward::Verdict::Denied(keyward::Denial::IpNotAllowed))
+            Some(()).filter(|()| v == keyward::Denial::IpNotAllowed)
         },
     );
     common::wait_until(
@@ -818,7 +818,7 @@ fn the_panel_serves_a_postgresql_store() {
         Duration::from_secs(30),
         || {
             let v = app.verify(existing.key.as_str(), common::ip("203.0.113.1"), None);
-            Some(()).filter(|()| v == keyward::Verdict::Denied(keyward::Denial::Disabled))
+            Some(()).filter(|()| v == keyward::Denial::Disabled)
         },
     );
     panel.stop();

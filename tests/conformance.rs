@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use common::{fast_options, ip};
 use std::sync::Arc;
 
-use keyward::{CreateOptions, Denial, KeyError, KeyId, ManualClock, Options, Store, Verdict};
+use keyward::{
+    CreateOptions, Denial, KeyError, KeyId, ManualClock, Options, Refusal, Store, Verdict,
+};
 use serde_json::json;
 
 trait Harness {
@@ -188,9 +190,8 @@ fn imports(h: &dyn Harness) {
         "the other engine forgets it",
         Duration::from_secs(30),
         || {
-            (b.verify("legacy-conformance-key", ip("10.0.0.1"), None)
-                == Verdict::Denied(Denial::Malformed))
-            .then_some(())
+            (b.verify("legacy-conformance-key", ip("10.0.0.1"), None) == Denial::Malformed)
+                .then_some(())
         },
     );
     let again = b
@@ -236,13 +237,13 @@ fn lifecycle(h: &dyn Harness) {
     store.set_disabled(&b.info.id, true).unwrap();
     assert_eq!(
         store.verify(b.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Disabled)
+        Denial::Disabled
     );
     store.rename(&a.info.id, "alpha 2").unwrap();
     store.delete(&b.info.id).unwrap();
     assert_eq!(
         store.verify(b.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::UnknownKey)
+        Denial::UnknownKey
     );
     assert!(matches!(store.get(&b.info.id), Err(KeyError::NotFound(_))));
     store.close().unwrap();
@@ -267,7 +268,10 @@ fn grace_and_rotation(h: &dyn Harness) {
     let second = store.regenerate(&c.info.id, Duration::ZERO).unwrap();
     assert!(matches!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
     let third = store
         .regenerate(&c.info.id, Duration::from_hours(1))
@@ -293,7 +297,10 @@ fn grace_and_rotation(h: &dyn Harness) {
     );
     assert!(matches!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
     assert_eq!(store.get(&c.info.id).unwrap().generation, 3);
 }
@@ -313,7 +320,7 @@ fn whitelist(h: &dyn Harness) {
     );
     assert_eq!(
         store.verify(c.key.as_str(), ip("203.0.113.1"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     let e = store
         .add_whitelist_entry(&c.info.id, "v6", "2001:db8::/32")
@@ -525,7 +532,7 @@ fn postgres_outage_fails_closed_and_recovers() {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let v = store.verify(c.key.as_str(), ip("10.0.0.1"), None);
-        if v == Verdict::Denied(Denial::Unavailable) {
+        if v == Denial::Unavailable {
             break;
         }
         assert!(v.is_valid(), "only valid until the bound passes: {v:?}");
@@ -944,7 +951,7 @@ fn accounts(h: &dyn Harness) {
     for c in &closing {
         assert_eq!(
             store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-            Verdict::Denied(Denial::UnknownKey)
+            Denial::UnknownKey
         );
     }
     let events = store.events(0, 10_000).unwrap();

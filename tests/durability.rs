@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{ip, open, temp_store};
-use keyward::{CreateOptions, Denial, KeyId, OpenError, Store, Verdict};
+use keyward::{CreateOptions, Denial, KeyId, OpenError, Refusal, Store, Verdict};
 
 const CRASH_DIR: &str = "KEYWARD_TEST_CRASH_DIR";
 const CRASH_KEY: &str = "KEYWARD_TEST_CRASH_KEY";
@@ -107,8 +107,13 @@ fn acknowledged_revocations_survive_sigkill() {
                 assert!(
                     matches!(
                         v,
-                        Verdict::Denied(Denial::Rotated { .. })
-                            | Verdict::Denied(Denial::WrongSecret)
+                        Verdict::Denied(Refusal {
+                            denial: Denial::Rotated { .. },
+                            ..
+                        }) | Verdict::Denied(Refusal {
+                            denial: Denial::WrongSecret,
+                            ..
+                        })
                     ),
                     "round {round}: revoked generation {generation} verified as {v:?}"
                 );

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{fast_options, ip, open};
-use keyward::{CreateOptions, Denial, KeyId, OpenError, Role, Store, Verdict};
+use keyward::{CreateOptions, Denial, KeyId, OpenError, Refusal, Role, Store, Verdict};
 
 const DIR: &str = "KEYWARD_TEST_HOST_DIR";
 
@@ -51,7 +51,7 @@ fn host_child() {
             }
             ("verify", Some(key)) => match store.verify(key, ip("10.1.1.1"), Some("child")) {
                 Verdict::Valid(_) => "granted".to_string(),
-                Verdict::Denied(d) => format!("denied {d:?}"),
+                Verdict::Denied(Refusal { denial: d, .. }) => format!("denied {d:?}"),
             },
             ("usage", Some(id)) => match store.usage(&id.parse().unwrap()) {
                 Ok(u) => format!("usage {}", u.ips.iter().map(|i| i.allowed).sum::<u64>()),
@@ -235,7 +235,10 @@ fn a_second_process_attaches_and_changes_flow_both_ways() {
     eventually("the owner refuses the regenerated key", || {
         matches!(
             store.verify(&key, ip("10.0.0.1"), None),
-            Verdict::Denied(Denial::Rotated { .. })
+            Verdict::Denied(Refusal {
+                denial: Denial::Rotated { .. },
+                ..
+            })
         )
     });
     assert!(store.verify(&fresh, ip("10.0.0.1"), None).is_valid());
@@ -908,7 +911,7 @@ fn an_attached_process_that_cannot_hear_the_owner_fails_closed_and_recovers() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(i32::try_from(owner.pid).unwrap(), libc::SIGSTOP) };
     eventually("a silent owner makes verify fail closed", || {
-        store.verify(&key, ip("10.0.0.1"), None) == Verdict::Denied(Denial::Unavailable)
+        store.verify(&key, ip("10.0.0.1"), None) == Denial::Unavailable
     });
     // SAFETY: as above.
     unsafe { libc::kill(i32::try_from(owner.pid).unwrap(), libc::SIGCONT) };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::PasswordHasher;
-use keyward::{CreateOptions, Denial, ImportedSecret, ManualClock, Store, Verdict};
+use keyward::{CreateOptions, Denial, ImportedSecret, ManualClock, Refusal, Store, Verdict};
 use zeroize::Zeroizing;
 
 fn plaintext(k: &str) -> ImportedSecret {
@@ -100,19 +100,16 @@ fn each_kind_verifies_as_the_legacy_string_and_survives_a_reopen() {
     // prefix matches and the hash does not.
     assert_eq!(
         store.verify("sk_live_4eC39HqLyjWDarjtT1zdp7dC", ip, None),
-        Verdict::Denied(Denial::Malformed)
+        Denial::Malformed
     );
+    assert_eq!(store.verify("legacy-7f3a9c0e", ip, None), Denial::Malformed);
     assert_eq!(
-        store.verify("legacy-7f3a9c0e", ip, None),
-        Verdict::Denied(Denial::Malformed)
+        store.verify("AbCd1234.wrong", ip, None),
+        Denial::WrongSecret
     );
     assert_eq!(
         store.verify("AbCd1234.wrong", ip, None),
-        Verdict::Denied(Denial::WrongSecret)
-    );
-    assert_eq!(
-        store.verify("AbCd1234.wrong", ip, None),
-        Verdict::Denied(Denial::WrongSecret)
+        Denial::WrongSecret
     );
 
     // Usage is counted like any key's.
@@ -235,13 +232,10 @@ fn an_imported_key_is_disabled_whitelisted_regenerated_and_deleted_like_any() {
     assert!(store.verify(legacy, ip, None).is_valid());
     assert_eq!(
         store.verify(legacy, common::ip("203.0.113.1"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     store.set_disabled(&info.id, true).unwrap();
-    assert_eq!(
-        store.verify(legacy, ip, None),
-        Verdict::Denied(Denial::Disabled)
-    );
+    assert_eq!(store.verify(legacy, ip, None), Denial::Disabled);
     store.set_disabled(&info.id, false).unwrap();
 
     let fresh = store
@@ -259,14 +253,14 @@ fn an_imported_key_is_disabled_whitelisted_regenerated_and_deleted_like_any() {
     clock.advance(Duration::from_secs(3601));
     assert!(matches!(
         store.verify(legacy, ip, None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
 
     store.delete(&info.id).unwrap();
-    assert_eq!(
-        store.verify(legacy, ip, None),
-        Verdict::Denied(Denial::Malformed)
-    );
+    assert_eq!(store.verify(legacy, ip, None), Denial::Malformed);
     // Its lookup is free again.
     store
         .import_key("crm again", plaintext(legacy), CreateOptions::new())
@@ -372,10 +366,16 @@ fn guesses_at_one_imported_key_take_a_small_share_of_the_hash_gate() {
                     n += 1;
                     let guess = format!("AbCd1234.guess-{t}-{n}");
                     match store.verify(&guess, common::ip("203.0.113.9"), None) {
-                        Verdict::Denied(Denial::WrongSecret) => {
+                        Verdict::Denied(Refusal {
+                            denial: Denial::WrongSecret,
+                            ..
+                        }) => {
                             hashed.fetch_add(1, Ordering::Relaxed);
                         }
-                        Verdict::Denied(Denial::Busy) => {}
+                        Verdict::Denied(Refusal {
+                            denial: Denial::Busy,
+                            ..
+                        }) => {}
                         other => panic!("a guess: {other:?}"),
                     }
                     guessed.fetch_add(1, Ordering::Relaxed);
@@ -458,7 +458,10 @@ fn overlapping_imports_each_verify_exact_lookups_first_then_every_prefix() {
     for guess in ["AbCd1234-nothing", "AbCd1-nothing", "AbCd-nothing"] {
         assert!(matches!(
             store.verify(guess, ip, None),
-            Verdict::Denied(Denial::WrongSecret | Denial::Busy)
+            Verdict::Denied(Refusal {
+                denial: Denial::WrongSecret | Denial::Busy,
+                ..
+            })
         ));
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{all_file_bytes, contains, forge, ip, open, options_with_clock, temp_store};
 use keyward::{
-    Clock, CreateOptions, Denial, KeyError, KeyId, ManualClock, Store, Timestamp, Verdict,
+    Clock, CreateOptions, Denial, KeyError, KeyId, KeyUpdate, ManualClock, Refusal, Store,
+    Timestamp, Verdict, VerifyRequest,
 };
 use serde_json::json;
 
@@ -114,7 +115,10 @@ fn regenerate_without_grace_kills_the_old_secret_at_once() {
     assert!(fresh.info.rotated_at.is_some());
     assert_ne!(fresh.info.masked, created.info.masked);
     match store.verify(&old, ip("10.0.0.1"), None) {
-        Verdict::Denied(Denial::Rotated { at }) => assert_eq!(Some(at), fresh.info.rotated_at),
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { at },
+            ..
+        }) => assert_eq!(Some(at), fresh.info.rotated_at),
         other => panic!("expected Rotated, got {other:?}"),
     }
     match store.verify(fresh.key.as_str(), ip("10.0.0.1"), None) {
@@ -135,13 +139,16 @@ fn rotated_is_told_apart_from_a_wrong_secret_even_for_a_cold_old_secret() {
     store.regenerate(&created.info.id, Duration::ZERO).unwrap();
     assert!(matches!(
         store.verify(&old, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
     // A well-formed key with this id but a secret of no generation.
     let forged = forge(&store, &created.info.id);
     assert_eq!(
         store.verify(&forged, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::WrongSecret)
+        Denial::WrongSecret
     );
 }
 
@@ -181,7 +188,10 @@ fn grace_keeps_the_old_secret_working_until_it_ends() {
     clock.advance(Duration::from_millis(1));
     assert!(matches!(
         store.verify(&old, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
     assert!(
         store
@@ -218,7 +228,7 @@ fn delete_makes_the_key_unknown_and_removes_usage() {
     store.delete(&created.info.id).unwrap();
     assert_eq!(
         store.verify(created.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::UnknownKey)
+        Denial::UnknownKey
     );
     assert!(matches!(
         store.get(&created.info.id),
@@ -237,7 +247,7 @@ fn delete_makes_the_key_unknown_and_removes_usage() {
     assert!(store.list().unwrap().is_empty());
     assert_eq!(
         store.verify(created.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::UnknownKey)
+        Denial::UnknownKey
     );
 }
 
@@ -248,10 +258,7 @@ fn disable_enable_rename_expiry_and_metadata() {
     let (id, key) = (c.info.id, c.key.as_str().to_string());
 
     assert!(store.set_disabled(&id, true).unwrap().disabled);
-    assert_eq!(
-        store.verify(&key, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Disabled)
-    );
+    assert_eq!(store.verify(&key, ip("10.0.0.1"), None), Denial::Disabled);
     assert!(!store.set_disabled(&id, false).unwrap().disabled);
     assert!(store.verify(&key, ip("10.0.0.1"), None).is_valid());
 
@@ -260,10 +267,7 @@ fn disable_enable_rename_expiry_and_metadata() {
 
     let past = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 1000);
     store.set_expiry(&id, Some(past)).unwrap();
-    assert_eq!(
-        store.verify(&key, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Expired)
-    );
+    assert_eq!(store.verify(&key, ip("10.0.0.1"), None), Denial::Expired);
     store.set_expiry(&id, None).unwrap();
     assert!(store.verify(&key, ip("10.0.0.1"), None).is_valid());
 
@@ -347,20 +351,79 @@ fn malformed_keys_are_rejected_before_lookup() {
         key.replacen("kw_", "xx_", 1),
         huge,
     ] {
-        assert_eq!(
-            store.verify(&bad, ip("10.0.0.1"), None),
-            Verdict::Denied(Denial::Malformed)
-        );
+        assert_eq!(store.verify(&bad, ip("10.0.0.1"), None), Denial::Malformed);
     }
     assert_eq!(
-        store.verify_bytes(&[0xff, 0xfe, 0x00], ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Malformed)
+        store.verify_request(&VerifyRequest::new(&[0xff, 0xfe, 0x00], ip("10.0.0.1"))),
+        Denial::Malformed
     );
     assert_eq!(
         store.usage(&c.info.id).unwrap().totals.denied,
         0,
         "nothing recorded against the key"
     );
+}
+
+#[test]
+fn a_refusal_names_the_key_and_its_owner() {
+    let (_dir, _path, store) = temp_store();
+    let c = store
+        .create(
+            "k",
+            CreateOptions::new()
+                .owner("acme")
+                .scopes(["orders:read"])
+                .restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    let id = c.info.id;
+    let key = c.key.as_str();
+    let office = ip("198.51.100.7");
+    let named = |v: Verdict, denial: Denial| {
+        let Verdict::Denied(r) = v else {
+            panic!("admitted: {v:?}")
+        };
+        assert_eq!(r.denial, denial);
+        assert_eq!(r.key_id, Some(id), "{denial:?}");
+        assert_eq!(r.owner.as_deref(), Some("acme"), "{denial:?}");
+    };
+    named(
+        store.verify(key, ip("10.0.0.1"), None),
+        Denial::IpNotAllowed,
+    );
+    named(
+        store.verify_request(&VerifyRequest::new(key, office).scope("orders:write")),
+        Denial::ScopeMissing,
+    );
+    named(
+        store.verify(&forge(&store, &id), office, None),
+        Denial::WrongSecret,
+    );
+    // A secret regenerated away.
+    store.regenerate(&id, Duration::ZERO).unwrap();
+    named(
+        store.verify(key, office, None),
+        Denial::Rotated {
+            at: store.get(&id).unwrap().rotated_at.unwrap(),
+        },
+    );
+    store.update(&id, KeyUpdate::new().disabled(true)).unwrap();
+    named(store.verify(key, office, None), Denial::Disabled);
+
+    // An id no key has: named, with no owner; a malformed key names none.
+    let gone = store
+        .create("gone", CreateOptions::new().owner("acme"))
+        .unwrap();
+    store.delete(&gone.info.id).unwrap();
+    let v = store.verify(gone.key.as_str(), office, None);
+    assert_eq!(v, Denial::UnknownKey);
+    assert_eq!((v.key_id(), v.owner()), (Some(gone.info.id), None));
+    let v = store.verify("kw_nonsense", office, None);
+    assert_eq!((v.key_id(), v.owner()), (None, None));
+    // The request's Debug does not show the key.
+    let shown = format!("{:?}", VerifyRequest::new(key, office).integration("crm"));
+    assert!(!shown.contains(&key[key.len() - 20..]), "{shown}");
+    assert!(shown.contains("crm"), "{shown}");
 }
 
 #[test]
@@ -406,7 +469,7 @@ fn reopen_keeps_keys_generations_whitelists_and_usage() {
     );
     assert_eq!(
         store.verify(a.key.as_str(), ip("203.0.113.1"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     assert!(
         store
@@ -540,7 +603,7 @@ fn a_key_expires_at_its_expiry_by_the_store_clock() {
     clock.advance(Duration::from_millis(1));
     assert_eq!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Expired)
+        Denial::Expired
     );
     assert_eq!(store.get(&c.info.id).unwrap().expires_at, Some(at));
 }
@@ -650,7 +713,7 @@ fn update_changes_every_named_field_at_once_with_each_fields_event() {
     assert!(store.list_owner("acme").unwrap().is_empty());
     assert_eq!(
         store.verify(made.key.as_str(), ip("198.51.100.1"), None),
-        Verdict::Denied(Denial::Disabled)
+        Denial::Disabled
     );
     // One event per field, in the patch's order, all from the one write.
     let told: Vec<(EventKind, serde_json::Value)> = store

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward::{
-    Clock, CreateOptions, Denial, EventKind, KeyId, Limit, ManualClock, Quota, RefillPeriod, Store,
-    Timestamp, Verdict,
+    Clock, CreateOptions, Denial, EventKind, KeyId, Limit, ManualClock, Quota, RefillPeriod,
+    Refusal, Store, Timestamp, Verdict, VerifyRequest,
 };
 
 fn store_at(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Store {
@@ -24,7 +24,7 @@ fn store_at(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Store {
 fn settled(store: &Store, key: &str, scope: Option<&str>) -> Verdict {
     let ip = common::ip("203.0.113.5");
     common::wait_until("a verdict other than busy", Duration::from_secs(10), || {
-        let v = store.verify_scoped(key, ip, None, scope);
+        let v = store.verify_request(&VerifyRequest::new(key, ip).scope(scope));
         (v.denial() != Some(Denial::Busy)).then_some(v)
     })
 }
@@ -61,7 +61,11 @@ fn a_burst_over_the_limit_is_refused_with_the_time_until_one_more_fits() {
     // 5 per 10 s: no more until the burst has left the window, which is
     // counted in parts of 323 ms: 10 s after it, and at most a part more.
     let refused = store.verify(key, ip, None);
-    let Verdict::Denied(Denial::RateLimited { retry_after_ms }) = refused else {
+    let Verdict::Denied(Refusal {
+        denial: Denial::RateLimited { retry_after_ms },
+        ..
+    }) = refused
+    else {
         panic!("{refused:?}");
     };
     assert!(
@@ -121,35 +125,32 @@ fn only_a_request_that_passes_everything_before_spends_a_limit() {
     let key = made.key.as_str();
     let wrong = common::forge(&store, &made.info.id);
     for _ in 0..50 {
-        assert_eq!(
-            store.verify(&wrong, office, None),
-            Verdict::Denied(Denial::WrongSecret)
-        );
+        assert_eq!(store.verify(&wrong, office, None), Denial::WrongSecret);
         assert_eq!(
             store.verify(key, common::ip("203.0.113.1"), None),
-            Verdict::Denied(Denial::IpNotAllowed)
+            Denial::IpNotAllowed
         );
         assert_eq!(
-            store.verify_scoped(key, office, None, Some("orders:write")),
-            Verdict::Denied(Denial::ScopeMissing)
+            store.verify_request(&VerifyRequest::new(key, office).scope("orders:write")),
+            Denial::ScopeMissing
         );
     }
     store.set_disabled(&made.info.id, true).unwrap();
-    assert_eq!(
-        store.verify(key, office, None),
-        Verdict::Denied(Denial::Disabled)
-    );
+    assert_eq!(store.verify(key, office, None), Denial::Disabled);
     store.set_disabled(&made.info.id, false).unwrap();
     // The whole burst is still there.
     assert!(
         store
-            .verify_scoped(key, office, None, Some("orders:read"))
+            .verify_request(&VerifyRequest::new(key, office).scope("orders:read"))
             .is_valid()
     );
     assert!(store.verify(key, office, None).is_valid());
     assert!(matches!(
         store.verify(key, office, None),
-        Verdict::Denied(Denial::RateLimited { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::RateLimited { .. },
+            ..
+        })
     ));
     let totals = store.usage(&made.info.id).unwrap().totals;
     assert_eq!(
@@ -174,7 +175,9 @@ fn scopes_are_required_only_when_asked_and_carried_by_the_grant() {
         .unwrap();
     assert_eq!(made.info.scopes, ["contacts:write", "orders:read"]);
     let key = made.key.as_str();
-    let Verdict::Valid(grant) = store.verify_scoped(key, ip, None, Some("orders:read")) else {
+    let Verdict::Valid(grant) =
+        store.verify_request(&VerifyRequest::new(key, ip).scope("orders:read"))
+    else {
         panic!("the key has the scope")
     };
     let scopes: Vec<&str> = grant.scopes().iter().collect();
@@ -186,25 +189,25 @@ fn scopes_are_required_only_when_asked_and_carried_by_the_grant() {
     );
     assert!(store.verify(key, ip, None).is_valid());
     assert_eq!(
-        store.verify_scoped(key, ip, None, Some("orders")),
-        Verdict::Denied(Denial::ScopeMissing)
+        store.verify_request(&VerifyRequest::new(key, ip).scope("orders")),
+        Denial::ScopeMissing
     );
     let info = store.set_scopes(&made.info.id, &["orders:write"]).unwrap();
     assert_eq!(info.scopes, ["orders:write"]);
     assert_eq!(
-        store.verify_scoped(key, ip, None, Some("orders:read")),
-        Verdict::Denied(Denial::ScopeMissing)
+        store.verify_request(&VerifyRequest::new(key, ip).scope("orders:read")),
+        Denial::ScopeMissing
     );
     assert!(
         store
-            .verify_scoped(key, ip, None, Some("orders:write"))
+            .verify_request(&VerifyRequest::new(key, ip).scope("orders:write"))
             .is_valid()
     );
     // A key without scopes has none to give.
     let plain = store.create("plain", CreateOptions::new()).unwrap();
     assert_eq!(
-        store.verify_scoped(plain.key.as_str(), ip, None, Some("orders:read")),
-        Verdict::Denied(Denial::ScopeMissing)
+        store.verify_request(&VerifyRequest::new(plain.key.as_str(), ip).scope("orders:read")),
+        Denial::ScopeMissing
     );
     assert!(store.set_scopes(&made.info.id, &["has space"]).is_err());
     assert_eq!(store.get(&made.info.id).unwrap().scopes, ["orders:write"]);
@@ -213,8 +216,8 @@ fn scopes_are_required_only_when_asked_and_carried_by_the_grant() {
     let store = common::open(&path);
     assert_eq!(store.get(&made.info.id).unwrap().scopes, ["orders:write"]);
     assert_eq!(
-        store.verify_scoped(key, ip, None, Some("orders:read")),
-        Verdict::Denied(Denial::ScopeMissing)
+        store.verify_request(&VerifyRequest::new(key, ip).scope("orders:read")),
+        Denial::ScopeMissing
     );
 }
 
@@ -242,7 +245,10 @@ fn a_quota_counts_down_refuses_at_zero_and_tells_it_once() {
     // Rate-limited: takes no quota.
     assert!(matches!(
         store.verify(key, ip, None),
-        Verdict::Denied(Denial::RateLimited { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::RateLimited { .. },
+            ..
+        })
     ));
     assert_eq!(store.get(&id).unwrap().quota.unwrap().remaining, 1);
     // A window and a part (323 ms) later, the burst has left the window.
@@ -250,10 +256,7 @@ fn a_quota_counts_down_refuses_at_zero_and_tells_it_once() {
     assert!(store.verify(key, ip, None).is_valid());
     assert_eq!(store.get(&id).unwrap().quota.unwrap().remaining, 0);
     for _ in 0..5 {
-        assert_eq!(
-            store.verify(key, ip, None),
-            Verdict::Denied(Denial::QuotaExhausted)
-        );
+        assert_eq!(store.verify(key, ip, None), Denial::QuotaExhausted);
     }
     common::wait_until("key.quota_exhausted", Duration::from_secs(10), || {
         (events_of(&store, EventKind::KeyQuotaExhausted, &id) == 1).then_some(())
@@ -272,10 +275,7 @@ fn a_quota_counts_down_refuses_at_zero_and_tells_it_once() {
     assert_eq!(info.quota.unwrap().remaining, 1);
     clock.advance(Duration::from_secs(10));
     assert!(store.verify(key, ip, None).is_valid());
-    assert_eq!(
-        store.verify(key, ip, None),
-        Verdict::Denied(Denial::QuotaExhausted)
-    );
+    assert_eq!(store.verify(key, ip, None), Denial::QuotaExhausted);
     common::wait_until(
         "a second key.quota_exhausted",
         Duration::from_secs(10),
@@ -319,20 +319,14 @@ fn a_daily_quota_refills_at_midnight_utc_and_survives_a_reopen() {
     assert_eq!(got.remaining, 1);
     assert_eq!(got.refill.unwrap().amount, 4);
     assert!(settled(&store, &key, None).is_valid());
-    assert_eq!(
-        settled(&store, &key, None),
-        Verdict::Denied(Denial::QuotaExhausted)
-    );
+    assert_eq!(settled(&store, &key, None), Denial::QuotaExhausted);
     // Past midnight: reset to the amount (not added to).
     clock.advance(Duration::from_hours(1));
     assert_eq!(store.get(&id).unwrap().quota.unwrap().remaining, 4);
     for _ in 0..4 {
         assert!(settled(&store, &key, None).is_valid());
     }
-    assert_eq!(
-        settled(&store, &key, None),
-        Verdict::Denied(Denial::QuotaExhausted)
-    );
+    assert_eq!(settled(&store, &key, None), Denial::QuotaExhausted);
 }
 
 #[test]

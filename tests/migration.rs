@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward::{CreateOptions, KeyId, Store, Timestamp, Verdict};
+use keyward::{CreateOptions, KeyId, Refusal, Store, Timestamp, Verdict};
 use serde_json::{Value, json};
 
 fn fixture_dir() -> PathBuf {
@@ -162,7 +162,7 @@ fn write_the_v1_fixture() {
 fn expected(v: &Verdict) -> &'static str {
     match v {
         Verdict::Valid(_) => "valid",
-        Verdict::Denied(d) => d.as_str(),
+        Verdict::Denied(Refusal { denial: d, .. }) => d.as_str(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{fast_options, ip};
-use keyward::{CreateOptions, Denial, Store, Verdict};
+use keyward::{CreateOptions, Denial, Refusal, Store, Verdict};
 
 fn sh(cmd: &str) {
     let ok = Command::new("sh")
@@ -48,7 +48,10 @@ fn server_killed_mid_run_fails_closed_and_recovers() {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         match store.verify(c.key.as_str(), ip("10.0.0.1"), None) {
-            Verdict::Denied(Denial::Unavailable) => break,
+            Verdict::Denied(Refusal {
+                denial: Denial::Unavailable,
+                ..
+            }) => break,
             v => assert!(v.is_valid(), "{v:?}"),
         }
         assert!(Instant::now() < until, "never failed closed");
@@ -76,7 +79,10 @@ fn server_killed_mid_run_fails_closed_and_recovers() {
     );
     assert!(matches!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
     assert_eq!(store.list().unwrap().len(), 1, "nothing lost");
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{forge, ip, open, temp_store};
-use keyward::{CreateOptions, Denial, KeyId, Verdict, WhitelistError};
+use keyward::{CreateOptions, Denial, KeyId, WhitelistError};
 
 #[test]
 fn entries_admit_their_networks_and_nothing_else() {
@@ -58,7 +58,7 @@ fn entries_admit_their_networks_and_nothing_else() {
     ] {
         assert_eq!(
             store.verify(key, ip(denied), None),
-            Verdict::Denied(Denial::IpNotAllowed),
+            Denial::IpNotAllowed,
             "{denied}"
         );
     }
@@ -66,7 +66,7 @@ fn entries_admit_their_networks_and_nothing_else() {
     store.remove_whitelist_entry(&id, &host.id).unwrap();
     assert_eq!(
         store.verify(key, ip("203.0.113.7"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     store.set_whitelist_enabled(&id, false).unwrap();
     assert!(store.verify(key, ip("203.0.113.7"), None).is_valid());
@@ -88,7 +88,7 @@ fn ipv4_mapped_ipv6_clients_match_ipv4_entries() {
     );
     assert_eq!(
         store.verify(c.key.as_str(), ip("::ffff:198.51.101.20"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     let usage = store.usage(&c.info.id).unwrap();
     let shown: Vec<_> = usage.ips.iter().map(|r| r.ip).collect();
@@ -104,7 +104,7 @@ fn enabled_with_no_entries_admits_nobody() {
     for addr in ["127.0.0.1", "::1", "198.51.100.1"] {
         assert_eq!(
             store.verify(c.key.as_str(), ip(addr), None),
-            Verdict::Denied(Denial::IpNotAllowed)
+            Denial::IpNotAllowed
         );
     }
 }
@@ -121,16 +121,16 @@ fn the_whitelist_answers_before_the_secret_is_looked_at() {
     let wrong = forge(&store, &c.info.id);
     assert_eq!(
         store.verify(&wrong, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::WrongSecret)
+        Denial::WrongSecret
     );
     // From outside the whitelist, right or wrong secret alike: IpNotAllowed.
     assert_eq!(
         store.verify(&wrong, ip("192.0.2.1"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     assert_eq!(
         store.verify(c.key.as_str(), ip("192.0.2.1"), None),
-        Verdict::Denied(Denial::IpNotAllowed)
+        Denial::IpNotAllowed
     );
     let totals = store.usage(&c.info.id).unwrap().totals;
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use keyward::{Store, Verdict};
+use keyward::{Refusal, Store, Verdict, VerifyRequest};
 use serde_json::{Value, json};
 
 use crate::{Out, Result, invalid};
@@ -18,7 +18,11 @@ pub(crate) fn verify_command(
     let ip: IpAddr = ip
         .parse()
         .map_err(|_| invalid(format!("--ip {ip:?} is not an IP address")))?;
-    let v = store.verify_scoped(key, ip, integration, scope);
+    let v = store.verify_request(
+        &VerifyRequest::new(key, ip)
+            .integration(integration)
+            .scope(scope),
+    );
     if out.json {
         out.json(&verdict_json(&v));
     } else {
@@ -41,7 +45,7 @@ pub(crate) fn verify_command(
                 g.generation,
                 account(g)
             ),
-            Verdict::Denied(d) => println!("denied: {d}"),
+            Verdict::Denied(Refusal { denial: d, .. }) => println!("denied: {d}"),
         }
     }
     Ok(u8::from(!v.is_valid()))
@@ -53,8 +57,14 @@ fn verdict_json(v: &Verdict) -> Value {
             "valid": true, "denial": null, "key_id": g.key_id, "generation": g.generation, "in_grace": g.in_grace,
             "owner": g.owner, "scopes": g.scopes()
         }),
-        Verdict::Denied(d) => json!({
-            "valid": false, "denial": d.as_str(), "detail": d, "retry_after": d.retry_after()
+        Verdict::Denied(Refusal {
+            denial: d,
+            key_id,
+            owner,
+            ..
+        }) => json!({
+            "valid": false, "denial": d.as_str(), "detail": d, "retry_after": d.retry_after(),
+            "key_id": key_id, "owner": owner
         }),
     }
 }

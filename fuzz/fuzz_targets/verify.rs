@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use keyward::{Argon2Params, CreateOptions, Options, Store};
+use keyward::{Argon2Params, CreateOptions, Options, Store, VerifyRequest};
 use libfuzzer_sys::fuzz_target;
 
 struct Fixture {
@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let verdict = f.store.verify_bytes(&key, ip, integration);
+    let verdict = f.store.verify_request(&VerifyRequest::new(&key, ip).integration(integration));
     if verdict.is_valid() {
         let admitted = f.admitted.iter().any(|(k, net)| {
             k.as_bytes() == key.as_slice() && net.is_none_or(|n| n.contains(&plain))

@@ -22,7 +22,7 @@ use crate::locks::{lock, read, write};
 use crate::policy::Scopes;
 use crate::time::Timestamp;
 use crate::usage::Freshness;
-use crate::verdict::{Denial, Grant, Verdict};
+use crate::verdict::{Decision, Denial, Grant};
 use crate::verifier::SecretHash;
 use crate::whitelist::Rules;
 
@@ -34,7 +34,7 @@ pub(crate) struct Live {
     /// When it stops working (ms); `i64::MAX`: never.
     expires_at: i64,
     /// The key's account, shared with every grant (no allocation per verify).
-    owner: Option<Arc<str>>,
+    pub(crate) owner: Option<Arc<str>>,
     /// What few keys have (a whitelist, scopes, limits, a quota): boxed, so
     /// that a million plain keys do not each carry room for them.
     extras: Option<Box<Extras>>,
@@ -407,7 +407,7 @@ impl Live {
     }
 
     /// The verdict for a secret that matched generation `gens[i]`.
-    pub(crate) fn decide(&self, id: KeyId, i: usize, now: i64) -> (Verdict, Freshness) {
+    pub(crate) fn decide(&self, id: KeyId, i: usize, now: i64) -> (Decision, Freshness) {
         let g = &self.gens[i];
         if i == 0 {
             let grant = Grant {
@@ -417,7 +417,7 @@ impl Live {
                 owner: self.owner.clone(),
                 scopes: self.scopes().clone(),
             };
-            return (Verdict::Valid(grant), Freshness::Current);
+            return (Decision::Valid(grant), Freshness::Current);
         }
         if g.grace_until().is_some_and(|until| until > now) {
             let grant = Grant {
@@ -427,12 +427,12 @@ impl Live {
                 owner: self.owner.clone(),
                 scopes: self.scopes().clone(),
             };
-            return (Verdict::Valid(grant), Freshness::Stale);
+            return (Decision::Valid(grant), Freshness::Stale);
         }
         // It stopped working at the end of its grace, or when it was retired.
         let at = g.grace_until().unwrap_or(g.retired_at);
         (
-            Verdict::Denied(Denial::Rotated {
+            Decision::Denied(Denial::Rotated {
                 at: Timestamp::from_unix_millis(at),
             }),
             Freshness::Stale,

@@ -63,7 +63,7 @@ use crate::events::{self, Event};
 use crate::key::KeyId;
 use crate::time::Timestamp;
 use crate::usage::Usage;
-use crate::verdict::Verdict;
+use crate::verdict::{Verdict, VerifyRequest};
 use crate::whitelist::{Whitelist, WhitelistEntry};
 
 /// An open key store. `Send + Sync`: share it between threads by reference
@@ -250,31 +250,40 @@ impl Store {
 
     // ------------------------------------------------------------ verify
 
-    /// Verifies a presented key from `client_ip`, optionally naming the
-    /// integration (a User-Agent, a partner name) for the Usage tab.
+    /// Answers one verification (see [`VerifyRequest`]). Checks run in
+    /// this order: the key, disabled or expired, the whitelist, the
+    /// secret, the scope, the rate limits, the quota; only a request that
+    /// passes everything before spends a rate limit or the quota. A
+    /// refusal names the key and its account (see [`Refusal`](crate::Refusal)).
     ///
     /// Never touches storage; records usage in memory.
-    pub fn verify(&self, key: &str, client_ip: IpAddr, integration: Option<&str>) -> Verdict {
-        self.verify_bytes(key.as_bytes(), client_ip, integration)
+    pub fn verify_request(&self, req: &VerifyRequest<'_>) -> Verdict {
+        self.engine
+            .verify(req.key, req.client_ip, req.integration, req.scope)
     }
 
-    /// [`Store::verify`] for a key given as bytes (from C or the network):
-    /// anything that is not a well-formed key is `Malformed`.
+    /// Verifies a presented key from `client_ip`, optionally naming the
+    /// integration (a User-Agent, a partner name) for the Usage tab: the
+    /// short form of [`Store::verify_request`].
+    pub fn verify(&self, key: &str, client_ip: IpAddr, integration: Option<&str>) -> Verdict {
+        self.verify_request(&VerifyRequest::new(key, client_ip).integration(integration))
+    }
+
+    /// [`Store::verify`] for a key given as bytes: [`Store::verify_request`]
+    /// with no scope.
+    #[deprecated(note = "use Store::verify_request")]
     pub fn verify_bytes(
         &self,
         key: &[u8],
         client_ip: IpAddr,
         integration: Option<&str>,
     ) -> Verdict {
-        self.engine.verify(key, client_ip, integration, None)
+        self.verify_request(&VerifyRequest::new(key, client_ip).integration(integration))
     }
 
-    /// [`Store::verify`], also requiring that the key carries `scope`
-    /// (refused with [`Denial::ScopeMissing`](crate::Denial::ScopeMissing)
-    /// otherwise). Checks run in this order: the key, disabled or
-    /// expired, the whitelist, the secret, the scope, the rate limits, the
-    /// quota; only a request that passes everything before spends a rate
-    /// limit or the quota.
+    /// [`Store::verify`], also requiring `scope`: [`Store::verify_request`]
+    /// spelled out.
+    #[deprecated(note = "use Store::verify_request")]
     pub fn verify_scoped(
         &self,
         key: &str,
@@ -282,10 +291,15 @@ impl Store {
         integration: Option<&str>,
         scope: Option<&str>,
     ) -> Verdict {
-        self.verify_scoped_bytes(key.as_bytes(), client_ip, integration, scope)
+        self.verify_request(
+            &VerifyRequest::new(key, client_ip)
+                .integration(integration)
+                .scope(scope),
+        )
     }
 
     /// [`Store::verify_scoped`] for a key given as bytes.
+    #[deprecated(note = "use Store::verify_request")]
     pub fn verify_scoped_bytes(
         &self,
         key: &[u8],
@@ -293,7 +307,11 @@ impl Store {
         integration: Option<&str>,
         scope: Option<&str>,
     ) -> Verdict {
-        self.engine.verify(key, client_ip, integration, scope)
+        self.verify_request(
+            &VerifyRequest::new(key, client_ip)
+                .integration(integration)
+                .scope(scope),
+        )
     }
 
     /// The account of the key a presented key names, from the in-memory

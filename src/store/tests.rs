@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::clock::Clock;
-use crate::verdict::Denial;
+use crate::verdict::{Denial, Refusal};
 use crate::verifier::Argon2Params;
 
 fn fast() -> Options {
@@ -39,7 +39,10 @@ fn a_shared_backend_change_feed_reaches_the_other_index() {
     b.sync().unwrap();
     assert!(matches!(
         b.verify(&key, ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated { .. })
+        Verdict::Denied(Refusal {
+            denial: Denial::Rotated { .. },
+            ..
+        })
     ));
     assert!(b.verify(new.key.as_str(), ip("10.0.0.1"), None).is_valid());
 
@@ -47,7 +50,7 @@ fn a_shared_backend_change_feed_reaches_the_other_index() {
     b.sync().unwrap();
     assert_eq!(
         b.verify(new.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::UnknownKey)
+        Denial::UnknownKey
     );
 }
 
@@ -97,7 +100,7 @@ fn a_shared_store_fails_closed_past_the_staleness_bound_and_recovers() {
     clock.advance(Duration::from_millis(1));
     assert_eq!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Unavailable)
+        Denial::Unavailable
     );
     store.sync().unwrap();
     assert!(
@@ -125,7 +128,7 @@ fn stepping_the_wall_clock_back_does_not_disable_the_staleness_bound() {
     clock.advance(Duration::from_secs(6));
     assert_eq!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Unavailable)
+        Denial::Unavailable
     );
 }
 
@@ -145,11 +148,11 @@ fn unknown_ids_record_no_usage_while_unavailable() {
     let forged = crate::key::generate(store.prefix(), &stranger);
     assert_eq!(
         store.verify(forged.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Unavailable)
+        Denial::Unavailable
     );
     assert_eq!(
         store.verify(known.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Unavailable)
+        Denial::Unavailable
     );
     assert!(store.engine.usage.pending(&stranger).is_none());
     assert!(store.engine.usage.pending(&known.info.id).is_some());
@@ -226,13 +229,13 @@ fn the_index_follows_a_write_that_applied_but_did_not_flush() {
     ));
     assert_eq!(
         store.verify(doomed.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::UnknownKey)
+        Denial::UnknownKey
     );
     assert!(store.rename(&renamed.info.id, "after").is_err());
     assert!(store.set_disabled(&renamed.info.id, true).is_err());
     assert_eq!(
         store.verify(renamed.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Disabled)
+        Denial::Disabled
     );
     assert_eq!(store.get(&renamed.info.id).unwrap().name, "after");
 }
@@ -318,9 +321,9 @@ fn generations_with_a_legacy_tag_verify_until_regenerated() {
     );
     assert_eq!(
         store.verify(c.key.as_str(), ip("10.0.0.1"), None),
-        Verdict::Denied(Denial::Rotated {
+        Denial::Rotated {
             at: store.get(&c.info.id).unwrap().rotated_at.unwrap()
-        })
+        }
     );
 }
 
@@ -352,7 +355,7 @@ fn a_flood_against_one_key_does_not_make_another_keys_first_use_busy() {
     }));
     assert_eq!(
         store.verify(forged.key.as_str(), ip("10.0.0.9"), None),
-        Verdict::Denied(Denial::WrongSecret),
+        Denial::WrongSecret,
         "the forged secret reaches argon2 and fails there"
     );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -366,7 +369,10 @@ fn a_flood_against_one_key_does_not_make_another_keys_first_use_busy() {
                     let v = store.verify(&key, ip("10.0.0.9"), None);
                     assert!(matches!(
                         v,
-                        Verdict::Denied(Denial::WrongSecret | Denial::Busy)
+                        Verdict::Denied(Refusal {
+                            denial: Denial::WrongSecret | Denial::Busy,
+                            ..
+                        })
                     ));
                     attempts += 1;
                 }
@@ -424,7 +430,7 @@ fn a_flood_of_forged_keys_from_a_slash_64_costs_bounded_storage_and_outbox() {
         let agent = format!("{i}{agent}");
         assert_eq!(
             store.verify(forged.key.as_str(), from, Some(&agent)),
-            Verdict::Denied(Denial::IpNotAllowed)
+            Denial::IpNotAllowed
         );
         if i == 50_000 {
             store.flush().unwrap();

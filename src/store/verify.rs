@@ -13,7 +13,7 @@ use crate::events::EventKind;
 use crate::key::{self, KeyId};
 use crate::locks::read;
 use crate::usage::{Freshness, Occurrence, Outcome};
-use crate::verdict::{Denial, Verdict};
+use crate::verdict::{Decision, Denial, Refusal, Verdict};
 use crate::verifier;
 use crate::whitelist;
 
@@ -21,13 +21,14 @@ use crate::whitelist;
 /// hashed to look it up).
 pub(crate) const MAX_IMPORTED_KEY_LEN: usize = 512;
 
-/// What a key says to a secret: the verdict, how fresh the secret is, and
-/// for a refused address whether the secret is known good.
-type Decided = (Verdict, Freshness, bool);
+/// What a key says to a secret: the decision, how fresh the secret is,
+/// for a refused address whether the secret is known good, and for a
+/// refusal the key's account.
+type Decided = (Decision, Freshness, bool, Option<Arc<str>>);
 
 /// What the warm path found: an answer, or the need for argon2.
 enum Step {
-    Done(Verdict, Freshness),
+    Done(Decision, Freshness),
     Cold(Cold),
 }
 
@@ -48,7 +49,7 @@ impl Engine {
         scope: Option<&str>,
     ) -> Verdict {
         let Some((id, secret, imported)) = self.identify(key) else {
-            return Verdict::Denied(Denial::Malformed);
+            return Verdict::Denied(Refusal::new(Denial::Malformed));
         };
         let ip = whitelist::normalise_ip(client_ip);
         let now = self.now_ms();
@@ -59,7 +60,10 @@ impl Engine {
             && !self.caught_up_locally()
         {
             // Counted for keys the index knows; an unknown id costs nothing.
-            if read(self.index.shard(&id)).contains_key(&id) {
+            let known = read(self.index.shard(&id))
+                .get(&id)
+                .map(|l| l.owner.clone());
+            if known.is_some() {
                 self.usage.record(
                     id,
                     now,
@@ -69,28 +73,36 @@ impl Engine {
                     Freshness::Unknown,
                 );
             }
-            return Verdict::Denied(Denial::Unavailable);
+            return Verdict::Denied(Refusal {
+                denial: Denial::Unavailable,
+                key_id: Some(id),
+                owner: known.flatten(),
+            });
         }
         let Some(mut decided) = self.decide(id, secret, imported, ip, scope, now) else {
-            return Verdict::Denied(Denial::UnknownKey);
+            return Verdict::Denied(Refusal {
+                denial: Denial::UnknownKey,
+                key_id: Some(id),
+                owner: None,
+            });
         };
         let mut id = id;
         if imported
             && matches!(
                 decided.0,
-                Verdict::Denied(Denial::WrongSecret | Denial::Busy)
+                Decision::Denied(Denial::WrongSecret | Denial::Busy)
             )
         {
             (id, decided) = self.other_imports(key, id, decided, ip, scope, now);
         }
-        let (verdict, freshness, confirmed) = decided;
+        let (verdict, freshness, confirmed, owner) = decided;
         let outcome = match &verdict {
-            Verdict::Valid(_) => Outcome::Allowed,
-            Verdict::Denied(d) => Outcome::Denied(*d),
+            Decision::Valid(_) => Outcome::Allowed,
+            Decision::Denied(d) => Outcome::Denied(*d),
         };
         // Rare paths only: a refused IP, an old secret.
         let notice_kind = match (&verdict, freshness) {
-            (Verdict::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
+            (Decision::Denied(Denial::IpNotAllowed), _) => Some(EventKind::KeyDeniedIp),
             (_, Freshness::Stale) => Some(EventKind::KeyStaleSecretUsed),
             _ => None,
         };
@@ -101,8 +113,8 @@ impl Engine {
                 ip,
                 integration,
                 generation: match &verdict {
-                    Verdict::Valid(g) => Some(g.generation),
-                    Verdict::Denied(_) => None,
+                    Decision::Valid(g) => Some(g.generation),
+                    Decision::Denied(_) => None,
                 },
                 confirmed: (kind == EventKind::KeyDeniedIp).then_some(confirmed),
                 at: now,
@@ -110,7 +122,14 @@ impl Engine {
         }
         self.usage
             .record(id, now, ip, integration, outcome, freshness);
-        verdict
+        match verdict {
+            Decision::Valid(g) => Verdict::Valid(g),
+            Decision::Denied(denial) => Verdict::Denied(Refusal {
+                denial,
+                key_id: Some(id),
+                owner,
+            }),
+        }
     }
 
     /// An imported key's string that key `first` (the longest prefix it
@@ -127,7 +146,7 @@ impl Engine {
         scope: Option<&str>,
         now: i64,
     ) -> (KeyId, Decided) {
-        let mut busy = refused.0 == Verdict::Denied(Denial::Busy);
+        let mut busy = refused.0 == Decision::Denied(Denial::Busy);
         let mut missed = if busy { vec![] } else { vec![first] };
         for other in self.index.imports.prefixed(key) {
             if other == first || missed.contains(&other) {
@@ -137,8 +156,8 @@ impl Engine {
                 continue;
             };
             match d.0 {
-                Verdict::Denied(Denial::WrongSecret) => missed.push(other),
-                Verdict::Denied(Denial::Busy) => busy = true,
+                Decision::Denied(Denial::WrongSecret) => missed.push(other),
+                Decision::Denied(Denial::Busy) => busy = true,
                 _ => {
                     // Not guesses at the keys tried before: they do not rest.
                     for m in &missed {
@@ -150,7 +169,7 @@ impl Engine {
         }
         let mut refused = refused;
         if busy {
-            refused.0 = Verdict::Denied(Denial::Busy);
+            refused.0 = Decision::Denied(Denial::Busy);
         }
         (first, refused)
     }
@@ -171,15 +190,16 @@ impl Engine {
         // For a refused IP: whether the secret is known good (warm), which
         // the notice tells; no argon2 is run to find out.
         let mut confirmed = false;
+        let mut owner = None;
         let step = {
             let shard = read(self.index.shard(&id));
             let live = shard.get(&id)?;
             live.prefetch();
-            if let Some(d) = live.gatekeep(now, ip) {
+            let step = if let Some(d) = live.gatekeep(now, ip) {
                 if d == Denial::IpNotAllowed {
                     confirmed = live.warm_match(&self.warm_key.digest(secret)).is_some();
                 }
-                Step::Done(Verdict::Denied(d), Freshness::Unknown)
+                Step::Done(Decision::Denied(d), Freshness::Unknown)
             } else {
                 let digest = self.warm_key.digest(secret);
                 if let Some(i) = live.warm_match(&digest) {
@@ -192,7 +212,7 @@ impl Engine {
                             Step::Done(self.admit(id, live, v, scope, now), f)
                         }
                         Ok(c) if c.is_empty() => {
-                            Step::Done(Verdict::Denied(Denial::WrongSecret), Freshness::Unknown)
+                            Step::Done(Decision::Denied(Denial::WrongSecret), Freshness::Unknown)
                         }
                         Ok(candidates) => Step::Cold(Cold {
                             live: Arc::clone(live),
@@ -201,13 +221,23 @@ impl Engine {
                         }),
                     }
                 }
+            };
+            if matches!(step, Step::Done(Decision::Denied(_), _)) {
+                owner.clone_from(&live.owner);
+            }
+            step
+        };
+        let (decision, freshness) = match step {
+            Step::Done(v, f) => (v, f),
+            Step::Cold(cold) => {
+                owner.clone_from(&cold.live.owner);
+                self.verify_cold(id, secret, ip, scope, &cold)
             }
         };
-        let (verdict, freshness) = match step {
-            Step::Done(v, f) => (v, f),
-            Step::Cold(cold) => self.verify_cold(id, secret, ip, scope, &cold),
-        };
-        Some((verdict, freshness, confirmed))
+        if decision.is_valid() {
+            owner = None;
+        }
+        Some((decision, freshness, confirmed, owner))
     }
 
     /// The key id and the secret of a presented key: its parts when it is
@@ -302,27 +332,27 @@ impl Engine {
         ip: IpAddr,
         scope: Option<&str>,
         cold: &Cold,
-    ) -> (Verdict, Freshness) {
+    ) -> (Decision, Freshness) {
         let Cold {
             live,
             candidates,
             digest,
         } = cold;
         let n = match self.cold_match(id, live, candidates, digest, secret) {
-            Err(busy) => return (Verdict::Denied(busy), Freshness::Unknown),
-            Ok(None) => return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown),
+            Err(busy) => return (Decision::Denied(busy), Freshness::Unknown),
+            Ok(None) => return (Decision::Denied(Denial::WrongSecret), Freshness::Unknown),
             Ok(Some(n)) => n,
         };
         let now = self.now_ms();
         let Some(current) = self.index.get(&id) else {
-            return (Verdict::Denied(Denial::UnknownKey), Freshness::Unknown);
+            return (Decision::Denied(Denial::UnknownKey), Freshness::Unknown);
         };
         let Some(i) = current.gens.iter().position(|g| g.n == n) else {
-            return (Verdict::Denied(Denial::WrongSecret), Freshness::Unknown);
+            return (Decision::Denied(Denial::WrongSecret), Freshness::Unknown);
         };
         let _ = current.gens[i].warm.set(*digest);
         if let Some(d) = current.gatekeep(now, ip) {
-            return (Verdict::Denied(d), Freshness::Unknown);
+            return (Decision::Denied(d), Freshness::Unknown);
         }
         // The key's first use in this process: its first lease, and what
         // earlier processes spent of its limits, before it answers (argon2
@@ -343,15 +373,15 @@ impl Engine {
         &self,
         id: KeyId,
         live: &Live,
-        verdict: Verdict,
+        verdict: Decision,
         scope: Option<&str>,
         now: i64,
-    ) -> Verdict {
+    ) -> Decision {
         if !verdict.is_valid() {
             return verdict;
         }
         if scope.is_some_and(|s| !live.has_scope(s)) {
-            return Verdict::Denied(Denial::ScopeMissing);
+            return Decision::Denied(Denial::ScopeMissing);
         }
         if let Some(meter) = live.meter() {
             let a = meter.admit(now, self.budgets_shared());
@@ -359,7 +389,7 @@ impl Engine {
                 self.leases.request(id);
             }
             if let Some(d) = a.refusal {
-                return Verdict::Denied(d);
+                return Decision::Denied(d);
             }
         }
         verdict

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 use keyward::{
-    Argon2Params, CreateOptions, Denial, ImportedSecret, KeyId, Limit, Options, Store, Verdict,
+    Argon2Params, CreateOptions, Denial, ImportedSecret, KeyId, Limit, Options, Store,
+    VerifyRequest,
 };
 use sha2::Digest;
 
@@ -171,7 +172,11 @@ fn verify_benches(c: &mut Criterion) {
     for k in &limited {
         assert!(
             store
-                .verify_scoped(k, ip, Some("bench"), Some("orders:read"))
+                .verify_request(
+                    &VerifyRequest::new(k, ip)
+                        .integration("bench")
+                        .scope("orders:read")
+                )
                 .is_valid()
         );
     }
@@ -194,18 +199,17 @@ fn verify_benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % WARM;
             let v = store.verify(black_box(&format!("sk_none_{i:06}")), ip, Some("bench"));
-            debug_assert_eq!(v, Verdict::Denied(Denial::Malformed));
+            debug_assert_eq!(v, Denial::Malformed);
             black_box(v)
         });
     });
     g.bench_function("warm_limited", |b| {
         b.iter(|| {
             i = (i + 1) % WARM;
-            let v = store.verify_scoped(
-                black_box(&limited[i]),
-                ip,
-                Some("bench"),
-                Some("orders:read"),
+            let v = store.verify_request(
+                &VerifyRequest::new(black_box(&limited[i]), ip)
+                    .integration("bench")
+                    .scope("orders:read"),
             );
             debug_assert!(v.is_valid());
             black_box(v)
@@ -221,7 +225,7 @@ fn verify_benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % WARM;
             let v = store.verify(black_box(&wrong[i]), ip, Some("bench"));
-            debug_assert_eq!(v, Verdict::Denied(Denial::WrongSecret));
+            debug_assert_eq!(v, Denial::WrongSecret);
             black_box(v)
         });
     });
@@ -229,7 +233,7 @@ fn verify_benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % cold.len();
             let v = store.verify(black_box(&cold[i]), ip, None);
-            debug_assert_eq!(v, Verdict::Denied(Denial::WrongSecret));
+            debug_assert_eq!(v, Denial::WrongSecret);
             black_box(v)
         });
     });

@@ -9,8 +9,7 @@ use super::generated::{kw_denial, kw_status};
 use super::store::kw_store;
 use super::values::{not_null, optional_text, store_ref, text};
 use super::{KW_KEY_ID_BUFFER_LEN, KW_OWNER_BUFFER_LEN};
-use keyward::KeyId;
-use keyward::{Denial, Verdict};
+use keyward::{Denial, Verdict, VerifyRequest};
 
 /// The answer of `kw_verify`.
 #[repr(C)]
@@ -145,7 +144,11 @@ unsafe fn verify_into(
         let size = unsafe { out_size(verdict_out, KW_VERDICT_SIZE_1, "kw_verdict") }?;
         // SAFETY: the caller promises `key_len` readable bytes at `key`.
         let bytes = unsafe { std::slice::from_raw_parts(key.cast::<u8>(), key_len) };
-        let verdict = store.verify_scoped_bytes(bytes, ip, integration, scope);
+        let verdict = store.verify_request(
+            &VerifyRequest::new(bytes, ip)
+                .integration(integration)
+                .scope(scope),
+        );
         let mut out = kw_verdict {
             size,
             valid: false,
@@ -157,28 +160,21 @@ unsafe fn verify_into(
             owner: [0; KW_OWNER_BUFFER_LEN],
             retry_after_ms: 0,
         };
-        let mut owner = None;
-        let id: Option<KeyId> = match verdict {
+        let (id, owner) = match verdict {
             Verdict::Valid(g) => {
                 out.valid = true;
                 out.generation = g.generation;
                 out.in_grace = g.in_grace;
-                owner = g.owner;
-                Some(g.key_id)
+                (Some(g.key_id), g.owner)
             }
-            Verdict::Denied(d) => {
-                out.denial = kw_denial::from(&d);
-                match d {
+            Verdict::Denied(r) => {
+                out.denial = kw_denial::from(&r.denial);
+                match r.denial {
                     Denial::Rotated { at } => out.rotated_at_unix_ms = at.unix_millis(),
                     Denial::RateLimited { retry_after_ms } => out.retry_after_ms = retry_after_ms,
                     _ => {}
                 }
-                if d == Denial::Malformed {
-                    None
-                } else {
-                    owner = store.owner_of_key(bytes);
-                    store.key_id_of(bytes)
-                }
+                (r.key_id, r.owner)
             }
         };
         let id = id.as_ref().map_or(&[][..], |id| id.as_str().as_bytes());

@@ -25,8 +25,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use keyward::KeyId;
-use keyward::{Denial, Verdict as EngineVerdict};
+use keyward::{Denial, Verdict as EngineVerdict, VerifyRequest};
 use keyward_ffi::kw_store;
 
 /// The package's `Denial` members by number, and its function from
@@ -338,30 +337,23 @@ impl Gate {
         // The key is read while other threads run: it is borrowed from a
         // str or bytes object, which is immutable and kept alive by this
         // call's arguments.
-        let (verdict, owner, id) = py.detach(|| {
-            let verdict = store.verify_scoped_bytes(bytes, ip, integration, scope);
-            let (owner, id) = match &verdict {
-                EngineVerdict::Valid(g) => (g.owner.clone(), Some(g.key_id)),
-                EngineVerdict::Denied(Denial::Malformed) => (None, None),
-                EngineVerdict::Denied(_) => (store.owner_of_key(bytes), store.key_id_of(bytes)),
-            };
-            (verdict, owner, id)
+        let verdict = py.detach(|| {
+            store.verify_request(
+                &VerifyRequest::new(bytes, ip)
+                    .integration(integration)
+                    .scope(scope),
+            )
         });
         self.leave_call();
-        Ok(Some(answer(py, &verdict, owner.as_deref(), id)?))
+        Ok(Some(answer(py, &verdict)?))
     }
 }
 
-fn answer(
-    py: Python<'_>,
-    verdict: &EngineVerdict,
-    owner: Option<&str>,
-    id: Option<KeyId>,
-) -> PyResult<Verdict> {
+fn answer(py: Python<'_>, verdict: &EngineVerdict) -> PyResult<Verdict> {
     let none = || py.None();
     let text = |s: &str| PyString::new(py, s).into_any().unbind();
-    let owner = owner.map_or_else(none, text);
-    let key_id = id.map_or_else(none, |id| text(id.as_str()));
+    let owner = verdict.owner().map_or_else(none, |o| text(o));
+    let key_id = verdict.key_id().map_or_else(none, |id| text(id.as_str()));
     Ok(match verdict {
         EngineVerdict::Valid(g) => Verdict {
             valid: true,
@@ -374,7 +366,8 @@ fn answer(
             retry_after: none(),
             scopes: PyTuple::new(py, g.scopes().iter().collect::<Vec<_>>())?.unbind(),
         },
-        EngineVerdict::Denied(d) => {
+        EngineVerdict::Denied(r) => {
+            let d = &r.denial;
             let denials = DENIALS
                 .get(py)
                 .ok_or_else(|| PyValueError::new_err("keyward._fast.bind was not called"))?;
