@@ -37,6 +37,249 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * JSON shapes: what the `*_json` calls write. Times are RFC 3339 in UTC;
+ * a field marked "?" may be absent (written by an older library) and
+ * newer libraries may add fields, so read the ones you know.
+ *
+ * KeyInfo: The Overview tab of one key. Never holds secret material.
+ *   "id": string (key id)
+ *       Public, stable id.
+ *   "name": string
+ *       What the operator called it.
+ *   "masked": string
+ *       `kw_4fK9xQ2mLp7A_…` + the last four characters of the current key.
+ *   "created_at": string (RFC 3339, UTC)
+ *       When it was created.
+ *   "generation": integer
+ *       Current generation: 1 at creation, +1 per regeneration.
+ *   "disabled": boolean
+ *       Disabled keys admit nobody.
+ *   "whitelist_enabled": boolean
+ *       Whether requests are restricted to whitelisted IPs.
+ *   "expires_at"?: string (RFC 3339, UTC) | null
+ *       When it stops working, if ever.
+ *   "grace_until"?: string (RFC 3339, UTC) | null
+ *       Until when an older secret still works (grace of a regeneration).
+ *   "last_used_at"?: string (RFC 3339, UTC) | null
+ *       When it last admitted a request.
+ *   "limits"?: [Limit]
+ *       Its rate limits.
+ *   "metadata"?: any JSON
+ *       The JSON object given at creation or later.
+ *   "owner"?: string | null
+ *       The account the key belongs to (the application's customer id).
+ *   "quota"?: Quota | null
+ *       Its quota, with `remaining` as storage and this process hold it now.
+ *   "rotated_at"?: string (RFC 3339, UTC) | null
+ *       When it was last regenerated.
+ *   "scopes"?: [string]
+ *       What the key may be used for; empty: no scope is required of it.
+ *
+ * Usage: The Usage tab of one key.
+ *   "key_id": string (key id)
+ *       Which key.
+ *   "totals": UsageTotals
+ *       Counts by outcome, since the key was created.
+ *   "ips": [IpUsage]
+ *       Client IPs, most recently seen first.
+ *   "integrations": [IntegrationUsage]
+ *       Integrations, most recently seen first.
+ *   "hourly": [HourlyUsage]
+ *       Hourly counts inside the retention window, oldest first.
+ *   "last_used"?: LastUse | null
+ *       The last admitted request.
+ *
+ * Whitelist: A key's whitelist: the restriction toggle and its entries.
+ *   "enabled": boolean
+ *       When true, only addresses covered by an entry are admitted; with no
+ *       entries, nobody is.
+ *   "entries": [WhitelistEntry]
+ *       The named entries, oldest first.
+ *
+ * PluginInfo: One installed plugin and how its deliveries are going.
+ *   "name": string
+ *       Its unique name.
+ *   "version": string
+ *       Its own version.
+ *   "api": string
+ *       The notifier API version it was built against.
+ *   "events": [string]
+ *       Event kinds it receives.
+ *   "allowed_hosts": [string]
+ *       Origins it may call.
+ *   "allow_private_network": boolean
+ *       Its calls may reach private addresses (an operator's grant at install).
+ *   "enabled": boolean
+ *       Disabled plugins receive nothing (their cursor waits).
+ *   "installed_at": string (RFC 3339, UTC)
+ *       When it was installed.
+ *   "status": PluginStatus
+ *       Delivery state.
+ *
+ * Event: One entry of the outbox.
+ *   "kind": EventKind
+ *       What happened.
+ *   "at": string (RFC 3339, UTC)
+ *       When.
+ *   "key_id": string (key id)
+ *       The key it concerns.
+ *   "name": string
+ *       The key's name at the time.
+ *   "masked": string
+ *       The key's masked form at the time.
+ *   "data": any JSON
+ *       Details of the change (never a secret or a hash).
+ *   "seq"?: integer
+ *       Position in the outbox, increasing.
+ *
+ * Limit: A named rate limit: at most `limit` requests in any `window`
+ *   (`burst`: 100 per 60 s; `daily`: 10,000 per day). See `Window` for
+ *   how they are counted.
+ *   "name": string
+ *       Its name, unique among the key's limits: 1 to 64 of `[A-Za-z0-9_.-]`.
+ *   "limit": integer
+ *       Requests admitted in any window (1 to 10⁹).
+ *   "window_seconds": number
+ *       The window's length (1 ms to 366 days, whole milliseconds).
+ *
+ * Quota: A key's quota: requests left, decremented by each admitted request,
+ *   refused with `QuotaExhausted` at zero, optionally reset periodically.
+ *   "remaining": integer
+ *       Requests left.
+ *   "refill"?: Refill | null
+ *       The periodic reset, if any.
+ *
+ * UsageTotals: Verifications of one key by outcome.
+ *   "allowed": integer
+ *       Admitted (including an old secret inside its grace period).
+ *   "denied": integer
+ *       Denied, for any reason below.
+ *   "busy"?: integer
+ *       Denied: `busy`.
+ *   "disabled"?: integer
+ *       Denied: `disabled`.
+ *   "expired"?: integer
+ *       Denied: `expired`.
+ *   "ip_not_allowed"?: integer
+ *       Denied: `ip_not_allowed`.
+ *   "quota_exhausted"?: integer
+ *       Denied: `quota_exhausted`.
+ *   "rate_limited"?: integer
+ *       Denied: `rate_limited`.
+ *   "rotated"?: integer
+ *       Denied: `rotated`.
+ *   "scope_missing"?: integer
+ *       Denied: `scope_missing`.
+ *   "unavailable"?: integer
+ *       Denied: `unavailable`.
+ *   "wrong_secret"?: integer
+ *       Denied: `wrong_secret`.
+ *
+ * IpUsage: One client IP that presented the key.
+ *   "ip": string (IP address)
+ *       The client address (IPv4-mapped IPv6 shown as IPv4).
+ *   "first_seen": string (RFC 3339, UTC)
+ *       First request seen.
+ *   "last_seen": string (RFC 3339, UTC)
+ *       Latest request seen.
+ *   "allowed": integer
+ *       Requests admitted.
+ *   "denied": integer
+ *       Requests denied.
+ *   "stale_secret": boolean
+ *       Its latest secret was of an older generation: this client must be
+ *       updated with the regenerated key.
+ *   "last_integration"?: string | null
+ *       The integration named by its latest request, if any.
+ *
+ * IntegrationUsage: One integration (a CRM, an automation platform) that presented the key.
+ *   "name": string
+ *       The name the application passed (often a User-Agent).
+ *   "first_seen": string (RFC 3339, UTC)
+ *       First request seen.
+ *   "last_seen": string (RFC 3339, UTC)
+ *       Latest request seen.
+ *   "count": integer
+ *       Requests, admitted or not.
+ *   "denied": integer
+ *       Of which denied.
+ *   "ips": [string (IP address)]
+ *       Client IPs it used, most recent first (at most 16).
+ *   "stale_secret": boolean
+ *       Its latest secret was of an older generation.
+ *
+ * HourlyUsage: Requests in one hour.
+ *   "hour": string (RFC 3339, UTC)
+ *       Start of the hour.
+ *   "allowed": integer
+ *       Requests admitted.
+ *   "denied": integer
+ *       Requests denied.
+ *   "limited": integer
+ *       Of those denied, the rate-limited and out-of-quota ones.
+ *
+ * LastUse: The last admitted use of a key.
+ *   "at": string (RFC 3339, UTC)
+ *       When.
+ *   "ip": string (IP address)
+ *       From which client address.
+ *
+ * WhitelistEntry: One named whitelist entry.
+ *   "id": string
+ *       Stable id of the entry, used to remove it.
+ *   "name": string
+ *       What the operator called it ("office", "CRM egress").
+ *   "network": string
+ *       The address or network, in canonical form (`198.51.100.0/24`, `2001:db8::1`).
+ *   "created_at": string (RFC 3339, UTC)
+ *       When it was added.
+ *
+ * PluginStatus: Delivery state of one plugin.
+ *   "cursor": integer
+ *       Sequence number of the last event it has been given (delivered,
+ *       skipped as unsubscribed, or dead-lettered).
+ *   "delivered": integer
+ *       Events delivered.
+ *   "failed": integer
+ *       Failed attempts, all told.
+ *   "attempts": integer
+ *       Failed attempts at the event after the cursor.
+ *   "dead_letters"?: integer
+ *       Events on the dead-letter list now.
+ *   "last_error"?: string | null
+ *       The latest failure.
+ *   "last_error_at"?: string (RFC 3339, UTC) | null
+ *       When the latest failure happened.
+ *   "last_success_at"?: string (RFC 3339, UTC) | null
+ *       When an event was last delivered.
+ *   "next_attempt_at"?: string (RFC 3339, UTC) | null
+ *       When the next attempt is due, while backing off.
+ *   "pending"?: integer
+ *       Events in the outbox after the cursor (subscribed or not).
+ *
+ * EventKind: What happened.
+ *   "key.created"  A key was created.
+ *   "key.regenerated"  A key got a new secret; `data.grace_until` says until when the old one works.
+ *   "key.deleted"  A key was deleted.
+ *   "key.updated"  A key was disabled, enabled, renamed, or its expiry or metadata changed.
+ *   "whitelist.updated"  A key's whitelist was switched on or off, or an entry added or removed.
+ *   "key.denied_ip"  A key was presented from an IP its whitelist refuses (at most once per key, IP and hour).
+ *   "key.stale_secret_used"  A client presented the secret of an older generation (in its grace period or after it), at most once per key, IP and hour: it must be updated with the regenerated key.
+ *   "key.leaked"  A live key was found where it should not be (`keyward scan`); `data` says where and what was done (`regenerated`, `disabled`).
+ *   "key.quota_exhausted"  A key's quota ran out: the first request refused for it, once per exhaustion across every process of the store (`data.refill_at` says when it is refilled, if it is).
+ *
+ * Refill: A refill of a quota: `remaining` becomes `amount` at each period's start.
+ *   "amount": integer
+ *       What `remaining` is reset to (1 to 2⁵³).
+ *   "period": RefillPeriod
+ *       When.
+ *
+ * RefillPeriod: When a quota's `remaining` is reset.
+ *   "daily"  At 00:00 UTC every day.
+ *   "monthly"  At 00:00 UTC on the 1st of every month.
+ */
+
 /**
  * Size of a buffer that holds any key id with its NUL (`kw_verdict.key_id`, `id_out`).
  */
@@ -515,14 +758,9 @@ enum kw_status kw_key_update_json(struct kw_store *store,
                                   char **json_out);
 
 /**
- * Key `id`'s Overview as a JSON object, written to `*json_out` (free with
- * `kw_string_free`):
- * `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",
- *   "generation", "disabled", "expires_at", "whitelist_enabled",
- *   "grace_until", "metadata", "owner", "scopes", "limits", "quota"}` —
- * times are RFC 3339 strings or null; `limits` a list of `{"name",
- * "limit", "window_seconds"}`; `quota` null or `{"remaining", "refill":
- * null or {"amount", "period": "daily" | "monthly"}}`.
+ * Key `id`'s Overview as a `KeyInfo` JSON object (see "JSON shapes" at
+ * the top of this header), written to `*json_out` (free with
+ * `kw_string_free`).
  */
 enum kw_status kw_key_get_json(const struct kw_store *store, const char *id, char **json_out);
 
@@ -612,12 +850,9 @@ enum kw_status kw_plugin_install_ex(struct kw_store *store,
                                     char **json_out);
 
 /**
- * Every installed plugin with its delivery status, as a JSON array to
- * `*json_out` (free with `kw_string_free`): `[{"name", "version", "api",
- * "events", "allowed_hosts", "allow_private_network", "enabled",
- * "installed_at", "status":
- * {"cursor", "pending", "delivered", "failed", "dead_letters", "attempts",
- * "next_attempt_at", "last_error", "last_error_at", "last_success_at"}}]`.
+ * Every installed plugin with its delivery status, as a JSON array of
+ * `PluginInfo` objects (see "JSON shapes" at the top of this header) to
+ * `*json_out` (free with `kw_string_free`).
  */
 enum kw_status kw_plugin_list_json(const struct kw_store *store, char **json_out);
 
@@ -795,22 +1030,16 @@ enum kw_status kw_store_backup_json(const struct kw_store *store,
 enum kw_status kw_store_copy_json(const struct kw_store *store, const char *dest, char **json_out);
 
 /**
- * Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
- * `{"key_id", "totals": {"allowed", "denied", and a count per denial
- * recorded against a key, by its name: "wrong_secret", "rotated",
- * "expired", "disabled", "ip_not_allowed", "busy", "unavailable"; more may
- * come}, "last_used": {"at",
- * "ip"} | null, "ips": [{"ip", "first_seen", "last_seen", "allowed",
- * "denied", "last_integration", "stale_secret"}], "integrations": [{"name",
- * "first_seen", "last_seen", "count", "denied", "ips", "stale_secret"}],
- * "hourly": [{"hour", "allowed", "denied"}]}`. Includes unflushed usage.
+ * Key `id`'s Usage tab as a `Usage` JSON object (see "JSON shapes" at the
+ * top of this header), to `*json_out` (free with `kw_string_free`).
+ * Includes unflushed usage.
  */
 enum kw_status kw_usage_json(const struct kw_store *store, const char *id, char **json_out);
 
 /**
  * Outbox events with sequence number above `since`, oldest first, at most
- * `limit`, as a JSON array to `*json_out` (free with `kw_string_free`):
- * `[{"seq", "kind", "at", "key_id", "name", "masked", "data"}]`.
+ * `limit`, as a JSON array of `Event` objects (see "JSON shapes" at the
+ * top of this header) to `*json_out` (free with `kw_string_free`).
  */
 enum kw_status kw_events_json(const struct kw_store *store,
                               uint64_t since,
@@ -888,9 +1117,9 @@ enum kw_status kw_whitelist_add(struct kw_store *store,
 enum kw_status kw_whitelist_remove(struct kw_store *store, const char *id, const char *entry_id);
 
 /**
- * Key `id`'s Whitelist tab as JSON, to `*json_out` (free with
- * `kw_string_free`): `{"enabled": bool, "entries": [{"id", "name",
- * "network", "created_at"}]}`.
+ * Key `id`'s Whitelist tab as a `Whitelist` JSON object (see "JSON
+ * shapes" at the top of this header), to `*json_out` (free with
+ * `kw_string_free`).
  */
 enum kw_status kw_whitelist_json(const struct kw_store *store, const char *id, char **json_out);
 

@@ -52,6 +52,7 @@ macro_rules! define_event_kind {
     ($($(#[doc = $doc:literal])* $variant:ident = $name:literal;)*) => {
         /// What happened.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[non_exhaustive]
         pub enum EventKind {
             $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)*
@@ -78,6 +79,7 @@ with_event_kinds!(define_event_kind);
 
 /// One entry of the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct Event {
     /// Position in the outbox, increasing.

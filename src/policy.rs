@@ -33,6 +33,7 @@ pub const MAX_QUOTA: u64 = 1 << 53;
 /// (`burst`: 100 per 60 s; `daily`: 10,000 per day). See [`Window`] for
 /// how they are counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     /// Its name, unique among the key's limits: 1 to 64 of `[A-Za-z0-9_.-]`.
@@ -41,6 +42,7 @@ pub struct Limit {
     pub limit: u64,
     /// The window's length (1 ms to 366 days, whole milliseconds).
     #[serde(with = "window_seconds", rename = "window_seconds")]
+    #[cfg_attr(feature = "schema", schemars(with = "f64"))]
     pub window: Duration,
 }
 
@@ -114,6 +116,7 @@ pub fn seconds(secs: f64) -> Option<Duration> {
 
 /// When a quota's `remaining` is reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RefillPeriod {
     /// At 00:00 UTC every day.
@@ -172,6 +175,7 @@ impl RefillPeriod {
 
 /// A refill of a quota: `remaining` becomes `amount` at each period's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Refill {
     /// What `remaining` is reset to (1 to 2⁵³).
@@ -183,6 +187,7 @@ pub struct Refill {
 /// A key's quota: requests left, decremented by each admitted request,
 /// refused with `QuotaExhausted` at zero, optionally reset periodically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Requests left.

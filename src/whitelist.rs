@@ -18,6 +18,7 @@ pub(crate) const MAX_ENTRIES: usize = 1000;
 
 /// One named whitelist entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct WhitelistEntry {
     /// Stable id of the entry, used to remove it.
@@ -32,6 +33,7 @@ pub struct WhitelistEntry {
 
 /// A key's whitelist: the restriction toggle and its entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct Whitelist {
     /// When true, only addresses covered by an entry are admitted; with no

@@ -100,6 +100,7 @@ impl From<StorageError> for PluginError {
 
 /// One installed plugin and how its deliveries are going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct PluginInfo {
     /// Its unique name.
@@ -124,6 +125,7 @@ pub struct PluginInfo {
 
 /// Delivery state of one plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PluginStatus {
     /// Sequence number of the last event it has been given (delivered,
     /// skipped as unsubscribed, or dead-lettered).

@@ -17,6 +17,7 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// The Overview tab of one key. Never holds secret material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct KeyInfo {
     /// Public, stable id.
@@ -46,8 +47,10 @@ pub struct KeyInfo {
     /// The account the key belongs to (the application's customer id).
     pub owner: Option<String>,
     /// What the key may be used for; empty: no scope is required of it.
+    #[serde(default)]
     pub scopes: Vec<String>,
     /// Its rate limits.
+    #[serde(default)]
     pub limits: Vec<Limit>,
     /// Its quota, with `remaining` as storage and this process hold it now.
     pub quota: Option<Quota>,

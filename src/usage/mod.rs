@@ -76,6 +76,7 @@ macro_rules! define_usage_totals {
     )*) => {
         /// Verifications of one key by outcome.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[non_exhaustive]
         pub struct UsageTotals {
             /// Admitted (including an old secret inside its grace period).
@@ -134,6 +135,7 @@ impl UsageTotals {
 
 /// The last admitted use of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct LastUse {
     /// When.
@@ -144,6 +146,7 @@ pub struct LastUse {
 
 /// One client IP that presented the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct IpUsage {
     /// The client address (IPv4-mapped IPv6 shown as IPv4).
@@ -165,6 +168,7 @@ pub struct IpUsage {
 
 /// One integration (a CRM, an automation platform) that presented the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct IntegrationUsage {
     /// The name the application passed (often a User-Agent).
@@ -185,6 +189,7 @@ pub struct IntegrationUsage {
 
 /// Requests in one hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct HourlyUsage {
     /// Start of the hour.
@@ -212,6 +217,7 @@ impl HourlyUsage {
 
 /// The Usage tab of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub struct Usage {
     /// Which key.

@@ -570,14 +570,9 @@ pub unsafe extern "C" fn kw_key_update_json(
     })
 }
 
-/// Key `id`'s Overview as a JSON object, written to `*json_out` (free with
-/// `kw_string_free`):
-/// `{"id", "name", "masked", "created_at", "rotated_at", "last_used_at",
-///   "generation", "disabled", "expires_at", "whitelist_enabled",
-///   "grace_until", "metadata", "owner", "scopes", "limits", "quota"}` —
-/// times are RFC 3339 strings or null; `limits` a list of `{"name",
-/// "limit", "window_seconds"}`; `quota` null or `{"remaining", "refill":
-/// null or {"amount", "period": "daily" | "monthly"}}`.
+/// Key `id`'s Overview as a `KeyInfo` JSON object (see "JSON shapes" at
+/// the top of this header), written to `*json_out` (free with
+/// `kw_string_free`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_get_json(
     store: *const kw_store,

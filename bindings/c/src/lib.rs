@@ -39,6 +39,8 @@ mod whitelist;
 
 #[cfg(test)]
 mod codegen;
+#[cfg(test)]
+mod shapes;
 
 use keyward::ENTRY_ID_LEN;
 

@@ -131,12 +131,9 @@ pub unsafe extern "C" fn kw_plugin_install_ex(
     })
 }
 
-/// Every installed plugin with its delivery status, as a JSON array to
-/// `*json_out` (free with `kw_string_free`): `[{"name", "version", "api",
-/// "events", "allowed_hosts", "allow_private_network", "enabled",
-/// "installed_at", "status":
-/// {"cursor", "pending", "delivered", "failed", "dead_letters", "attempts",
-/// "next_attempt_at", "last_error", "last_error_at", "last_success_at"}}]`.
+/// Every installed plugin with its delivery status, as a JSON array of
+/// `PluginInfo` objects (see "JSON shapes" at the top of this header) to
+/// `*json_out` (free with `kw_string_free`).
 #[unsafe(no_mangle)]
 #[cfg_attr(not(feature = "plugins"), allow(unused_variables))]
 pub unsafe extern "C" fn kw_plugin_list_json(

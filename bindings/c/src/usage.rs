@@ -7,15 +7,9 @@ use super::generated::kw_status;
 use super::store::kw_store;
 use super::values::{key_id, not_null, put_json, store_ref};
 
-/// Key `id`'s Usage tab as JSON, to `*json_out` (free with `kw_string_free`):
-/// `{"key_id", "totals": {"allowed", "denied", and a count per denial
-/// recorded against a key, by its name: "wrong_secret", "rotated",
-/// "expired", "disabled", "ip_not_allowed", "busy", "unavailable"; more may
-/// come}, "last_used": {"at",
-/// "ip"} | null, "ips": [{"ip", "first_seen", "last_seen", "allowed",
-/// "denied", "last_integration", "stale_secret"}], "integrations": [{"name",
-/// "first_seen", "last_seen", "count", "denied", "ips", "stale_secret"}],
-/// "hourly": [{"hour", "allowed", "denied"}]}`. Includes unflushed usage.
+/// Key `id`'s Usage tab as a `Usage` JSON object (see "JSON shapes" at the
+/// top of this header), to `*json_out` (free with `kw_string_free`).
+/// Includes unflushed usage.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_usage_json(
     store: *const kw_store,
@@ -31,8 +25,8 @@ pub unsafe extern "C" fn kw_usage_json(
 }
 
 /// Outbox events with sequence number above `since`, oldest first, at most
-/// `limit`, as a JSON array to `*json_out` (free with `kw_string_free`):
-/// `[{"seq", "kind", "at", "key_id", "name", "masked", "data"}]`.
+/// `limit`, as a JSON array of `Event` objects (see "JSON shapes" at the
+/// top of this header) to `*json_out` (free with `kw_string_free`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_events_json(
     store: *const kw_store,

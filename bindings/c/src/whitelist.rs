@@ -63,9 +63,9 @@ pub unsafe extern "C" fn kw_whitelist_remove(
     })
 }
 
-/// Key `id`'s Whitelist tab as JSON, to `*json_out` (free with
-/// `kw_string_free`): `{"enabled": bool, "entries": [{"id", "name",
-/// "network", "created_at"}]}`.
+/// Key `id`'s Whitelist tab as a `Whitelist` JSON object (see "JSON
+/// shapes" at the top of this header), to `*json_out` (free with
+/// `kw_string_free`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_whitelist_json(
     store: *const kw_store,
