@@ -57,6 +57,8 @@
  *       Disabled keys admit nobody.
  *   "whitelist_enabled": boolean
  *       Whether requests are restricted to whitelisted IPs.
+ *   "description"?: string | null
+ *       What the key is for, in the operator's words.
  *   "expires_at"?: string (RFC 3339, UTC) | null
  *       When it stops working, if ever.
  *   "grace_until"?: string (RFC 3339, UTC) | null
@@ -640,8 +642,10 @@ enum kw_status kw_key_create(struct kw_store *store,
  *   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
  *   "owner": "acct_42", "scopes": ["orders:read"],
  *   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
- *   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}}}`
- * (`owner`: the account the key belongs to; `refill` may be null).
+ *   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}},
+ *   "description": "what the key is for"}`
+ * (`owner`: the account the key belongs to; `refill` may be null;
+ * `description` up to 1,024 bytes).
  * Whitelist entries also switch the restriction on.
  */
 enum kw_status kw_key_create_ex(struct kw_store *store,
@@ -745,9 +749,10 @@ enum kw_status kw_key_set_quota(struct kw_store *store, const char *id, const ch
  * atomic, durable write: every field it names, or (one invalid, storage
  * failing) none. Its fields are those of `kw_key_create_ex`'s options —
  * `"name"`, `"disabled"`, `"expires_at"`, `"metadata"`, `"owner"`,
- * `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"` — each left
- * out (unchanged), `null` (cleared: no expiry, metadata, owner, quota;
- * no limits or scopes) or a value. Each field changed writes the event
+ * `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"`,
+ * `"description"` — each left out (unchanged), `null` (cleared: no
+ * expiry, metadata, owner, quota, description; no limits or scopes) or
+ * a value (`null` is refused for the name and the two switches). Each field changed writes the event
  * its `kw_key_set_*` function writes. On success the key's Overview (the
  * object of `kw_key_get_json`) is written to `*json_out` (free with
  * `kw_string_free`); `json_out` may be NULL.

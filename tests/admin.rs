@@ -756,7 +756,7 @@ fn the_panel_attaches_beside_an_application_that_owns_the_store() {
 }
 
 #[test]
-fn the_overview_shows_rate_limits_quota_and_scopes() {
+fn the_overview_shows_rate_limits_quota_scopes_and_the_description() {
     let (_dir, path) = store_path();
     let app = common::open(&path);
     let created = app
@@ -765,7 +765,8 @@ fn the_overview_shows_rate_limits_quota_and_scopes() {
             CreateOptions::new()
                 .limit(keyward::Limit::new("burst", 100, Duration::from_mins(1)))
                 .quota(keyward::Quota::new(500).refilled(1000, keyward::RefillPeriod::Monthly))
-                .scopes(["orders:read", "contacts:write"]),
+                .scopes(["orders:read", "contacts:write"])
+                .description("Zapier <orders> feed"),
         )
         .unwrap();
     let plain = app.create("plain", CreateOptions::new()).unwrap();
@@ -780,9 +781,18 @@ fn the_overview_shows_rate_limits_quota_and_scopes() {
     );
     assert!(page.contains("<code>contacts:write</code>"), "{page}");
     assert!(page.contains("<code>orders:read</code>"), "{page}");
+    // The description, escaped like everything the store holds.
+    assert!(
+        page.contains("<dt>Description</dt><dd>Zapier &lt;orders&gt; feed</dd>"),
+        "{page}"
+    );
     let (_, _, page) = panel.get(&format!("/keys/{}", plain.info.id), Some(&cookie));
     assert!(
         page.contains("<dt>Quota</dt><dd><span class=\"muted\">none</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<dt>Description</dt><dd><span class=\"muted\">none</span>"),
         "{page}"
     );
     let (status, err) = panel.stop();

@@ -280,6 +280,25 @@ fn key_set_changes_several_settings_at_once_or_none() {
     cli.ok(&["verify", &key, "--ip", "203.0.113.7"]);
 }
 
+/// A description: `key create --description`, shown by `key show`,
+/// changed and removed by `key set --description`.
+#[test]
+fn a_description_is_set_shown_and_removed() {
+    let cli = Cli::new();
+    let made = cli.json(&["key", "create", "crm", "--description", "HubSpot sync (EU)"]);
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(made["description"], "HubSpot sync (EU)");
+    let shown = cli.ok(&["key", "show", id]);
+    assert!(shown.contains("description   HubSpot sync (EU)"), "{shown}");
+    let info = cli.json(&["key", "set", id, "--description", "EU only"]);
+    assert_eq!(info["description"], "EU only");
+    let info = cli.json(&["key", "set", id, "--description", ""]);
+    assert_eq!(info["description"], Value::Null);
+    assert!(cli.ok(&["key", "show", id]).contains("description   none"));
+    let too_long = "d".repeat(1025);
+    cli.fails(&["key", "set", id, "--description", &too_long], 4);
+}
+
 #[test]
 fn regenerate_warns_and_lists_clients_to_update() {
     let cli = Cli::new();

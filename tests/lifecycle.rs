@@ -747,6 +747,52 @@ fn update_changes_every_named_field_at_once_with_each_fields_event() {
     assert_eq!(store.events(0, 1000).unwrap().last().unwrap().seq, seq);
 }
 
+/// A key's description: set at creation, changed and cleared by a patch
+/// (with its event), kept across a reopen, bounded.
+#[test]
+fn a_description_is_created_updated_cleared_and_kept() {
+    use keyward::KeyUpdate;
+    let (_dir, path, store) = temp_store();
+    let made = store
+        .create(
+            "crm",
+            CreateOptions::new().description("HubSpot sync for the EU team"),
+        )
+        .unwrap();
+    let id = made.info.id;
+    assert_eq!(
+        made.info.description.as_deref(),
+        Some("HubSpot sync for the EU team")
+    );
+    let seq = store.events(0, 100).unwrap().last().unwrap().seq;
+    let longest = "é".repeat(keyward::MAX_DESCRIPTION_LEN / 2);
+    let info = store
+        .update(&id, KeyUpdate::new().description(Some(longest.as_str())))
+        .unwrap();
+    assert_eq!(info.description.as_deref(), Some(longest.as_str()));
+    let told = store.events(seq, 10).unwrap();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].data["description"], "changed");
+    // Kept on disk (format 3's settings section) and read back.
+    drop(store);
+    let store = open(&path);
+    assert_eq!(
+        store.get(&id).unwrap().description.as_deref(),
+        Some(longest.as_str())
+    );
+    let too_long = "d".repeat(keyward::MAX_DESCRIPTION_LEN + 1);
+    assert!(matches!(
+        store.create("x", CreateOptions::new().description(too_long)),
+        Err(KeyError::InvalidInput(_))
+    ));
+    let cleared = store
+        .update(&id, KeyUpdate::new().description(None::<String>))
+        .unwrap();
+    assert_eq!(cleared.description, None);
+    drop(store);
+    assert_eq!(open(&path).get(&id).unwrap().description, None);
+}
+
 /// A patch with one invalid field changes nothing, not even its valid
 /// fields, and writes no event; a key that does not exist is NotFound.
 #[test]
@@ -769,6 +815,9 @@ fn an_update_with_one_invalid_field_changes_nothing() {
         KeyUpdate::new()
             .name("renamed")
             .metadata(Some(json!([1, 2]))),
+        KeyUpdate::new()
+            .disabled(true)
+            .description(Some("d".repeat(keyward::MAX_DESCRIPTION_LEN + 1))),
     ];
     for patch in bad_patches {
         let e = store.update(&id, patch.clone()).unwrap_err();

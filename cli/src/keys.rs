@@ -35,6 +35,9 @@ pub(crate) enum KeyCommand {
         /// A scope the key carries (orders:read). Repeatable.
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
+        /// What the key is for (up to 1,024 bytes).
+        #[arg(long)]
+        description: Option<String>,
     },
     /// Every key (oldest first), or one account's; with --limit or
     /// --after, one page in id order.
@@ -130,6 +133,9 @@ pub(crate) struct SetArgs {
     /// The key belongs to no account.
     #[arg(long)]
     no_owner: bool,
+    /// What the key is for (an empty text removes it).
+    #[arg(long)]
+    description: Option<String>,
 }
 
 impl SetArgs {
@@ -157,10 +163,13 @@ impl SetArgs {
         } else if self.no_owner {
             p = p.owner(None::<String>);
         }
+        if let Some(d) = &self.description {
+            p = p.description(Some(d.as_str()).filter(|d| !d.is_empty()));
+        }
         if p.is_empty() {
             return Err(invalid(
                 "nothing to set: give --name, --disable/--enable, --expires/--no-expiry, \
-                 --metadata/--no-metadata or --owner/--no-owner",
+                 --metadata/--no-metadata, --owner/--no-owner or --description",
             ));
         }
         Ok(p)
@@ -187,8 +196,12 @@ pub(crate) fn key_command(store: &Store, cmd: KeyCommand, out: &Out) -> Result<u
             quota,
             refill,
             scopes,
+            description,
         } => {
             let mut o = CreateOptions::new().scopes(scopes);
+            if let Some(d) = description {
+                o = o.description(d);
+            }
             for l in &limits {
                 o = o.limit(crate::limits::parse_limit(l)?);
             }
@@ -439,41 +452,86 @@ fn print_key_table(keys: &[KeyInfo]) {
     }
 }
 
+/// One value of a key's Overview, as `key show` and the panel both show
+/// it (each in its own way: text, or HTML).
+pub(crate) enum Shown<'k> {
+    /// An id or a masked key.
+    Code(&'k str),
+    /// Text; `None`: the word, muted on the panel.
+    Text(Option<&'k str>, &'static str),
+    /// A time; `None`: the word.
+    Time(Option<Timestamp>, &'static str),
+    Number(u64),
+    /// The key's state (`active`, `disabled`, `expired`, `in grace`).
+    Status(&'static str),
+    /// "Restrict this key to whitelisted IPs".
+    Whitelist(bool),
+    Limits(&'k [keyward::Limit]),
+    Quota(Option<keyward::Quota>),
+    Scopes(&'k [String]),
+    Metadata(Option<&'k Value>),
+}
+
+/// A key's state: `disabled`, `expired`, `in grace` (an old secret still
+/// works) or `active`.
+pub(crate) fn status(k: &KeyInfo, now: Timestamp) -> &'static str {
+    if k.disabled {
+        "disabled"
+    } else if k.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else if k.grace_until.is_some_and(|g| g > now) {
+        "in grace"
+    } else {
+        "active"
+    }
+}
+
+/// The Overview of key `k`, row by row: what `key show` prints and the
+/// panel's Overview tab shows. A new field of a key is a row here.
+pub(crate) fn overview_rows(k: &KeyInfo, now: Timestamp) -> Vec<(&'static str, Shown<'_>)> {
+    let mut rows = vec![
+        ("Id", Shown::Code(k.id.as_str())),
+        ("Key", Shown::Code(&k.masked)),
+        ("Owner", Shown::Text(k.owner.as_deref(), "none")),
+        ("Description", Shown::Text(k.description.as_deref(), "none")),
+        ("Status", Shown::Status(status(k, now))),
+        ("Generation", Shown::Number(u64::from(k.generation))),
+        ("Created", Shown::Time(Some(k.created_at), "")),
+        ("Last rotated", Shown::Time(k.rotated_at, "never")),
+        ("Last used", Shown::Time(k.last_used_at, "never")),
+        ("Expires", Shown::Time(k.expires_at, "never")),
+    ];
+    if let Some(g) = k.grace_until.filter(|g| *g > now) {
+        rows.push(("Old key works until", Shown::Time(Some(g), "")));
+    }
+    rows.extend([
+        ("Whitelist", Shown::Whitelist(k.whitelist_enabled)),
+        ("Rate limits", Shown::Limits(&k.limits)),
+        ("Quota", Shown::Quota(k.quota)),
+        ("Scopes", Shown::Scopes(&k.scopes)),
+        ("Metadata", Shown::Metadata(k.metadata.as_ref())),
+    ]);
+    rows
+}
+
 fn print_overview(k: &KeyInfo, out: &Out) {
-    println!("{}", out.bold(&k.name));
-    println!("  id            {}", k.id);
-    if let Some(o) = &k.owner {
-        println!("  owner         {}", shown::text(o));
-    }
-    println!("  key           {}", k.masked);
-    println!("  created       {}", k.created_at);
-    println!("  last rotated  {}", opt_time(k.rotated_at));
-    println!("  last used     {}", opt_time(k.last_used_at));
-    println!("  generation    {}", k.generation);
-    println!(
-        "  status        {}",
-        if k.disabled { "disabled" } else { "active" }
-    );
-    println!(
-        "  expires       {}",
-        k.expires_at
-            .map_or_else(|| "never".to_string(), |t| t.to_string())
-    );
-    println!(
-        "  whitelist     {}",
-        if k.whitelist_enabled {
-            "on (only whitelisted IPs)"
-        } else {
-            "off (any IP)"
-        }
-    );
-    if let Some(g) = k.grace_until {
-        println!("  old secret    works until {g}");
-    }
-    for line in crate::limits::policy_lines(k) {
-        println!("  {line}");
-    }
-    if let Some(m) = &k.metadata {
-        println!("  metadata      {}", shown::json(m.to_string()));
+    println!("{}", out.bold(&shown::text(&k.name)));
+    for (label, value) in overview_rows(k, Timestamp::now()) {
+        let text = match value {
+            Shown::Code(c) => c.to_string(),
+            Shown::Number(n) => n.to_string(),
+            Shown::Text(t, unset) => shown::text(t.unwrap_or(unset)).into_owned(),
+            Shown::Time(t, unset) => t.map_or_else(|| unset.to_string(), |t| t.to_string()),
+            Shown::Status(s) => s.to_string(),
+            Shown::Whitelist(true) => "on (only whitelisted IPs)".to_string(),
+            Shown::Whitelist(false) => "off (any IP)".to_string(),
+            Shown::Limits(l) => crate::limits::limits_text(l),
+            Shown::Quota(q) => crate::limits::quota_text(q),
+            Shown::Scopes(s) => crate::limits::scopes_text(s),
+            Shown::Metadata(m) => {
+                m.map_or_else(|| "none".to_string(), |m| shown::json(m.to_string()))
+            }
+        };
+        println!("  {:<13} {text}", label.to_lowercase());
     }
 }

@@ -136,31 +136,34 @@ fn done(info: &KeyInfo, out: &Out) {
         out.json(info);
     } else {
         println!("Key {} ({}):", info.id, info.name);
-        for line in policy_lines(info) {
-            println!("  {line}");
-        }
+        println!("  rate limits   {}", limits_text(&info.limits));
+        println!("  quota         {}", quota_text(info.quota));
+        println!("  scopes        {}", scopes_text(&info.scopes));
     }
 }
 
-/// The Overview's lines for limits, quota and scopes.
-pub(crate) fn policy_lines(k: &KeyInfo) -> Vec<String> {
-    let limits = if k.limits.is_empty() {
-        "none".to_string()
-    } else {
-        k.limits
-            .iter()
-            .map(|l| {
-                format!(
-                    "{} {}/{}",
-                    l.name,
-                    l.limit,
-                    humantime::format_duration(l.window)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let quota = match k.quota {
+/// A key's rate limits as `key show` prints them (`burst 100/1m`).
+pub(crate) fn limits_text(limits: &[Limit]) -> String {
+    if limits.is_empty() {
+        return "none".to_string();
+    }
+    limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}/{}",
+                l.name,
+                l.limit,
+                humantime::format_duration(l.window)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A key's quota as `key show` prints it and the panel shows it.
+pub(crate) fn quota_text(quota: Option<Quota>) -> String {
+    match quota {
         None => "none".to_string(),
         Some(Quota {
             remaining,
@@ -174,17 +177,16 @@ pub(crate) fn policy_lines(k: &KeyInfo) -> Vec<String> {
             r.amount,
             r.period.as_str()
         ),
-    };
-    let scopes = if k.scopes.is_empty() {
+    }
+}
+
+/// A key's scopes as `key show` prints them.
+pub(crate) fn scopes_text(scopes: &[String]) -> String {
+    if scopes.is_empty() {
         "none (no scope is required of it)".to_string()
     } else {
-        crate::shown::text(&k.scopes.join(" ")).into_owned()
-    };
-    vec![
-        format!("rate limits   {limits}"),
-        format!("quota         {quota}"),
-        format!("scopes        {scopes}"),
-    ]
+        crate::shown::text(&scopes.join(" ")).into_owned()
+    }
 }
 
 #[cfg(test)]

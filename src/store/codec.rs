@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::record::{GenRecord, KeyRecord, Lookup, Policy, QuotaRule};
+use super::record::{Extra, GenRecord, KeyRecord, Lookup, Policy, QuotaRule};
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::policy::Limit;
@@ -45,6 +45,9 @@ enum Section {
     Limits(Vec<(String, u64, u64)>),
     /// The key's quota setting.
     Quota(QuotaRule),
+    /// The settings of [`Extra`] as a JSON object: fields added to it
+    /// later read as their defaults from records written before.
+    Extra(String),
 }
 
 /// What format 3's sections hold.
@@ -52,6 +55,7 @@ enum Section {
 pub(crate) struct Sections {
     pub lookups: Lookups,
     pub policy: Policy,
+    pub extra: Extra,
 }
 
 fn sections_of(trailer: &[u8]) -> Result<Sections, StorageError> {
@@ -70,6 +74,7 @@ fn sections_of(trailer: &[u8]) -> Result<Sections, StorageError> {
                     .collect();
             }
             Section::Quota(q) => out.policy.quota = Some(q),
+            Section::Extra(json) => out.extra = serde_json::from_str(&json).map_err(unreadable)?,
         }
     }
     Ok(out)
@@ -100,6 +105,11 @@ fn sections_for(rec: &KeyRecord) -> Vec<Section> {
     }
     if let Some(q) = p.quota {
         out.push(Section::Quota(q));
+    }
+    if rec.extra != Extra::default() {
+        out.push(Section::Extra(
+            serde_json::to_string(&rec.extra).expect("plain data serialises"),
+        ));
     }
     out
 }
@@ -326,6 +336,7 @@ fn decode_2(bytes: &[u8], with_sections: bool) -> Result<KeyRecord, StorageError
     let Sections {
         mut lookups,
         policy,
+        extra,
     } = if with_sections {
         sections_of(rest)?
     } else {
@@ -383,6 +394,7 @@ fn decode_2(bytes: &[u8], with_sections: bool) -> Result<KeyRecord, StorageError
                 .collect(),
         },
         policy,
+        extra,
     })
 }
 
@@ -476,6 +488,7 @@ mod tests {
                 }],
             },
             policy: Policy::default(),
+            extra: Extra::default(),
         }
     }
 

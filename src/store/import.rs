@@ -8,11 +8,11 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::engine::Engine;
-use super::options::CreateOptions;
-use super::record::{GenRecord, KeyInfo, KeyRecord, Lookup};
+use super::record::{GenRecord, KeyInfo, Lookup};
+use super::settings::CreateOptions;
 use super::verify::MAX_IMPORTED_KEY_LEN;
 use super::write::MAX_CREATE_MANY;
-use super::write::{NewKeys, checked_new_key};
+use super::write::NewKeys;
 use crate::backend::Table;
 use crate::error::KeyError;
 use crate::key::{self, KeyId};
@@ -165,8 +165,8 @@ impl Engine {
         }
         let now = self.now_ms();
         let mut prepared = Vec::with_capacity(keys.len());
-        for (name, secret, mut options) in keys {
-            let wl = checked_new_key(&name, &mut options, now)?;
+        for (name, secret, options) in keys {
+            let (options, wl) = options.checked(&name, now)?;
             prepared.push((name, secret.kind(), self.material(&secret)?, options, wl));
         }
         let mut new = NewKeys::default();
@@ -197,7 +197,7 @@ impl Engine {
                 lookup: Some(m.lookup),
             };
             let remaining = options.quota.map(|q| q.remaining);
-            let rec = KeyRecord::new_key(id, name, options, wl, now, first);
+            let rec = options.into_record(id, name, wl, now, first);
             // One key per lookup, whichever process imports it.
             let row = rec.generations[0].lookup.as_ref().expect("imported").row();
             new.checks.expect(Table::Imports, row.clone(), None);

@@ -3,7 +3,8 @@
 //! listing has to hold a million keys at once.
 
 use super::engine::Engine;
-use super::record::{KeyInfo, KeyRecord, owner_prefix, validate_owner};
+use super::record::{KeyInfo, KeyRecord, owner_prefix};
+use super::settings::validate_owner;
 use crate::backend::Table;
 use crate::error::KeyError;
 use crate::key::KeyId;

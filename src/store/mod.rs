@@ -25,8 +25,8 @@ mod meter;
 mod options;
 mod owners;
 mod record;
+mod settings;
 mod status;
-mod update;
 mod verify;
 mod vet;
 mod worker;
@@ -47,15 +47,14 @@ pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
 pub use self::import::{IMPORT_PREFIX_LEN, ImportedSecret};
 pub use self::index::LeakState;
 pub use self::list::{KeyPage, MAX_PAGE};
-pub use self::options::{
-    CreateOptions, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, Options,
-    PAST_GENERATIONS_KEPT,
-};
+pub use self::options::{MAX_GRACE, Options, PAST_GENERATIONS_KEPT};
 pub use self::owners::{OwnerInfo, OwnerUsage};
 pub(crate) use self::record::KeyRecord;
 pub use self::record::{CreatedKey, KeyInfo};
+pub use self::settings::{
+    CreateOptions, KeyUpdate, MAX_DESCRIPTION_LEN, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN,
+};
 pub use self::status::{Role, Status};
-pub use self::update::KeyUpdate;
 use self::worker::Worker;
 use crate::backend::{self, Backend, MemoryBackend, Opened, StorageError};
 use crate::error::{KeyError, OpenError, WhitelistError};

@@ -1,27 +1,19 @@
-//! How a store is opened and how a key is created, and the limits both obey.
+//! How a store is opened.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::clock::{Clock, SystemClock};
 use crate::error::OpenError;
 use crate::key;
-use crate::policy::{Limit, Quota};
-use crate::time::Timestamp;
 use crate::usage::{NoticeLimits, UsageLimits};
 use crate::verifier::Argon2Params;
+
+use super::settings::MAX_OWNER_LEN;
 
 /// Past generations remembered per key, so their secrets answer `Rotated`
 /// rather than `WrongSecret`.
 pub const PAST_GENERATIONS_KEPT: usize = 8;
-/// Longest key name accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 200;
-/// Largest metadata object accepted, serialised, in bytes.
-pub const MAX_METADATA_LEN: usize = 16 * 1024;
-/// Longest owner id accepted, in bytes.
-pub const MAX_OWNER_LEN: usize = 128;
 /// Longest grace period a regeneration may give the old secret.
 pub const MAX_GRACE: Duration = Duration::from_hours(366 * 24);
 
@@ -211,76 +203,5 @@ impl Options {
                 }))
             },
         })
-    }
-}
-
-/// Settings for a new key.
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub(crate) expires_at: Option<Timestamp>,
-    pub(crate) metadata: Option<Value>,
-    pub(crate) whitelist: Vec<(String, String)>,
-    pub(crate) owner: Option<String>,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) limits: Vec<Limit>,
-    pub(crate) quota: Option<Quota>,
-}
-
-impl CreateOptions {
-    /// No expiry, no metadata, no whitelist.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The key stops working at `at`.
-    #[must_use]
-    pub fn expires_at(mut self, at: Timestamp) -> Self {
-        self.expires_at = Some(at);
-        self
-    }
-
-    /// A JSON object stored with the key (customer id, plan, ...).
-    #[must_use]
-    pub fn metadata(mut self, metadata: Value) -> Self {
-        self.metadata = Some(metadata);
-        self
-    }
-
-    /// The account the key belongs to: the application's own customer or
-    /// account id, 1 to [`MAX_OWNER_LEN`] bytes without control characters.
-    #[must_use]
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = Some(owner.into());
-        self
-    }
-
-    /// The scopes the key carries (`orders:read`): a verification that
-    /// requires a scope the key lacks is refused with `ScopeMissing`.
-    #[must_use]
-    pub fn scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Adds a rate limit (see [`Limit`]).
-    #[must_use]
-    pub fn limit(mut self, limit: Limit) -> Self {
-        self.limits.push(limit);
-        self
-    }
-
-    /// A quota of requests (see [`Quota`]).
-    #[must_use]
-    pub fn quota(mut self, quota: Quota) -> Self {
-        self.quota = Some(quota);
-        self
-    }
-
-    /// Adds a named whitelist entry and restricts the key to its entries.
-    #[must_use]
-    pub fn restrict_to(mut self, name: impl Into<String>, ip_or_cidr: impl Into<String>) -> Self {
-        self.whitelist.push((name.into(), ip_or_cidr.into()));
-        self
     }
 }

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::engine::{COMMIT_RETRIES, Engine};
-use super::record::{KeyRecord, owner_prefix, validate_owner};
+use super::record::{KeyRecord, owner_prefix};
+use super::settings::validate_owner;
 use crate::backend::{Batch, CommitError, Durability, Table};
 use crate::error::KeyError;
 use crate::key::KeyId;

@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::options::{MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN};
 use crate::backend::StorageError;
-use crate::error::KeyError;
 use crate::key::{self, KeyId, PlaintextKey};
 use crate::policy::{Limit, Quota, Refill};
 use crate::time::Timestamp;
@@ -54,6 +52,8 @@ pub struct KeyInfo {
     pub limits: Vec<Limit>,
     /// Its quota, with `remaining` as storage and this process hold it now.
     pub quota: Option<Quota>,
+    /// What the key is for, in the operator's words.
+    pub description: Option<String>,
 }
 
 /// A key as created or regenerated: its info, and the plaintext, shown once.
@@ -141,6 +141,19 @@ pub(crate) struct KeyRecord {
     /// Scopes, rate limits and quota (format 3 sections).
     #[serde(default)]
     pub policy: Policy,
+    /// The settings added since (format 3's `Extra` section).
+    #[serde(default)]
+    pub extra: Extra,
+}
+
+/// A key's settings that need no index and no section of their own: kept
+/// in format 3 as one JSON object, so a new one is a field here and
+/// records written before it read as its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Extra {
+    /// What the key is for ([`KeyInfo::description`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// What a key may do beyond being admitted (see [`crate::policy`]).
@@ -178,37 +191,6 @@ impl QuotaRule {
 }
 
 impl KeyRecord {
-    /// A new key's record: generation 1 holding `first`, the options' owner,
-    /// expiry and metadata, and the checked whitelist `wl`.
-    pub(crate) fn new_key(
-        id: KeyId,
-        name: String,
-        options: super::options::CreateOptions,
-        wl: Whitelist,
-        now: i64,
-        first: GenRecord,
-    ) -> Self {
-        KeyRecord {
-            v: SCHEMA_VERSION,
-            id,
-            name,
-            created_at: now,
-            updated_at: now,
-            rotated_at: None,
-            disabled: false,
-            expires_at: options.expires_at.map(Timestamp::unix_millis),
-            metadata: options.metadata,
-            owner: options.owner,
-            generations: vec![first],
-            whitelist: wl,
-            policy: Policy {
-                scopes: options.scopes,
-                limits: options.limits,
-                quota: options.quota.map(|q| QuotaRule::new(q.refill)),
-            },
-        }
-    }
-
     /// A stored record, in either format (see [`super::codec`]).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
         let rec = super::codec::decode(bytes)?;
@@ -263,6 +245,7 @@ impl KeyRecord {
                 remaining: 0,
                 refill: q.refill,
             }),
+            description: self.extra.description.clone(),
         }
     }
 
@@ -285,55 +268,4 @@ pub(crate) fn owner_prefix(owner: &str) -> Vec<u8> {
     row.extend_from_slice(owner.as_bytes());
     row.push(0);
     row
-}
-
-pub(crate) fn validate_owner(owner: &str) -> Result<(), KeyError> {
-    if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
-        return Err(KeyError::InvalidInput(format!(
-            "an owner is 1 to {MAX_OWNER_LEN} bytes (got {})",
-            owner.len()
-        )));
-    }
-    if owner.chars().any(char::is_control) {
-        return Err(KeyError::InvalidInput(
-            "an owner must not contain control characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_name(name: &str) -> Result<(), KeyError> {
-    if name.trim().is_empty() {
-        return Err(KeyError::InvalidInput(
-            "a key name must not be empty".into(),
-        ));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(KeyError::InvalidInput(format!(
-            "a key name is at most {MAX_NAME_LEN} bytes (got {})",
-            name.len()
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(KeyError::InvalidInput(
-            "a key name must not contain control characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_metadata(metadata: Option<&Value>) -> Result<(), KeyError> {
-    let Some(m) = metadata else { return Ok(()) };
-    if !m.is_object() {
-        return Err(KeyError::InvalidInput(
-            "metadata must be a JSON object".into(),
-        ));
-    }
-    let len = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
-    if len > MAX_METADATA_LEN {
-        return Err(KeyError::InvalidInput(format!(
-            "metadata is at most {MAX_METADATA_LEN} bytes serialised (got {len})"
-        )));
-    }
-    Ok(())
 }

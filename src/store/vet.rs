@@ -17,7 +17,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::options::{MAX_GRACE, PAST_GENERATIONS_KEPT};
-use super::record::{self, GenRecord, KeyRecord, Lookup};
+use super::record::{GenRecord, KeyRecord, Lookup};
+use super::settings;
 use crate::backend::{Backend, Batch, Op, Table};
 use crate::events::{Event, EventKind};
 use crate::key::KeyId;
@@ -253,28 +254,7 @@ fn key_id(row: &[u8]) -> Result<KeyId, String> {
 
 /// What the API accepts in a record.
 fn check_record(rec: &KeyRecord, now: i64) -> Result<(), String> {
-    let invalid = |e: crate::error::KeyError| e.to_string();
-    record::validate_name(&rec.name).map_err(invalid)?;
-    record::validate_metadata(rec.metadata.as_ref()).map_err(invalid)?;
-    if let Some(owner) = &rec.owner {
-        record::validate_owner(owner).map_err(invalid)?;
-    }
-    if crate::policy::checked_scopes(&rec.policy.scopes).map_err(invalid)? != rec.policy.scopes {
-        return Err("scopes are stored sorted, without repeats".into());
-    }
-    crate::policy::check_limits(&rec.policy.limits).map_err(invalid)?;
-    if let Some(refill) = rec.policy.quota.and_then(|q| q.refill) {
-        crate::policy::Quota::new(0)
-            .refilled(refill.amount, refill.period)
-            .check()
-            .map_err(invalid)?;
-    }
-    if rec
-        .expires_at
-        .is_some_and(|at| !crate::time::Timestamp::from_unix_millis(at).is_in_range())
-    {
-        return Err("an expiry outside years 0 to 9999".into());
-    }
+    settings::check_record(rec)?;
     check_whitelist(&rec.whitelist)?;
     let gens = &rec.generations;
     if gens.is_empty() || gens.len() > 1 + PAST_GENERATIONS_KEPT {

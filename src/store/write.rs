@@ -7,10 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::engine::{COMMIT_RETRIES, Engine};
-use super::options::{CreateOptions, MAX_GRACE, PAST_GENERATIONS_KEPT};
-use super::record::{
-    CreatedKey, GenRecord, KeyInfo, KeyRecord, validate_metadata, validate_name, validate_owner,
-};
+use super::options::{MAX_GRACE, PAST_GENERATIONS_KEPT};
+use super::record::{CreatedKey, GenRecord, KeyInfo, KeyRecord};
+use super::settings::CreateOptions;
 use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
 use crate::error::{KeyError, WhitelistError};
 use crate::events::{self, EventKind};
@@ -18,7 +17,7 @@ use crate::key::{self, KeyId};
 use crate::locks::lock;
 use crate::time::Timestamp;
 use crate::verifier;
-use crate::whitelist::{self, Whitelist, WhitelistEntry};
+use crate::whitelist::{self, WhitelistEntry};
 
 /// Most keys one [`Engine::create_many`] makes.
 pub(crate) const MAX_CREATE_MANY: usize = 10_000;
@@ -145,8 +144,8 @@ impl Engine {
         // Everything is checked before anything is hashed or written.
         let checked = keys
             .into_iter()
-            .map(|(name, mut options)| {
-                let wl = checked_new_key(&name, &mut options, now)?;
+            .map(|(name, options)| {
+                let (options, wl) = options.checked(&name, now)?;
                 Ok((name, options, wl))
             })
             .collect::<Result<Vec<_>, KeyError>>()?;
@@ -173,7 +172,7 @@ impl Engine {
                 lookup: None,
             };
             let remaining = options.quota.map(|q| q.remaining);
-            let rec = KeyRecord::new_key(id, name, options, wl, now, first);
+            let rec = options.into_record(id, name, wl, now, first);
             new.add(self, &rec, remaining, now, data);
             made.push((rec, generated.key));
         }
@@ -396,18 +395,6 @@ impl Engine {
     }
 }
 
-/// An expiry RFC 3339 can write (years 0 to 9999).
-pub(super) fn validate_expiry(at: Option<Timestamp>) -> Result<(), KeyError> {
-    match at {
-        Some(t) if !t.is_in_range() => Err(KeyError::InvalidInput(format!(
-            "expires_at {} ms since the epoch is outside years 0 to 9999",
-            t.unix_millis()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Checks a new key's name and options; its whitelist, made.
 /// The writes of new keys, staged as every check, then every record, then
 /// every event: a backend that writes runs of one kind at once
 /// (PostgreSQL) makes three statements of a batch of thousands of keys,
@@ -450,32 +437,4 @@ impl NewKeys {
             data,
         );
     }
-}
-
-pub(super) fn checked_new_key(
-    name: &str,
-    options: &mut CreateOptions,
-    now: i64,
-) -> Result<Whitelist, KeyError> {
-    validate_name(name)?;
-    options.scopes = crate::policy::checked_scopes(&options.scopes)?;
-    crate::policy::check_limits(&options.limits)?;
-    if let Some(q) = &options.quota {
-        q.check()?;
-    }
-    validate_metadata(options.metadata.as_ref())?;
-    validate_expiry(options.expires_at)?;
-    if let Some(owner) = &options.owner {
-        validate_owner(owner)?;
-    }
-    let mut wl = Whitelist {
-        enabled: !options.whitelist.is_empty(),
-        entries: Vec::new(),
-    };
-    for (entry_name, network) in &options.whitelist {
-        let entry = whitelist::new_entry(&wl, entry_name, network, now)
-            .map_err(|e| KeyError::InvalidInput(e.to_string()))?;
-        wl.entries.push(entry);
-    }
-    Ok(wl)
 }

@@ -228,6 +228,17 @@ int main(int argc, char **argv) {
               && json_has(store, oid, "\"scopes\":[]") && json_has(store, oid, "\"name\":\"renamed\""));
         CHECK(verify(store, okey, "10.0.0.1").valid);
         CHECK(json_has(store, oid, "\"owner\":null"));
+        /* A description: given at creation, changed by a patch, cleared by null. */
+        char dkey[KW_KEY_BUFFER_LEN], did[KW_KEY_ID_BUFFER_LEN];
+        CHECK_STATUS(kw_key_create_ex(store, "described", "{\"description\": \"CRM sync\"}", dkey, sizeof dkey,
+                                      did, sizeof did),
+                     KW_STATUS_OK);
+        CHECK(json_has(store, did, "\"description\":\"CRM sync\""));
+        CHECK_STATUS(kw_key_update_json(store, did, "{\"description\": \"EU sync\"}", NULL), KW_STATUS_OK);
+        CHECK(json_has(store, did, "\"description\":\"EU sync\""));
+        CHECK_STATUS(kw_key_update_json(store, did, "{\"description\": null}", NULL), KW_STATUS_OK);
+        CHECK(json_has(store, did, "\"description\":null"));
+        CHECK_STATUS(kw_key_update_json(store, did, "{\"description\": 7}", NULL), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_set_owner(store, oid, too_long), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_set_owner(store, oid, "tab\there"), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_set_owner(store, oid, bad_utf8), KW_STATUS_INVALID_UTF8);

@@ -16,94 +16,37 @@ use keyward::{CreateOptions, ImportedSecret, KeyUpdate};
 use keyward::{Limit, Quota};
 use zeroize::Zeroizing;
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CreateJson {
-    expires_at: Option<Timestamp>,
-    metadata: Option<serde_json::Value>,
-    #[serde(default)]
-    whitelist: Vec<EntryJson>,
-    owner: Option<String>,
-    #[serde(default)]
-    limits: Vec<Limit>,
-    quota: Option<Quota>,
-    #[serde(default)]
-    scopes: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryJson {
-    name: String,
-    network: String,
-}
-
-impl CreateJson {
-    fn options(self) -> CreateOptions {
-        let mut o = CreateOptions::new();
-        if let Some(t) = self.expires_at {
-            o = o.expires_at(t);
-        }
-        if let Some(m) = self.metadata {
-            o = o.metadata(m);
-        }
-        for e in self.whitelist {
-            o = o.restrict_to(e.name, e.network);
-        }
-        if let Some(owner) = self.owner {
-            o = o.owner(owner);
-        }
-        for l in self.limits {
-            o = o.limit(l);
-        }
-        if let Some(q) = self.quota {
-            o = o.quota(q);
-        }
-        o.scopes(self.scopes)
-    }
-}
-
 /// What `kw_key_import` reads: the kind and material of the imported key,
-/// and the options of `kw_key_create_ex`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportJson {
-    kind: String,
-    secret: String,
-    prefix: Option<String>,
-    expires_at: Option<Timestamp>,
-    metadata: Option<serde_json::Value>,
-    #[serde(default)]
-    whitelist: Vec<EntryJson>,
-    owner: Option<String>,
-    #[serde(default)]
-    limits: Vec<Limit>,
-    quota: Option<Quota>,
-    #[serde(default)]
-    scopes: Vec<String>,
-}
-
-impl ImportJson {
-    fn split(self) -> Result<(ImportedSecret, CreateOptions), Fail> {
-        let bad = |m: &str| {
-            fail(
-                kw_status::KW_STATUS_INVALID_INPUT,
-                format!("options_json: {m}"),
-            )
-        };
-        let imported = ImportedSecret::new(&self.kind, Zeroizing::new(self.secret), self.prefix)
-            .map_err(|m| bad(&m))?;
-        let options = CreateJson {
-            expires_at: self.expires_at,
-            metadata: self.metadata,
-            whitelist: self.whitelist,
-            owner: self.owner,
-            limits: self.limits,
-            quota: self.quota,
-            scopes: self.scopes,
-        };
-        Ok((imported, options.options()))
-    }
+/// beside the options of `kw_key_create_ex` ([`CreateOptions`]' JSON form).
+fn import_json(json: &str) -> Result<(ImportedSecret, CreateOptions), Fail> {
+    let bad = |m: &str| {
+        fail(
+            kw_status::KW_STATUS_INVALID_INPUT,
+            format!("options_json: {m}"),
+        )
+    };
+    // serde's message may quote the input: say where, not what.
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
+        .map_err(|e| {
+            bad(&format!(
+                "not the expected object (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+    let mut take = |field: &str| match object.remove(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(bad(&format!("\"{field}\" is a string"))),
+    };
+    let kind = take("kind")?.ok_or_else(|| bad("\"kind\" is required"))?;
+    let secret = Zeroizing::new(take("secret")?.ok_or_else(|| bad("\"secret\" is required"))?);
+    let prefix = take("prefix")?;
+    let imported = ImportedSecret::new(&kind, secret, prefix).map_err(|m| bad(&m))?;
+    // What is left holds no secret: serde may quote it.
+    let options = CreateOptions::deserialize(serde_json::Value::Object(object))
+        .map_err(|e| bad(&e.to_string()))?;
+    Ok((imported, options))
 }
 
 /// Imports a key from another system under a new id, written with a NUL
@@ -126,19 +69,8 @@ pub unsafe extern "C" fn kw_key_import(
         let store = unsafe { store_ref(store) }?;
         let name = unsafe { text(name, "name") }?;
         let json = unsafe { text(options_json, "options_json") }?;
-        let parsed: ImportJson = serde_json::from_str(json).map_err(|e| {
-            // serde's message may quote the input: say where, not what.
-            fail(
-                kw_status::KW_STATUS_INVALID_INPUT,
-                format!(
-                    "options_json: not the expected object (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?;
         room(id_out, id_len, keyward::KEY_ID_LEN + 1, "id_out")?;
-        let (secret, options) = parsed.split()?;
+        let (secret, options) = import_json(json)?;
         let info = store.import_key(name, secret, options)?;
         unsafe { put(id_out, info.id.as_str()) };
         Ok(())
@@ -158,7 +90,7 @@ unsafe fn create(
     let store = unsafe { store_ref(store) }?;
     let name = unsafe { text(name, "name") }?;
     let options = match unsafe { optional_text(options_json, "options_json") }? {
-        None => CreateJson::default(),
+        None => CreateOptions::new(),
         Some(j) => serde_json::from_str(j).map_err(|e| {
             fail(
                 kw_status::KW_STATUS_INVALID_INPUT,
@@ -168,7 +100,7 @@ unsafe fn create(
     };
     room(key_out, key_cap, key_len(store), "key_out")?;
     check_more()?;
-    let created = store.create(name, options.options())?;
+    let created = store.create(name, options)?;
     unsafe { put(key_out, created.key.as_str()) };
     Ok(created)
 }
@@ -205,8 +137,10 @@ pub unsafe extern "C" fn kw_key_create(
 ///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
 ///   "owner": "acct_42", "scopes": ["orders:read"],
 ///   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
-///   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}}}`
-/// (`owner`: the account the key belongs to; `refill` may be null).
+///   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}},
+///   "description": "what the key is for"}`
+/// (`owner`: the account the key belongs to; `refill` may be null;
+/// `description` up to 1,024 bytes).
 /// Whitelist entries also switch the restriction on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_create_ex(
@@ -455,89 +389,14 @@ unsafe fn optional_json<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-/// What `kw_key_update_json` reads: the settings of `kw_key_create_ex`'s
-/// options, each absent (unchanged), `null` (cleared) or a value.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-#[allow(clippy::option_option)] // absent, null, a value
-struct UpdateJson {
-    #[serde(default, deserialize_with = "present")]
-    name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    disabled: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "present")]
-    expires_at: Option<Option<Timestamp>>,
-    #[serde(default, deserialize_with = "present")]
-    metadata: Option<Option<serde_json::Value>>,
-    #[serde(default, deserialize_with = "present")]
-    owner: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    limits: Option<Option<Vec<Limit>>>,
-    #[serde(default, deserialize_with = "present")]
-    quota: Option<Option<Quota>>,
-    #[serde(default, deserialize_with = "present")]
-    scopes: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    whitelist_enabled: Option<Option<bool>>,
-}
-
-/// A field that is there (`null` included): `Some` of what it holds.
-#[allow(clippy::option_option, clippy::unnecessary_wraps)]
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-impl UpdateJson {
-    fn patch(self) -> Result<KeyUpdate, Fail> {
-        let not_null = |field: &str| {
-            fail(
-                kw_status::KW_STATUS_INVALID_INPUT,
-                format!("patch_json: \"{field}\" cannot be null (leave it out to keep it)"),
-            )
-        };
-        let mut p = KeyUpdate::new();
-        if let Some(name) = self.name {
-            p = p.name(name.ok_or_else(|| not_null("name"))?);
-        }
-        if let Some(disabled) = self.disabled {
-            p = p.disabled(disabled.ok_or_else(|| not_null("disabled"))?);
-        }
-        if let Some(at) = self.expires_at {
-            p = p.expires_at(at);
-        }
-        if let Some(metadata) = self.metadata {
-            p = p.metadata(metadata);
-        }
-        if let Some(owner) = self.owner {
-            p = p.owner(owner);
-        }
-        if let Some(limits) = self.limits {
-            p = p.limits(limits.unwrap_or_default());
-        }
-        if let Some(quota) = self.quota {
-            p = p.quota(quota);
-        }
-        if let Some(scopes) = self.scopes {
-            p = p.scopes(scopes.unwrap_or_default());
-        }
-        if let Some(enabled) = self.whitelist_enabled {
-            p = p.whitelist_enabled(enabled.ok_or_else(|| not_null("whitelist_enabled"))?);
-        }
-        Ok(p)
-    }
-}
-
 /// Changes key `id`'s settings by the JSON object `patch_json`, in one
 /// atomic, durable write: every field it names, or (one invalid, storage
 /// failing) none. Its fields are those of `kw_key_create_ex`'s options —
 /// `"name"`, `"disabled"`, `"expires_at"`, `"metadata"`, `"owner"`,
-/// `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"` — each left
-/// out (unchanged), `null` (cleared: no expiry, metadata, owner, quota;
-/// no limits or scopes) or a value. Each field changed writes the event
+/// `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"`,
+/// `"description"` — each left out (unchanged), `null` (cleared: no
+/// expiry, metadata, owner, quota, description; no limits or scopes) or
+/// a value (`null` is refused for the name and the two switches). Each field changed writes the event
 /// its `kw_key_set_*` function writes. On success the key's Overview (the
 /// object of `kw_key_get_json`) is written to `*json_out` (free with
 /// `kw_string_free`); `json_out` may be NULL.
@@ -561,8 +420,8 @@ pub unsafe extern "C" fn kw_key_update_json(
         // An object, not the array serde would also take for a struct.
         let patch: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(patch).map_err(invalid)?;
-        let patch = UpdateJson::deserialize(serde_json::Value::Object(patch)).map_err(invalid)?;
-        let info = store.update(&id, patch.patch()?)?;
+        let patch = KeyUpdate::deserialize(serde_json::Value::Object(patch)).map_err(invalid)?;
+        let info = store.update(&id, patch)?;
         if json_out.is_null() {
             return Ok(());
         }

@@ -183,6 +183,19 @@ def test_update_changes_every_given_setting_at_once_or_none(store):
         store.update("AAAAAAAAAAAA", disabled=True)
 
 
+def test_a_description_is_given_at_creation_or_import_changed_and_cleared(store):
+    made = store.create_key("crm", description="HubSpot sync for the EU team")
+    assert made.info.description == "HubSpot sync for the EU team"
+    assert store.key(made.info.id).description == "HubSpot sync for the EU team"
+    assert store.update(made.info.id, description="EU sync").description == "EU sync"
+    assert store.update(made.info.id, name="crm2").description == "EU sync"
+    assert store.update(made.info.id, description=None).description is None
+    with pytest.raises(keyward.InvalidInput):
+        store.update(made.info.id, description="d" * 1025)
+    imported = store.import_key("legacy", plaintext="legacy-key-0123456789abcdef", description="from the old system")
+    assert imported.description == "from the old system"
+
+
 def test_whitelist(store):
     c = store.create_key("k", whitelist=[("office", "198.51.100.0/24")])
     wl = store.whitelist(c.info.id)

@@ -3,6 +3,8 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward::{KeyInfo, Timestamp};
+
+use crate::keys::Shown;
 use maud::{DOCTYPE, Markup, html};
 
 use super::App;
@@ -154,16 +156,48 @@ pub(crate) fn when(t: Option<Timestamp>) -> Markup {
     }
 }
 
-/// A key's state as the keys page shows it.
+/// A key's state as the keys page shows it: its word and its colour.
 pub(crate) fn status(info: &KeyInfo, now: Timestamp) -> (&'static str, &'static str) {
-    if info.disabled {
-        ("disabled", "bad")
-    } else if info.expires_at.is_some_and(|e| e <= now) {
-        ("expired", "bad")
-    } else if info.grace_until.is_some_and(|g| g > now) {
-        ("in grace", "warn")
-    } else {
-        ("active", "good")
+    let word = crate::keys::status(info, now);
+    (word, status_class(word))
+}
+
+fn status_class(word: &str) -> &'static str {
+    match word {
+        "active" => "good",
+        "in grace" => "warn",
+        _ => "bad",
+    }
+}
+
+/// One value of a key's Overview (see [`crate::keys::overview_rows`]).
+pub(crate) fn shown(value: &Shown<'_>) -> Markup {
+    let unset = |word: &str| html! { span.muted { (word) } };
+    match value {
+        Shown::Code(c) => html! { code { (c) } },
+        Shown::Text(Some(t), _) => html! { (t) },
+        Shown::Text(None, word) => unset(word),
+        Shown::Number(n) => html! { (n) },
+        Shown::Time(None, word) if !word.is_empty() => unset(word),
+        Shown::Time(t, _) => when(*t),
+        Shown::Status(s) => html! { span class=(format!("badge {}", status_class(s))) { (s) } },
+        Shown::Whitelist(on) => html! { @if *on { "on" } @else { "off" } },
+        Shown::Limits(limits) => html! {
+            @if limits.is_empty() { (unset("none")) }
+            @for l in *limits {
+                span.limit { (l.name) " " (l.limit) " per " (humantime::format_duration(l.window).to_string()) } " "
+            }
+        },
+        Shown::Quota(None) => unset("none"),
+        Shown::Quota(q) => html! { (crate::limits::quota_text(*q)) },
+        Shown::Scopes(scopes) => html! {
+            @if scopes.is_empty() { (unset("none")) }
+            @for s in *scopes { code { (s) } " " }
+        },
+        Shown::Metadata(Some(m)) => {
+            html! { pre { (serde_json::to_string_pretty(m).unwrap_or_default()) } }
+        }
+        Shown::Metadata(None) => unset("none"),
     }
 }
 

@@ -93,6 +93,8 @@ class KeyInfo:
     disabled: bool
     #: Whether requests are restricted to whitelisted IPs.
     whitelist_enabled: bool
+    #: What the key is for, in the operator's words.
+    description: Optional[str] = None
     #: When it stops working, if ever.
     expires_at: Optional[datetime] = None
     #: Until when an older secret still works (grace of a regeneration).
@@ -122,6 +124,7 @@ class KeyInfo:
             generation=d["generation"],
             disabled=d["disabled"],
             whitelist_enabled=d["whitelist_enabled"],
+            description=d.get("description"),
             expires_at=_time(d.get("expires_at")),
             grace_until=_time(d.get("grace_until")),
             last_used_at=_time(d.get("last_used_at")),

@@ -354,20 +354,16 @@ class Store:
         limits: Sequence[Tuple[str, int, float]] = (),
         quota: Optional[Union[int, Quota]] = None,
         scopes: Sequence[str] = (),
+        description: Optional[str] = None,
     ) -> CreatedKey:
         """Creates a key. ``whitelist`` is ``[(name, ip_or_cidr), ...]`` and
         switches the restriction on; ``owner`` is the account the key belongs
         to (your customer id, 1-128 bytes); ``limits`` is ``[(name, limit,
         window_seconds), ...]``; ``quota`` a number of requests (or a
         :class:`Quota` with its refill); ``scopes`` what the key may be used
-        for. The plaintext is in the result only."""
-        options = _key_options(owner, expires_at, metadata, whitelist)
-        if limits:
-            options["limits"] = _limits(limits)
-        if quota is not None:
-            options["quota"] = _quota_json(quota)
-        if scopes:
-            options["scopes"] = _scopes(scopes)
+        for; ``description`` what it is for (up to 1,024 bytes). The
+        plaintext is in the result only."""
+        options = _key_options(owner, expires_at, metadata, whitelist, limits, quota, scopes, description)
         opts = _text(json.dumps(options), "options") if options else ffi.NULL
         return self._created(lib.kw_key_create_json, _text(name, "name"), opts)
 
@@ -384,8 +380,13 @@ class Store:
         expires_at: Optional[datetime] = None,
         metadata: Optional[Dict[str, Any]] = None,
         whitelist: Sequence[Tuple[str, str]] = (),
+        limits: Sequence[Tuple[str, int, float]] = (),
+        quota: Optional[Union[int, Quota]] = None,
+        scopes: Sequence[str] = (),
+        description: Optional[str] = None,
     ) -> KeyInfo:
-        """Imports a key another system issued: exactly one of ``plaintext``
+        """Imports a key another system issued (with the settings of
+        :meth:`create_key`): exactly one of ``plaintext``
         (the key itself; hashed with argon2id, not kept), ``sha256`` (its
         SHA-256 in hex) or ``phc`` (a bcrypt or argon2 hash of it) with
         ``prefix`` (the key's first characters, kept beside such hashes).
@@ -399,7 +400,7 @@ class Store:
             raise InvalidInput("prefix= goes with phc=, and phc= needs it")
         if not isinstance(secret, str):
             raise InvalidInput(f"{kind} must be a str")
-        options = _key_options(owner, expires_at, metadata, whitelist)
+        options = _key_options(owner, expires_at, metadata, whitelist, limits, quota, scopes, description)
         options.update(kind=kind, secret=secret)
         if prefix is not None:
             options["prefix"] = prefix
@@ -553,11 +554,12 @@ class Store:
         quota: Any = _UNCHANGED,
         scopes: Any = _UNCHANGED,
         whitelist_enabled: Any = _UNCHANGED,
+        description: Any = _UNCHANGED,
     ) -> KeyInfo:
         """Changes the key's settings in one atomic, durable write: every
         argument given, or (one invalid) none. An argument left out keeps
         its setting; ``None`` clears ``expires_at``, ``metadata``,
-        ``owner``, ``limits``, ``quota`` and ``scopes``. The values are
+        ``owner``, ``limits``, ``quota``, ``scopes`` and ``description``. The values are
         those of :meth:`create_key`. Each setting changed writes the event
         its ``set_*`` method writes."""
         patch: Dict[str, Any] = {}
@@ -579,6 +581,8 @@ class Store:
             patch["scopes"] = None if scopes is None else _scopes(scopes)
         if whitelist_enabled is not _UNCHANGED:
             patch["whitelist_enabled"] = whitelist_enabled
+        if description is not _UNCHANGED:
+            patch["description"] = description
         for field in ("name", "disabled", "whitelist_enabled"):
             if field in patch and patch[field] is None:
                 raise InvalidInput(f"{field}=None: leave it out to keep it")
@@ -728,6 +732,10 @@ def _key_options(
     expires_at: Optional[datetime],
     metadata: Optional[Dict[str, Any]],
     whitelist: Sequence[Tuple[str, str]],
+    limits: Sequence[Tuple[str, int, float]],
+    quota: Optional[Union[int, Quota]],
+    scopes: Sequence[str],
+    description: Optional[str],
 ) -> Dict[str, Any]:
     """The options object of a new key, as the C interface reads it."""
     options: Dict[str, Any] = {}
@@ -739,6 +747,14 @@ def _key_options(
         options["metadata"] = metadata
     if whitelist:
         options["whitelist"] = [{"name": n, "network": net} for n, net in whitelist]
+    if limits:
+        options["limits"] = _limits(limits)
+    if quota is not None:
+        options["quota"] = _quota_json(quota)
+    if scopes:
+        options["scopes"] = _scopes(scopes)
+    if description is not None:
+        options["description"] = description
     return options
 
 

@@ -57,42 +57,8 @@ pub(crate) async fn overview(
             (new_key_banner(new))
         }
         dl.details {
-            dt { "Id" } dd { code { (info.id) } }
-            dt { "Key" } dd { code { (info.masked) } }
-            dt { "Owner" } dd { @if let Some(o) = &info.owner { (o) } @else { span.muted { "none" } } }
-            dt { "Generation" } dd { (info.generation) }
-            dt { "Created" } dd { (view::when(Some(info.created_at))) }
-            dt { "Last rotated" } dd { (view::when(info.rotated_at)) }
-            dt { "Last used" } dd { (view::when(info.last_used_at)) }
-            dt { "Expires" } dd { @if info.expires_at.is_some() { (view::when(info.expires_at)) } @else { span.muted { "never" } } }
-            @if let Some(g) = info.grace_until.filter(|g| *g > Timestamp::now()) {
-                dt { "Old key works until" } dd { (view::when(Some(g))) }
-            }
-            dt { "Whitelist" } dd { @if info.whitelist_enabled { "on" } @else { "off" } }
-            dt { "Rate limits" } dd {
-                @if info.limits.is_empty() { span.muted { "none" } }
-                @for l in &info.limits {
-                    span.limit { (l.name) " " (l.limit) " per " (humantime::format_duration(l.window).to_string()) } " "
-                }
-            }
-            dt { "Quota" } dd {
-                @match &info.quota {
-                    None => span.muted { "none" },
-                    Some(q) => {
-                        (q.remaining) " requests left"
-                        @if let Some(r) = q.refill { ", reset to " (r.amount) " " (r.period.as_str()) }
-                    }
-                }
-            }
-            dt { "Scopes" } dd {
-                @if info.scopes.is_empty() { span.muted { "none" } }
-                @for s in &info.scopes { code { (s) } " " }
-            }
-            dt { "Metadata" } dd {
-                @match &info.metadata {
-                    Some(m) => pre { (serde_json::to_string_pretty(m).unwrap_or_default()) },
-                    None => span.muted { "none" },
-                }
+            @for (label, value) in crate::keys::overview_rows(&info, Timestamp::now()) {
+                dt { (label) } dd { (view::shown(&value)) }
             }
         }
         section.card {
