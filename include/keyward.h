@@ -38,9 +38,12 @@
 #include <stdint.h>
 
 /*
- * JSON shapes: what the `*_json` calls write. Times are RFC 3339 in UTC;
- * a field marked "?" may be absent (written by an older library) and
- * newer libraries may add fields, so read the ones you know.
+ * JSON shapes: what the `*_json` calls write, and what they read
+ * (CreateOptions: `options_json`; KeyUpdate: `patch_json`). Times are
+ * RFC 3339 in UTC. In what the library writes, a field marked "?" may
+ * be absent (written by an older library), and newer libraries may add
+ * fields, so read the ones you know; in what it reads, "?" fields may
+ * be left out, and unknown ones are refused.
  *
  * KeyInfo: The Overview tab of one key. Never holds secret material.
  *   "id": string (key id)
@@ -134,6 +137,47 @@
  *       Details of the change (never a secret or a hash).
  *   "seq"?: integer
  *       Position in the outbox, increasing.
+ *
+ * CreateOptions: Settings for a new key.
+ *   "description"?: string | null
+ *       What the key is for (up to 1,024 bytes).
+ *   "expires_at"?: string (RFC 3339, UTC) | null
+ *       When the key stops working.
+ *   "limits"?: [Limit]
+ *       Its rate limits.
+ *   "metadata"?: any JSON
+ *       A JSON object kept with the key (up to 16 KiB serialised).
+ *   "owner"?: string | null
+ *       The account the key belongs to (1 to 128 bytes).
+ *   "quota"?: Quota | null
+ *       Its quota of requests.
+ *   "scopes"?: [string]
+ *       The scopes the key carries.
+ *   "whitelist"?: [NewEntry]
+ *       Named whitelist entries; any switches the restriction on.
+ *
+ * KeyUpdate: A patch of a key's settings: a field left out is left as it is; one
+ *   cleared (`None`, JSON `null`) is removed where that means something.
+ *   "description"?: string | null
+ *       What the key is for; `null` removes it.
+ *   "disabled"?: boolean | null
+ *       Disabled (admits nobody) or enabled (`null` refused).
+ *   "expires_at"?: string (RFC 3339, UTC) | null
+ *       The expiry; `null`: never.
+ *   "limits"?: [Limit] | null
+ *       The rate limits, replacing the key's; `null`: none.
+ *   "metadata"?: any JSON
+ *       The metadata object, replaced whole; `null` removes it.
+ *   "name"?: string | null
+ *       A new name (`null` refused).
+ *   "owner"?: string | null
+ *       The account; `null`: none.
+ *   "quota"?: Quota | null
+ *       The quota, from now; `null` removes it.
+ *   "scopes"?: [string] | null
+ *       The scopes, replacing the key's; `null`: none.
+ *   "whitelist_enabled"?: boolean | null
+ *       "Restrict this key to whitelisted IPs" (`null` refused).
  *
  * Limit: A named rate limit: at most `limit` requests in any `window`
  *   (`burst`: 100 per 60 s; `daily`: 10,000 per day). See `Window` for
@@ -270,6 +314,12 @@
  *   "key.stale_secret_used"  A client presented the secret of an older generation (in its grace period or after it), at most once per key, IP and hour: it must be updated with the regenerated key.
  *   "key.leaked"  A live key was found where it should not be (`keyward scan`); `data` says where and what was done (`regenerated`, `disabled`).
  *   "key.quota_exhausted"  A key's quota ran out: the first request refused for it, once per exhaustion across every process of the store (`data.refill_at` says when it is refilled, if it is).
+ *
+ * NewEntry: A whitelist entry of a new key.
+ *   "name": string
+ *       What the operator calls it ("office").
+ *   "network": string
+ *       An address or a network (`198.51.100.0/24`).
  *
  * Refill: A refill of a quota: `remaining` becomes `amount` at each period's start.
  *   "amount": integer
@@ -607,8 +657,8 @@ size_t kw_last_error_message(char *buf, size_t buf_len);
  * to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
  * `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
  * SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
- * characters, with phc>"}` and any option of `kw_key_create_ex`
- * (`owner`, `expires_at`, `metadata`, `whitelist`). The key string its
+ * characters, with phc>"}` and any field of `CreateOptions` (see "JSON
+ * shapes" at the top of this header). The key string its
  * holder has then verifies with `kw_verify` like any key. Importing the
  * same key (or prefix) twice is `KW_STATUS_INVALID_INPUT`.
  */
@@ -637,15 +687,10 @@ enum kw_status kw_key_create(struct kw_store *store,
                              size_t id_cap);
 
 /**
- * `kw_key_create` with options as a JSON object (NULL = none):
- * `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
- *   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
- *   "owner": "acct_42", "scopes": ["orders:read"],
- *   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
- *   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}},
- *   "description": "what the key is for"}`
- * (`owner`: the account the key belongs to; `refill` may be null;
- * `description` up to 1,024 bytes).
+ * `kw_key_create` with options as a `CreateOptions` JSON object (see
+ * "JSON shapes" at the top of this header; NULL = none), such as
+ * `{"owner": "acct_42", "expires_at": "2027-01-01T00:00:00Z",
+ * "whitelist": [{"name": "office", "network": "198.51.100.0/24"}]}`.
  * Whitelist entries also switch the restriction on.
  */
 enum kw_status kw_key_create_ex(struct kw_store *store,
@@ -745,16 +790,14 @@ enum kw_status kw_key_set_limits(struct kw_store *store, const char *id, const c
 enum kw_status kw_key_set_quota(struct kw_store *store, const char *id, const char *quota_json);
 
 /**
- * Changes key `id`'s settings by the JSON object `patch_json`, in one
- * atomic, durable write: every field it names, or (one invalid, storage
- * failing) none. Its fields are those of `kw_key_create_ex`'s options —
- * `"name"`, `"disabled"`, `"expires_at"`, `"metadata"`, `"owner"`,
- * `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"`,
- * `"description"` — each left out (unchanged), `null` (cleared: no
- * expiry, metadata, owner, quota, description; no limits or scopes) or
- * a value (`null` is refused for the name and the two switches). Each field changed writes the event
- * its `kw_key_set_*` function writes. On success the key's Overview (the
- * object of `kw_key_get_json`) is written to `*json_out` (free with
+ * Changes key `id`'s settings by `patch_json`, a `KeyUpdate` JSON object
+ * (see "JSON shapes" at the top of this header), in one atomic, durable
+ * write: every field it names, or (one invalid, storage failing) none.
+ * Each field is left out (unchanged), `null` (cleared, or refused, as
+ * the shape says of the field) or a value, as in `kw_key_create_ex`'s
+ * options. Each field changed writes the event its `kw_key_set_*`
+ * function writes. On success the key's Overview (the object of
+ * `kw_key_get_json`) is written to `*json_out` (free with
  * `kw_string_free`); `json_out` may be NULL.
  */
 enum kw_status kw_key_update_json(struct kw_store *store,

@@ -37,36 +37,52 @@ pub const MAX_OWNER_LEN: usize = 128;
 /// Longest key description accepted, in bytes.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
 
-/// Settings for a new key. Its JSON form (serde) is the object of the C
-/// library's `options_json`: `{"expires_at": "2027-01-01T00:00:00Z",
+/// Settings for a new key.
+///
+/// Its JSON form (serde) is the object of the C library's `options_json`: `{"expires_at": "2027-01-01T00:00:00Z",
 /// "metadata": {...}, "whitelist": [{"name": "office", "network":
 /// "198.51.100.0/24"}], "owner": "acct_42", "scopes": ["orders:read"],
 /// "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
 /// "quota": {"remaining": 1000, "refill": null}, "description": "..."}`,
 /// every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct CreateOptions {
+    /// When the key stops working.
     pub(crate) expires_at: Option<Timestamp>,
+    /// A JSON object kept with the key (up to 16 KiB serialised).
     pub(crate) metadata: Option<Value>,
+    /// Named whitelist entries; any switches the restriction on.
     #[serde(deserialize_with = "entries")]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<NewEntry>"))]
     pub(crate) whitelist: Vec<(String, String)>,
+    /// The account the key belongs to (1 to 128 bytes).
     pub(crate) owner: Option<String>,
+    /// The scopes the key carries.
     pub(crate) scopes: Vec<String>,
+    /// Its rate limits.
     pub(crate) limits: Vec<Limit>,
+    /// Its quota of requests.
     pub(crate) quota: Option<Quota>,
+    /// What the key is for (up to 1,024 bytes).
     pub(crate) description: Option<String>,
+}
+
+/// A whitelist entry of a new key.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct NewEntry {
+    /// What the operator calls it ("office").
+    name: String,
+    /// An address or a network (`198.51.100.0/24`).
+    network: String,
 }
 
 /// Whitelist entries as JSON: `[{"name": "office", "network": "..."}]`.
 fn entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Entry {
-        name: String,
-        network: String,
-    }
-    let entries = Vec::<Entry>::deserialize(d)?;
+    let entries = Vec::<NewEntry>::deserialize(d)?;
     Ok(entries.into_iter().map(|e| (e.name, e.network)).collect())
 }
 
@@ -204,9 +220,11 @@ impl CreateOptions {
     }
 }
 
-/// A patch of a key's settings for [`Store::update`](crate::Store::update):
-/// a field left out is left as it is; `Some(None)`-style setters
-/// (`expires_at(None)`, `owner(None)`, ...) clear what can be cleared.
+/// A patch of a key's settings: a field left out is left as it is; one
+/// cleared (`None`, JSON `null`) is removed where that means something.
+///
+/// For [`Store::update`](crate::Store::update); the `Some(None)`-style
+/// setters (`expires_at(None)`, `owner(None)`, ...) clear.
 ///
 /// ```
 /// # use keyward::{KeyUpdate, Timestamp};
@@ -224,30 +242,41 @@ impl CreateOptions {
 /// expiry, metadata, owner, quota, description; no limits or scopes) or a
 /// value; `null` is refused for `name`, `disabled` and `whitelist_enabled`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 // A field is `None` when the patch leaves it alone, `Some(None)` when it
 // clears it: three cases, as the C and Python patches have (absent, null).
 #[allow(clippy::option_option)]
 pub struct KeyUpdate {
+    /// A new name (`null` refused).
     #[serde(deserialize_with = "not_null")]
     pub(crate) name: Option<String>,
+    /// Disabled (admits nobody) or enabled (`null` refused).
     #[serde(deserialize_with = "not_null")]
     pub(crate) disabled: Option<bool>,
+    /// The expiry; `null`: never.
     #[serde(deserialize_with = "present")]
     pub(crate) expires_at: Option<Option<Timestamp>>,
+    /// The metadata object, replaced whole; `null` removes it.
     #[serde(deserialize_with = "present")]
     pub(crate) metadata: Option<Option<Value>>,
+    /// The account; `null`: none.
     #[serde(deserialize_with = "present")]
     pub(crate) owner: Option<Option<String>>,
+    /// The scopes, replacing the key's; `null`: none.
     #[serde(deserialize_with = "null_is_empty")]
     pub(crate) scopes: Option<Vec<String>>,
+    /// The rate limits, replacing the key's; `null`: none.
     #[serde(deserialize_with = "null_is_empty")]
     pub(crate) limits: Option<Vec<Limit>>,
+    /// The quota, from now; `null` removes it.
     #[serde(deserialize_with = "present")]
     pub(crate) quota: Option<Option<Quota>>,
+    /// "Restrict this key to whitelisted IPs" (`null` refused).
     #[serde(deserialize_with = "not_null")]
     pub(crate) whitelist_enabled: Option<bool>,
+    /// What the key is for; `null` removes it.
     #[serde(deserialize_with = "present")]
     pub(crate) description: Option<Option<String>>,
 }

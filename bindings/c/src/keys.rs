@@ -53,8 +53,8 @@ fn import_json(json: &str) -> Result<(ImportedSecret, CreateOptions), Fail> {
 /// to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
 /// `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
 /// SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
-/// characters, with phc>"}` and any option of `kw_key_create_ex`
-/// (`owner`, `expires_at`, `metadata`, `whitelist`). The key string its
+/// characters, with phc>"}` and any field of `CreateOptions` (see "JSON
+/// shapes" at the top of this header). The key string its
 /// holder has then verifies with `kw_verify` like any key. Importing the
 /// same key (or prefix) twice is `KW_STATUS_INVALID_INPUT`.
 #[unsafe(no_mangle)]
@@ -132,15 +132,10 @@ pub unsafe extern "C" fn kw_key_create(
     })
 }
 
-/// `kw_key_create` with options as a JSON object (NULL = none):
-/// `{"expires_at": "2027-01-01T00:00:00Z", "metadata": {...},
-///   "whitelist": [{"name": "office", "network": "198.51.100.0/24"}],
-///   "owner": "acct_42", "scopes": ["orders:read"],
-///   "limits": [{"name": "burst", "limit": 100, "window_seconds": 60}],
-///   "quota": {"remaining": 1000, "refill": {"amount": 1000, "period": "monthly"}},
-///   "description": "what the key is for"}`
-/// (`owner`: the account the key belongs to; `refill` may be null;
-/// `description` up to 1,024 bytes).
+/// `kw_key_create` with options as a `CreateOptions` JSON object (see
+/// "JSON shapes" at the top of this header; NULL = none), such as
+/// `{"owner": "acct_42", "expires_at": "2027-01-01T00:00:00Z",
+/// "whitelist": [{"name": "office", "network": "198.51.100.0/24"}]}`.
 /// Whitelist entries also switch the restriction on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_create_ex(
@@ -389,16 +384,14 @@ unsafe fn optional_json<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-/// Changes key `id`'s settings by the JSON object `patch_json`, in one
-/// atomic, durable write: every field it names, or (one invalid, storage
-/// failing) none. Its fields are those of `kw_key_create_ex`'s options —
-/// `"name"`, `"disabled"`, `"expires_at"`, `"metadata"`, `"owner"`,
-/// `"limits"`, `"quota"`, `"scopes"`, `"whitelist_enabled"`,
-/// `"description"` — each left out (unchanged), `null` (cleared: no
-/// expiry, metadata, owner, quota, description; no limits or scopes) or
-/// a value (`null` is refused for the name and the two switches). Each field changed writes the event
-/// its `kw_key_set_*` function writes. On success the key's Overview (the
-/// object of `kw_key_get_json`) is written to `*json_out` (free with
+/// Changes key `id`'s settings by `patch_json`, a `KeyUpdate` JSON object
+/// (see "JSON shapes" at the top of this header), in one atomic, durable
+/// write: every field it names, or (one invalid, storage failing) none.
+/// Each field is left out (unchanged), `null` (cleared, or refused, as
+/// the shape says of the field) or a value, as in `kw_key_create_ex`'s
+/// options. Each field changed writes the event its `kw_key_set_*`
+/// function writes. On success the key's Overview (the object of
+/// `kw_key_get_json`) is written to `*json_out` (free with
 /// `kw_string_free`); `json_out` may be NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_update_json(

@@ -1,5 +1,6 @@
 //! The JSON shapes of the records the `*_json` calls write (`KeyInfo`,
-//! `Usage`, `Whitelist`, `PluginInfo`, `Event` and what they hold), read
+//! `Usage`, `Whitelist`, `PluginInfo`, `Event` and what they hold) and of
+//! the settings they read (`CreateOptions`, `KeyUpdate`), read
 //! from their JSON Schemas (`schemars`, derived beside their serde
 //! definitions in the core), and written out twice by [`crate::codegen`]:
 //! as the documentation block of `keyward.h` and as the Python package's
@@ -66,6 +67,8 @@ pub(crate) fn shapes() -> Vec<Shape> {
         schemars::schema_for!(keyward::Whitelist),
         schemars::schema_for!(keyward::PluginInfo),
         schemars::schema_for!(keyward::Event),
+        schemars::schema_for!(keyward::CreateOptions),
+        schemars::schema_for!(keyward::KeyUpdate),
     ];
     let mut out: Vec<Shape> = Vec::new();
     let mut defs: Vec<(String, Value)> = Vec::new();
@@ -209,9 +212,19 @@ fn ty(p: &Value) -> Ty {
     }
 }
 
-/// Rustdoc's markup read as plain text: links' brackets dropped.
+/// Rustdoc's markup read as plain text: links' brackets and targets dropped.
 fn plain(doc: &str) -> String {
-    doc.replace("[`", "`").replace("`]", "`")
+    let mut out = doc.replace("[`", "`");
+    while let Some(i) = out.find("`](") {
+        let end = out[i..].find(')').map_or(out.len(), |j| i + j + 1);
+        out.replace_range(i + 1..end, "");
+    }
+    out.replace("`]", "`")
+}
+
+/// A doc's first paragraph: what the header says of a shape.
+fn summary(doc: &str) -> &str {
+    doc.split("\n\n").next().unwrap_or("").trim_end()
 }
 
 // ------------------------------------------------------------------- C
@@ -235,13 +248,16 @@ fn c_type(t: &Ty) -> String {
 /// The header's description of every shape, as a C comment.
 pub(crate) fn c_doc() -> String {
     let mut o = String::from(
-        "/*\n * JSON shapes: what the `*_json` calls write. Times are RFC 3339 in UTC;\n \
-         * a field marked \"?\" may be absent (written by an older library) and\n \
-         * newer libraries may add fields, so read the ones you know.\n",
+        "/*\n * JSON shapes: what the `*_json` calls write, and what they read\n \
+         * (CreateOptions: `options_json`; KeyUpdate: `patch_json`). Times are\n \
+         * RFC 3339 in UTC. In what the library writes, a field marked \"?\" may\n \
+         * be absent (written by an older library), and newer libraries may add\n \
+         * fields, so read the ones you know; in what it reads, \"?\" fields may\n \
+         * be left out, and unknown ones are refused.\n",
     );
     for s in shapes() {
         let _ = write!(o, " *\n * {}", s.name);
-        let first = plain(&s.doc);
+        let first = plain(summary(&s.doc));
         let mut lines = first.lines();
         if let Some(l) = lines.next() {
             let _ = write!(o, ": {l}");
@@ -277,8 +293,16 @@ pub(crate) fn c_doc() -> String {
 /// given as arguments).
 const PY_TUPLES: &[&str] = &["Limit"];
 /// Shapes the Python package holds otherwise (a flat `Quota` named tuple,
-/// `Usage.last_used_at`/`last_used_ip`): no class is generated for them.
-const PY_OWN: &[&str] = &["Quota", "Refill", "LastUse"];
+/// `Usage.last_used_at`/`last_used_ip`, the keyword arguments of
+/// `create_key` and `update`): no class is generated for them.
+const PY_OWN: &[&str] = &[
+    "Quota",
+    "Refill",
+    "LastUse",
+    "CreateOptions",
+    "KeyUpdate",
+    "NewEntry",
+];
 
 /// A JSON field the Python records show otherwise: record, field, and
 /// the Python fields made of it (name, type, expression of the JSON value
