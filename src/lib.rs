@@ -70,7 +70,7 @@ mod locks;
 mod manifest;
 #[cfg(feature = "plugins")]
 mod plugins;
-pub mod policy;
+mod policy;
 mod store;
 mod time;
 mod usage;
@@ -90,7 +90,10 @@ pub use crate::plugins::{
     DeadLetter, EVENT_KINDS, HostResolver, InstallOptions, Manifest, PluginError, PluginInfo,
     PluginStatus, RetryPolicy, SUPPORTED_API_VERSIONS, SystemResolver,
 };
-pub use crate::policy::{Limit, Quota, Refill, RefillPeriod, Scopes};
+pub use crate::policy::{
+    Limit, MAX_LIMIT, MAX_LIMITS, MAX_QUOTA, MAX_SCOPE_LEN, MAX_SCOPES, MAX_WINDOW, Quota, Refill,
+    RefillPeriod, Scopes,
+};
 pub use crate::store::{
     CheckReport, CopyReport, CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo,
     KeyPage, KeyUpdate, LeakState, MAX_DESCRIPTION_LEN, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN,

@@ -302,15 +302,15 @@ fn records_as_large_as_the_api_allows_cross_the_socket() {
         .owner("o".repeat(keyward::MAX_OWNER_LEN))
         .metadata(serde_json::json!({ "m": "x".repeat(keyward::MAX_METADATA_LEN - 16) }))
         .scopes(
-            (0..keyward::policy::MAX_SCOPES)
-                .map(|s| format!("{s:02}{}", "s".repeat(keyward::policy::MAX_SCOPE_LEN - 2))),
+            (0..keyward::MAX_SCOPES)
+                .map(|s| format!("{s:02}{}", "s".repeat(keyward::MAX_SCOPE_LEN - 2))),
         )
-        .quota(Quota::new(keyward::policy::MAX_QUOTA));
-    for l in 0..keyward::policy::MAX_LIMITS {
+        .quota(Quota::new(keyward::MAX_QUOTA));
+    for l in 0..keyward::MAX_LIMITS {
         options = options.limit(Limit::new(
             format!("{l}{}", "l".repeat(63)),
-            keyward::policy::MAX_LIMIT,
-            keyward::policy::MAX_WINDOW,
+            keyward::MAX_LIMIT,
+            keyward::MAX_WINDOW,
         ));
     }
     let imported = store

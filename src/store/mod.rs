@@ -549,7 +549,7 @@ impl Store {
     ///
     /// # Errors
     /// [`KeyError::NotFound`]; [`KeyError::InvalidInput`] for a bad scope
-    /// or more than [`MAX_SCOPES`](crate::policy::MAX_SCOPES); storage errors.
+    /// or more than [`MAX_SCOPES`](crate::MAX_SCOPES); storage errors.
     pub fn set_scopes<S: AsRef<str>>(&self, id: &KeyId, scopes: &[S]) -> Result<KeyInfo, KeyError> {
         self.update(
             id,
