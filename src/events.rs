@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use crate::backend::{Backend, Batch, Durability, StorageError, Table};
 use crate::key::KeyId;
-use crate::store::KeyRecord;
 use crate::time::Timestamp;
 
 /// Calls `$then!` with every event kind's row: `Variant = "dotted.name";`.
@@ -111,13 +110,21 @@ impl Event {
     }
 }
 
-/// Appends the event of `kind` about key `rec` to the batch that makes the
+/// The key an event tells of, as it stands after the change.
+pub(crate) struct Subject<'a> {
+    pub id: KeyId,
+    pub name: &'a str,
+    /// Its masked form (prefix, id, the current secret's last four).
+    pub masked: String,
+    pub owner: Option<&'a str>,
+}
+
+/// Appends the event of `kind` about `key` to the batch that makes the
 /// change: the outbox write. Its sequence number is given at commit.
 pub(crate) fn append(
     batch: &mut Batch,
     kind: EventKind,
-    rec: &KeyRecord,
-    prefix: &str,
+    key: &Subject<'_>,
     at: i64,
     actor: Option<&str>,
     mut data: Value,
@@ -125,8 +132,10 @@ pub(crate) fn append(
     // The owner and actor ride inside `data`, so plugins built before them
     // keep working.
     if let Value::Object(map) = &mut data {
-        map.entry("owner")
-            .or_insert_with(|| rec.owner.clone().map_or(Value::Null, Value::String));
+        map.entry("owner").or_insert_with(|| {
+            key.owner
+                .map_or(Value::Null, |o| Value::String(o.to_owned()))
+        });
         if let Some(actor) = actor {
             map.insert("actor".into(), Value::String(actor.to_owned()));
         }
@@ -135,9 +144,9 @@ pub(crate) fn append(
         seq: 0,
         kind,
         at: Timestamp::from_unix_millis(at),
-        key_id: rec.id,
-        name: rec.name.clone(),
-        masked: rec.masked(prefix),
+        key_id: key.id,
+        name: key.name.to_owned(),
+        masked: key.masked.clone(),
         data,
     };
     batch.append(

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::copy::{PAGE_ROWS, Snapshot, seq_of};
-use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
+use super::{
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, RowsFrom, StorageError, Table,
+    Visit,
+};
 
 /// Longest change feed kept; a reader further behind reloads everything.
 const FEED_CAP: usize = 4096;
@@ -72,20 +75,19 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    fn range_from(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
-        Ok(self
-            .state()
+    fn visit_from(&self, rows: RowsFrom<'_>, each: Visit<'_>) -> Result<usize, StorageError> {
+        let state = self.state();
+        let found = state
             .tables
-            .range((table, start.to_vec())..)
-            .take_while(|((t, _), _)| *t == table)
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+            .range((rows.table, rows.start.to_vec())..)
+            .take_while(|((t, _), _)| *t == rows.table)
+            .take(rows.limit);
+        let mut n = 0;
+        for ((_, k), v) in found {
+            each(k, v);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn commit(&self, batch: Batch, _durability: Durability) -> Result<u64, CommitError> {

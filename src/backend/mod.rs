@@ -10,7 +10,6 @@
 //! leaves empty. It knows nothing of keys, events or plugins.
 
 pub(crate) mod copy;
-mod error;
 mod host;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -22,15 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::copy::Snapshot;
-pub(crate) use self::error::CommitError;
-pub use self::error::StorageError;
 pub(crate) use self::host::{HostBackend, HostRules, Vet, group_id};
 pub(crate) use self::memory::MemoryBackend;
 #[cfg(all(feature = "postgres", feature = "plugins"))]
 pub(crate) use self::postgres::PostgresConn;
 #[cfg(feature = "postgres")]
 pub(crate) use self::postgres::PostgresTarget;
+pub(crate) use crate::error::CommitError;
 use crate::error::OpenError;
+pub use crate::error::StorageError;
 
 /// A store's storage, opened from a path or a URL.
 pub(crate) struct Opened {
@@ -285,6 +284,17 @@ pub(crate) enum Changes {
 
 pub(crate) type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Up to `limit` entries of `table` with keys `>= start`.
+#[derive(Clone, Copy)]
+pub(crate) struct RowsFrom<'a> {
+    pub table: Table,
+    pub start: &'a [u8],
+    pub limit: usize,
+}
+
+/// What is handed each entry a [`Backend::visit_from`] reads.
+pub(crate) type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]);
+
 /// The storage a store runs on.
 pub(crate) trait Backend: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
@@ -292,21 +302,25 @@ pub(crate) trait Backend: Send + Sync {
     /// Every entry of `table` whose key starts with `prefix`, in key order.
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<KvPairs, StorageError>;
 
-    /// Up to `limit` entries of `table` with keys `>= start`, in key order.
-    fn range_from(&self, table: Table, start: &[u8], limit: usize)
-    -> Result<KvPairs, StorageError>;
+    /// The entries `rows` names, in key order, each handed to `each` as
+    /// it is read (a backend that can, copies nothing); returns how many.
+    fn visit_from(&self, rows: RowsFrom<'_>, each: Visit<'_>) -> Result<usize, StorageError>;
 
-    /// The same entries as [`range_from`](Backend::range_from), each handed
-    /// to `each` as it is read (a backend that can, copies nothing);
-    /// returns how many.
-    fn visit_from(
+    /// Up to `limit` entries of `table` with keys `>= start`, in key order.
+    fn range_from(
         &self,
         table: Table,
         start: &[u8],
         limit: usize,
-        each: &mut dyn FnMut(&[u8], &[u8]),
-    ) -> Result<usize, StorageError> {
-        Ok(visit_rows(&self.range_from(table, start, limit)?, each))
+    ) -> Result<KvPairs, StorageError> {
+        let mut out = Vec::new();
+        let rows = RowsFrom {
+            table,
+            start,
+            limit,
+        };
+        self.visit_from(rows, &mut |k, v| out.push((k.to_vec(), v.to_vec())))?;
+        Ok(out)
     }
 
     /// Applies `batch` atomically; with [`Durability::Durable`] it is on

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::copy::{Journals, PAGE_BYTES, PAGE_ROWS, Snapshot};
-use super::{Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, StorageError, Table};
+use super::{
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, RowsFrom, StorageError, Table,
+    Visit,
+};
 use crate::error::OpenError;
 
 const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
@@ -422,30 +425,12 @@ impl Backend for SledBackend {
             .collect()
     }
 
-    fn range_from(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
-        let end = [table.tag() + 1];
-        self.tree
-            .range(full_key(table, start)..end.to_vec())
-            .take(limit)
-            .map(|r| {
-                r.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
-                    .map_err(storage)
-            })
-            .collect()
-    }
-
-    fn visit_from(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-        each: &mut dyn FnMut(&[u8], &[u8]),
-    ) -> Result<usize, StorageError> {
+    fn visit_from(&self, rows: RowsFrom<'_>, each: Visit<'_>) -> Result<usize, StorageError> {
+        let RowsFrom {
+            table,
+            start,
+            limit,
+        } = rows;
         let end = [table.tag() + 1];
         let mut n = 0;
         for row in self

@@ -2,12 +2,14 @@
 //! and each telling its [`ErrorKind`] (how every binding reports it).
 
 mod kind;
+mod storage;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use self::kind::ErrorKind;
-pub use crate::backend::StorageError;
+pub(crate) use self::storage::CommitError;
+pub use self::storage::StorageError;
 use crate::key::KeyId;
 
 /// Opening a store failed.

@@ -287,13 +287,12 @@ mod tests {
             assert!(table != Table::Plugins, "the storage failed badly");
             self.0.scan(table, prefix)
         }
-        fn range_from(
+        fn visit_from(
             &self,
-            table: Table,
-            start: &[u8],
-            limit: usize,
-        ) -> Result<crate::backend::KvPairs, StorageError> {
-            self.0.range_from(table, start, limit)
+            rows: crate::backend::RowsFrom<'_>,
+            each: crate::backend::Visit<'_>,
+        ) -> Result<usize, StorageError> {
+            self.0.visit_from(rows, each)
         }
         fn commit(
             &self,

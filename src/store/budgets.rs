@@ -3,10 +3,9 @@
 //! from the rows of [`Table::Budgets`] by the store's lease thread, each a
 //! compare-and-set, so every process of a store draws on one budget.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, Weak};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,37 +20,6 @@ use crate::events::{self, EventKind};
 use crate::key::KeyId;
 use crate::locks::{lock, read, write};
 use crate::policy::{Limit, Span, Window};
-
-/// Keys whose meters want more tokens, for the lease thread.
-pub(crate) struct LeaseQueue {
-    tx: mpsc::Sender<KeyId>,
-    rx: Mutex<Option<mpsc::Receiver<KeyId>>>,
-    /// Keys whose meters hold quota tokens taken from storage.
-    holding: Mutex<HashSet<KeyId>>,
-    /// How long held tokens may go unused before they go back (ms).
-    idle_ms: i64,
-    /// Held (shared) while tokens move between storage and a meter; a copy
-    /// of the store holds it alone while it counts what meters hold.
-    gate: RwLock<()>,
-}
-
-impl LeaseQueue {
-    pub(crate) fn new(idle: Duration) -> Self {
-        let (tx, rx) = mpsc::channel();
-        LeaseQueue {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            holding: Mutex::new(HashSet::new()),
-            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
-            gate: RwLock::new(()),
-        }
-    }
-
-    /// Asks for key `id`'s meter to be topped up (never waits).
-    pub(crate) fn request(&self, id: KeyId) {
-        let _ = self.tx.send(id);
-    }
-}
 
 /// The lease thread of a store: fetches what meters ask for.
 pub(crate) struct LeaseThread {
@@ -262,8 +230,7 @@ impl Engine {
                 events::append(
                     &mut batch,
                     EventKind::KeyQuotaExhausted,
-                    &rec,
-                    &self.prefix,
+                    &rec.subject(&self.prefix),
                     now,
                     None,
                     json!({ "refill_at": refill_at }),

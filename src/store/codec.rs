@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::record::{Extra, GenRecord, KeyRecord, Lookup, Policy, QuotaRule};
+use super::record::{Extra, GenRecord, KeyRecord, Lookup, Policy, QuotaRule, SCHEMA_VERSION};
 use crate::backend::StorageError;
 use crate::key::KeyId;
 use crate::policy::Limit;
@@ -301,7 +301,7 @@ pub(crate) fn stored(bytes: &[u8]) -> Result<Stored<'_>, StorageError> {
         Some(&f @ (FORMAT_2 | FORMAT_3)) => {
             let (view, rest): (View<'_>, _) =
                 postcard::take_from_bytes(&bytes[1..]).map_err(unreadable)?;
-            if view.generations.is_empty() || view.v > super::record::SCHEMA_VERSION {
+            if view.generations.is_empty() || view.v > SCHEMA_VERSION {
                 return Err(StorageError::new(format!(
                     "key record {} has an unknown format",
                     view.id
@@ -449,6 +449,25 @@ pub(crate) fn encode(rec: &KeyRecord) -> Vec<u8> {
         out.extend(postcard::to_allocvec(&sections).expect("sections serialise"));
     }
     out
+}
+
+impl KeyRecord {
+    /// A stored record, in either format (see this module).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        let rec = decode(bytes)?;
+        if rec.v > SCHEMA_VERSION || rec.generations.is_empty() {
+            return Err(StorageError::new(format!(
+                "key record {} has an unknown format",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// The record as stored now (format 2).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
 }
 
 #[cfg(test)]

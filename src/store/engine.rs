@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::index::Index;
+use super::index::{Index, Page};
 use super::options::Options;
 use super::record::{KeyInfo, KeyRecord, MetaRecord, SCHEMA_VERSION};
 use crate::backend::{
-    Backend, Batch, Changes, CommitError, Durability, Opened, StorageError, Table,
+    Backend, Batch, Changes, CommitError, Durability, Opened, RowsFrom, StorageError, Table,
 };
 use crate::clock::Clock;
 use crate::error::{KeyError, OpenError};
@@ -41,7 +41,7 @@ pub(crate) struct Engine {
     pub index: Index,
     pub usage: UsageLog,
     /// Keys whose meters want a lease fetched (by the lease thread).
-    pub leases: super::budgets::LeaseQueue,
+    pub leases: super::leases::LeaseQueue,
     pub limits: UsageLimits,
     /// Serialises this process's read-modify-write of key records.
     pub write_lock: Mutex<()>,
@@ -100,7 +100,7 @@ impl Engine {
             hashes_per_key: (options.max_concurrent_hashes / 2).max(1),
             gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
             index: Index::new(),
-            leases: super::budgets::LeaseQueue::new(options.lease_idle),
+            leases: super::leases::LeaseQueue::new(options.lease_idle),
             usage: UsageLog::new(options.usage_limits, options.notice_limits),
             limits: options.usage_limits,
             write_lock: Mutex::new(()),
@@ -395,7 +395,12 @@ fn read_pages(
         page.ends.clear();
         let mut last = Vec::new();
         let mut past_end = false;
-        let read = backend.visit_from(Table::Keys, &start, RELOAD_PAGE, &mut |k, v| {
+        let rows = RowsFrom {
+            table: Table::Keys,
+            start: &start,
+            limit: RELOAD_PAGE,
+        };
+        let read = backend.visit_from(rows, &mut |k, v| {
             if past_end || to.is_some_and(|to| k >= to) {
                 past_end = true;
                 return;
@@ -413,22 +418,6 @@ fn read_pages(
         }
         last.push(0);
         start = last;
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Page {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-    /// The reader that filled it, and gets it back.
-    reader: usize,
-}
-
-impl Page {
-    /// Its records, in order.
-    pub(crate) fn records(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter()).map(|(a, &b)| &self.data[a..b])
     }
 }
 

@@ -12,9 +12,8 @@ use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
 
 use super::codec::{self, Stored, View};
-use super::engine::Page;
 use super::imports::{self, ImportMap, Imports};
-use super::meter::Meter;
+use super::meter::{Meter, prefetch};
 use super::record::{KeyRecord, Policy};
 use crate::backend::StorageError;
 use crate::key::{IdMap, KeyId};
@@ -680,17 +679,19 @@ impl Drop for ColdShare<'_> {
     }
 }
 
-/// A hint that `p` will be read soon (no effect on what the program does:
-/// a prefetch reads nothing and cannot fault).
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a
-    // hint: it does not access memory as the program sees it, whatever
-    // the address.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+/// Records read from storage in one go, for the index to decode.
+#[derive(Default)]
+pub(crate) struct Page {
+    pub(super) data: Vec<u8>,
+    pub(super) ends: Vec<usize>,
+    /// The reader that filled it, and gets it back.
+    pub(super) reader: usize,
+}
+
+impl Page {
+    /// Its records, in order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter()).map(|(a, &b)| &self.data[a..b])
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }

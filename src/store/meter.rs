@@ -154,8 +154,8 @@ impl Meter {
     /// A hint that this meter will be read soon.
     pub(crate) fn prefetch(&self) {
         let start = std::ptr::from_ref(self).cast::<u8>();
-        super::index::prefetch(start);
-        super::index::prefetch(start.wrapping_add(64));
+        prefetch(start);
+        prefetch(start.wrapping_add(64));
     }
 
     /// Whether this meter counts for the same limits and quota setting.
@@ -449,6 +449,21 @@ pub(crate) fn quota_row_key(id: &KeyId) -> Vec<u8> {
 /// The row of key `id`'s shared budget of limit `name`.
 pub(crate) fn limit_row_key(id: &KeyId, name: &str) -> Vec<u8> {
     [&id.as_bytes()[..], b"l", name.as_bytes()].concat()
+}
+
+/// A hint that `p` will be read soon (no effect on what the program does:
+/// a prefetch reads nothing and cannot fault).
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is only a
+    // hint: it does not access memory as the program sees it, whatever
+    // the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod import;
 mod imports;
 mod index;
 mod leaks;
+mod leases;
 mod list;
 mod meter;
 mod options;
@@ -27,6 +28,7 @@ mod owners;
 mod record;
 mod settings;
 mod status;
+mod usage;
 mod verify;
 mod vet;
 mod worker;
@@ -42,14 +44,13 @@ use serde_json::Value;
 
 pub use self::check::{CheckReport, Problem};
 pub use self::copy::CopyReport;
+pub(crate) use self::engine::Engine;
 pub use self::engine::Maintenance;
-pub(crate) use self::engine::{COMMIT_RETRIES, Engine};
 pub use self::import::{IMPORT_PREFIX_LEN, ImportedSecret};
 pub use self::index::LeakState;
 pub use self::list::{KeyPage, MAX_PAGE};
 pub use self::options::{MAX_GRACE, Options, PAST_GENERATIONS_KEPT};
 pub use self::owners::{OwnerInfo, OwnerUsage};
-pub(crate) use self::record::KeyRecord;
 pub use self::record::{CreatedKey, KeyInfo};
 pub use self::settings::{
     CreateOptions, KeyUpdate, MAX_DESCRIPTION_LEN, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN,
@@ -257,8 +258,7 @@ impl Store {
     ///
     /// Never touches storage; records usage in memory.
     pub fn verify_request(&self, req: &VerifyRequest<'_>) -> Verdict {
-        self.engine
-            .verify(req.key, req.client_ip, req.integration, req.scope)
+        self.engine.verify(req)
     }
 
     /// Verifies a presented key from `client_ip`, optionally naming the
@@ -268,8 +268,7 @@ impl Store {
         self.verify_request(&VerifyRequest::new(key, client_ip).integration(integration))
     }
 
-    /// [`Store::verify`] for a key given as bytes: [`Store::verify_request`]
-    /// with no scope.
+    /// [`Store::verify`] for a key given as bytes.
     #[deprecated(note = "use Store::verify_request")]
     pub fn verify_bytes(
         &self,
@@ -280,8 +279,7 @@ impl Store {
         self.verify_request(&VerifyRequest::new(key, client_ip).integration(integration))
     }
 
-    /// [`Store::verify`], also requiring `scope`: [`Store::verify_request`]
-    /// spelled out.
+    /// [`Store::verify`], also requiring `scope`.
     #[deprecated(note = "use Store::verify_request")]
     pub fn verify_scoped(
         &self,
@@ -290,11 +288,8 @@ impl Store {
         integration: Option<&str>,
         scope: Option<&str>,
     ) -> Verdict {
-        self.verify_request(
-            &VerifyRequest::new(key, client_ip)
-                .integration(integration)
-                .scope(scope),
-        )
+        #[allow(deprecated)]
+        self.verify_scoped_bytes(key.as_bytes(), client_ip, integration, scope)
     }
 
     /// [`Store::verify_scoped`] for a key given as bytes.
@@ -306,11 +301,8 @@ impl Store {
         integration: Option<&str>,
         scope: Option<&str>,
     ) -> Verdict {
-        self.verify_request(
-            &VerifyRequest::new(key, client_ip)
-                .integration(integration)
-                .scope(scope),
-        )
+        let req = VerifyRequest::new(key, client_ip).integration(integration);
+        self.verify_request(&req.scope(scope))
     }
 
     /// The account of the key a presented key names, from the in-memory

@@ -188,20 +188,4 @@ impl Options {
             .map(Some)
             .ok_or_else(|| OpenError::InvalidOptions(format!("attach_group: no group {g:?}")))
     }
-
-    /// How a sled store is opened and shared on this host.
-    pub(crate) fn host_rules(&self) -> Result<crate::backend::HostRules, OpenError> {
-        Ok(crate::backend::HostRules {
-            require_owner: self.require_owner,
-            group: self.attach_gid()?,
-            takeover: self.takeover_timeout,
-            reply: self.statement_timeout + Duration::from_secs(1),
-            vet: {
-                let clock = Arc::clone(&self.clock);
-                crate::backend::Vet(Arc::new(move |batch, actor, store| {
-                    super::vet::vet(batch, actor, clock.now().unix_millis(), store)
-                }))
-            },
-        })
-    }
 }

@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::StorageError;
 use crate::key::{self, KeyId, PlaintextKey};
 use crate::policy::{Limit, Quota, Refill};
 use crate::time::Timestamp;
@@ -191,29 +190,22 @@ impl QuotaRule {
 }
 
 impl KeyRecord {
-    /// A stored record, in either format (see [`super::codec`]).
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let rec = super::codec::decode(bytes)?;
-        if rec.v > SCHEMA_VERSION || rec.generations.is_empty() {
-            return Err(StorageError::new(format!(
-                "key record {} has an unknown format",
-                rec.id
-            )));
-        }
-        Ok(rec)
-    }
-
-    /// The record as stored now (format 2).
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        super::codec::encode(self)
-    }
-
     pub(crate) fn current(&self) -> &GenRecord {
         &self.generations[0]
     }
 
     pub(crate) fn masked(&self, prefix: &str) -> String {
         key::mask(prefix, &self.id, &self.current().last4)
+    }
+
+    /// The key as an event tells of it.
+    pub(crate) fn subject(&self, prefix: &str) -> crate::events::Subject<'_> {
+        crate::events::Subject {
+            id: self.id,
+            name: &self.name,
+            masked: self.masked(prefix),
+            owner: self.owner.as_deref(),
+        }
     }
 
     pub(crate) fn info(&self, prefix: &str, last_used_at: Option<Timestamp>, now: i64) -> KeyInfo {

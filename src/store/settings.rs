@@ -10,17 +10,15 @@
 //! as the record.
 //!
 //! A new setting of a key is a field here (on both, with its check and
-//! its event), a field of the record and of [`KeyInfo`] (`record.rs`);
+//! its event), a field of the record and of [`KeyInfo`](super::KeyInfo)
+//! (`record.rs`);
 //! the C library reads it from JSON through serde, the header and the
 //! Python records describe it from the JSON Schema.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::engine::Engine;
-use super::meter;
-use super::record::{GenRecord, KeyInfo, KeyRecord, Policy, QuotaRule, SCHEMA_VERSION};
-use crate::backend::Table;
+use super::record::{GenRecord, KeyRecord, Policy, QuotaRule, SCHEMA_VERSION};
 use crate::error::KeyError;
 use crate::events::EventKind;
 use crate::key::KeyId;
@@ -402,7 +400,7 @@ impl KeyUpdate {
 
     /// Every field checked as its single-field call checks it, before
     /// anything is written; the scopes in their stored form.
-    fn checked(mut self) -> Result<Self, KeyError> {
+    pub(crate) fn checked(mut self) -> Result<Self, KeyError> {
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
@@ -431,89 +429,66 @@ impl KeyUpdate {
     }
 }
 
-impl Engine {
-    /// Applies `patch` to key `id` (see [`KeyUpdate`]).
-    pub(crate) fn update_key(&self, id: &KeyId, patch: KeyUpdate) -> Result<KeyInfo, KeyError> {
-        let patch = patch.checked()?;
-        if patch.is_empty() {
-            return self.get(id);
+impl KeyUpdate {
+    /// The quota setting the patch makes, chosen once (a new setting is a
+    /// new serial, which voids every lease of the old one): absent, removed,
+    /// or a new rule, as the patch's quota is.
+    #[allow(clippy::option_option)]
+    pub(crate) fn quota_rule(&self) -> Option<Option<QuotaRule>> {
+        self.quota.map(|q| q.map(|q| QuotaRule::new(q.refill)))
+    }
+
+    /// Applies the (checked) patch to `rec`, with `quota_rule` for its
+    /// quota: the events it writes, one per field changed.
+    #[allow(clippy::option_option)]
+    pub(crate) fn apply(
+        &self,
+        rec: &mut KeyRecord,
+        quota_rule: Option<Option<QuotaRule>>,
+    ) -> Vec<(EventKind, Value)> {
+        let mut told: Vec<(EventKind, Value)> = Vec::new();
+        let mut updated = |data: Value| told.push((EventKind::KeyUpdated, data));
+        if let Some(name) = &self.name {
+            let old = std::mem::replace(&mut rec.name, name.clone());
+            updated(json!({ "renamed_from": old }));
         }
-        let quota_rule = patch.quota.map(|q| q.map(|q| QuotaRule::new(q.refill)));
-        let mut info = self.update_events(
-            id,
-            |rec, _| {
-                let mut told: Vec<(EventKind, Value)> = Vec::new();
-                let mut updated = |data: Value| told.push((EventKind::KeyUpdated, data));
-                if let Some(name) = &patch.name {
-                    let old = std::mem::replace(&mut rec.name, name.clone());
-                    updated(json!({ "renamed_from": old }));
-                }
-                if let Some(disabled) = patch.disabled {
-                    rec.disabled = disabled;
-                    updated(json!({ "disabled": disabled }));
-                }
-                if let Some(at) = patch.expires_at {
-                    rec.expires_at = at.map(Timestamp::unix_millis);
-                    updated(json!({ "expires_at": at }));
-                }
-                if let Some(metadata) = &patch.metadata {
-                    rec.metadata.clone_from(metadata);
-                    updated(json!({ "metadata": "changed" }));
-                }
-                if let Some(owner) = &patch.owner {
-                    let old = std::mem::replace(&mut rec.owner, owner.clone());
-                    updated(json!({ "owner_from": old, "owner_to": owner }));
-                }
-                if let Some(scopes) = &patch.scopes {
-                    rec.policy.scopes.clone_from(scopes);
-                    updated(json!({ "scopes": scopes }));
-                }
-                if let Some(limits) = &patch.limits {
-                    rec.policy.limits.clone_from(limits);
-                    updated(json!({ "limits": limits }));
-                }
-                if let (Some(quota), Some(rule)) = (patch.quota, quota_rule) {
-                    rec.policy.quota = rule;
-                    updated(json!({ "quota": quota }));
-                }
-                if let Some(description) = &patch.description {
-                    rec.extra.description.clone_from(description);
-                    updated(json!({ "description": "changed" }));
-                }
-                if let Some(enabled) = patch.whitelist_enabled {
-                    rec.whitelist.enabled = enabled;
-                    told.push((EventKind::WhitelistUpdated, json!({ "enabled": enabled })));
-                }
-                Ok(told)
-            },
-            |old, new, batch| {
-                // A limit removed takes its shared budget with it; a new
-                // quota setting is what every process now draws on.
-                if let Some(limits) = &patch.limits {
-                    for l in &old.policy.limits {
-                        if !limits.iter().any(|n| n.name == l.name) {
-                            batch.delete(Table::Budgets, meter::limit_row_key(&old.id, &l.name));
-                        }
-                    }
-                }
-                if let Some(quota) = patch.quota {
-                    super::budgets::quota_row(
-                        batch,
-                        new,
-                        quota.map(|q| q.remaining),
-                        self.now_ms(),
-                    );
-                }
-            },
-        )?;
-        if patch.limits.is_some() && self.budgets_shared() || patch.quota.is_some() {
-            // The first lease now, so the key's next use need not wait for one.
-            let _ = self.fetch_leases(id);
+        if let Some(disabled) = self.disabled {
+            rec.disabled = disabled;
+            updated(json!({ "disabled": disabled }));
         }
-        if let Some(rule) = quota_rule {
-            self.fill_quota(&mut info, rule);
+        if let Some(at) = self.expires_at {
+            rec.expires_at = at.map(Timestamp::unix_millis);
+            updated(json!({ "expires_at": at }));
         }
-        Ok(info)
+        if let Some(metadata) = &self.metadata {
+            rec.metadata.clone_from(metadata);
+            updated(json!({ "metadata": "changed" }));
+        }
+        if let Some(owner) = &self.owner {
+            let old = std::mem::replace(&mut rec.owner, owner.clone());
+            updated(json!({ "owner_from": old, "owner_to": owner }));
+        }
+        if let Some(scopes) = &self.scopes {
+            rec.policy.scopes.clone_from(scopes);
+            updated(json!({ "scopes": scopes }));
+        }
+        if let Some(limits) = &self.limits {
+            rec.policy.limits.clone_from(limits);
+            updated(json!({ "limits": limits }));
+        }
+        if let (Some(quota), Some(rule)) = (self.quota, quota_rule) {
+            rec.policy.quota = rule;
+            updated(json!({ "quota": quota }));
+        }
+        if let Some(description) = &self.description {
+            rec.extra.description.clone_from(description);
+            updated(json!({ "description": "changed" }));
+        }
+        if let Some(enabled) = self.whitelist_enabled {
+            rec.whitelist.enabled = enabled;
+            told.push((EventKind::WhitelistUpdated, json!({ "enabled": enabled })));
+        }
+        told
     }
 }
 

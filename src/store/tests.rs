@@ -171,13 +171,12 @@ impl Backend for FlushFails {
     fn scan(&self, t: backend::Table, p: &[u8]) -> Result<backend::KvPairs, StorageError> {
         self.inner.scan(t, p)
     }
-    fn range_from(
+    fn visit_from(
         &self,
-        t: backend::Table,
-        s: &[u8],
-        l: usize,
-    ) -> Result<backend::KvPairs, StorageError> {
-        self.inner.range_from(t, s, l)
+        rows: backend::RowsFrom<'_>,
+        each: backend::Visit<'_>,
+    ) -> Result<usize, StorageError> {
+        self.inner.visit_from(rows, each)
     }
     fn commit(
         &self,

@@ -13,7 +13,7 @@ use crate::events::EventKind;
 use crate::key::{self, KeyId};
 use crate::locks::read;
 use crate::usage::{Freshness, Occurrence, Outcome};
-use crate::verdict::{Decision, Denial, Refusal, Verdict};
+use crate::verdict::{Decision, Denial, Refusal, Verdict, VerifyRequest};
 use crate::verifier;
 use crate::whitelist;
 
@@ -41,13 +41,14 @@ struct Cold {
 }
 
 impl Engine {
-    pub(crate) fn verify(
-        &self,
-        key: &[u8],
-        client_ip: IpAddr,
-        integration: Option<&str>,
-        scope: Option<&str>,
-    ) -> Verdict {
+    pub(crate) fn verify(&self, req: &VerifyRequest<'_>) -> Verdict {
+        let VerifyRequest {
+            key,
+            client_ip,
+            integration,
+            scope,
+            ..
+        } = *req;
         let Some((id, secret, imported)) = self.identify(key) else {
             return Verdict::Denied(Refusal::new(Denial::Malformed));
         };

@@ -15,11 +15,14 @@
 //! the whole batch, and nothing of it is written.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::options::{MAX_GRACE, PAST_GENERATIONS_KEPT};
+use super::options::{MAX_GRACE, Options, PAST_GENERATIONS_KEPT};
 use super::record::{GenRecord, KeyRecord, Lookup};
 use super::settings;
 use crate::backend::{Backend, Batch, Op, Table};
+use crate::error::OpenError;
 use crate::events::{Event, EventKind};
 use crate::key::KeyId;
 use crate::verifier::{self, SecretHash};
@@ -479,6 +482,24 @@ fn stamped(value: &[u8], actor: &str, changed: &HashSet<KeyId>) -> Result<Vec<u8
     }
     map.insert("actor".into(), serde_json::Value::String(actor.to_owned()));
     serde_json::to_vec(&event).map_err(|e| e.to_string())
+}
+
+impl Options {
+    /// How a sled store is opened and shared on this host.
+    pub(crate) fn host_rules(&self) -> Result<crate::backend::HostRules, OpenError> {
+        Ok(crate::backend::HostRules {
+            require_owner: self.require_owner,
+            group: self.attach_gid()?,
+            takeover: self.takeover_timeout,
+            reply: self.statement_timeout + Duration::from_secs(1),
+            vet: {
+                let clock = Arc::clone(&self.clock);
+                crate::backend::Vet(Arc::new(move |batch, actor, store| {
+                    vet(batch, actor, clock.now().unix_millis(), store)
+                }))
+            },
+        })
+    }
 }
 
 #[cfg(test)]

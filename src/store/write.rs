@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::engine::{COMMIT_RETRIES, Engine};
+use super::meter;
 use super::options::{MAX_GRACE, PAST_GENERATIONS_KEPT};
 use super::record::{CreatedKey, GenRecord, KeyInfo, KeyRecord};
-use super::settings::CreateOptions;
+use super::settings::{CreateOptions, KeyUpdate};
 use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
 use crate::error::{KeyError, WhitelistError};
 use crate::events::{self, EventKind};
@@ -94,8 +95,7 @@ impl Engine {
                 events::append(
                     &mut batch,
                     kind,
-                    &rec,
-                    &self.prefix,
+                    &rec.subject(&self.prefix),
                     now,
                     self.actor.as_deref(),
                     data,
@@ -310,8 +310,7 @@ impl Engine {
         events::append(
             batch,
             EventKind::KeyDeleted,
-            rec,
-            &self.prefix,
+            &rec.subject(&self.prefix),
             now,
             self.actor.as_deref(),
             data,
@@ -395,6 +394,49 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Applies `patch` to key `id` (see [`KeyUpdate`]): the record and
+    /// its events in one batch, with the shared budgets the patch changes.
+    pub(crate) fn update_key(&self, id: &KeyId, patch: KeyUpdate) -> Result<KeyInfo, KeyError> {
+        let patch = patch.checked()?;
+        if patch.is_empty() {
+            return self.get(id);
+        }
+        let quota_rule = patch.quota_rule();
+        let mut info = self.update_events(
+            id,
+            |rec, _| Ok(patch.apply(rec, quota_rule)),
+            |old, new, batch| {
+                // A limit removed takes its shared budget with it; a new
+                // quota setting is what every process now draws on.
+                if let Some(limits) = &patch.limits {
+                    for l in &old.policy.limits {
+                        if !limits.iter().any(|n| n.name == l.name) {
+                            batch.delete(Table::Budgets, meter::limit_row_key(&old.id, &l.name));
+                        }
+                    }
+                }
+                if let Some(quota) = patch.quota {
+                    super::budgets::quota_row(
+                        batch,
+                        new,
+                        quota.map(|q| q.remaining),
+                        self.now_ms(),
+                    );
+                }
+            },
+        )?;
+        if patch.limits.is_some() && self.budgets_shared() || patch.quota.is_some() {
+            // The first lease now, so the key's next use need not wait for one.
+            let _ = self.fetch_leases(id);
+        }
+        if let Some(rule) = quota_rule {
+            self.fill_quota(&mut info, rule);
+        }
+        Ok(info)
+    }
+}
+
 /// The writes of new keys, staged as every check, then every record, then
 /// every event: a backend that writes runs of one kind at once
 /// (PostgreSQL) makes three statements of a batch of thousands of keys,
@@ -430,8 +472,7 @@ impl NewKeys {
         events::append(
             &mut self.outbox,
             EventKind::KeyCreated,
-            rec,
-            &engine.prefix,
+            &rec.subject(&engine.prefix),
             now,
             engine.actor.as_deref(),
             data,

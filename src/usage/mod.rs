@@ -7,7 +7,6 @@
 //! ([`aggregate`]), so merging is one function.
 
 mod aggregate;
-mod flush;
 mod pending;
 
 use std::net::IpAddr;

@@ -7,10 +7,8 @@ use serde::Deserialize;
 
 use super::error::{Fail, boundary, fail};
 use super::generated::kw_status;
-use super::store::kw_store;
-use super::values::{
-    key_id, key_len, not_null, optional_text, put, put_json, room, store_ref, text,
-};
+use super::store::{kw_store, store_and_key, store_ref};
+use super::values::{key_len, not_null, optional_text, put, put_json, room, text};
 use keyward::Timestamp;
 use keyward::{CreateOptions, ImportedSecret, KeyUpdate};
 use keyward::{Limit, Quota};
@@ -190,8 +188,7 @@ pub unsafe extern "C" fn kw_key_regenerate(
     key_cap: usize,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         room(key_out, key_cap, key_len(store), "key_out")?;
         let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
         unsafe { put(key_out, fresh.key.as_str()) };
@@ -213,8 +210,7 @@ pub unsafe extern "C" fn kw_key_regenerate_json(
     info_json_out: *mut *mut c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         room(key_out, key_cap, key_len(store), "key_out")?;
         not_null(info_json_out, "info_json_out")?;
         let fresh = store.regenerate(&id, Duration::from_secs(grace_seconds))?;
@@ -228,8 +224,8 @@ pub unsafe extern "C" fn kw_key_regenerate_json(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kw_key_delete(store: *mut kw_store, id: *const c_char) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        Ok(store.delete(&unsafe { key_id(id) }?)?)
+        let (store, id) = unsafe { store_and_key(store, id) }?;
+        Ok(store.delete(&id)?)
     })
 }
 
@@ -241,8 +237,8 @@ pub unsafe extern "C" fn kw_key_set_disabled(
     disabled: bool,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        store.set_disabled(&unsafe { key_id(id) }?, disabled)?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
+        store.set_disabled(&id, disabled)?;
         Ok(())
     })
 }
@@ -255,8 +251,7 @@ pub unsafe extern "C" fn kw_key_rename(
     name: *const c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         store.rename(&id, unsafe { text(name, "name") }?)?;
         Ok(())
     })
@@ -271,8 +266,7 @@ pub unsafe extern "C" fn kw_key_set_expiry(
     expires_at: *const c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         let at = match unsafe { optional_text(expires_at, "expires_at") }? {
             None => None,
             Some(t) => Some(
@@ -293,21 +287,15 @@ pub unsafe extern "C" fn kw_key_set_metadata(
     id: *const c_char,
     metadata_json: *const c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
-        let value = match unsafe { optional_text(metadata_json, "metadata_json") }? {
-            None => None,
-            Some(j) => Some(serde_json::from_str(j).map_err(|e| {
-                fail(
-                    kw_status::KW_STATUS_INVALID_INPUT,
-                    format!("metadata_json: {e}"),
-                )
-            })?),
-        };
-        store.set_metadata(&id, value)?;
-        Ok(())
-    })
+    unsafe {
+        set_from_json(
+            store,
+            id,
+            metadata_json,
+            "metadata_json",
+            |m: Option<serde_json::Value>| KeyUpdate::new().metadata(m),
+        )
+    }
 }
 
 /// Replaces key `id`'s scopes with the JSON array of strings
@@ -318,13 +306,11 @@ pub unsafe extern "C" fn kw_key_set_scopes(
     id: *const c_char,
     scopes_json: *const c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
-        let scopes: Vec<String> = unsafe { optional_json(scopes_json, "scopes_json") }?;
-        store.set_scopes(&id, &scopes)?;
-        Ok(())
-    })
+    unsafe {
+        set_from_json(store, id, scopes_json, "scopes_json", |s: Vec<String>| {
+            KeyUpdate::new().scopes(s)
+        })
+    }
 }
 
 /// Replaces key `id`'s rate limits with the JSON array `limits_json`
@@ -336,13 +322,11 @@ pub unsafe extern "C" fn kw_key_set_limits(
     id: *const c_char,
     limits_json: *const c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
-        let limits: Vec<Limit> = unsafe { optional_json(limits_json, "limits_json") }?;
-        store.set_limits(&id, &limits)?;
-        Ok(())
-    })
+    unsafe {
+        set_from_json(store, id, limits_json, "limits_json", |l: Vec<Limit>| {
+            KeyUpdate::new().limits(l)
+        })
+    }
 }
 
 /// Sets key `id`'s quota from the JSON object `quota_json`
@@ -354,11 +338,26 @@ pub unsafe extern "C" fn kw_key_set_quota(
     id: *const c_char,
     quota_json: *const c_char,
 ) -> kw_status {
+    unsafe {
+        set_from_json(store, id, quota_json, "quota_json", |q: Option<Quota>| {
+            KeyUpdate::new().quota(q)
+        })
+    }
+}
+
+/// A `kw_key_set_*` function whose value is optional JSON (NULL: the
+/// value's default, which clears): read, then one patch of key `id`.
+unsafe fn set_from_json<T: serde::de::DeserializeOwned + Default>(
+    store: *mut kw_store,
+    id: *const c_char,
+    json: *const c_char,
+    what: &str,
+    patch: impl FnOnce(T) -> KeyUpdate,
+) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
-        let quota: Option<Quota> = unsafe { optional_json(quota_json, "quota_json") }?;
-        store.set_quota(&id, quota)?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
+        let value = unsafe { optional_json(json, what) }?;
+        store.update(&id, patch(value))?;
         Ok(())
     })
 }
@@ -401,8 +400,7 @@ pub unsafe extern "C" fn kw_key_update_json(
     json_out: *mut *mut c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         let patch = unsafe { text(patch_json, "patch_json") }?;
         let invalid = |e: serde_json::Error| {
             fail(
@@ -432,8 +430,7 @@ pub unsafe extern "C" fn kw_key_get_json(
     json_out: *mut *mut c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         not_null(json_out, "json_out")?;
         unsafe { put_json(json_out, &store.get(&id)?) }
     })
@@ -464,8 +461,7 @@ pub unsafe extern "C" fn kw_key_set_owner(
     owner: *const c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         let owner = unsafe { optional_text(owner, "owner") }?;
         store.set_owner(&id, owner)?;
         Ok(())

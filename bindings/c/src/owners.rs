@@ -5,8 +5,8 @@ use std::ffi::c_char;
 
 use super::error::boundary;
 use super::generated::kw_status;
-use super::store::kw_store;
-use super::values::{not_null, put_json, store_ref, text};
+use super::store::{kw_store, store_ref};
+use super::values::{not_null, put_json, text};
 
 /// Deletes every key of the account `owner` (and their usage) in one
 /// durable transaction, one `key.deleted` event each; their secrets stop

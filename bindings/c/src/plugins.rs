@@ -6,10 +6,10 @@ use std::ffi::c_char;
 
 use super::error::{Fail, boundary, fail};
 use super::generated::kw_status;
-use super::store::kw_store;
+use super::store::{kw_store, store_ref};
 #[cfg(feature = "plugins")]
 use super::values::put_json;
-use super::values::{not_null, optional_text, store_ref, text};
+use super::values::{not_null, optional_text, text};
 use keyward::Store;
 
 /// Runs `body` with the plugin host, or fails with `KW_STATUS_PLUGINS_UNSUPPORTED`.
@@ -27,6 +27,27 @@ fn with_plugins(
         kw_status::KW_STATUS_PLUGINS_UNSUPPORTED,
         "this keyward was built without the plugin host",
     ))
+}
+
+/// The body of a `kw_plugin_*_json` function: the store and `json_out`
+/// checked, then the value of `$answer` (an expression of the store
+/// `$s`, reading the function's other arguments) written to `*json_out`;
+/// `KW_STATUS_PLUGINS_UNSUPPORTED` without the plugin host.
+macro_rules! plugin_json {
+    ($store:ident, $json_out:ident, |$s:ident| $answer:expr) => {
+        boundary(|| {
+            let store = unsafe { store_ref($store) }?;
+            not_null($json_out, "json_out")?;
+            with_plugins(store, |$s| {
+                #[cfg(feature = "plugins")]
+                {
+                    let value = $answer;
+                    unsafe { put_json($json_out, &value) }?;
+                }
+                Ok(())
+            })
+        })
+    };
 }
 
 /// The install options of `kw_plugin_install_ex`.
@@ -140,17 +161,7 @@ pub unsafe extern "C" fn kw_plugin_list_json(
     store: *const kw_store,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        not_null(json_out, "json_out")?;
-        with_plugins(store, |s| {
-            #[cfg(feature = "plugins")]
-            unsafe {
-                put_json(json_out, &s.plugins()?)?;
-            }
-            Ok(())
-        })
-    })
+    plugin_json!(store, json_out, |s| s.plugins()?)
 }
 
 /// One plugin (the object of `kw_plugin_list_json`) to `*json_out`.
@@ -161,18 +172,8 @@ pub unsafe extern "C" fn kw_plugin_status_json(
     name: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let name = unsafe { text(name, "name") }?;
-        not_null(json_out, "json_out")?;
-        with_plugins(store, |s| {
-            #[cfg(feature = "plugins")]
-            unsafe {
-                put_json(json_out, &s.plugin(name)?)?;
-            }
-            Ok(())
-        })
-    })
+    plugin_json!(store, json_out, |s| s
+        .plugin(unsafe { text(name, "name") }?)?)
 }
 
 /// A plugin's dead letters as a JSON array to `*json_out`: `[{"seq",
@@ -184,18 +185,8 @@ pub unsafe extern "C" fn kw_plugin_dead_letters_json(
     name: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let name = unsafe { text(name, "name") }?;
-        not_null(json_out, "json_out")?;
-        with_plugins(store, |s| {
-            #[cfg(feature = "plugins")]
-            unsafe {
-                put_json(json_out, &s.plugin_dead_letters(name)?)?;
-            }
-            Ok(())
-        })
-    })
+    plugin_json!(store, json_out, |s| s
+        .plugin_dead_letters(unsafe { text(name, "name") }?)?)
 }
 
 /// A plugin's recent log lines as a JSON array of strings to `*json_out`.
@@ -206,18 +197,8 @@ pub unsafe extern "C" fn kw_plugin_log_json(
     name: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let name = unsafe { text(name, "name") }?;
-        not_null(json_out, "json_out")?;
-        with_plugins(store, |s| {
-            #[cfg(feature = "plugins")]
-            unsafe {
-                put_json(json_out, &s.plugin_log(name)?)?;
-            }
-            Ok(())
-        })
-    })
+    plugin_json!(store, json_out, |s| s
+        .plugin_log(unsafe { text(name, "name") }?)?)
 }
 
 /// Removes a plugin, its delivery state and its dead letters.

@@ -5,11 +5,11 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use super::abi::read_in;
-use super::error::{boundary, fail};
+use super::error::{Fail, boundary, fail};
 use super::generated::{KW_ABI_VERSION, kw_status};
-use super::values::{key_len, not_null, optional_text, put_json, store_ref, text};
+use super::values::{key_id, key_len, not_null, optional_text, put_json, text};
 use keyward::Argon2Params;
-use keyward::{Options, Store};
+use keyward::{KeyId, Options, Store};
 
 /// How to open a store. Set `size` to `sizeof(kw_options)` and leave every
 /// other field zero for its default: `kw_options o = { .size = sizeof o };`.
@@ -74,6 +74,31 @@ impl kw_store {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// The opening of every function on one key: the store and the key id,
+/// checked (NULL, non-UTF-8, a malformed id and a forked handle are
+/// typed errors).
+pub(crate) unsafe fn store_and_key<'a>(
+    store: *const kw_store,
+    id: *const c_char,
+) -> Result<(&'a Store, KeyId), Fail> {
+    Ok((unsafe { store_ref(store) }?, unsafe { key_id(id) }?))
+}
+
+/// The store a handle holds: `NULL` and a handle from before a `fork()`
+/// are refused.
+pub(crate) unsafe fn store_ref<'a>(p: *const kw_store) -> Result<&'a Store, Fail> {
+    // SAFETY: a non-NULL handle came from kw_store_open and was not freed.
+    let handle = unsafe { p.as_ref() }
+        .ok_or_else(|| fail(kw_status::KW_STATUS_NULL_ARGUMENT, "store is NULL"))?;
+    if handle.forked() {
+        return Err(fail(
+            kw_status::from(keyward::ErrorKind::Forked),
+            keyward::FORKED_MESSAGE,
+        ));
+    }
+    Ok(&handle.store)
 }
 
 /// Opens the store at `path`: a sled directory (created, mode 0700, if

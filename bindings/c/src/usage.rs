@@ -4,8 +4,8 @@ use std::ffi::c_char;
 
 use super::error::boundary;
 use super::generated::kw_status;
-use super::store::kw_store;
-use super::values::{key_id, not_null, put_json, store_ref};
+use super::store::{kw_store, store_and_key, store_ref};
+use super::values::{not_null, put_json};
 
 /// Key `id`'s Usage tab as a `Usage` JSON object (see "JSON shapes" at the
 /// top of this header), to `*json_out` (free with `kw_string_free`).
@@ -17,8 +17,7 @@ pub unsafe extern "C" fn kw_usage_json(
     json_out: *mut *mut c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         not_null(json_out, "json_out")?;
         unsafe { put_json(json_out, &store.usage(&id)?) }
     })

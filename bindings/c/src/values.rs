@@ -5,7 +5,6 @@ use std::ffi::{CStr, CString, c_char};
 
 use super::error::{Fail, fail};
 use super::generated::kw_status;
-use super::store::kw_store;
 use keyward::KeyId;
 use keyward::Store;
 
@@ -42,19 +41,6 @@ pub(crate) unsafe fn optional_text<'a>(
 pub(crate) unsafe fn key_id(p: *const c_char) -> Result<KeyId, Fail> {
     let s = unsafe { text(p, "id") }?;
     Ok(s.parse::<KeyId>()?)
-}
-
-pub(crate) unsafe fn store_ref<'a>(p: *const kw_store) -> Result<&'a Store, Fail> {
-    // SAFETY: a non-NULL handle came from kw_store_open and was not freed.
-    let handle = unsafe { p.as_ref() }
-        .ok_or_else(|| fail(kw_status::KW_STATUS_NULL_ARGUMENT, "store is NULL"))?;
-    if handle.forked() {
-        return Err(fail(
-            kw_status::from(keyward::ErrorKind::Forked),
-            keyward::FORKED_MESSAGE,
-        ));
-    }
-    Ok(&handle.store)
 }
 
 pub(crate) fn not_null<T>(p: *mut T, what: &str) -> Result<(), Fail> {

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use super::abi::{out_size, write_out};
 use super::error::{boundary, fail};
 use super::generated::{kw_denial, kw_status};
-use super::store::kw_store;
-use super::values::{not_null, optional_text, store_ref, text};
+use super::store::{kw_store, store_ref};
+use super::values::{not_null, optional_text, text};
 use super::{KW_KEY_ID_BUFFER_LEN, KW_OWNER_BUFFER_LEN};
 use keyward::{Denial, Verdict, VerifyRequest};
 

@@ -4,8 +4,8 @@ use std::ffi::c_char;
 
 use super::error::boundary;
 use super::generated::kw_status;
-use super::store::kw_store;
-use super::values::{key_id, not_null, put, put_json, room, store_ref, text};
+use super::store::{kw_store, store_and_key};
+use super::values::{not_null, put, put_json, room, text};
 use keyward::ENTRY_ID_LEN;
 
 /// Turns "restrict key `id` to whitelisted IPs" on or off. On with no
@@ -17,8 +17,8 @@ pub unsafe extern "C" fn kw_whitelist_set_enabled(
     enabled: bool,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        store.set_whitelist_enabled(&unsafe { key_id(id) }?, enabled)?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
+        store.set_whitelist_enabled(&id, enabled)?;
         Ok(())
     })
 }
@@ -37,8 +37,7 @@ pub unsafe extern "C" fn kw_whitelist_add(
     entry_id_cap: usize,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         let name = unsafe { text(name, "name") }?;
         let network = unsafe { text(ip_or_cidr, "ip_or_cidr") }?;
         room(entry_id_out, entry_id_cap, ENTRY_ID_LEN + 1, "entry_id_out")?;
@@ -56,8 +55,7 @@ pub unsafe extern "C" fn kw_whitelist_remove(
     entry_id: *const c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         store.remove_whitelist_entry(&id, unsafe { text(entry_id, "entry_id") }?)?;
         Ok(())
     })
@@ -73,8 +71,7 @@ pub unsafe extern "C" fn kw_whitelist_json(
     json_out: *mut *mut c_char,
 ) -> kw_status {
     boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let id = unsafe { key_id(id) }?;
+        let (store, id) = unsafe { store_and_key(store, id) }?;
         not_null(json_out, "json_out")?;
         unsafe { put_json(json_out, &store.whitelist(&id)?) }
     })

@@ -29,12 +29,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
-use keyward::{Clock, KeyId, SystemClock};
+use keyward::{Clock, SystemClock};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
 
-use super::{Shared, view};
+use super::Shared;
+use super::view::{self, Ctx, Flash};
 use crate::{Failure, USAGE, failure};
 
 /// Sessions held at once; a new login past this ends the oldest.
@@ -86,29 +86,6 @@ pub(crate) fn random_label() -> String {
 
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// The plaintext of a key just created or regenerated, shown by the next page only.
-pub(crate) struct NewKey {
-    pub id: KeyId,
-    pub key: Zeroizing<String>,
-    pub regenerated: bool,
-}
-
-/// A form field's error, with the value to put back.
-pub(crate) struct FieldError {
-    pub form: &'static str,
-    pub field: &'static str,
-    pub message: String,
-    pub value: String,
-}
-
-/// What a POST tells the page its redirect leads to.
-#[derive(Default)]
-pub(crate) struct Flash {
-    pub notice: Option<String>,
-    pub new_key: Option<NewKey>,
-    pub error: Option<FieldError>,
 }
 
 struct Session {
@@ -214,28 +191,6 @@ impl Sessions {
             .get_mut(id)
             .map(|s| std::mem::take(&mut s.flash))
             .unwrap_or_default()
-    }
-}
-
-/// The session of the request, put there by [`guard`].
-#[derive(Clone)]
-pub(crate) struct Ctx {
-    pub session: String,
-    pub csrf: String,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Ctx>()
-            .cloned()
-            .ok_or_else(|| view::refused(StatusCode::UNAUTHORIZED, view::LOGIN_NEEDED))
     }
 }
 

@@ -8,8 +8,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::auth::{Ctx, FieldError, Flash, NewKey};
 use super::view::{self, Nav};
+use super::view::{Ctx, FieldError, Flash, NewKey};
 use super::{Shared, blocking};
 
 /// Keys on one page.

@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::auth::Ctx;
+use super::view::Ctx;
 use super::view::{self, Nav};
 use super::{Shared, blocking};
 
@@ -232,7 +232,7 @@ pub(crate) async fn retry(
     ctx: Ctx,
     Path(name): Path<String>,
 ) -> Response {
-    use super::auth::Flash;
+    use super::view::Flash;
     use axum::response::{IntoResponse, Redirect};
     if !view::plugins_page(&app) {
         return view::not_found_page();

@@ -2,13 +2,13 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward::{KeyInfo, Timestamp};
+use keyward::{KeyId, KeyInfo, Timestamp};
+use zeroize::Zeroizing;
 
 use crate::keys::Shown;
 use maud::{DOCTYPE, Markup, html};
 
 use super::App;
-use super::auth::{Ctx, Flash};
 
 pub(crate) const LOGIN_NEEDED: &str =
     "Log in with the URL `keyward admin` printed when it started.";
@@ -55,6 +55,51 @@ fn head(title: &str) -> Markup {
         link rel="icon" href="/favicon.ico" type="image/svg+xml";
         link rel="stylesheet" href="/assets/panel.css";
         script src="/assets/panel.js" defer {}
+    }
+}
+
+/// The plaintext of a key just created or regenerated, shown by the next page only.
+pub(crate) struct NewKey {
+    pub id: KeyId,
+    pub key: Zeroizing<String>,
+    pub regenerated: bool,
+}
+
+/// A form field's error, with the value to put back.
+pub(crate) struct FieldError {
+    pub form: &'static str,
+    pub field: &'static str,
+    pub message: String,
+    pub value: String,
+}
+
+/// What a POST tells the page its redirect leads to.
+#[derive(Default)]
+pub(crate) struct Flash {
+    pub notice: Option<String>,
+    pub new_key: Option<NewKey>,
+    pub error: Option<FieldError>,
+}
+
+/// The session of the request, put there by `auth::guard`.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub session: String,
+    pub csrf: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .ok_or_else(|| refused(StatusCode::UNAUTHORIZED, LOGIN_NEEDED))
     }
 }
 

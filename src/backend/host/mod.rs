@@ -28,8 +28,8 @@ use self::proto::{Failure, Reply, Request};
 use self::server::Server;
 use super::sled::Journaled;
 use super::{
-    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, Snapshot, StorageError, Table,
-    Wake,
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, RowsFrom, Snapshot,
+    StorageError, Table, Visit, Wake,
 };
 use crate::error::OpenError;
 use crate::locks::{lock, read, write};
@@ -414,35 +414,26 @@ impl Backend for HostBackend {
         }
     }
 
-    fn range_from(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
-        let mut out = Vec::new();
-        self.visit_from(table, start, limit, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-        })?;
-        Ok(out)
-    }
-
-    fn visit_from(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-        each: &mut dyn FnMut(&[u8], &[u8]),
-    ) -> Result<usize, StorageError> {
+    fn visit_from(&self, rows: RowsFrom<'_>, each: Visit<'_>) -> Result<usize, StorageError> {
+        let RowsFrom {
+            table,
+            start,
+            limit,
+        } = rows;
         let mut seen = 0;
         let mut next = start.to_vec();
         while seen < limit {
             // The owner reads its own files without a copy per row.
             if let (Role::Owner(s), _) = self.current() {
                 return Ok(seen
-                    + s.owner
-                        .settled()?
-                        .visit_from(table, &next, limit - seen, each)?);
+                    + s.owner.settled()?.visit_from(
+                        RowsFrom {
+                            start: &next,
+                            limit: limit - seen,
+                            ..rows
+                        },
+                        each,
+                    )?);
             }
             // Attached: a page at a time, each within a frame whatever
             // the rows' sizes.

@@ -23,8 +23,8 @@ pub(crate) use self::conn::Conn as PostgresConn;
 use self::conn::{CallError, Conn, Connector};
 pub(crate) use self::url::{describe, is_url};
 use super::{
-    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, Snapshot, StorageError, Table,
-    Timeouts, Wake,
+    Backend, Batch, Changes, CommitError, Durability, KvPairs, Op, RowsFrom, Snapshot,
+    StorageError, Table, Timeouts, Visit, Wake,
 };
 use crate::error::OpenError;
 
@@ -289,22 +289,18 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn range_from(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-    ) -> Result<KvPairs, StorageError> {
+    fn visit_from(&self, rows: RowsFrom<'_>, each: Visit<'_>) -> Result<usize, StorageError> {
         let q =
             self.sql("select k, v from {schema}.kv where tbl = $1 and k >= $2 order by k limit $3");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(async |c| {
-            Ok(c.query(&q, &[&table_id(table), &start, &limit])
+        let limit = i64::try_from(rows.limit).unwrap_or(i64::MAX);
+        let found: KvPairs = self.with(async |c| {
+            Ok(c.query(&q, &[&table_id(rows.table), &rows.start, &limit])
                 .await?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect())
-        })
+        })?;
+        Ok(super::visit_rows(&found, each))
     }
 
     fn commit(&self, batch: Batch, _durability: Durability) -> Result<u64, CommitError> {

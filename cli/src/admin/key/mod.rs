@@ -17,8 +17,8 @@ pub(crate) use self::overview::{
 };
 pub(crate) use self::usage::usage;
 pub(crate) use self::whitelist::{whitelist, whitelist_add, whitelist_remove, whitelist_toggle};
-use super::auth::{Ctx, FieldError, Flash};
 use super::view::{self, Nav};
+use super::view::{Ctx, FieldError, Flash};
 use super::{App, Shared, blocking, parse_id};
 
 /// Which tab of the key page is open.

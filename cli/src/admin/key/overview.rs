@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::super::auth::{Ctx, Flash, NewKey};
+use super::super::view::{Ctx, Flash, NewKey};
 use super::super::{Shared, blocking, keys, parse_id, view};
 use super::{Tab, change, changed, field_error, key_page, load, notice};
 

@@ -6,8 +6,8 @@ use axum::response::Response;
 use keyward::Timestamp;
 use maud::html;
 
-use super::super::auth::Ctx;
 use super::super::view;
+use super::super::view::Ctx;
 use super::super::{Shared, blocking, chart};
 use super::{Tab, key_page, load};
 

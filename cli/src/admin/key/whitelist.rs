@@ -6,8 +6,8 @@ use keyward::{Whitelist, WhitelistError};
 use maud::html;
 use serde::Deserialize;
 
-use super::super::auth::Ctx;
 use super::super::view;
+use super::super::view::Ctx;
 use super::super::{Shared, blocking};
 use super::{Tab, field_error, key_page, load, notice};
 

@@ -1,15 +1,18 @@
 //! Usage between memory and storage: reading a key's usage (stored plus
-//! pending) and flushing pending usage and notices in one batch.
+//! pending) and flushing pending usage and notices in one batch (the
+//! engine's side of `crate::usage`, which holds the data alone).
 
 use serde_json::json;
 
-use super::{Notice, Usage, UsageAgg};
 use crate::backend::{Batch, CommitError, Durability, StorageError, Table};
 use crate::error::KeyError;
 use crate::events;
 use crate::key::KeyId;
 use crate::locks::lock;
-use crate::store::{COMMIT_RETRIES, Engine, KeyRecord};
+use crate::usage::{Notice, Usage, UsageAgg};
+
+use super::engine::{COMMIT_RETRIES, Engine};
+use super::record::KeyRecord;
 use crate::time::Timestamp;
 
 impl Engine {
@@ -119,7 +122,14 @@ impl Engine {
             if let Some(confirmed) = n.confirmed {
                 data["confirmed"] = json!(confirmed);
             }
-            events::append(&mut batch, n.kind, &rec, &self.prefix, n.at, None, data);
+            events::append(
+                &mut batch,
+                n.kind,
+                &rec.subject(&self.prefix),
+                n.at,
+                None,
+                data,
+            );
         }
         if batch.ops.is_empty() {
             return Ok(());
