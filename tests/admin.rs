@@ -9,7 +9,7 @@ mod tls;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward::{CreateOptions, Options, Store};
 
@@ -83,17 +83,11 @@ impl Panel {
     fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "keyward admin did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = common::wait_until(
+            "keyward admin to stop on SIGTERM",
+            Duration::from_secs(30),
+            || self.child.try_wait().unwrap(),
+        );
         let mut err = String::new();
         self.child
             .stderr

@@ -184,11 +184,9 @@ fn a_store_held_by_another_process_is_attached_to() {
 
     drop(holder.stdin.take()); // the holder exits: this process takes over
     holder.wait().unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while attached.status().role != keyward::Role::Owner {
-        assert!(std::time::Instant::now() < until, "no takeover");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until("the takeover", Duration::from_secs(10), || {
+        (attached.status().role == keyward::Role::Owner).then_some(())
+    });
     assert!(
         attached
             .verify(created.key.as_str(), ip("10.0.0.1"), None)

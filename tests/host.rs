@@ -196,11 +196,7 @@ impl Drop for Peer {
 
 /// Polls `check` until it holds, failing at the deadline.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !check() {
-        assert!(Instant::now() < until, "not within {DEADLINE:?}: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until(what, DEADLINE, || check().then_some(()));
 }
 
 fn temp_path() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -130,14 +130,11 @@ impl Webhook {
 
     /// Waits (bounded) until `n` requests have arrived.
     pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let until = Instant::now() + within;
-        loop {
+        crate::common::wait_until_or(within, || {
             let got = self.requests();
-            if got.len() >= n || Instant::now() > until {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            (got.len() >= n).then_some(got)
+        })
+        .unwrap_or_else(|| self.requests())
     }
 }
 

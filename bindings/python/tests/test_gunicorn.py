@@ -8,16 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from conftest import REPO
+from polling import eventually
 
 EXAMPLE = REPO / "examples" / "python" / "gunicorn"
-DEADLINE = 30.0
 
 
 def _gunicorn_or_skip():
@@ -45,13 +44,6 @@ def _get(port, key):
         return e.code, None
     except (urllib.error.URLError, ConnectionError):
         return None, None
-
-
-def eventually(what, check):
-    until = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < until, f"not within {DEADLINE}s: {what}"
-        time.sleep(0.02)
 
 
 def test_gunicorn_workers_share_one_store(tmp_path, cli):

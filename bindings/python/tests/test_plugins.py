@@ -3,13 +3,13 @@ event kind), watch its deliveries reach a server on 127.0.0.1, and manage it."""
 
 import http.server
 import threading
-import time
 
 import pytest
 
 import keyward
 
 from conftest import REPO
+from polling import eventually
 
 TEMPLATE = (REPO / "tests" / "fixtures" / "notifier.wat.in").read_text()
 POST_KIND = "(call $post (local.get $kind) (local.get $kind_len))"
@@ -51,15 +51,6 @@ def webhook():
     server.server_close()
 
 
-def wait_until(predicate, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_install_deliver_and_manage(store, webhook):
     origin, received = webhook
     # The webhook is on loopback: only an operator's grant reaches it.
@@ -68,9 +59,9 @@ def test_install_deliver_and_manage(store, webhook):
     assert info.installed_at.tzinfo is not None
     c = store.create_key("k")
     store.regenerate(c.info.id)
-    assert wait_until(lambda: len(received) == 2)
+    eventually("two deliveries", lambda: len(received) == 2)
     assert received == [("/hook", "key.created"), ("/hook", "key.regenerated")]
-    assert wait_until(lambda: store.plugin("crm").status.delivered == 2)
+    eventually("two deliveries counted", lambda: store.plugin("crm").status.delivered == 2)
     status = store.plugin("crm").status
     assert (status.pending, status.dead_letters, status.last_error) == (0, 0, None)
     assert status.last_success_at is not None

@@ -21,6 +21,7 @@ import time
 import pytest
 
 import keyward
+from polling import eventually
 
 from conftest import CHEAP
 
@@ -50,13 +51,6 @@ def machine(tmp_path):
     m.off()
 
 
-def _until(what, check, within=60.0):
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.02)
-
-
 class Machine:
     """A mount point whose power can be cut."""
 
@@ -70,7 +64,7 @@ class Machine:
         self.daemon = subprocess.Popen(
             [sys.executable, str(LAZYFS), str(self.mount), str(self.state)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _until("the file system to mount", lambda: os.path.ismount(self.mount))
+        eventually("the file system to mount", lambda: os.path.ismount(self.mount))
 
     def cut(self):
         """The power goes: only what was synced is left."""
@@ -78,7 +72,7 @@ class Machine:
             os.mkdir(self.mount / ".powercut")
         except OSError:
             pass
-        _until("the file system to stop", lambda: self.daemon.poll() is not None)
+        eventually("the file system to stop", lambda: self.daemon.poll() is not None)
         self.off()
 
     def off(self):

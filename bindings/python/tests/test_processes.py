@@ -5,12 +5,11 @@ the store."""
 
 import multiprocessing
 import os
-import time
 
 import keyward
 from conftest import CHEAP
+from polling import eventually
 
-DEADLINE = 20.0
 
 
 def _worker(path, conn, n):
@@ -54,13 +53,6 @@ class Worker:
     def stop(self):
         self.ask("stop")
         self.proc.join(30)
-
-
-def eventually(what, check):
-    until = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < until, f"not within {DEADLINE}s: {what}"
-        time.sleep(0.005)
 
 
 def test_four_processes_and_the_cli_share_one_store(store_path, cli):
