@@ -7,6 +7,8 @@ mod overview;
 mod usage;
 mod whitelist;
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward::{KeyError, KeyId, KeyInfo, Timestamp};
 use maud::{Markup, html};
@@ -30,6 +32,26 @@ pub(super) enum Tab {
 }
 
 /// The key of the path, if this panel may show it.
+/// The key a `/keys/{id}/...` page is about, loaded (and one the panel
+/// may show); a page that cannot have it answers "not found" or the
+/// failure instead.
+pub(crate) struct Key(pub KeyInfo);
+
+impl FromRequestParts<Shared> for Key {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Response> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let id = params
+            .iter()
+            .find_map(|(name, value)| (name == "id").then_some(value.as_str()))
+            .unwrap_or_default();
+        load(app, id).await.map(Key)
+    }
+}
+
 pub(super) async fn load(app: &Shared, id: &str) -> Result<KeyInfo, Response> {
     let id = parse_id(id)?;
     let info = blocking(app, move |app| app.store.get(&id)).await;
@@ -108,14 +130,10 @@ pub(super) fn field_error(
 pub(super) async fn change(
     app: Shared,
     ctx: &Ctx,
-    id: &str,
+    info: &KeyInfo,
     done: &'static str,
     f: impl FnOnce(&App, &KeyId) -> Result<KeyInfo, KeyError> + Send + 'static,
 ) -> Result<Response, (KeyError, String)> {
-    let info = match load(&app, id).await {
-        Ok(i) => i,
-        Err(r) => return Ok(r),
-    };
     let key = info.id;
     match blocking(&app, move |app| f(app, &key)).await {
         Ok(_) => {
@@ -129,4 +147,21 @@ pub(super) async fn change(
 
 pub(super) fn changed(r: Result<Response, (KeyError, String)>) -> Response {
     r.unwrap_or_else(|(e, _)| view::failed("Changing the key", &e))
+}
+
+/// A change a form asked for: done, or a refused value back in the form's
+/// `field` with the message.
+pub(super) fn changed_field(
+    app: &App,
+    ctx: &Ctx,
+    r: Result<Response, (KeyError, String)>,
+    (form, field, value): (&'static str, &'static str, &str),
+) -> Response {
+    match r {
+        Err((e @ KeyError::InvalidInput(_), back)) => {
+            field_error(app, ctx, form, field, e.to_string(), value);
+            Redirect::to(&back).into_response()
+        }
+        r => changed(r),
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use keyward::{KeyError, Timestamp, Usage};
 use maud::{Markup, html};
@@ -12,8 +12,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::super::view::{Ctx, Flash, NewKey};
-use super::super::{Shared, blocking, keys, parse_id, view};
-use super::{Tab, change, changed, field_error, key_page, load, notice};
+use super::super::{Shared, blocking, keys, view};
+use super::{Key, Tab, change, changed, changed_field, field_error, key_page, notice};
 
 /// Clients seen this recently are named before a regeneration.
 const RECENT: Duration = Duration::from_hours(7 * 24);
@@ -41,15 +41,7 @@ fn new_key_banner(new: &NewKey) -> Markup {
 }
 
 /// `GET /keys/{id}`: the Overview tab.
-pub(crate) async fn overview(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub(crate) async fn overview(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -> Response {
     let flash = app.sessions.take_flash(&ctx.session);
     let base = format!("/keys/{}", info.id);
     let body = html! {
@@ -163,13 +155,9 @@ fn recent_clients(usage: &Usage, since: Timestamp) -> Vec<String> {
 pub(crate) async fn regenerate_confirm(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Query(q): Query<GraceQuery>,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let Some(grace_period) = grace(if q.grace.is_empty() { "0" } else { &q.grace }) else {
         return view::refused(
             axum::http::StatusCode::BAD_REQUEST,
@@ -225,13 +213,9 @@ pub(crate) struct GraceForm {
 pub(crate) async fn regenerate(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Form(form): Form<GraceForm>,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let Some(grace_period) = grace(&form.grace) else {
         return view::refused(
             axum::http::StatusCode::BAD_REQUEST,
@@ -263,12 +247,8 @@ pub(crate) async fn regenerate(
 pub(crate) async fn delete_confirm(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let flash = app.sessions.take_flash(&ctx.session);
     let base = format!("/keys/{}", info.id);
     let body = html! {
@@ -287,15 +267,7 @@ pub(crate) async fn delete_confirm(
 }
 
 /// `POST /keys/{id}/delete`.
-pub(crate) async fn delete(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub(crate) async fn delete(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -> Response {
     let key = info.id;
     match blocking(&app, move |app| app.store.delete(&key)).await {
         Ok(()) | Err(KeyError::NotFound(_)) => {
@@ -306,30 +278,19 @@ pub(crate) async fn delete(
     }
 }
 
-pub(crate) async fn disable(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn disable(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -> Response {
+    let done = "Disabled: the key admits nobody.";
     changed(
-        change(
-            app,
-            &ctx,
-            &id,
-            "Disabled: the key admits nobody.",
-            |app, k| app.store.set_disabled(k, true),
-        )
+        change(app, &ctx, &info, done, |app, k| {
+            app.store.set_disabled(k, true)
+        })
         .await,
     )
 }
 
-pub(crate) async fn enable(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn enable(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -> Response {
     changed(
-        change(app, &ctx, &id, "Enabled.", |app, k| {
+        change(app, &ctx, &info, "Enabled.", |app, k| {
             app.store.set_disabled(k, false)
         })
         .await,
@@ -344,21 +305,15 @@ pub(crate) struct RenameForm {
 pub(crate) async fn rename(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Form(form): Form<RenameForm>,
 ) -> Response {
     let name = form.name.trim().to_string();
-    let r = change(Arc::clone(&app), &ctx, &id, "Renamed.", move |app, k| {
+    let r = change(Arc::clone(&app), &ctx, &info, "Renamed.", move |app, k| {
         app.store.rename(k, &name)
     })
     .await;
-    match r {
-        Err((e @ KeyError::InvalidInput(_), back)) => {
-            field_error(&app, &ctx, "rename", "name", e.to_string(), &form.name);
-            Redirect::to(&back).into_response()
-        }
-        r => changed(r),
-    }
+    changed_field(&app, &ctx, r, ("rename", "name", &form.name))
 }
 
 #[derive(Deserialize)]
@@ -372,7 +327,7 @@ pub(crate) struct ExpiryForm {
 pub(crate) async fn expiry(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Form(form): Form<ExpiryForm>,
 ) -> Response {
     let at = if form.action == "clear" {
@@ -382,10 +337,7 @@ pub(crate) async fn expiry(
             Ok(t) => Some(t),
             Err(m) => {
                 field_error(&app, &ctx, "expiry", "expires", m, &form.expires);
-                return match parse_id(&id) {
-                    Ok(k) => Redirect::to(&format!("/keys/{k}")).into_response(),
-                    Err(r) => r,
-                };
+                return Redirect::to(&format!("/keys/{}", info.id)).into_response();
             }
         }
     };
@@ -394,22 +346,9 @@ pub(crate) async fn expiry(
     } else {
         "Expiry removed."
     };
-    let r = change(Arc::clone(&app), &ctx, &id, done, move |app, k| {
+    let r = change(Arc::clone(&app), &ctx, &info, done, move |app, k| {
         app.store.set_expiry(k, at)
     })
     .await;
-    match r {
-        Err((e @ KeyError::InvalidInput(_), back)) => {
-            field_error(
-                &app,
-                &ctx,
-                "expiry",
-                "expires",
-                e.to_string(),
-                &form.expires,
-            );
-            Redirect::to(&back).into_response()
-        }
-        r => changed(r),
-    }
+    changed_field(&app, &ctx, r, ("expiry", "expires", &form.expires))
 }

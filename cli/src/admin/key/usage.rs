@@ -1,7 +1,7 @@
 //! The Usage tab: client addresses and integrations, refusals by reason,
 //! clients still presenting an old secret, the hourly chart.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use keyward::Timestamp;
 use maud::html;
@@ -9,14 +9,10 @@ use maud::html;
 use super::super::view;
 use super::super::view::Ctx;
 use super::super::{Shared, blocking, chart};
-use super::{Tab, key_page, load};
+use super::{Key, Tab, key_page};
 
 /// `GET /keys/{id}/usage`: the Usage tab.
-pub(crate) async fn usage(State(app): State<Shared>, ctx: Ctx, Path(id): Path<String>) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub(crate) async fn usage(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -> Response {
     let key = info.id;
     let u = match blocking(&app, move |app| app.store.usage(&key)).await {
         Ok(u) => u,

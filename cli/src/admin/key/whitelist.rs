@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::super::view;
 use super::super::view::Ctx;
 use super::super::{Shared, blocking};
-use super::{Tab, field_error, key_page, load, notice};
+use super::{Key, Tab, field_error, key_page, notice};
 
 #[derive(Deserialize)]
 pub(crate) struct WhitelistQuery {
@@ -21,13 +21,9 @@ pub(crate) struct WhitelistQuery {
 pub(crate) async fn whitelist(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Query(q): Query<WhitelistQuery>,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let key = info.id;
     let wl: Whitelist = match blocking(&app, move |app| app.store.whitelist(&key)).await {
         Ok(w) => w,
@@ -122,13 +118,9 @@ pub(crate) struct ToggleForm {
 pub(crate) async fn whitelist_toggle(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Form(form): Form<ToggleForm>,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let key = info.id;
     let on = form.enabled == "1";
     let confirmed = form.confirm == "1";
@@ -170,13 +162,9 @@ pub(crate) struct EntryForm {
 pub(crate) async fn whitelist_add(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path(id): Path<String>,
+    Key(info): Key,
     Form(form): Form<EntryForm>,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let key = info.id;
     let base = format!("/keys/{key}/whitelist");
     let (name, network) = (
@@ -217,12 +205,9 @@ pub(crate) async fn whitelist_add(
 pub(crate) async fn whitelist_remove(
     State(app): State<Shared>,
     ctx: Ctx,
-    Path((id, entry)): Path<(String, String)>,
+    Key(info): Key,
+    Path((_, entry)): Path<(String, String)>,
 ) -> Response {
-    let info = match load(&app, &id).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let key = info.id;
     let base = format!("/keys/{key}/whitelist");
     match blocking(&app, move |app| {
