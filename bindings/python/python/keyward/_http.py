@@ -1,5 +1,6 @@
-"""What the WSGI and ASGI middleware share: finding the key and the client
-address in a request, and the denial response."""
+"""What every web integration shares (the WSGI and ASGI middleware, Django
+and DRF, FastAPI, Flask): finding the key and the client address in a
+request, one verification, and the refusal's answer."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import json
 import math
 import urllib.parse
 import urllib.request
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from keyward._generated import HTTP_STATUS
-from keyward._store import Verdict
+from keyward._store import Store, Verdict
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -135,3 +136,79 @@ def retry_after(verdict: Optional[Verdict]) -> Optional[str]:
 
 
 REASONS = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}
+
+
+class Refusal(NamedTuple):
+    """A refused request's answer: status, headers (``WWW-Authenticate`` on
+    401, ``Retry-After`` on 429 and 503) and the JSON body
+    ``{"error": ..., "reason": ...}``."""
+
+    status: int
+    headers: List[Tuple[str, str]]
+    body: bytes
+
+    @property
+    def phrase(self) -> str:
+        return REASONS[self.status]
+
+
+def refusal(verdict: Optional[Verdict], reason: Optional[str] = None) -> Refusal:
+    """The answer to a request refused with ``verdict`` (or, before any
+    verification, for ``reason``: ``missing_key``, ``unknown_client``)."""
+    status, body = denial_response(verdict, reason)
+    headers = [("Content-Type", "application/json")]
+    if status == 401:
+        headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
+    wait = retry_after(verdict)
+    if wait is not None:
+        headers.append(("Retry-After", wait))
+    return Refusal(status, headers, body)
+
+
+class Gate:
+    """One request against the store: the key from ``header`` (else
+    ``Authorization: Bearer``), the client address (the peer, or the
+    right-most hop of ``forwarded_header`` that is not one of
+    ``trusted_proxies`` when the peer is one), the User-Agent as the
+    integration, and one verification with the scope the endpoint needs.
+    ``store`` is a :class:`Store` or a function giving one (opened when
+    first needed)."""
+
+    def __init__(
+        self,
+        store: Union[Store, Callable[[], Store]],
+        header: str = "X-API-Key",
+        trusted_proxies: Iterable[str] = (),
+        forwarded_header: str = "X-Forwarded-For",
+    ) -> None:
+        self._store = store
+        self.header = header.strip().lower()
+        self.proxies = parse_proxies(trusted_proxies)
+        self.forwarded = header_name(forwarded_header)
+
+    @property
+    def store(self) -> Store:
+        # Anything that verifies is the store; else a function giving it.
+        if hasattr(self._store, "verify"):
+            return self._store  # type: ignore[return-value]
+        return self._store()  # type: ignore[operator]
+
+    def check(
+        self,
+        header: Callable[[str], Optional[str]],
+        forwarded: Sequence[str],
+        peer: Optional[str],
+        scope: Optional[str] = None,
+    ) -> Union[Verdict, Refusal]:
+        """The verdict for an admitted request, else the refusal to answer
+        with. ``header(name)`` gives a request header (lower-case name) or
+        ``None``; ``forwarded`` every line of the forwarding header, in
+        arrival order; ``peer`` the address the connection came from."""
+        key = presented_key(header(self.header), header("authorization"))
+        ip = client_ip(peer, forwarded_hops(forwarded, self.forwarded), self.proxies)
+        if key is None or ip is None:
+            return refusal(None, "missing_key" if key is None else "unknown_client")
+        agent = header("user-agent")
+        verdict = (self.store.verify(key, ip, agent, scope=scope) if scope is not None
+                   else self.store.verify(key, ip, agent))
+        return verdict if verdict else refusal(verdict)

@@ -12,19 +12,9 @@ websocket connections are checked too and closed with code 1008 when refused.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Tuple
 
-from keyward._http import (
-    client_ip,
-    denial_response,
-    forwarded_hops,
-    header_name,
-    parse_proxies,
-    presented_key,
-    retry_after,
-    RequiredScope,
-    required_scope,
-)
+from keyward._http import Gate, Refusal, RequiredScope, required_scope
 from keyward._store import Store
 
 SCOPE_KEY = "keyward.verdict"
@@ -45,50 +35,45 @@ class KeyAuthMiddleware:
         required_scope: RequiredScope = None,
     ) -> None:
         self.app = app
-        self.store = store
+        self.gate = Gate(store, header, trusted_proxies, forwarded_header)
         # A scope every request needs, or a function of (method, path)
         # giving the one a request needs (None: none).
         self.required_scope = required_scope
-        self.header = header.lower().encode("latin-1")
-        self.proxies = parse_proxies(trusted_proxies)
-        self.forwarded = header_name(forwarded_header)
-        self.forwarded_bytes = self.forwarded.encode("latin-1")
+
+    @property
+    def store(self) -> Store:
+        return self.gate.store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers: Dict[bytes, str] = {}
-        forwarded: List[str] = []
-        for name, value in scope.get("headers", []):
-            name = name.lower()
-            if name == self.forwarded_bytes:
-                # Every line, in arrival order: a proxy may append its own.
-                forwarded.append(value.decode("latin-1"))
-            headers.setdefault(name, value.decode("latin-1"))
+        headers, forwarded = asgi_headers(scope, self.gate.forwarded)
         client = scope.get("client")
-        peer: Optional[str] = client[0] if client else None
-        ip = client_ip(peer, forwarded_hops(forwarded, self.forwarded), self.proxies)
-        key = presented_key(headers.get(self.header), headers.get(b"authorization"))
-        verdict = None
-        reason = "missing_key" if key is None else "unknown_client"
-        if key is not None and ip is not None:
-            needed = required_scope(self.required_scope, scope.get("method", "GET"), scope.get("path", "/"))
-            agent = headers.get(b"user-agent")
-            verdict = (self.store.verify(key, ip, agent, scope=needed) if needed is not None
-                       else self.store.verify(key, ip, agent))
-        if verdict:
-            await self.app({**scope, SCOPE_KEY: verdict}, receive, send)
+        needed = required_scope(self.required_scope, scope.get("method", "GET"), scope.get("path", "/"))
+        answer = self.gate.check(headers.get, forwarded, client[0] if client else None, needed)
+        if not isinstance(answer, Refusal):
+            await self.app({**scope, SCOPE_KEY: answer}, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        status, body = denial_response(verdict, reason)
-        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if status == 401:
-            response_headers.append((b"www-authenticate", b'Bearer realm="api"'))
-        wait = retry_after(verdict)
-        if wait is not None:
-            response_headers.append((b"retry-after", wait.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
+        response_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in answer.headers]
+        response_headers.append((b"content-length", str(len(answer.body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+def asgi_headers(scope: Scope, forwarded_header: str) -> Tuple[Dict[str, str], List[str]]:
+    """An ASGI scope's headers by lower-case name (the first of repeated
+    ones), and every line of the forwarding header, in arrival order (a
+    proxy may append its own)."""
+    headers: Dict[str, str] = {}
+    forwarded: List[str] = []
+    for raw, value in scope.get("headers", []):
+        name = raw.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if name == forwarded_header:
+            forwarded.append(text)
+        headers.setdefault(name, text)
+    return headers, forwarded

@@ -21,18 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from keyward._http import (
-    REASONS,
-    client_ip,
-    denial_response,
-    forwarded_hops,
-    header_name,
-    parse_proxies,
-    presented_key,
-    retry_after,
-    RequiredScope,
-    required_scope,
-)
+from keyward._http import Gate, Refusal, RequiredScope, required_scope
 from keyward._store import Store
 
 ENVIRON_KEY = "keyward.verdict"
@@ -49,41 +38,27 @@ class KeyAuthMiddleware:
         required_scope: RequiredScope = None,
     ) -> None:
         self.app = app
-        self.store = store
+        self.gate = Gate(store, header, trusted_proxies, forwarded_header)
         # A scope every request needs, or a function of (method, path)
         # giving the one a request needs (None: none).
         self.required_scope = required_scope
-        self.environ_header = "HTTP_" + header.upper().replace("-", "_")
-        self.proxies = parse_proxies(trusted_proxies)
-        self.forwarded = header_name(forwarded_header)
-        # The server joins repeated header lines with commas, in order.
-        self.forwarded_environ = "HTTP_" + self.forwarded.upper().replace("-", "_")
+
+    @property
+    def store(self) -> Store:
+        return self.gate.store
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        key = presented_key(environ.get(self.environ_header), environ.get("HTTP_AUTHORIZATION"))
-        line = environ.get(self.forwarded_environ)
-        hops = forwarded_hops([line] if line else [], self.forwarded)
-        ip: Optional[str] = client_ip(environ.get("REMOTE_ADDR"), hops, self.proxies)
-        if key is None or ip is None:
-            return self._refuse(start_response, None, "missing_key" if key is None else "unknown_client")
+        def header(name: str) -> Optional[str]:
+            return environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+        # The server joins repeated header lines with commas, in order.
+        line = header(self.gate.forwarded)
         needed = required_scope(self.required_scope, environ.get("REQUEST_METHOD", "GET"),
                                 environ.get("PATH_INFO", "/"))
-        agent = environ.get("HTTP_USER_AGENT")
-        verdict = (self.store.verify(key, ip, agent, scope=needed) if needed is not None
-                   else self.store.verify(key, ip, agent))
-        if not verdict:
-            return self._refuse(start_response, verdict, None)
-        environ[ENVIRON_KEY] = verdict
+        answer = self.gate.check(header, [line] if line else [], environ.get("REMOTE_ADDR"), needed)
+        if isinstance(answer, Refusal):
+            headers = answer.headers + [("Content-Length", str(len(answer.body)))]
+            start_response(f"{answer.status} {answer.phrase}", headers)
+            return [answer.body]
+        environ[ENVIRON_KEY] = answer
         return self.app(environ, start_response)
-
-    @staticmethod
-    def _refuse(start_response: Callable[..., Any], verdict: Any, reason: Optional[str]) -> Iterable[bytes]:
-        status, body = denial_response(verdict, reason)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if status == 401:
-            headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
-        wait = retry_after(verdict)
-        if wait is not None:
-            headers.append(("Retry-After", wait))
-        start_response(f"{status} {REASONS[status]}", headers)
-        return [body]
