@@ -122,7 +122,10 @@ wheelenv="$CARGO_TARGET_DIR/wheelenv"
     PATH="$pyenv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
         "$pyenv/bin/pip" wheel --no-build-isolation --no-deps ./bindings/python -w "$wheels"
     python3 -m venv "$wheelenv"
-    "$wheelenv/bin/pip" install --quiet "$wheels"/keyward-*-cp310-abi3-*.whl pytest gunicorn mfusepy
+    # The frameworks the integrations are tested against, as users install them.
+    "$wheelenv/bin/pip" install --quiet "$wheels"/keyward-*-cp310-abi3-*.whl pytest gunicorn mfusepy \
+        "django>=5.2,<6" "djangorestframework>=3.16,<4" "djangorestframework-api-key>=3.1,<4" \
+        "fastapi>=0.115" "httpx>=0.28" "flask>=3.1,<4" "prometheus_client>=0.21"
 ) > "$CARGO_TARGET_DIR/wheel-build.log" 2>&1 &
 wheel_job=$!
 

@@ -146,10 +146,18 @@ class Refusal(NamedTuple):
     status: int
     headers: List[Tuple[str, str]]
     body: bytes
+    #: The body's reason: a denial's name (``wrong_secret``), or
+    #: ``missing_key`` / ``unknown_client`` before any verification.
+    reason: str
 
     @property
     def phrase(self) -> str:
         return REASONS[self.status]
+
+    @property
+    def extra_headers(self) -> List[Tuple[str, str]]:
+        """The headers but ``Content-Type`` (for a framework that sets it)."""
+        return [(n, v) for n, v in self.headers if n.lower() != "content-type"]
 
 
 def refusal(verdict: Optional[Verdict], reason: Optional[str] = None) -> Refusal:
@@ -162,7 +170,8 @@ def refusal(verdict: Optional[Verdict], reason: Optional[str] = None) -> Refusal
     wait = retry_after(verdict)
     if wait is not None:
         headers.append(("Retry-After", wait))
-    return Refusal(status, headers, body)
+    denial = verdict.denial if verdict is not None else None
+    return Refusal(status, headers, body, denial.name.lower() if denial else (reason or "missing_key"))
 
 
 class Gate:
