@@ -141,6 +141,8 @@
  * CreateOptions: Settings for a new key.
  *   "description"?: string | null
  *       What the key is for (up to 1,024 bytes).
+ *   "disabled"?: boolean
+ *       Made disabled (an imported key its old system had revoked).
  *   "expires_at"?: string (RFC 3339, UTC) | null
  *       When the key stops working.
  *   "limits"?: [Limit]
@@ -656,7 +658,7 @@ size_t kw_last_error_message(char *buf, size_t buf_len);
  * Imports a key from another system under a new id, written with a NUL
  * to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
  * `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
- * SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
+ * SHA-256 in hex, or its bcrypt, argon2, pbkdf2_sha256$ or sha512$$ hash>", "prefix": "<the key's first
  * characters, with phc>"}` and any field of `CreateOptions` (see "JSON
  * shapes" at the top of this header). The key string its
  * holder has then verifies with `kw_verify` like any key. Importing the

@@ -58,6 +58,7 @@
 
 mod backend;
 mod clock;
+mod django;
 mod error;
 mod events;
 mod fork;
@@ -79,6 +80,7 @@ mod verifier;
 mod whitelist;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::django::MAX_IMPORTED_PBKDF2_ITERATIONS;
 pub use crate::error::{
     CopyError, Error, ErrorKind, KeyError, OpenError, StorageError, WhitelistError,
 };

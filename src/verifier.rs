@@ -11,6 +11,7 @@ use std::time::Duration;
 use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
 use zeroize::Zeroizing;
 
+use crate::django::DjangoHash;
 use crate::key::os_random;
 
 /// argon2id cost parameters for newly hashed secrets.
@@ -144,9 +145,16 @@ pub const MAX_IMPORTED_ARGON2_TIME: u32 = 16;
 /// argon2 parallelism (lanes).
 pub const MAX_IMPORTED_ARGON2_PARALLELISM: u32 = 8;
 
-/// Whether an imported bcrypt or argon2 hash is usable and within the
+/// What an imported hash that is none of the known ones is told.
+pub(crate) const NOT_A_KNOWN_HASH: &str = "the hash is neither bcrypt ($2b$…), argon2 ($argon2id$…), \
+     PBKDF2 (pbkdf2_sha256$…) nor SHA-512 (sha512$$…, djangorestframework-api-key's)";
+
+/// Whether an imported bcrypt, argon2 or Django hash is usable and within the
 /// bounds above; the error names the parameter and its bound.
 pub(crate) fn check_imported_hash(phc: &str) -> Result<(), String> {
+    if let Some(django) = DjangoHash::parse(phc) {
+        return django.check();
+    }
     if is_bcrypt(phc) {
         let parts = phc
             .parse::<bcrypt::HashParts>()
@@ -162,7 +170,7 @@ pub(crate) fn check_imported_hash(phc: &str) -> Result<(), String> {
     let h = argon2::password_hash::phc::PasswordHash::new(phc)
         .ok()
         .filter(|h| matches!(h.algorithm.as_str(), "argon2id" | "argon2i" | "argon2d"))
-        .ok_or_else(|| "the hash is neither bcrypt ($2b$…) nor argon2 ($argon2id$…)".to_string())?;
+        .ok_or_else(|| NOT_A_KNOWN_HASH.to_string())?;
     for (name, what, most) in [
         ("m", "memory (m, KiB)", MAX_IMPORTED_ARGON2_MEMORY_KIB),
         ("t", "time (t)", MAX_IMPORTED_ARGON2_TIME),
@@ -245,7 +253,10 @@ impl SecretHash {
             )),
             // bcrypt reads at most 72 bytes, as the systems that made the hash did.
             SecretHash::Phc(phc) if is_bcrypt(phc) => bcrypt::verify(secret, phc).unwrap_or(false),
-            SecretHash::Phc(phc) => verify_secret(phc, secret),
+            SecretHash::Phc(phc) => match DjangoHash::parse(phc) {
+                Some(django) => django.verify(secret),
+                None => verify_secret(phc, secret),
+            },
             SecretHash::Argon2id {
                 m,
                 t,

@@ -465,3 +465,75 @@ fn overlapping_imports_each_verify_exact_lookups_first_then_every_prefix() {
         ));
     }
 }
+
+/// djangorestframework-api-key's formats: `sha512$$` (3.x) and Django's
+/// `pbkdf2_sha256$` (2.x, through `make_password`) with the key's prefix;
+/// a revoked key imported disabled; a hash too costly is refused.
+#[test]
+fn django_hashes_verify_their_keys_and_a_revoked_one_is_imported_disabled() {
+    let (_dir, path, store) = common::temp_store();
+    let ip = common::ip("198.51.100.9");
+    let phc = |hash: String, prefix: &str| ImportedSecret::Phc {
+        hash,
+        prefix: prefix.into(),
+    };
+    let sha512 = |key: &str| {
+        use sha2::Digest;
+        let hex: String = sha2::Sha512::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha512$${hex}")
+    };
+    let v3_key = "AbCdEfGh.sixtyfourcharactersofsecretmaterialfromdrfapikey";
+    // Made by Django's PBKDF2PasswordHasher().encode(key, "saltsalt", 1000).
+    let v2_key = "QwErTyUi.secret";
+    let v2_hash = "pbkdf2_sha256$1000$saltsalt$4jZaFJAz/mH7E2fwvMvkvjlMFexzKtGo11jRDCkPIu0=";
+    let revoked_key = "ZzZzZzZz.revokedkeyofdrfapikey";
+    let infos = store
+        .import_many(vec![
+            (
+                "v3".into(),
+                phc(sha512(v3_key), "AbCdEfGh"),
+                CreateOptions::new(),
+            ),
+            (
+                "v2".into(),
+                phc(v2_hash.into(), "QwErTyUi"),
+                CreateOptions::new(),
+            ),
+            (
+                "revoked".into(),
+                phc(sha512(revoked_key), "ZzZzZzZz"),
+                CreateOptions::new().disabled(true),
+            ),
+        ])
+        .unwrap();
+    assert!(!infos[0].disabled && infos[2].disabled);
+    for (key, info) in [(v3_key, &infos[0]), (v2_key, &infos[1])] {
+        assert_eq!(
+            valid_id(&store.verify(key, ip, None)),
+            Some(info.id.to_string()),
+            "{key}"
+        );
+        let wrong = key.replace("secret", "Secret");
+        assert_eq!(store.verify(&wrong, ip, None), Denial::WrongSecret, "{key}");
+    }
+    assert_eq!(store.verify(revoked_key, ip, None), Denial::Disabled);
+    drop(store);
+    let store = common::open(&path);
+    assert!(store.verify(v3_key, ip, None).is_valid());
+    assert!(store.verify(v2_key, ip, None).is_valid());
+    assert_eq!(store.verify(revoked_key, ip, None), Denial::Disabled);
+    let too_costly = phc(
+        format!(
+            "pbkdf2_sha256${}$salt$4jZaFJAz/mH7E2fwvMvkvjlMFexzKtGo11jRDCkPIu0=",
+            keyward::MAX_IMPORTED_PBKDF2_ITERATIONS + 1
+        ),
+        "CoStLyXx",
+    );
+    let e = store
+        .import_key("costly", too_costly, CreateOptions::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("iterations"), "{e}");
+}

@@ -23,7 +23,8 @@ use crate::verifier::{self, SHA256_PHC, SecretHash, hex32};
 pub const IMPORT_PREFIX_LEN: std::ops::RangeInclusive<usize> = 4..=64;
 
 /// What the other system kept of a key: the key itself, its SHA-256, or
-/// a bcrypt or argon2 hash of it together with the key's first characters
+/// a bcrypt, argon2 or Django (`pbkdf2_sha256$…`, djangorestframework-api-key's
+/// `sha512$$…`) hash of it together with the key's first characters
 /// (which systems that store such hashes keep beside them to find the
 /// row, as djangorestframework-api-key does). `Debug` shows the kind only.
 pub enum ImportedSecret {
@@ -31,8 +32,10 @@ pub enum ImportedSecret {
     Plaintext(Zeroizing<String>),
     /// The SHA-256 of the key, as 64 hexadecimal digits.
     Sha256(String),
-    /// A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash of the key, and
-    /// the key's first characters (4 to 64).
+    /// A bcrypt (`$2b$…`), argon2 (`$argon2id$…`), Django PBKDF2
+    /// (`pbkdf2_sha256$…`) or djangorestframework-api-key SHA-512
+    /// (`sha512$$…`) hash of the key, and the key's first characters (4
+    /// to 64).
     Phc {
         /// The hash.
         hash: String,
@@ -131,9 +134,7 @@ impl Engine {
             }
             ImportedSecret::Phc { hash, prefix } => {
                 if matches!(SecretHash::from_phc(hash), SecretHash::Sha256(_)) {
-                    return Err(bad(
-                        "the hash is neither bcrypt ($2b$…) nor argon2 ($argon2id$…)",
-                    ));
+                    return Err(bad(verifier::NOT_A_KNOWN_HASH));
                 }
                 verifier::check_imported_hash(hash).map_err(KeyError::InvalidInput)?;
                 if !IMPORT_PREFIX_LEN.contains(&prefix.len())

@@ -65,6 +65,8 @@ pub struct CreateOptions {
     pub(crate) quota: Option<Quota>,
     /// What the key is for (up to 1,024 bytes).
     pub(crate) description: Option<String>,
+    /// Made disabled (an imported key its old system had revoked).
+    pub(crate) disabled: bool,
 }
 
 /// A whitelist entry of a new key.
@@ -143,6 +145,14 @@ impl CreateOptions {
         self
     }
 
+    /// Made disabled: it admits nobody until enabled (an imported key
+    /// that its old system had revoked).
+    #[must_use]
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = disabled;
+        self
+    }
+
     /// Adds a named whitelist entry and restricts the key to its entries.
     #[must_use]
     pub fn restrict_to(mut self, name: impl Into<String>, ip_or_cidr: impl Into<String>) -> Self {
@@ -200,7 +210,7 @@ impl CreateOptions {
             created_at: now,
             updated_at: now,
             rotated_at: None,
-            disabled: false,
+            disabled: self.disabled,
             expires_at: self.expires_at.map(Timestamp::unix_millis),
             metadata: self.metadata,
             owner: self.owner,

@@ -50,7 +50,7 @@ fn import_json(json: &str) -> Result<(ImportedSecret, CreateOptions), Fail> {
 /// Imports a key from another system under a new id, written with a NUL
 /// to `id_out` (`id_len` bytes; 13 suffice). `options_json` (not NULL):
 /// `{"kind": "plaintext" | "sha256" | "phc", "secret": "<the key, its
-/// SHA-256 in hex, or its bcrypt/argon2 hash>", "prefix": "<the key's first
+/// SHA-256 in hex, or its bcrypt, argon2, pbkdf2_sha256$ or sha512$$ hash>", "prefix": "<the key's first
 /// characters, with phc>"}` and any field of `CreateOptions` (see "JSON
 /// shapes" at the top of this header). The key string its
 /// holder has then verifies with `kw_verify` like any key. Importing the

@@ -384,11 +384,15 @@ class Store:
         quota: Optional[Union[int, Quota]] = None,
         scopes: Sequence[str] = (),
         description: Optional[str] = None,
+        disabled: bool = False,
     ) -> KeyInfo:
         """Imports a key another system issued (with the settings of
-        :meth:`create_key`): exactly one of ``plaintext``
+        :meth:`create_key`; ``disabled`` for one that system had revoked):
+        exactly one of ``plaintext``
         (the key itself; hashed with argon2id, not kept), ``sha256`` (its
-        SHA-256 in hex) or ``phc`` (a bcrypt or argon2 hash of it) with
+        SHA-256 in hex) or ``phc`` (a bcrypt, argon2, ``pbkdf2_sha256$`` or
+        ``sha512$$`` hash of it, as Django and djangorestframework-api-key
+        write them) with
         ``prefix`` (the key's first characters, kept beside such hashes).
         The key string its holder has then verifies like any key; importing
         the same key (or prefix) twice raises :class:`InvalidInput`."""
@@ -402,6 +406,8 @@ class Store:
             raise InvalidInput(f"{kind} must be a str")
         options = _key_options(owner, expires_at, metadata, whitelist, limits, quota, scopes, description)
         options.update(kind=kind, secret=secret)
+        if disabled:
+            options["disabled"] = True
         if prefix is not None:
             options["prefix"] = prefix
         out = ffi.new("char[]", _ID_BUFFER_LEN)
