@@ -6,6 +6,8 @@ per process."""
 
 import json
 import os
+import tempfile
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -22,10 +24,14 @@ if not django_settings.configured:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "rest_framework",
+            "rest_framework_api_key",
             "keyward.django",
         ],
         MIDDLEWARE=["keyward.django.KeyAuthMiddleware"],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        # A file: the keys drf-api-key creates are in a SQLite database.
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
+                               "NAME": os.path.join(tempfile.mkdtemp(), "db.sqlite3")}},
+        USE_TZ=True,
         REST_FRAMEWORK={
             "DEFAULT_AUTHENTICATION_CLASSES": ["keyward.django.KeywardKeyAuthentication"],
             "DEFAULT_PERMISSION_CLASSES": ["keyward.django.HasKeywardKey"],
@@ -35,7 +41,9 @@ if not django_settings.configured:
     )
     django.setup()
 
+from django.contrib.auth.hashers import make_password  # noqa: E402
 from django.core import checks  # noqa: E402
+from django.core.management import call_command  # noqa: E402
 from django.http import JsonResponse  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -194,3 +202,66 @@ def test_the_system_check_names_a_missing_or_unreadable_store(tmp_path, project)
 
 def test_the_store_is_opened_once_per_process(project):
     assert keyward.django.store() is keyward.django.store() is project
+
+
+def test_drf_api_key_keys_are_imported_and_keep_working(project):
+    """Keys djangorestframework-api-key created (its 3.x hasher, and the
+    Django password hasher 2.x used) are imported once, and each key its
+    clients hold is admitted by keyward and the DRF classes above."""
+    from io import StringIO
+
+    from rest_framework_api_key.crypto import KeyGenerator
+    from rest_framework_api_key.models import APIKey
+
+    call_command("migrate", "rest_framework_api_key", verbosity=0)
+    APIKey.objects.all().delete()
+    current, current_key = APIKey.objects.create_key(name="CRM (3.x)")
+    assert current.hashed_key.startswith("sha512$$")
+
+    class KeyGenerator2(KeyGenerator):
+        """What 2.x's KeyGenerator.hash was: make_password with Django's
+        default hasher."""
+
+        def hash(self, value):
+            return make_password(value)
+
+    APIKey.objects.key_generator = KeyGenerator2()
+    try:
+        older, older_key = APIKey.objects.create_key(name="Zapier (2.x)")
+    finally:
+        APIKey.objects.key_generator = KeyGenerator()
+    assert older.hashed_key.startswith("pbkdf2_sha256$")
+    revoked, revoked_key = APIKey.objects.create_key(name="gone", revoked=True)
+    soon = datetime.now(timezone.utc) + timedelta(days=30)
+    expiring, expiring_key = APIKey.objects.create_key(name="trial", expiry_date=soon)
+    past, past_key = APIKey.objects.create_key(
+        name="old trial", expiry_date=datetime.now(timezone.utc) - timedelta(days=1))
+    assert APIKey.objects.is_valid(older_key) and APIKey.objects.is_valid(current_key)
+
+    out = StringIO()
+    call_command("keyward_import_drf_api_key", "--dry-run", stdout=out)
+    assert "Would import 5 keys (1 revoked" in out.getvalue()
+    assert project.keys() == []
+    out = StringIO()
+    call_command("keyward_import_drf_api_key", stdout=out)
+    assert "Imported 5 keys (1 revoked, imported disabled); 0 imported before; 0 refused." in out.getvalue()
+    ip = "203.0.113.9"
+    assert project.verify(current_key, ip) and project.verify(older_key, ip)
+    assert project.verify(expiring_key, ip)
+    assert project.verify(revoked_key, ip).denial is keyward.Denial.DISABLED
+    assert project.verify(past_key, ip).denial is keyward.Denial.EXPIRED
+    wrong = current_key[:-1] + ("A" if current_key[-1] != "A" else "B")
+    assert project.verify(wrong, ip).denial is keyward.Denial.WRONG_SECRET
+    by_name = {k.name: k for k in project.keys()}
+    assert by_name["trial"].expires_at == expiring.expiry_date.replace(
+        microsecond=expiring.expiry_date.microsecond // 1000 * 1000)
+    assert by_name["gone"].disabled and by_name["CRM (3.x)"].metadata["drf_api_key_prefix"] == current.prefix
+    # A second run finds them all imported.
+    out = StringIO()
+    call_command("keyward_import_drf_api_key", stdout=out)
+    assert "Imported 0 keys (0 revoked, imported disabled); 5 imported before; 0 refused." in out.getvalue()
+    assert len(project.keys()) == 5
+    # The keys clients hold, through the DRF classes.
+    assert call("/anything", current_key)[0] == 200
+    assert call("/anything", older_key)[0] == 200
+    assert call("/anything", revoked_key)[:2] == (401, {"error": "unauthorized", "reason": "disabled"})
