@@ -1,0 +1,5 @@
+from django.urls import path
+
+from shop.views import Orders
+
+urlpatterns = [path("orders", Orders.as_view())]
