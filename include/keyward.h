@@ -138,6 +138,36 @@
  *   "seq"?: integer
  *       Position in the outbox, increasing.
  *
+ * Metrics: What a store handle has done and holds: counters since it was opened,
+ *   gauges as they are now.
+ *   "verifications_allowed": integer
+ *       Verifications admitted.
+ *   "verifications_denied": {string: integer}
+ *       Verifications refused, by reason (every reason, zero included).
+ *   "hashes": integer
+ *       Cold secrets hashed (argon2, or an imported key's hash): what the
+ *       hash gate bounds.
+ *   "hash_gate_waits": integer
+ *       Cold verifications that waited for a slot of the hash gate.
+ *   "hash_gate_refusals": integer
+ *       Cold verifications the hash gate turned away (answered `busy`).
+ *   "keys": integer
+ *       Keys in this process's verify index.
+ *   "role": string
+ *       owner, attached, shared (PostgreSQL) or memory.
+ *   "staleness_seconds": number
+ *       Seconds since this process last confirmed it holds every change:
+ *       for an attached process, since the owner last answered; for a
+ *       shared store, since the database did; 0 for an owner.
+ *   "quota_lease_fetches": integer
+ *       Quota and rate-limit leases fetched from storage.
+ *   "storage_errors": integer
+ *       Storage errors this process has met (every store it opened).
+ *   "pending_usage_keys": integer
+ *       Usage and notices held in memory for storage.
+ *   "plugins": [PluginMetrics]
+ *       Each installed plugin's deliveries.
+ *
  * CreateOptions: Settings for a new key.
  *   "description"?: string | null
  *       What the key is for (up to 1,024 bytes).
@@ -316,6 +346,18 @@
  *   "key.stale_secret_used"  A client presented the secret of an older generation (in its grace period or after it), at most once per key, IP and hour: it must be updated with the regenerated key.
  *   "key.leaked"  A live key was found where it should not be (`keyward scan`); `data` says where and what was done (`regenerated`, `disabled`).
  *   "key.quota_exhausted"  A key's quota ran out: the first request refused for it, once per exhaustion across every process of the store (`data.refill_at` says when it is refilled, if it is).
+ *
+ * PluginMetrics: One plugin's deliveries.
+ *   "name": string
+ *       The plugin's name.
+ *   "delivered": integer
+ *       Events delivered.
+ *   "failed": integer
+ *       Failed attempts.
+ *   "pending": integer
+ *       Events in the outbox it has not been given yet.
+ *   "dead_letters": integer
+ *       Events on its dead-letter list.
  *
  * NewEntry: A whitelist entry of a new key.
  *   "name": string
@@ -1095,6 +1137,15 @@ enum kw_status kw_events_json(const struct kw_store *store,
                               uint64_t since,
                               size_t limit,
                               char **json_out);
+
+/**
+ * This handle's metrics as a `Metrics` JSON object (see "JSON shapes" at
+ * the top of this header): verifications by outcome and reason, hashes
+ * run, hash-gate waits and refusals, keys, role, staleness, quota lease
+ * fetches, storage errors, each plugin's deliveries. Counters count since
+ * the handle was opened. To `*json_out` (free with `kw_string_free`).
+ */
+enum kw_status kw_metrics_json(const struct kw_store *store, char **json_out);
 
 /**
  * Releases a string returned through a `json_out` argument. NULL is fine.

@@ -99,8 +99,8 @@ pub use crate::policy::{
 pub use crate::store::{
     CheckReport, CopyReport, CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo,
     KeyPage, KeyUpdate, LeakState, MAX_DESCRIPTION_LEN, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN,
-    MAX_OWNER_LEN, MAX_PAGE, Maintenance, Options, OwnerInfo, OwnerUsage, PAST_GENERATIONS_KEPT,
-    Problem, Role, Status, Store,
+    MAX_OWNER_LEN, MAX_PAGE, Maintenance, Metrics, Options, OwnerInfo, OwnerUsage,
+    PAST_GENERATIONS_KEPT, PluginMetrics, Problem, Role, Status, Store,
 };
 pub use crate::time::Timestamp;
 

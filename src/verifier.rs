@@ -376,6 +376,9 @@ pub(crate) struct HashGate {
     freed: Condvar,
     max_running: usize,
     max_waiting: usize,
+    /// Passes that waited for a slot, and callers turned away.
+    waits: std::sync::atomic::AtomicU64,
+    refusals: std::sync::atomic::AtomicU64,
 }
 
 struct GateState {
@@ -395,7 +398,19 @@ impl HashGate {
             freed: Condvar::new(),
             max_running: max_running.max(1),
             max_waiting,
+            waits: std::sync::atomic::AtomicU64::new(0),
+            refusals: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Passes that had to wait for a slot, so far.
+    pub(crate) fn waits(&self) -> u64 {
+        self.waits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Callers turned away (queue full, or the wait too long), so far.
+    pub(crate) fn refusals(&self) -> u64 {
+        self.refusals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A pass to run one argon2 verification, or `None` when over the bound.
@@ -409,14 +424,20 @@ impl HashGate {
             return Some(GatePass(self));
         }
         if st.waiting >= self.max_waiting {
+            self.refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         st.waiting += 1;
+        self.waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = std::time::Instant::now() + QUEUE_WAIT;
         while st.running >= self.max_running {
             let now = std::time::Instant::now();
             if now >= deadline {
                 st.waiting -= 1;
+                self.refusals
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return None;
             }
             st = self

@@ -757,6 +757,56 @@ fn serve_owns_the_store_until_sigterm() {
     assert_eq!(cli.json(&["status"])["role"], "owner");
 }
 
+/// `serve --metrics`: the store's metrics in the OpenMetrics text format,
+/// read at each scrape (keys created meanwhile are counted).
+#[test]
+fn serve_exposes_prometheus_metrics() {
+    let cli = Cli::new();
+    create(&cli, "a");
+    let mut serve = cli
+        .cmd(&["serve", "--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("serving "));
+    let metrics_line = lines.next().unwrap().unwrap();
+    let url = metrics_line
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("{metrics_line}"))
+        .to_string();
+    create(&cli, "b");
+    let mut answer = ureq::get(&url).call().unwrap();
+    let kind = answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = answer.body_mut().read_to_string().unwrap();
+    for wanted in [
+        "# TYPE keyward_verifications counter",
+        "keyward_verifications_total{outcome=\"allowed\",reason=\"\"} 0",
+        "keyward_verifications_total{outcome=\"denied\",reason=\"malformed\"} 0",
+        "keyward_keys 2",
+        "keyward_store_role{role=\"owner\"} 1",
+        "# TYPE keyward_hashes counter",
+        "# EOF",
+    ] {
+        assert!(text.contains(wanted), "{wanted} not in\n{text}");
+    }
+    assert_eq!(
+        ureq::get(url.replace("/metrics", "/other"))
+            .call()
+            .map_err(|e| e.to_string())
+            .unwrap_err(),
+        "http status: 404"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(i32::try_from(serve.id()).unwrap(), libc::SIGTERM) };
+    assert!(serve.wait().unwrap().success());
+    cli.fails(&["serve", "--metrics", "not an address"], 4);
+}
+
 #[test]
 fn owners_are_set_listed_moved_and_paged() {
     let cli = Cli::new();

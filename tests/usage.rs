@@ -314,3 +314,51 @@ fn refused_ips_and_stale_secrets_become_one_notice_per_key_kind_and_window() {
             .contains(&c.key.as_str()[16..])
     );
 }
+
+/// `Store::metrics`: verifications by outcome and every denial reason,
+/// across threads (striped counters summed), cold hashes, keys, role.
+#[test]
+fn metrics_count_verifications_by_outcome_and_reason_across_threads() {
+    let (_dir, _path, store) = temp_store();
+    let store = Arc::new(store);
+    let c = store
+        .create(
+            "k",
+            CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    let before = store.metrics();
+    assert_eq!(before.role, "owner");
+    assert_eq!(before.verifications_denied.len(), Denial::ALL.len());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let key = c.key.as_str().to_string();
+            std::thread::spawn(move || {
+                for _ in 0..250 {
+                    assert!(store.verify(&key, ip("198.51.100.7"), None).is_valid());
+                    assert_eq!(
+                        store.verify(&key, ip("203.0.113.1"), None),
+                        Denial::IpNotAllowed
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        store.verify("kw_nonsense", ip("203.0.113.1"), None),
+        Denial::Malformed
+    );
+    let m = store.metrics();
+    assert_eq!(m.verifications_allowed, before.verifications_allowed + 1000);
+    assert_eq!(m.verifications_denied["ip_not_allowed"], 1000);
+    assert_eq!(m.verifications_denied["malformed"], 1);
+    assert_eq!(m.verifications_denied["wrong_secret"], 0);
+    assert_eq!(m.keys, 1);
+    // The first admitted secret was cold: at least one hash ran.
+    assert!(m.hashes >= 1, "{m:?}");
+    assert_eq!((m.hash_gate_refusals, m.staleness_seconds), (0, 0.0));
+}

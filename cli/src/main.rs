@@ -21,6 +21,8 @@ mod events;
 mod import;
 mod keys;
 mod limits;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod owners;
 #[cfg(feature = "plugins")]
 mod plugins;
@@ -129,7 +131,7 @@ enum Command {
     Plugin(plugins::PluginCommand),
     /// Keeps the store open until SIGTERM: owns it (delivering events to
     /// plugins, serving the other processes) or stands by to take over.
-    Serve,
+    Serve(serve::ServeArgs),
     /// Whether this process owns the store or attaches to it, and which
     /// process owns it.
     Status,
@@ -347,8 +349,8 @@ fn run(cli: Cli) -> Result<u8> {
     {
         return events::follow_events(&path, since, &out);
     }
-    if let Command::Serve = cli.command {
-        return serve::serve_command(&path, &out);
+    if let Command::Serve(args) = cli.command {
+        return serve::serve_command(&path, &args, &out);
     }
     if let Command::Store(command) = cli.command {
         return backup::store_command(command, &out);
@@ -401,7 +403,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Status => serve::status_command(&store, &out)?,
         Command::Check { repair } => check::check_command(&store, repair, &out)?,
         Command::Backup { dest } => backup::backup_command(&store, &dest, &out)?,
-        Command::Serve => unreachable!("served above"),
+        Command::Serve(_) => unreachable!("served above"),
         Command::Store(_) => unreachable!("run above"),
         #[cfg(feature = "admin")]
         Command::Admin(_) => unreachable!("served above"),

@@ -56,9 +56,18 @@ pub(crate) fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 
 /// `keyward serve`: keeps the store open (owning it, or attached and
 /// ready to take over) until SIGTERM or SIGINT, then closes it cleanly.
-pub(crate) fn serve_command(path: &Path, out: &Out) -> Result<u8> {
+/// `keyward serve`'s flags.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Serves Prometheus metrics (OpenMetrics text) at http://ADDR/metrics,
+    /// e.g. 127.0.0.1:9187 (port 0: any free port, printed).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
+pub(crate) fn serve_command(path: &Path, args: &ServeArgs, out: &Out) -> Result<u8> {
     let signals = block_stop_signals();
-    let store = Store::open(path)?;
+    let store = std::sync::Arc::new(Store::open(path)?);
     let s = store.status();
     let pid = std::process::id();
     if out.json {
@@ -72,8 +81,17 @@ pub(crate) fn serve_command(path: &Path, out: &Out) -> Result<u8> {
             s.owner_pid.unwrap_or(0)
         );
     }
+    let metrics = serve_metrics(&store, args.metrics.as_deref(), out)?;
     flush_stdout()?;
     let sig = wait_for_signal(&signals);
+    #[cfg(feature = "metrics")]
+    if let Some((stop, server)) = metrics {
+        let _ = stop.send(());
+        let _ = server.join();
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _: Option<std::convert::Infallible> = metrics;
+    let store = std::sync::Arc::into_inner(store).expect("the metrics server has stopped");
     store.close()?;
     if !out.json {
         let name = if sig == libc::SIGINT {
@@ -84,6 +102,51 @@ pub(crate) fn serve_command(path: &Path, out: &Out) -> Result<u8> {
         println!("stopped on {name}");
     }
     Ok(0)
+}
+
+/// The metrics server `--metrics` asks for: its stop and its thread.
+#[cfg(feature = "metrics")]
+type MetricsServer = Option<(
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+)>;
+
+#[cfg(feature = "metrics")]
+fn serve_metrics(
+    store: &std::sync::Arc<Store>,
+    addr: Option<&str>,
+    out: &Out,
+) -> Result<MetricsServer> {
+    let Some(addr) = addr else { return Ok(None) };
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| crate::invalid(format!("--metrics {addr:?} is not an address:port")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (bound, server) = crate::metrics::spawn(std::sync::Arc::clone(store), addr, stopped)
+        .map_err(|e| {
+            failure(
+                crate::exit_code(keyward::ErrorKind::Storage),
+                format!("--metrics {addr}: {e}"),
+            )
+        })?;
+    if !out.json {
+        println!("metrics on http://{bound}/metrics");
+    }
+    Ok(Some((stop, server)))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn serve_metrics(
+    _store: &std::sync::Arc<Store>,
+    addr: Option<&str>,
+    _out: &Out,
+) -> Result<Option<std::convert::Infallible>> {
+    match addr {
+        Some(_) => Err(crate::invalid(
+            "--metrics: this keyward was built without metrics (the metrics feature)",
+        )),
+        None => Ok(None),
+    }
 }
 
 fn flush_stdout() -> Result<()> {

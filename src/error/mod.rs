@@ -10,6 +10,7 @@ use std::path::PathBuf;
 pub use self::kind::ErrorKind;
 pub(crate) use self::storage::CommitError;
 pub use self::storage::StorageError;
+pub(crate) use self::storage::made as storage_errors;
 use crate::key::KeyId;
 
 /// Opening a store failed.

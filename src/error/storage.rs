@@ -15,11 +15,20 @@ pub struct StorageError {
     source: Option<Source>,
 }
 
+/// Storage errors made in this process so far (every store's).
+static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many storage errors this process has met.
+pub(crate) fn made() -> u64 {
+    MADE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl StorageError {
     /// A failure with no underlying error (for code that stores or
     /// checks keyward's data outside this crate, and its tests).
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         StorageError {
             message: message.into(),
             source: None,
@@ -37,6 +46,7 @@ impl StorageError {
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         let context = context.into();
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         StorageError {
             message: format!("{context}: {}", full_text(&source)),
             source: Some(Arc::new(source)),

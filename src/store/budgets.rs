@@ -73,6 +73,9 @@ impl Engine {
     /// low (several processes), and its quota.
     pub(crate) fn fetch_leases(&self, id: &KeyId) -> Result<(), StorageError> {
         let _moving = read(&self.leases.gate);
+        self.counters
+            .lease_fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(live) = self.index.get(id) else {
             return Ok(());
         };

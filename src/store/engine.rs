@@ -42,6 +42,8 @@ pub(crate) struct Engine {
     pub usage: UsageLog,
     /// Keys whose meters want a lease fetched (by the lease thread).
     pub leases: super::leases::LeaseQueue,
+    /// What this handle has done, for [`Store::metrics`](crate::Store::metrics).
+    pub counters: super::metrics::Counters,
     pub limits: UsageLimits,
     /// Serialises this process's read-modify-write of key records.
     pub write_lock: Mutex<()>,
@@ -101,6 +103,7 @@ impl Engine {
             gate: HashGate::new(options.max_concurrent_hashes, options.max_queued_hashes),
             index: Index::new(),
             leases: super::leases::LeaseQueue::new(options.lease_idle),
+            counters: super::metrics::Counters::default(),
             usage: UsageLog::new(options.usage_limits, options.notice_limits),
             limits: options.usage_limits,
             write_lock: Mutex::new(()),

@@ -23,6 +23,7 @@ mod leaks;
 mod leases;
 mod list;
 mod meter;
+mod metrics;
 mod options;
 mod owners;
 mod record;
@@ -49,6 +50,7 @@ pub use self::engine::Maintenance;
 pub use self::import::{IMPORT_PREFIX_LEN, ImportedSecret};
 pub use self::index::LeakState;
 pub use self::list::{KeyPage, MAX_PAGE};
+pub use self::metrics::{Metrics, PluginMetrics};
 pub use self::options::{MAX_GRACE, Options, PAST_GENERATIONS_KEPT};
 pub use self::owners::{OwnerInfo, OwnerUsage};
 pub use self::record::{CreatedKey, KeyInfo};
@@ -258,7 +260,9 @@ impl Store {
     ///
     /// Never touches storage; records usage in memory.
     pub fn verify_request(&self, req: &VerifyRequest<'_>) -> Verdict {
-        self.engine.verify(req)
+        let verdict = self.engine.verify(req);
+        self.engine.counters.verdict(&verdict);
+        verdict
     }
 
     /// Verifies a presented key from `client_ip`, optionally naming the

@@ -53,7 +53,7 @@ impl Engine {
             return Ok(());
         }
         let now = self.now_ms();
-        let mut failure = StorageError::new("usage flush kept conflicting with other writers");
+        let mut failure = None;
         for _ in 0..COMMIT_RETRIES {
             match self.write_usage(&deltas, &notices, now) {
                 Ok(()) => {
@@ -71,11 +71,14 @@ impl Engine {
                 }
                 Err(CommitError::Conflict) => {}
                 Err(CommitError::Storage(e)) => {
-                    failure = e;
+                    failure = Some(e);
                     break;
                 }
             }
         }
+        let failure = failure.unwrap_or_else(|| {
+            StorageError::new("usage flush kept conflicting with other writers")
+        });
         self.usage.restore(deltas);
         self.usage.restore_notices(notices);
         Err(failure)

@@ -312,11 +312,18 @@ impl Engine {
             return Err(Denial::Busy);
         };
         let started = std::time::Instant::now();
+        let mut hashed = 0;
         let found = candidates
             .iter()
             .map(|&i| &live.gens[i])
-            .find(|g| g.hash.verify(secret))
+            .find(|g| {
+                hashed += 1;
+                g.hash.verify(secret)
+            })
             .map(|g| g.n);
+        self.counters
+            .hashes
+            .fetch_add(hashed, std::sync::atomic::Ordering::Relaxed);
         if found.is_none() {
             self.index.cold.missed(id, started.elapsed(), self.now_ms());
         }

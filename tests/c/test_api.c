@@ -239,6 +239,14 @@ int main(int argc, char **argv) {
         CHECK_STATUS(kw_key_update_json(store, did, "{\"description\": null}", NULL), KW_STATUS_OK);
         CHECK(json_has(store, did, "\"description\":null"));
         CHECK_STATUS(kw_key_update_json(store, did, "{\"description\": 7}", NULL), KW_STATUS_INVALID_INPUT);
+        /* The handle's metrics: counters of its verifications, gauges. */
+        char *metrics = NULL;
+        CHECK_STATUS(kw_metrics_json(store, &metrics), KW_STATUS_OK);
+        CHECK(metrics && strstr(metrics, "\"verifications_allowed\":") && strstr(metrics, "\"ip_not_allowed\":")
+              && strstr(metrics, "\"role\":\"owner\""));
+        kw_string_free(metrics);
+        CHECK_STATUS(kw_metrics_json(store, NULL), KW_STATUS_NULL_ARGUMENT);
+        CHECK_STATUS(kw_metrics_json(NULL, &metrics), KW_STATUS_NULL_ARGUMENT);
         CHECK_STATUS(kw_key_set_owner(store, oid, too_long), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_set_owner(store, oid, "tab\there"), KW_STATUS_INVALID_INPUT);
         CHECK_STATUS(kw_key_set_owner(store, oid, bad_utf8), KW_STATUS_INVALID_UTF8);

@@ -27,6 +27,8 @@ pub(crate) enum Ty {
     /// Any JSON value (metadata, an event's data).
     Any,
     List(Box<Ty>),
+    /// An object of any keys, each holding the type.
+    Map(Box<Ty>),
     /// Another record, or a string enum, by name.
     Ref(String),
     /// The type, or `null`.
@@ -67,6 +69,7 @@ pub(crate) fn shapes() -> Vec<Shape> {
         schemars::schema_for!(keyward::Whitelist),
         schemars::schema_for!(keyward::PluginInfo),
         schemars::schema_for!(keyward::Event),
+        schemars::schema_for!(keyward::Metrics),
         schemars::schema_for!(keyward::CreateOptions),
         schemars::schema_for!(keyward::KeyUpdate),
     ];
@@ -107,7 +110,7 @@ fn refs(shape: &Shape) -> Vec<String> {
     fn named(t: &Ty, out: &mut Vec<String>) {
         match t {
             Ty::Ref(n) => out.push(n.clone()),
-            Ty::List(t) | Ty::Nullable(t) => named(t, out),
+            Ty::List(t) | Ty::Map(t) | Ty::Nullable(t) => named(t, out),
             _ => {}
         }
     }
@@ -203,6 +206,9 @@ fn ty(p: &Value) -> Ty {
         ("number", _) => Ty::Float,
         ("boolean", _) => Ty::Bool,
         ("array", _) => Ty::List(Box::new(ty(&p["items"]))),
+        ("object", _) if p.get("additionalProperties").is_some_and(Value::is_object) => {
+            Ty::Map(Box::new(ty(&p["additionalProperties"])))
+        }
         (other, _) => panic!("a JSON type the shapes do not describe: {other}"),
     };
     if nullable {
@@ -240,6 +246,7 @@ fn c_type(t: &Ty) -> String {
         Ty::Bool => "boolean".into(),
         Ty::Any => "any JSON".into(),
         Ty::List(t) => format!("[{}]", c_type(t)),
+        Ty::Map(t) => format!("{{string: {}}}", c_type(t)),
         Ty::Ref(n) => n.clone(),
         Ty::Nullable(t) => format!("{} | null", c_type(t)),
     }
@@ -362,6 +369,7 @@ fn py_type(shapes: &[Shape], t: &Ty) -> String {
         Ty::Bool => "bool".into(),
         Ty::Any => "Any".into(),
         Ty::List(t) => format!("List[{}]", py_type(shapes, t)),
+        Ty::Map(t) => format!("Dict[str, {}]", py_type(shapes, t)),
         Ty::Ref(n) if is_enum(shapes, n) => "str".into(),
         Ty::Ref(n) => n.clone(),
         Ty::Nullable(t) => format!("Optional[{}]", py_type(shapes, t)),
@@ -373,6 +381,10 @@ fn py_convert(shapes: &[Shape], t: &Ty, v: &str) -> Option<String> {
     match t {
         Ty::Time => Some(format!("_time({v})")),
         Ty::Ref(n) if !is_enum(shapes, n) => Some(format!("{n}._from({v})")),
+        Ty::Map(t) => Some(match py_convert(shapes, t, "x") {
+            Some(each) => format!("{{k: {each} for k, x in {v}.items()}}"),
+            None => format!("dict({v})"),
+        }),
         Ty::List(t) => Some(match py_convert(shapes, t, "x") {
             Some(each) => format!("[{each} for x in {v}]"),
             None => format!("list({v})"),

@@ -39,3 +39,20 @@ pub unsafe extern "C" fn kw_events_json(
         unsafe { put_json(json_out, &store.events(since, limit)?) }
     })
 }
+
+/// This handle's metrics as a `Metrics` JSON object (see "JSON shapes" at
+/// the top of this header): verifications by outcome and reason, hashes
+/// run, hash-gate waits and refusals, keys, role, staleness, quota lease
+/// fetches, storage errors, each plugin's deliveries. Counters count since
+/// the handle was opened. To `*json_out` (free with `kw_string_free`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_metrics_json(
+    store: *const kw_store,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.metrics()) }
+    })
+}

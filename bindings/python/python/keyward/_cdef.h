@@ -243,6 +243,8 @@ enum kw_status kw_events_json(const struct kw_store *store,
                               size_t limit,
                               char **json_out);
 
+enum kw_status kw_metrics_json(const struct kw_store *store, char **json_out);
+
 void kw_string_free(char *s);
 
 enum kw_status kw_verify(const struct kw_store *store,

@@ -257,6 +257,58 @@ class Event:
         )
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """What a store handle has done and holds: counters since it was opened,
+    gauges as they are now.
+    """
+
+    #: Verifications admitted.
+    verifications_allowed: int
+    #: Verifications refused, by reason (every reason, zero included).
+    verifications_denied: Dict[str, int]
+    #: Cold secrets hashed (argon2, or an imported key's hash): what the
+    #: hash gate bounds.
+    hashes: int
+    #: Cold verifications that waited for a slot of the hash gate.
+    hash_gate_waits: int
+    #: Cold verifications the hash gate turned away (answered `busy`).
+    hash_gate_refusals: int
+    #: Keys in this process's verify index.
+    keys: int
+    #: owner, attached, shared (PostgreSQL) or memory.
+    role: str
+    #: Seconds since this process last confirmed it holds every change:
+    #: for an attached process, since the owner last answered; for a
+    #: shared store, since the database did; 0 for an owner.
+    staleness_seconds: float
+    #: Quota and rate-limit leases fetched from storage.
+    quota_lease_fetches: int
+    #: Storage errors this process has met (every store it opened).
+    storage_errors: int
+    #: Usage and notices held in memory for storage.
+    pending_usage_keys: int
+    #: Each installed plugin's deliveries.
+    plugins: List[PluginMetrics]
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Metrics":
+        return cls(
+            verifications_allowed=d["verifications_allowed"],
+            verifications_denied=dict(d["verifications_denied"]),
+            hashes=d["hashes"],
+            hash_gate_waits=d["hash_gate_waits"],
+            hash_gate_refusals=d["hash_gate_refusals"],
+            keys=d["keys"],
+            role=d["role"],
+            staleness_seconds=d["staleness_seconds"],
+            quota_lease_fetches=d["quota_lease_fetches"],
+            storage_errors=d["storage_errors"],
+            pending_usage_keys=d["pending_usage_keys"],
+            plugins=[PluginMetrics._from(x) for x in d["plugins"]],
+        )
+
+
 class Limit(NamedTuple):
     """A named rate limit: at most `limit` requests in any `window`
     (`burst`: 100 per 60 s; `daily`: 10,000 per day). See `Window` for
@@ -476,4 +528,30 @@ class PluginStatus:
             last_success_at=_time(d.get("last_success_at")),
             next_attempt_at=_time(d.get("next_attempt_at")),
             pending=d.get("pending", 0),
+        )
+
+
+@dataclass(frozen=True)
+class PluginMetrics:
+    """One plugin's deliveries."""
+
+    #: The plugin's name.
+    name: str
+    #: Events delivered.
+    delivered: int
+    #: Failed attempts.
+    failed: int
+    #: Events in the outbox it has not been given yet.
+    pending: int
+    #: Events on its dead-letter list.
+    dead_letters: int
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "PluginMetrics":
+        return cls(
+            name=d["name"],
+            delivered=d["delivered"],
+            failed=d["failed"],
+            pending=d["pending"],
+            dead_letters=d["dead_letters"],
         )

@@ -19,6 +19,8 @@ from keyward._generated import (
     IpUsage,
     KeyInfo,
     Limit,
+    Metrics,
+    PluginMetrics,
     PluginInfo,
     PluginStatus,
     UsageTotals,

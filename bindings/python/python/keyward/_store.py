@@ -25,6 +25,7 @@ from keyward._records import (
     Event,
     KeyInfo,
     KeyPage,
+    Metrics,
     PluginInfo,
     Quota,
     Usage,
@@ -250,6 +251,12 @@ class Store:
         the process ``owner_pid``), ``"shared"`` (PostgreSQL) or
         ``"memory"``; also ``pid``, ``socket``, ``path`` and ``keys``."""
         return self._json(lib.kw_store_status_json, self._h())
+
+    @_in_flight
+    def metrics(self) -> Metrics:
+        """What this handle has done and holds (counters since it opened,
+        gauges as they are): for monitoring, see ``keyward.prometheus``."""
+        return Metrics._from(self._json(lib.kw_metrics_json, self._h()))
 
     @_in_flight
     def check(self, repair: bool = False) -> CheckReport:
