@@ -164,7 +164,10 @@
  *   "storage_errors": integer
  *       Storage errors this process has met (every store it opened).
  *   "pending_usage_keys": integer
- *       Usage and notices held in memory for storage.
+ *       Keys with usage held in memory for storage.
+ *   "outbox_events": integer
+ *       Events in the outbox (kept until every enabled plugin has them
+ *       and the retention has passed).
  *   "plugins": [PluginMetrics]
  *       Each installed plugin's deliveries.
  *

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use std::time::Duration;
 
-use crate::backend::{Backend, Batch, Durability, StorageError, Table};
+use crate::backend::{Backend, Batch, Durability, RowsFrom, StorageError, Table};
 use crate::key::KeyId;
 use crate::time::Timestamp;
 
@@ -168,6 +168,32 @@ pub(crate) fn read(
         .into_iter()
         .map(|(k, v)| Event::from_stored(&k, &v))
         .collect()
+}
+
+/// How many events the outbox holds: read through a page at a time,
+/// nothing copied but each page's last key.
+pub(crate) fn outbox_len(backend: &dyn Backend) -> Result<u64, StorageError> {
+    const PAGE: usize = 4096;
+    let mut count = 0u64;
+    let mut from = 0u64;
+    loop {
+        let mut last = [0u8; 8];
+        let rows = RowsFrom {
+            table: Table::Events,
+            start: &from.to_be_bytes(),
+            limit: PAGE,
+        };
+        let read = backend.visit_from(rows, &mut |k, _| {
+            if let Ok(k) = <[u8; 8]>::try_from(k) {
+                last = k;
+            }
+        })?;
+        count += read as u64;
+        if read < PAGE {
+            return Ok(count);
+        }
+        from = u64::from_be_bytes(last).saturating_add(1);
+    }
 }
 
 /// The lowest cursor of the enabled plugins (`None` when there are none):

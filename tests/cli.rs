@@ -788,6 +788,7 @@ fn serve_exposes_prometheus_metrics() {
         "keyward_verifications_total{outcome=\"allowed\",reason=\"\"} 0",
         "keyward_verifications_total{outcome=\"denied\",reason=\"malformed\"} 0",
         "keyward_keys 2",
+        "keyward_outbox_events 2",
         "keyward_store_role{role=\"owner\"} 1",
         "# TYPE keyward_hashes counter",
         "# EOF",

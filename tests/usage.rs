@@ -358,6 +358,9 @@ fn metrics_count_verifications_by_outcome_and_reason_across_threads() {
     assert_eq!(m.verifications_denied["malformed"], 1);
     assert_eq!(m.verifications_denied["wrong_secret"], 0);
     assert_eq!(m.keys, 1);
+    let events = store.events(0, 100_000).unwrap().len() as u64;
+    assert!(events >= 1);
+    assert_eq!(m.outbox_events, events);
     // The first admitted secret was cold: at least one hash ran.
     assert!(m.hashes >= 1, "{m:?}");
     assert_eq!((m.hash_gate_refusals, m.staleness_seconds), (0, 0.0));

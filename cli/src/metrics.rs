@@ -122,6 +122,12 @@ impl Collector for StoreCollector {
             "Keys with usage held in memory for storage.",
             &[(none, m.pending_usage_keys as f64)],
         )?;
+        gauge(
+            &mut e,
+            "keyward_outbox_events",
+            "Events in the outbox.",
+            &[(none, m.outbox_events as f64)],
+        )?;
         let mut deliveries = Vec::new();
         let mut pending = Vec::new();
         let mut dead = Vec::new();

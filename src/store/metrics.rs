@@ -111,8 +111,11 @@ pub struct Metrics {
     pub quota_lease_fetches: u64,
     /// Storage errors this process has met (every store it opened).
     pub storage_errors: u64,
-    /// Usage and notices held in memory for storage.
+    /// Keys with usage held in memory for storage.
     pub pending_usage_keys: u64,
+    /// Events in the outbox (kept until every enabled plugin has them
+    /// and the retention has passed).
+    pub outbox_events: u64,
     /// Each installed plugin's deliveries.
     pub plugins: Vec<PluginMetrics>,
 }
@@ -176,6 +179,8 @@ impl super::Store {
             quota_lease_fetches: c.lease_fetches.load(Ordering::Relaxed),
             storage_errors: crate::error::storage_errors(),
             pending_usage_keys: self.backlog().pending_usage_keys as u64,
+            // A failure is counted among the storage errors.
+            outbox_events: crate::events::outbox_len(e.backend.as_ref()).unwrap_or(0),
             plugins,
         }
     }

@@ -40,5 +40,6 @@ def test_the_collector_exposes_them_to_a_registry(store):
     assert 'keyward_verifications_total{outcome="allowed",reason=""} 1.0' in text
     assert 'keyward_verifications_total{outcome="denied",reason="malformed"} 1.0' in text
     assert "keyward_keys 1.0" in text
+    assert f"keyward_outbox_events {float(len(store.events()))}" in text
     assert 'keyward_store_role{role="owner"} 1.0' in text
     assert "# TYPE keyward_hashes_total counter" in text

@@ -286,8 +286,11 @@ class Metrics:
     quota_lease_fetches: int
     #: Storage errors this process has met (every store it opened).
     storage_errors: int
-    #: Usage and notices held in memory for storage.
+    #: Keys with usage held in memory for storage.
     pending_usage_keys: int
+    #: Events in the outbox (kept until every enabled plugin has them
+    #: and the retention has passed).
+    outbox_events: int
     #: Each installed plugin's deliveries.
     plugins: List[PluginMetrics]
 
@@ -305,6 +308,7 @@ class Metrics:
             quota_lease_fetches=d["quota_lease_fetches"],
             storage_errors=d["storage_errors"],
             pending_usage_keys=d["pending_usage_keys"],
+            outbox_events=d["outbox_events"],
             plugins=[PluginMetrics._from(x) for x in d["plugins"]],
         )
 

@@ -60,6 +60,7 @@ class KeywardCollector(Collector):
                                   value=m.storage_errors)
         yield GaugeMetricFamily("keyward_pending_usage_keys", "Keys with usage held in memory for storage.",
                                 value=m.pending_usage_keys)
+        yield GaugeMetricFamily("keyward_outbox_events", "Events in the outbox.", value=m.outbox_events)
         deliveries = CounterMetricFamily("keyward_plugin_deliveries", "Plugin deliveries, by plugin and result.",
                                          labels=["plugin", "result"])
         pending = GaugeMetricFamily("keyward_plugin_pending_events", "Events a plugin has not been given yet.",
