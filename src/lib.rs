@@ -104,6 +104,15 @@ pub use crate::store::{
 };
 pub use crate::time::Timestamp;
 
+/// The name of the user this process runs as (`"uid N"` when it has
+/// none): what the actor of changes made without
+/// [`Options::actor`] is built from (`<user>@<host name>`).
+#[must_use]
+pub fn os_user() -> String {
+    // SAFETY: geteuid cannot fail.
+    crate::backend::user_name(unsafe { libc::geteuid() })
+}
+
 /// A store's location (a sled directory, or a `postgres://` URL) as it
 /// may be shown in a message or a log: the directory's path, or the
 /// PostgreSQL store's schema and database — never the URL itself, which

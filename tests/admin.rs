@@ -736,14 +736,18 @@ fn the_panel_attaches_beside_an_application_that_owns_the_store() {
             .stdout,
     )
     .unwrap();
+    // The application's own events name it: `<user>@<host>`.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let app_actor = format!("{}@{}", me.trim(), host.trim());
+    let app_actor = Some(app_actor.as_str());
     let me = Some(me.trim());
     assert_eq!(
         actors,
         [
-            ("key.created", None, None),
+            ("key.created", app_actor, None),
             ("whitelist.updated", me, Some("admin panel")),
             ("whitelist.updated", me, Some("admin panel")),
-            ("key.denied_ip", None, None),
+            ("key.denied_ip", app_actor, None),
         ],
         "the application's create, the panel's two changes, the application's refusal"
     );

@@ -757,6 +757,25 @@ fn serve_owns_the_store_until_sigterm() {
     assert_eq!(cli.json(&["status"])["role"], "owner");
 }
 
+/// A change made from the command line names `cli:<user>` as its actor.
+#[test]
+fn cli_changes_name_their_actor() {
+    let cli = Cli::new();
+    let (id, _) = create(&cli, "k");
+    cli.ok(&["key", "disable", &id]);
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let actor = format!("cli:{}", String::from_utf8_lossy(&me.stdout).trim());
+    let events = cli.json(&["events"]);
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    for e in events {
+        assert_eq!(e["data"]["actor"], actor.as_str(), "{e}");
+    }
+}
+
 /// `serve --metrics`: the store's metrics in the OpenMetrics text format,
 /// read at each scrape (keys created meanwhile are counted).
 #[test]

@@ -554,7 +554,7 @@ fn events_record_each_mutation_without_secrets() {
 }
 
 #[test]
-fn events_of_a_handle_with_an_actor_name_it_and_others_do_not() {
+fn every_event_names_its_actor_the_handles_or_the_user_and_host() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = common::fast_options();
     options.actor = Some("admin panel".into());
@@ -569,9 +569,34 @@ fn events_of_a_handle_with_an_actor_name_it_and_others_do_not() {
     }
     store.close().unwrap();
 
+    // Without one: `<user>@<host name>`, on changes and on notices alike.
     let (_dir, _path, plain) = temp_store();
-    plain.create("k", CreateOptions::new()).unwrap();
-    assert!(plain.events(0, 10).unwrap()[0].data.get("actor").is_none());
+    let c = plain
+        .create(
+            "k",
+            CreateOptions::new().restrict_to("office", "198.51.100.0/24"),
+        )
+        .unwrap();
+    assert_eq!(
+        plain.verify(c.key.as_str(), ip("203.0.113.1"), None),
+        Denial::IpNotAllowed
+    );
+    plain.flush().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let local = format!("{}@{}", keyward::os_user(), host.trim());
+    let events = plain.events(0, 10).unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!(e.data["actor"], local.as_str(), "{}", e.kind.as_str());
+    }
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    assert_eq!(
+        keyward::os_user(),
+        String::from_utf8_lossy(&me.stdout).trim()
+    );
 
     for bad in ["", "tab\there", &"a".repeat(129)] {
         let mut o = common::fast_options();

@@ -119,7 +119,7 @@ pub(crate) fn store_command(command: StoreCommand, out: &Out) -> Result<u8> {
                     src.display()
                 )));
             }
-            let store = Store::open(&src)?;
+            let store = crate::open_store(&src)?;
             let mut progress = Progress::new();
             let report = store.copy_to_with_progress(&dst, &mut |at| progress.tell(at));
             progress.done();

@@ -37,7 +37,7 @@ fn print_event(e: &keyward::Event) {
 pub(crate) fn follow_events(path: &Path, mut since: u64, out: &Out) -> Result<u8> {
     // Held open: attached to the store's owner, or owning it (and then
     // delivering to its plugins too).
-    let store = Store::open(path)?;
+    let store = crate::open_store(path)?;
     loop {
         let events = store.events(since, 1000)?;
         for e in &events {

@@ -359,7 +359,7 @@ fn run(cli: Cli) -> Result<u8> {
     if let Command::Admin(args) = cli.command {
         return admin::admin_command(&path, args);
     }
-    let store = Store::open(&path)?;
+    let store = open_store(&path)?;
     let before = serve::outbox_end(&store);
     let code = match cli.command {
         Command::Key(k) => keys::key_command(&store, k, &out)?,
@@ -436,6 +436,14 @@ fn confirmed(question: &str, confirm: &Confirm) -> Result<()> {
     } else {
         Err(failure(USAGE, "not confirmed; nothing was changed"))
     }
+}
+
+/// The store at `path`, its changes by `cli:<user>` (`data.actor` of
+/// their events).
+pub(crate) fn open_store(path: &std::path::Path) -> std::result::Result<Store, keyward::OpenError> {
+    let mut options = keyward::Options::default();
+    options.actor = Some(format!("cli:{}", keyward::os_user()));
+    Store::open_with(path, &options)
 }
 
 fn opt_time(t: Option<Timestamp>) -> String {

@@ -67,7 +67,7 @@ pub(crate) struct ServeArgs {
 
 pub(crate) fn serve_command(path: &Path, args: &ServeArgs, out: &Out) -> Result<u8> {
     let signals = block_stop_signals();
-    let store = std::sync::Arc::new(Store::open(path)?);
+    let store = std::sync::Arc::new(crate::open_store(path)?);
     let s = store.status();
     let pid = std::process::id();
     if out.json {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::copy::Snapshot;
-pub(crate) use self::host::{HostBackend, HostRules, Vet, group_id};
+pub(crate) use self::host::{HostBackend, HostRules, Vet, group_id, user_name};
 pub(crate) use self::memory::MemoryBackend;
 #[cfg(all(feature = "postgres", feature = "plugins"))]
 pub(crate) use self::postgres::PostgresConn;

@@ -235,7 +235,7 @@ impl Engine {
                     EventKind::KeyQuotaExhausted,
                     &rec.subject(&self.prefix),
                     now,
-                    None,
+                    self.actor.as_deref(),
                     json!({ "refill_at": refill_at }),
                 );
             }

@@ -114,7 +114,7 @@ impl Engine {
             reader_expiry: options.reader_expiry,
             synced_at: AtomicI64::new(monotonic_ms(options.clock.as_ref())),
             staleness_ms: i64::try_from(options.staleness_bound.as_millis()).unwrap_or(i64::MAX),
-            actor: options.actor.clone(),
+            actor: Some(options.actor.clone().unwrap_or_else(local_actor)),
             #[cfg(feature = "plugins")]
             plugins,
         });
@@ -432,4 +432,26 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The actor of a handle opened without [`Options::actor`]: the user and
+/// the host, `<user>@<host name>` (at most 128 bytes, as any actor).
+fn local_actor() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    let mut actor: String = format!("{}@{host}", crate::os_user())
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    while actor.len() > super::settings::MAX_OWNER_LEN {
+        actor.pop();
+    }
+    actor
 }

@@ -88,7 +88,8 @@ pub struct Options {
     /// Who makes the changes through this store handle (`"admin panel"`,
     /// a service's name): every event of a change it makes carries it as
     /// `data.actor`. 1 to [`MAX_OWNER_LEN`] bytes without control
-    /// characters; `None` leaves `actor` out.
+    /// characters; `None`: `<user>@<host name>` of this process (see
+    /// [`os_user`](crate::os_user)). Never a secret.
     pub actor: Option<String>,
     /// How failed plugin deliveries are retried.
     #[cfg(feature = "plugins")]

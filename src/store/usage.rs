@@ -130,7 +130,7 @@ impl Engine {
                 n.kind,
                 &rec.subject(&self.prefix),
                 n.at,
-                None,
+                self.actor.as_deref(),
                 data,
             );
         }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use self::access::Access;
-pub(crate) use self::access::group_id;
+pub(crate) use self::access::{group_id, user_name};
 use self::client::{Attach, CallError, Client, Session};
 use self::owner::{Owner, OwnerFiles};
 use self::proto::{Failure, Reply, Request};
