@@ -517,12 +517,17 @@ impl Plugins {
         let record = self.inner.record(name)?;
         let manifest = Manifest::parse(&record.manifest)
             .map_err(|e| PluginError::Storage(StorageError::new(format!("stored {e}"))))?;
-        let mut status = self.inner.status(name)?;
-        status.dead_letters = self
+        // Dead letters before the state they are written with: the
+        // state read after is at least as new, so a dead letter seen
+        // comes with the failure that made it (the reads are not one
+        // snapshot).
+        let dead_letters = self
             .inner
             .backend
             .scan(Table::DeadLetters, &dead_prefix(name))?
             .len() as u64;
+        let mut status = self.inner.status(name)?;
+        status.dead_letters = dead_letters;
         status.pending = self.inner.last_event_seq()?.saturating_sub(status.cursor);
         Ok(PluginInfo {
             name: manifest.name,
