@@ -121,6 +121,8 @@
  *       When it was installed.
  *   "status": PluginStatus
  *       Delivery state.
+ *   "signing"?: string | null
+ *       How the host signs its requests (`standard-webhooks`), if it does.
  *
  * Event: One entry of the outbox.
  *   "kind": EventKind

@@ -125,7 +125,8 @@ wheelenv="$CARGO_TARGET_DIR/wheelenv"
     # The frameworks the integrations are tested against, as users install them.
     "$wheelenv/bin/pip" install --quiet "$wheels"/keyward-*-cp310-abi3-*.whl pytest gunicorn mfusepy \
         "django>=5.2,<6" "djangorestframework>=3.16,<4" "djangorestframework-api-key>=3.1,<4" \
-        "fastapi>=0.115" "httpx>=0.28" "flask>=3.1,<4" "prometheus_client>=0.21"
+        "fastapi>=0.115" "httpx>=0.28" "flask>=3.1,<4" "prometheus_client>=0.21" \
+        "standardwebhooks>=1.0"
 ) > "$CARGO_TARGET_DIR/wheel-build.log" 2>&1 &
 wheel_job=$!
 

@@ -8,7 +8,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The notifier API versions this host runs.
-pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+
+/// The signing scheme a manifest may ask for: [Standard
+/// Webhooks](https://www.standardwebhooks.com/).
+pub const STANDARD_WEBHOOKS: &str = "standard-webhooks";
+
+/// The config entry holding the signing secrets: `whsec_` and base64,
+/// several separated by spaces while a secret is rotated. The host keeps
+/// it; the plugin's `host.config` never returns it.
+pub const SIGNING_SECRET: &str = "signing_secret";
 
 /// Event kinds a plugin may subscribe to (`"*"` means all): every
 /// [`EventKind`](crate::EventKind)'s name.
@@ -19,17 +28,19 @@ pub const EVENT_KINDS: &[&str] = crate::events::EventKind::NAMES;
 /// ```toml
 /// name = "crm-webhook"
 /// version = "0.1.0"
-/// api = "0.1.0"
+/// api = "0.2.0"
 /// events = ["key.regenerated", "key.deleted"]
 /// allowed_hosts = ["http://127.0.0.1:8080"]
 /// memory_limit_mb = 64     # optional
 /// timeout_ms = 5000        # optional, per delivery, at most 10000
 /// max_attempts = 8         # optional, before the dead-letter list
+/// signing = "standard-webhooks"  # optional: the host signs its requests
 ///
 /// [config]
 /// url = "http://127.0.0.1:8080/hooks/keyward"
+/// signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Unique name in the store: `[a-z0-9][a-z0-9_-]{0,63}`.
@@ -52,9 +63,43 @@ pub struct Manifest {
     /// Deliveries tried before an event goes to the dead-letter list (default 8).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// `"standard-webhooks"`: the host signs every request the plugin
+    /// makes with the secrets of config entry `signing_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<String>,
     /// Values the plugin reads with `host.config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+}
+
+/// Every field but the signing secrets, which show as `"…"`.
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config: BTreeMap<&str, &str> = self
+            .config
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == SIGNING_SECRET {
+                    "…"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Manifest")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("api", &self.api)
+            .field("events", &self.events)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("memory_limit_mb", &self.memory_limit_mb)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("signing", &self.signing)
+            .field("config", &config)
+            .finish()
+    }
 }
 
 fn default_memory_mb() -> u32 {
@@ -178,7 +223,56 @@ impl Manifest {
         if !(1..=100).contains(&self.max_attempts) {
             return Err("manifest: max_attempts must be 1 to 100".into());
         }
-        Ok(())
+        match (&self.signing, self.config.get(SIGNING_SECRET)) {
+            (Some(scheme), _) if scheme != STANDARD_WEBHOOKS => Err(format!(
+                "manifest: signing {scheme:?} is not supported (only {STANDARD_WEBHOOKS:?})"
+            )),
+            (Some(_), None) => Err(format!(
+                "manifest: signing needs the secret in [config] {SIGNING_SECRET} = \"whsec_…\""
+            )),
+            (None, Some(_)) => Err(format!(
+                "manifest: [config] {SIGNING_SECRET} is set but signing is not: add signing = {STANDARD_WEBHOOKS:?}"
+            )),
+            (Some(_), Some(_)) => self.signing_secrets().map(drop),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The secrets requests are signed with (each in every signature
+    /// header, so a receiver holding either verifies during a rotation),
+    /// decoded; none when the manifest asks for no signing.
+    pub(crate) fn signing_secrets(&self) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>, String> {
+        use base64::Engine as _;
+        if self.signing.is_none() {
+            return Ok(Vec::new());
+        }
+        let text = self.config.get(SIGNING_SECRET).map_or("", String::as_str);
+        let mut secrets = Vec::new();
+        for (i, word) in text.split_ascii_whitespace().enumerate() {
+            let n = i + 1;
+            let b64 = word.strip_prefix("whsec_").ok_or_else(|| {
+                format!("manifest: {SIGNING_SECRET}: secret {n} does not start with whsec_")
+            })?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| {
+                    format!("manifest: {SIGNING_SECRET}: secret {n} is not base64 after whsec_")
+                })?;
+            if !(24..=64).contains(&bytes.len()) {
+                return Err(format!(
+                    "manifest: {SIGNING_SECRET}: secret {n} is {} bytes; a secret is 24 to 64 random bytes",
+                    bytes.len()
+                ));
+            }
+            secrets.push(zeroize::Zeroizing::new(bytes));
+        }
+        match secrets.len() {
+            0 => Err(format!("manifest: {SIGNING_SECRET} holds no secret")),
+            1..=4 => Ok(secrets),
+            n => Err(format!(
+                "manifest: {SIGNING_SECRET} holds {n} secrets; at most 4 during a rotation"
+            )),
+        }
     }
 
     /// Whether events of `kind` go to this plugin.
@@ -254,6 +348,59 @@ mod tests {
         ] {
             let e = Manifest::parse(&bad).unwrap_err();
             assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn signing_takes_whsec_secrets_and_hides_them_from_debug() {
+        let a = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let b = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let signed = |secret: &str| {
+            GOOD.replace(
+                "[config]",
+                &format!("signing = \"standard-webhooks\"\n[config]\nsigning_secret = {secret:?}"),
+            )
+        };
+        let m = Manifest::parse(&signed(&format!("{a} {b}"))).unwrap();
+        let secrets = m.signing_secrets().unwrap();
+        assert_eq!(
+            secrets.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            [24, 32]
+        );
+        let debug = format!("{m:?}");
+        assert!(
+            !debug.contains("MfKQ9r8") && debug.contains("signing_secret"),
+            "{debug}"
+        );
+        assert!(
+            Manifest::parse(GOOD)
+                .unwrap()
+                .signing_secrets()
+                .unwrap()
+                .is_empty()
+        );
+        for (bad, says) in [
+            (signed("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "whsec_"),
+            (signed("whsec_!!!"), "base64"),
+            (signed("whsec_AAAA"), "24 to 64"),
+            (signed(""), "no secret"),
+            (signed(&[a; 5].join(" ")), "at most 4"),
+            (
+                GOOD.replace("[config]", "signing = \"hmac\"\n[config]"),
+                "not supported",
+            ),
+            (
+                GOOD.replace("[config]", "signing = \"standard-webhooks\"\n[config]"),
+                "needs the secret",
+            ),
+            (
+                GOOD.replace("[config]", &format!("[config]\nsigning_secret = {a:?}")),
+                "signing is not",
+            ),
+        ] {
+            let e = Manifest::parse(&bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains("MfKQ9r8"), "an error quotes a secret: {e}");
         }
     }
 

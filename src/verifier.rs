@@ -319,6 +319,13 @@ impl TagKey {
         truncated(&blake3::keyed_hash(&self.key, secret))
     }
 
+    /// The key of plugins' delivery ids (`webhook-id`): derived from this
+    /// one, so ids are the store's own and reveal nothing of it.
+    #[cfg(feature = "plugins")]
+    pub(crate) fn delivery_id_key(&self) -> [u8; 32] {
+        blake3::derive_key("keyward 2026-12 plugin delivery id v1", &*self.key)
+    }
+
     /// The lookup of a key imported as plaintext: a keyed hash of the whole
     /// key under a key derived from this one (never the tag itself).
     pub(crate) fn import_lookup(&self, key: &[u8]) -> [u8; 32] {

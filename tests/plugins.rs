@@ -64,7 +64,7 @@ fn bad_plugins_are_refused_at_install_and_nothing_is_stored() {
         (ok.clone(), "name = \"p\"".into(), "missing field"),
         (
             ok.clone(),
-            good_manifest.replace("0.1.0\"\nevents", "0.2.0\"\nevents"),
+            good_manifest.replace("0.1.0\"\nevents", "9.9.9\"\nevents"),
             "api version",
         ),
         (

@@ -24,19 +24,42 @@ fn built(name: &str) -> Vec<u8> {
     })
 }
 
-fn manifest(hook: &Webhook, path: &str) -> String {
+/// The API version a shipped plugin is built against: the C build's
+/// committed bindings are 0.1.0, the Python build reads the newest WIT.
+fn api(component: &str) -> &'static str {
+    if component.contains("-py") {
+        "0.2.0"
+    } else {
+        "0.1.0"
+    }
+}
+
+fn manifest(hook: &Webhook, path: &str, component: &str) -> String {
+    signed_manifest(hook, path, component, None)
+}
+
+/// With `secrets`, the host signs the plugin's requests with them.
+fn signed_manifest(hook: &Webhook, path: &str, component: &str, secrets: Option<&str>) -> String {
+    let (signing, secret) = match secrets {
+        Some(s) => (
+            "signing = \"standard-webhooks\"\n".to_string(),
+            format!("signing_secret = {s:?}\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"name = "crm-webhook"
 version = "0.1.0"
-api = "0.1.0"
+api = "{api}"
 events = ["key.created", "key.regenerated", "key.deleted"]
 allowed_hosts = ["{origin}"]
 max_attempts = 3
-
+{signing}
 [config]
 url = "{url}"
 auth_header = "Bearer s3cr3t-crm-token"
-"#,
+{secret}"#,
+        api = api(component),
         origin = hook.origin(),
         url = hook.url(path)
     )
@@ -65,7 +88,7 @@ fn posts_regeneration(component: &str) {
     store
         .install_plugin_with(
             &built(component),
-            &manifest(&hook, "/hooks/keyward"),
+            &manifest(&hook, "/hooks/keyward", component),
             keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
@@ -93,6 +116,10 @@ fn posts_regeneration(component: &str) {
     assert!(body["data"]["grace_until"].is_string());
     assert!(body["seq"].as_u64().unwrap() > 0);
     assert!(body["at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        r.header("webhook-signature").is_none(),
+        "unsigned unless configured"
+    );
     for secret in [&c.key.as_str()[16..59], &fresh.key.as_str()[16..59]] {
         for req in &got {
             assert!(
@@ -122,7 +149,7 @@ fn sorts_failures(component: &str) {
     store
         .install_plugin_with(
             &built(component),
-            &manifest(&hook, "/h"),
+            &manifest(&hook, "/h", component),
             keyward::InstallOptions::new().allow_private_network(true),
         )
         .unwrap();
@@ -154,6 +181,115 @@ fn sorts_failures(component: &str) {
         store.plugin("crm-webhook").unwrap().status.dead_letters == 0
     });
     assert_eq!(store.plugin("crm-webhook").unwrap().status.delivered, 2);
+}
+
+const SECRET_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET_NEW: &str = "whsec_q0hR8zKl3vB6yT1mN4pW7sE2uX5aC9dF0gH3jK6lZ8o=";
+
+/// HMAC-SHA256 of `id.timestamp.body` under the secret, as Standard Webhooks sign.
+fn expected_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+/// Signed, with two secrets during a rotation: every request carries
+/// webhook-id, webhook-timestamp (now) and a signature per secret over
+/// the exact body; a retry repeats the id; another event has another; the
+/// plugin never reads the secret.
+fn signs_requests(component: &str) {
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("s"));
+    let secrets = format!("{SECRET_OLD} {SECRET_NEW}");
+    store
+        .install_plugin_with(
+            &built(component),
+            &signed_manifest(&hook, "/h", component, Some(&secrets)),
+            keyward::InstallOptions::new().allow_private_network(true),
+        )
+        .unwrap();
+    hook.status.store(503, Ordering::Release);
+    store.create("k", CreateOptions::new()).unwrap();
+    wait("the first attempt", || !hook.requests().is_empty());
+    hook.status.store(200, Ordering::Release);
+    store.create("k2", CreateOptions::new()).unwrap();
+    let name_of = |r: &webhook::Received| {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        body["key_name"].as_str().unwrap().to_string()
+    };
+    wait("the second event", || {
+        hook.requests().iter().any(|r| name_of(r) == "k2")
+    });
+    let got = hook.requests();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for r in &got {
+        let id = r.header("webhook-id").expect("webhook-id");
+        let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
+        let sigs: Vec<&str> = r.header("webhook-signature").unwrap().split(' ').collect();
+        assert_eq!(
+            sigs,
+            [
+                expected_signature(SECRET_OLD, id, ts, &r.body),
+                expected_signature(SECRET_NEW, id, ts, &r.body)
+            ]
+        );
+        assert!(
+            now.abs_diff(ts.parse::<u64>().unwrap()) < 300,
+            "{ts} vs {now}"
+        );
+        if api(component) != "0.1.0" {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                body["id"], id,
+                "the guest reads the delivery id as event.id"
+            );
+        }
+        for secret in [SECRET_OLD, SECRET_NEW] {
+            assert!(
+                !r.body_text().contains(&secret[6..]),
+                "the plugin saw its secret"
+            );
+        }
+    }
+    let ids_of = |name: &str| {
+        got.iter()
+            .filter(|r| name_of(r) == name)
+            .map(|r| r.header("webhook-id").unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (ids_of("k"), ids_of("k2"));
+    assert!(first.len() >= 2, "the first event was retried: {first:?}");
+    assert!(
+        first.iter().all(|id| *id == first[0]),
+        "a retry carries the same id: {first:?}"
+    );
+    assert!(!second.contains(&first[0]), "another event has another id");
+    let log = store.plugin_log("crm-webhook").unwrap().join("\n");
+    assert!(!log.contains(&SECRET_OLD[6..]) && !log.contains(&SECRET_NEW[6..]));
+}
+
+#[test]
+fn c_plugin_signs_with_standard_webhooks() {
+    signs_requests("crm-webhook-c.wasm");
+}
+
+#[test]
+fn python_plugin_signs_with_standard_webhooks() {
+    signs_requests("crm-webhook-py.wasm");
 }
 
 #[test]

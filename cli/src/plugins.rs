@@ -103,6 +103,10 @@ pub(crate) fn plugin_command(store: &Store, cmd: PluginCommand, out: &Out) -> Re
                 println!("  events        {}", info.events.join(", "));
                 println!("  allowed hosts {}", info.allowed_hosts.join(", "));
                 println!(
+                    "  signed        {}",
+                    info.signing.as_deref().unwrap_or("no")
+                );
+                println!(
                     "  delivered     {}  (last success {})",
                     s.delivered,
                     opt_time(s.last_success_at)

@@ -4,6 +4,9 @@ The same behaviour as the C build (plugins/crm-webhook-c): POSTs each event
 as JSON to the manifest's `url`, with header `auth_header_name` (default
 "Authorization") set to `auth_header` when configured. 2xx/3xx: delivered;
 4xx: permanent failure (dead letter); 5xx or a failed call: retryable.
+Built against keyward:notifier@0.2.0, its body carries the event's delivery
+`id` (the same on every retry): with `signing = "standard-webhooks"` in the
+manifest the host signs each request, and `id` is its `webhook-id`.
 
 Built with `componentize-py ... componentize --stub-wasi app`: the component
 imports nothing but keyward's host interface, so it logs through host.log
@@ -25,6 +28,7 @@ class WitWorld(wit_world.WitWorld):
             raise Err(DeliveryError_Permanent("config `url` is not set"))
         body = json.dumps(
             {
+                "id": event.id,
                 "seq": event.seq,
                 "kind": event.kind,
                 "at": event.at,
@@ -35,7 +39,7 @@ class WitWorld(wit_world.WitWorld):
             },
             separators=(",", ":"),
         ).encode()
-        headers = [("Content-Type", "application/json"), ("User-Agent", "keyward-crm-webhook/0.1.0 (Python)")]
+        headers = [("Content-Type", "application/json"), ("User-Agent", "keyward-crm-webhook/0.2.0 (Python)")]
         auth = host.config("auth_header")
         if auth:
             headers.append((host.config("auth_header_name") or "Authorization", auth))

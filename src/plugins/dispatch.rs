@@ -151,7 +151,7 @@ impl Shared {
                 self.save(name, &status, None, Some(letter.seq))?;
                 continue;
             };
-            match runtime.deliver(plugin, &event) {
+            match runtime.deliver(plugin, &event, &self.id_key, self.clock.now()) {
                 Delivery::Delivered => {
                     status.delivered += 1;
                     status.last_success_at = Some(self.clock.now());
@@ -189,7 +189,7 @@ impl Shared {
                     status.cursor = event.seq;
                     continue;
                 }
-                match runtime.deliver(plugin, &event) {
+                match runtime.deliver(plugin, &event, &self.id_key, self.clock.now()) {
                     Delivery::Delivered => {
                         status.cursor = event.seq;
                         status.delivered += 1;
@@ -337,6 +337,7 @@ mod tests {
             Arc::new(crate::clock::SystemClock),
             None,
             RetryPolicy::default(),
+            [0; 32],
         )
         .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -20,20 +20,34 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter};
 
-use super::http::{self, Egress, HttpLimits, HttpRequest};
+use super::http::{self, Egress, HttpLimits, HttpRequest, HttpResponse};
+use super::signing::{self, Signer};
 use crate::events::Event;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SIGNING_SECRET};
+use crate::time::Timestamp;
 
-mod bindings {
+/// The notifier API, one module per version this host runs: `v0_1` is
+/// frozen (plugins built against it keep working), `v0_2` is the newest
+/// (`plugins/wit/notifier.wit`).
+mod v0_1 {
+    wasmtime::component::bindgen!({
+        world: "notifier",
+        path: "plugins/wit/0.1.0",
+    });
+}
+
+mod v0_2 {
     wasmtime::component::bindgen!({
         world: "notifier",
         path: "plugins/wit",
     });
 }
 
-use self::bindings::keyward::notifier::host::{Level, Request, Response};
-use self::bindings::keyward::notifier::{host as wit_host, types as wit_types};
-use self::bindings::{DeliveryError, Event as WitEvent, Notifier, NotifierPre};
+/// What a component is instantiated as: the API version its manifest declares.
+enum NotifierPre {
+    V0_1(v0_1::NotifierPre<HostState>),
+    V0_2(v0_2::NotifierPre<HostState>),
+}
 
 /// How often the epoch advances: the granularity of delivery time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -125,6 +139,10 @@ pub(crate) struct HostState {
     limits: Limiter,
     http_limits: HttpLimits,
     log: Arc<Mutex<PluginLog>>,
+    /// The event's delivery id (`webhook-id`) and the attempt's time.
+    delivery_id: String,
+    at: Timestamp,
+    signer: Option<Arc<Signer>>,
 }
 
 impl HostState {
@@ -142,46 +160,84 @@ impl HostState {
     }
 }
 
-impl wit_types::Host for HostState {}
-
-impl wit_host::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
-        let level = match level {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        };
-        self.log_line(level, &message);
-    }
-
-    fn config(&mut self, name: String) -> Option<String> {
-        self.config.get(&name).cloned()
-    }
-
-    fn http(&mut self, req: Request) -> Result<Response, String> {
-        let call = HttpRequest {
-            method: &req.method,
-            url: &req.url,
-            headers: &req.headers,
-            body: &req.body,
-        };
-        match http::perform(&call, &self.egress, self.deadline, &self.http_limits) {
-            Ok(r) => Ok(Response {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            }),
-            Err(e) => {
-                self.log_line(
-                    "host",
-                    &format!("http {} refused or failed: {e}", req.method),
-                );
-                Err(e)
-            }
+impl HostState {
+    fn config_value(&self, name: &str) -> Option<String> {
+        if name == SIGNING_SECRET {
+            return None;
         }
+        self.config.get(name).cloned()
+    }
+
+    fn http_call(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<HttpResponse, String> {
+        let with_signature;
+        let headers = match &self.signer {
+            Some(signer) => {
+                with_signature = signer.sign(
+                    headers,
+                    &self.delivery_id,
+                    self.at.unix_millis().div_euclid(1000),
+                    body,
+                );
+                &with_signature[..]
+            }
+            None => headers,
+        };
+        let call = HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+        };
+        http::perform(&call, &self.egress, self.deadline, &self.http_limits).inspect_err(|e| {
+            self.log_line("host", &format!("http {method} refused or failed: {e}"));
+        })
     }
 }
+
+/// The host interface of one API version, implemented by the one above.
+macro_rules! host_interface {
+    ($v:ident) => {
+        impl $v::keyward::notifier::types::Host for HostState {}
+
+        impl $v::keyward::notifier::host::Host for HostState {
+            fn log(&mut self, level: $v::keyward::notifier::host::Level, message: String) {
+                use $v::keyward::notifier::host::Level;
+                let level = match level {
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                    Level::Error => "error",
+                };
+                self.log_line(level, &message);
+            }
+
+            fn config(&mut self, name: String) -> Option<String> {
+                self.config_value(&name)
+            }
+
+            fn http(
+                &mut self,
+                req: $v::keyward::notifier::host::Request,
+            ) -> Result<$v::keyward::notifier::host::Response, String> {
+                self.http_call(&req.method, &req.url, &req.headers, &req.body)
+                    .map(|r| $v::keyward::notifier::host::Response {
+                        status: r.status,
+                        headers: r.headers,
+                        body: r.body,
+                    })
+            }
+        }
+    };
+}
+
+host_interface!(v0_1);
+host_interface!(v0_2);
 
 /// How one delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +254,9 @@ pub(crate) struct Loaded {
     /// a reinstall, in any process, is a different one.
     pub identity: String,
     pub egress: Egress,
-    pre: NotifierPre<HostState>,
+    pre: NotifierPre,
+    /// Signs its requests when its manifest asks.
+    signer: Option<Arc<Signer>>,
     pub log: Arc<Mutex<PluginLog>>,
 }
 
@@ -219,7 +277,8 @@ impl Runtime {
         config.wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| format!("starting wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
-        Notifier::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        v0_1::Notifier::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .and_then(|()| v0_2::Notifier::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .map_err(|e| format!("linking the host interface: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -282,13 +341,21 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("the component is not a keyward notifier: {e}"))?;
-        let pre = NotifierPre::new(instance_pre)
-            .map_err(|e| format!("the component is not a keyward notifier: {e}"))?;
+        let not_notifier = |e| format!("the component is not a keyward notifier: {e}");
+        let pre = match manifest.api.as_str() {
+            "0.1.0" => {
+                NotifierPre::V0_1(v0_1::NotifierPre::new(instance_pre).map_err(not_notifier)?)
+            }
+            _ => NotifierPre::V0_2(v0_2::NotifierPre::new(instance_pre).map_err(not_notifier)?),
+        };
+        let secrets = manifest.signing_secrets()?;
+        let signer = (!secrets.is_empty()).then(|| Arc::new(Signer::new(secrets)));
         Ok(Loaded {
             manifest,
             identity,
             egress,
             pre,
+            signer,
             log: Arc::new(Mutex::new(PluginLog::default())),
         })
     }
@@ -319,8 +386,19 @@ impl Runtime {
 
     /// Delivers one event in a fresh sandbox. A panic in the host while
     /// doing so is a failed attempt, retried like any other.
-    pub(crate) fn deliver(&self, plugin: &Loaded, event: &Event) -> Delivery {
-        match catch_unwind(AssertUnwindSafe(|| self.deliver_once(plugin, event))) {
+    /// `id_key` makes the delivery id (see [`signing::delivery_id`]); `at`
+    /// is the attempt's time, the `webhook-timestamp` of signed requests.
+    pub(crate) fn deliver(
+        &self,
+        plugin: &Loaded,
+        event: &Event,
+        id_key: &[u8; 32],
+        at: Timestamp,
+    ) -> Delivery {
+        let id = signing::delivery_id(id_key, &plugin.manifest.name, event.seq);
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.deliver_once(plugin, event, id, at)
+        })) {
             Ok(d) => d,
             Err(panic) => {
                 let what = panic
@@ -335,7 +413,7 @@ impl Runtime {
         }
     }
 
-    fn deliver_once(&self, plugin: &Loaded, event: &Event) -> Delivery {
+    fn deliver_once(&self, plugin: &Loaded, event: &Event, id: String, at: Timestamp) -> Delivery {
         let m = &plugin.manifest;
         let memory = usize::try_from(m.memory_limit_mb).unwrap_or(64) * 1024 * 1024;
         let state = HostState {
@@ -349,6 +427,9 @@ impl Runtime {
             },
             http_limits: self.http_limits,
             log: Arc::clone(&plugin.log),
+            delivery_id: id,
+            at,
+            signer: plugin.signer.clone(),
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -356,14 +437,30 @@ impl Runtime {
         // The deadline is set before instantiation: start-up code counts too.
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        let outcome = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|bindings| bindings.call_on_event(&mut store, &wit_event(event)));
+        let id = store.data().delivery_id.clone();
+        let outcome = match &plugin.pre {
+            NotifierPre::V0_1(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|b| b.call_on_event(&mut store, &v0_1_event(event)))
+                .map(|r| {
+                    r.map_err(|e| match e {
+                        v0_1::DeliveryError::Retryable(why) => Delivery::Retryable(why),
+                        v0_1::DeliveryError::Permanent(why) => Delivery::Permanent(why),
+                    })
+                }),
+            NotifierPre::V0_2(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|b| b.call_on_event(&mut store, &v0_2_event(event, id)))
+                .map(|r| {
+                    r.map_err(|e| match e {
+                        v0_2::DeliveryError::Retryable(why) => Delivery::Retryable(why),
+                        v0_2::DeliveryError::Permanent(why) => Delivery::Permanent(why),
+                    })
+                }),
+        };
         match outcome {
             Ok(Ok(())) => Delivery::Delivered,
-            Ok(Err(DeliveryError::Retryable(why))) => Delivery::Retryable(why),
-            Ok(Err(DeliveryError::Permanent(why))) => Delivery::Permanent(why),
+            Ok(Err(failed)) => failed,
             Err(trap) => {
                 let why = match trap.downcast_ref::<wasmtime::Trap>() {
                     Some(wasmtime::Trap::Interrupt) => {
@@ -402,9 +499,22 @@ impl Drop for Runtime {
     }
 }
 
-fn wit_event(e: &Event) -> WitEvent {
-    WitEvent {
+fn v0_1_event(e: &Event) -> v0_1::Event {
+    v0_1::Event {
         seq: e.seq,
+        kind: e.kind.as_str().to_string(),
+        at: e.at.to_string(),
+        key_id: e.key_id.to_string(),
+        key_name: e.name.clone(),
+        masked_key: e.masked.clone(),
+        data: e.data.to_string(),
+    }
+}
+
+fn v0_2_event(e: &Event, id: String) -> v0_2::Event {
+    v0_2::Event {
+        seq: e.seq,
+        id,
         kind: e.kind.as_str().to_string(),
         at: e.at.to_string(),
         key_id: e.key_id.to_string(),

@@ -12,6 +12,7 @@ mod dispatch;
 mod host;
 mod http;
 mod lease;
+mod signing;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -115,6 +116,8 @@ pub struct PluginInfo {
     pub allowed_hosts: Vec<String>,
     /// Its calls may reach private addresses (an operator's grant at install).
     pub allow_private_network: bool,
+    /// How the host signs its requests (`standard-webhooks`), if it does.
+    pub signing: Option<String>,
     /// Disabled plugins receive nothing (their cursor waits).
     pub enabled: bool,
     /// When it was installed.
@@ -380,6 +383,8 @@ struct Shared {
     runtime: Mutex<Option<Arc<Runtime>>>,
     cache_dir: Option<std::path::PathBuf>,
     retry: RetryPolicy,
+    /// The key of delivery ids (`webhook-id`), derived from the store's own.
+    id_key: [u8; 32],
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
     wake: Mutex<bool>,
     woken: Condvar,
@@ -394,6 +399,7 @@ impl Plugins {
         clock: Arc<dyn Clock>,
         cache_dir: Option<std::path::PathBuf>,
         retry: RetryPolicy,
+        id_key: [u8; 32],
     ) -> Result<Plugins, String> {
         let shared = Arc::new(Shared {
             backend,
@@ -404,6 +410,7 @@ impl Plugins {
             runtime: Mutex::new(None),
             cache_dir,
             retry,
+            id_key,
             loaded: Mutex::new(HashMap::new()),
             wake: Mutex::new(false),
             woken: Condvar::new(),
@@ -536,6 +543,7 @@ impl Plugins {
             events: manifest.events,
             allowed_hosts: manifest.allowed_hosts,
             allow_private_network: record.allow_private_network,
+            signing: manifest.signing,
             enabled: record.enabled,
             installed_at: record.installed_at,
             status,

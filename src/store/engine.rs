@@ -87,6 +87,7 @@ impl Engine {
             Arc::clone(&options.clock),
             opened.dir.as_ref().map(|p| p.join("plugin-cache")),
             options.plugin_retry,
+            tag_key.delivery_id_key(),
         )
         .map_err(OpenError::InvalidOptions)?;
         let shared = backend.is_shared();

@@ -209,6 +209,8 @@ class PluginInfo:
     installed_at: datetime
     #: Delivery state.
     status: PluginStatus
+    #: How the host signs its requests (`standard-webhooks`), if it does.
+    signing: Optional[str] = None
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "PluginInfo":
@@ -222,6 +224,7 @@ class PluginInfo:
             enabled=d["enabled"],
             installed_at=_time(d["installed_at"]),
             status=PluginStatus._from(d["status"]),
+            signing=d.get("signing"),
         )
 
 
