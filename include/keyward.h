@@ -95,6 +95,23 @@
  *   "last_used"?: LastUse | null
  *       The last admitted request.
  *
+ * RecentRequest: One verification of a key, newest first in
+ *   `Store::recent_requests`.
+ *   "at": string (RFC 3339, UTC)
+ *       When it was verified.
+ *   "ip": string (IP address)
+ *       The client address (IPv4-mapped IPv6 shown as IPv4).
+ *   "allowed": boolean
+ *       Admitted.
+ *   "stale_secret": boolean
+ *       It presented an older generation's secret (a rotated secret still in use).
+ *   "integration"?: string | null
+ *       The integration it named, if any (cut to 128 bytes).
+ *   "reason"?: string | null
+ *       Why it was refused (a denial's name, e.g. `wrong_secret`), when it was.
+ *   "scope"?: string | null
+ *       The scope it asked for, if any.
+ *
  * Whitelist: A key's whitelist: the restriction toggle and its entries.
  *   "enabled": boolean
  *       When true, only addresses covered by an entry are admitted; with no
@@ -405,6 +422,11 @@
  * Most keys one page of `kw_key_list_page_json` holds.
  */
 #define KW_MAX_PAGE 1000
+
+/**
+ * Most verifications `kw_recent_requests_json` lists for one key.
+ */
+#define KW_RECENT_PER_KEY 50
 
 /**
  * The ABI version of this header: the number in the library's soname
@@ -1132,6 +1154,16 @@ enum kw_status kw_store_copy_json(const struct kw_store *store, const char *dest
  * Includes unflushed usage.
  */
 enum kw_status kw_usage_json(const struct kw_store *store, const char *id, char **json_out);
+
+/**
+ * Key `id`'s last verifications, newest first (at most
+ * `KW_RECENT_PER_KEY`), as a JSON array of `RecentRequest` objects (see
+ * "JSON shapes" at the top of this header) to `*json_out` (free with
+ * `kw_string_free`). Includes requests not yet flushed.
+ */
+enum kw_status kw_recent_requests_json(const struct kw_store *store,
+                                       const char *id,
+                                       char **json_out);
 
 /**
  * Outbox events with sequence number above `since`, oldest first, at most

@@ -123,7 +123,7 @@ pub fn describe_location(location: &std::path::Path) -> String {
 }
 pub use crate::usage::{
     Backlog, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN, NoticeLimits,
-    Usage, UsageLimits, UsageTotals,
+    RECENT_PER_KEY, RecentRequest, Usage, UsageLimits, UsageTotals,
 };
 pub use crate::verdict::{Denial, Grant, Refusal, Verdict, VerifyRequest};
 pub use crate::verifier::{

@@ -712,6 +712,17 @@ fn the_panel_attaches_beside_an_application_that_owns_the_store() {
             Some(()).filter(|()| page.contains("data-reason=\"ip_not_allowed\">1<"))
         },
     );
+    // And among the recent requests, one by one, newest first.
+    let (_, _, page) = panel.get(&format!("/keys/{id}/usage"), Some(&cookie));
+    let recent = &page[page.find("id=\"recent\"").expect("a recent-requests table")..];
+    let refused = recent
+        .find("data-reason=\"ip_not_allowed\">denied: ip_not_allowed<")
+        .expect("the refused request");
+    assert!(recent[..refused].contains("198.51.100.4"), "{recent}");
+    assert!(
+        recent[refused..].contains("203.0.113.4"),
+        "the admitted one, older"
+    );
     let (status, err) = panel.stop();
     assert!(status.success(), "{err}");
     let events = app.events(0, 10).unwrap();

@@ -443,6 +443,44 @@ fn usage_shows_ips_integrations_stale_clients_and_a_chart() {
         .filter(|l| l.trim_start().get(4..5) == Some("-") && l.contains(" allowed "))
         .count();
     assert_eq!(chart_days, 2, "one line per day: {table}");
+
+    // The last verifications, one by one, newest first: each CLI call is a
+    // process of its own, so these came through the store's records.
+    let recent = cli.json(&["usage", &id, "--recent"]);
+    let rows: Vec<(&str, bool, bool)> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ip"].as_str().unwrap(),
+                r["allowed"].as_bool().unwrap(),
+                r["stale_secret"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("198.51.100.1", true, false),
+            ("203.0.113.7", true, true),
+            ("203.0.113.7", true, false),
+            ("203.0.113.7", true, false),
+            ("203.0.113.7", true, false),
+        ]
+    );
+    let table = cli.ok(&["usage", &id, "--recent"]);
+    assert!(
+        table.contains("INTEGRATION") && table.contains("n8n") && table.contains("OLD SECRET"),
+        "{table}"
+    );
+    assert_eq!(
+        cli.run(&["usage", "--owner", "o", "--recent"])
+            .status
+            .code(),
+        Some(2),
+        "--recent is a key's"
+    );
 }
 
 #[test]

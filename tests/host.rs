@@ -266,6 +266,22 @@ fn a_second_process_attaches_and_changes_flow_both_ways() {
         seen_by_peer,
         "usage from the attached process is in the owner's store"
     );
+    let from_peer = || {
+        store
+            .recent_requests(&k.info.id)
+            .unwrap()
+            .iter()
+            .filter(|r| r.ip == ip("10.1.1.1") && r.allowed)
+            .count()
+    };
+    let before = from_peer();
+    assert!(before >= 1, "its recent requests too");
+    // Without asking: the attached process's own flush interval brings it.
+    assert_eq!(peer.ask(&format!("verify {fresh}")), "granted");
+    eventually(
+        "the attached process's request among the owner's recent ones",
+        || from_peer() == before + 1,
+    );
 }
 
 /// Whitelist entries at their bounds: 1,000 of them, with 200-byte names.

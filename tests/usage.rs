@@ -365,3 +365,106 @@ fn metrics_count_verifications_by_outcome_and_reason_across_threads() {
     assert!(m.hashes >= 1, "{m:?}");
     assert_eq!((m.hash_gate_refusals, m.staleness_seconds), (0, 0.0));
 }
+
+/// The Usage tab's recent requests: each verification with its time,
+/// address, integration, result and reason, old-secret flag and scope,
+/// newest first; a 100,000-request flood of forged secrets on the key's
+/// public id leaves 50 (the newest), also after a flush and a reopen.
+#[test]
+fn recent_requests_list_the_last_fifty_verifications_whatever_the_traffic() {
+    use keyward::{RECENT_PER_KEY, VerifyRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let options = options_with_clock(&clock);
+    let store = Store::open_with(dir.path().join("s"), &options).unwrap();
+    let c = store
+        .create("k", CreateOptions::new().scopes(["orders:read"]))
+        .unwrap();
+    let id = c.info.id;
+    let tick = || clock.advance(Duration::from_millis(2));
+    let crm = ip("203.0.113.7");
+    assert!(
+        store
+            .verify(c.key.as_str(), crm, Some("HubSpot/3.1"))
+            .is_valid()
+    );
+    tick();
+    let asked = VerifyRequest::new(c.key.as_str(), crm).scope("orders:write");
+    assert!(!store.verify_request(&asked).is_valid());
+    tick();
+    let fresh = store.regenerate(&id, Duration::from_secs(60)).unwrap();
+    assert!(
+        store
+            .verify(c.key.as_str(), crm, Some("HubSpot/3.1"))
+            .is_valid()
+    );
+    tick();
+    let forged = common::forge(&store, &id);
+    assert!(
+        !store
+            .verify(&forged, ip("198.51.100.66"), Some("curl"))
+            .is_valid()
+    );
+
+    let recent = store.recent_requests(&id).unwrap();
+    let seen: Vec<_> = recent
+        .iter()
+        .map(|r| {
+            (
+                r.ip,
+                r.integration.as_deref(),
+                r.allowed,
+                r.reason.as_deref(),
+                r.stale_secret,
+                r.scope.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                ip("198.51.100.66"),
+                Some("curl"),
+                false,
+                Some("wrong_secret"),
+                false,
+                None
+            ),
+            (crm, Some("HubSpot/3.1"), true, None, true, None),
+            (
+                crm,
+                None,
+                false,
+                Some("scope_missing"),
+                false,
+                Some("orders:write")
+            ),
+            (crm, Some("HubSpot/3.1"), true, None, false, None),
+        ]
+    );
+    assert!(recent.windows(2).all(|w| w[0].at > w[1].at), "newest first");
+    assert!(store.verify(fresh.key.as_str(), crm, None).is_valid());
+
+    for _ in 0..100_000 {
+        assert!(!store.verify(&forged, ip("198.51.100.66"), None).is_valid());
+    }
+    let recent = store.recent_requests(&id).unwrap();
+    assert_eq!(recent.len(), RECENT_PER_KEY);
+    assert!(
+        recent
+            .iter()
+            .all(|r| r.reason.as_deref() == Some("wrong_secret"))
+    );
+    assert!(store.backlog().pending_recent_requests <= RECENT_PER_KEY);
+    store.flush().unwrap();
+    store.close().unwrap();
+    let store = Store::open_with(dir.path().join("s"), &options).unwrap();
+    assert_eq!(store.recent_requests(&id).unwrap(), recent);
+    assert_eq!(store.usage(&id).unwrap().totals.wrong_secret, 100_001);
+    store.delete(&id).unwrap();
+    assert!(matches!(
+        store.recent_requests(&id),
+        Err(keyward::KeyError::NotFound(_))
+    ));
+}

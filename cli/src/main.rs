@@ -82,6 +82,10 @@ enum Command {
         /// Days of hourly history to chart.
         #[arg(long, default_value_t = 7)]
         days: u32,
+        /// The key's last 50 verifications instead: time, client address,
+        /// integration, result and reason, old secret, scope asked.
+        #[arg(long, conflicts_with = "owner")]
+        recent: bool,
     },
     /// Checks a key as a server would: exit 0 when valid, 1 when denied.
     Verify {
@@ -368,6 +372,9 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Usage {
             owner: Some(owner), ..
         } => owners::owner_usage_command(&store, &owner, &out)?,
+        Command::Usage {
+            id, recent: true, ..
+        } => usage::recent_command(&store, id.as_deref().unwrap_or_default(), &out)?,
         Command::Usage { id, days, .. } => {
             usage::usage_command(&store, id.as_deref().unwrap_or_default(), days, &out)?
         }

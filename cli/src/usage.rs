@@ -1,7 +1,7 @@
 //! `keyward usage ID`: the Usage tab, with an hourly chart.
 
 use crate::shown;
-use keyward::{KeyInfo, Store, Timestamp, Usage};
+use keyward::{KeyInfo, RecentRequest, Store, Timestamp, Usage};
 
 use crate::{Out, Result, key_id};
 
@@ -16,6 +16,51 @@ pub(crate) fn usage_command(store: &Store, id: &str, days: u32, out: &Out) -> Re
         print_usage(&info, &usage, days, out);
     }
     Ok(0)
+}
+
+/// Prints (or writes as JSON) key `id`'s last verifications, newest first.
+pub(crate) fn recent_command(store: &Store, id: &str, out: &Out) -> Result<u8> {
+    let id = key_id(id)?;
+    let info = store.get(&id)?;
+    let recent = store.recent_requests(&id)?;
+    if out.json {
+        out.json(&recent);
+    } else {
+        println!("{} ({})", out.bold(&info.name), info.masked);
+        if recent.is_empty() {
+            println!("  no requests yet");
+        } else {
+            println!(
+                "  {:<24}  {:<39}  {:<24}  {:<20}  SCOPE",
+                "TIME", "CLIENT", "INTEGRATION", "RESULT"
+            );
+        }
+        for r in &recent {
+            println!(
+                "  {:<24}  {:<39}  {:<24}  {:<20}  {}{}",
+                r.at.to_string(),
+                r.ip.to_string(),
+                shown::text(r.integration.as_deref().unwrap_or("-")),
+                result(r),
+                shown::text(r.scope.as_deref().unwrap_or("-")),
+                if r.stale_secret {
+                    out.warn("  OLD SECRET")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// "allowed", or "denied: " and the reason.
+pub(crate) fn result(r: &RecentRequest) -> String {
+    match (&r.reason, r.allowed) {
+        (_, true) => "allowed".into(),
+        (Some(reason), false) => format!("denied: {reason}"),
+        (None, false) => "denied".into(),
+    }
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

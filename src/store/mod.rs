@@ -64,7 +64,7 @@ use crate::error::{KeyError, OpenError, WhitelistError};
 use crate::events::{self, Event};
 use crate::key::KeyId;
 use crate::time::Timestamp;
-use crate::usage::Usage;
+use crate::usage::{RecentRequest, Usage};
 use crate::verdict::{Verdict, VerifyRequest};
 use crate::whitelist::{Whitelist, WhitelistEntry};
 
@@ -628,6 +628,19 @@ impl Store {
     /// [`KeyError::NotFound`]; storage errors.
     pub fn usage(&self, id: &KeyId) -> Result<Usage, KeyError> {
         self.engine.usage(id)
+    }
+
+    /// The key's last verifications, newest first: at most
+    /// [`RECENT_PER_KEY`](crate::RECENT_PER_KEY) of them, each with its
+    /// time, client address, integration, result and reason, whether it
+    /// presented an old secret, and the scope it asked for. Includes
+    /// requests not yet flushed; those of other processes appear once
+    /// they flush (every [`Options::usage_flush_interval`]).
+    ///
+    /// # Errors
+    /// [`KeyError::NotFound`]; storage errors.
+    pub fn recent_requests(&self, id: &KeyId) -> Result<Vec<RecentRequest>, KeyError> {
+        self.engine.recent_requests(id)
     }
 
     /// Runs now what the background worker does every

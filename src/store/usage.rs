@@ -9,7 +9,7 @@ use crate::error::KeyError;
 use crate::events;
 use crate::key::KeyId;
 use crate::locks::lock;
-use crate::usage::{Notice, Usage, UsageAgg};
+use crate::usage::{Notice, RecentRequest, Usage, UsageAgg};
 
 use super::engine::{COMMIT_RETRIES, Engine};
 use super::record::KeyRecord;
@@ -41,6 +41,14 @@ impl Engine {
         let mut agg = self.usage_agg(id)?;
         agg.trim(&self.limits, self.now_ms());
         Ok(agg.to_usage(*id))
+    }
+
+    /// The key's last verifications (stored, then pending), newest first.
+    pub(crate) fn recent_requests(&self, id: &KeyId) -> Result<Vec<RecentRequest>, KeyError> {
+        if !self.index.contains(id) {
+            self.record(id)?;
+        }
+        Ok(self.usage_agg(id)?.recent_requests())
     }
 
     /// Moves pending usage and notices to storage. On failure they are kept

@@ -72,6 +72,7 @@ impl Engine {
                     integration,
                     Outcome::Denied(Denial::Unavailable),
                     Freshness::Unknown,
+                    scope,
                 );
             }
             return Verdict::Denied(Refusal {
@@ -122,7 +123,7 @@ impl Engine {
             });
         }
         self.usage
-            .record(id, now, ip, integration, outcome, freshness);
+            .record(id, now, ip, integration, outcome, freshness, scope);
         match verdict {
             Decision::Valid(g) => Verdict::Valid(g),
             Decision::Denied(denial) => Verdict::Denied(Refusal {

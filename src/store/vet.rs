@@ -131,7 +131,9 @@ impl Vetting<'_> {
                 ref value,
             } => {
                 key_id(key)?;
-                crate::usage::UsageAgg::from_bytes(value).map_err(|e| e.to_string())?;
+                crate::usage::UsageAgg::from_bytes(value)
+                    .map_err(|e| e.to_string())?
+                    .check()?;
                 self.writes.ops.push(op);
             }
             Op::Delete {
@@ -528,5 +530,20 @@ mod tests {
         let mut b = Batch::default();
         b.put(Table::Budgets, b"AAAAAAAAAAAAq".to_vec(), vec![0xff; 3]);
         assert!(vet(b, "u", 0).is_err());
+        // A usage record past the recent-request bound a key keeps.
+        let recent = |n: usize| {
+            let rows: Vec<_> = (0..n)
+                .map(|t| serde_json::json!({"t": t, "ip": "10.0.0.1"}))
+                .collect();
+            serde_json::to_vec(&serde_json::json!({"totals": {"allowed": 0, "denied": 0},
+                "last_used": null, "ips": {}, "integrations": {}, "hourly": {}, "recent": rows}))
+            .unwrap()
+        };
+        let mut b = Batch::default();
+        b.put(Table::Usage, b"AAAAAAAAAAAA".to_vec(), recent(50));
+        assert!(vet(b, "u", 0).is_ok());
+        let mut b = Batch::default();
+        b.put(Table::Usage, b"AAAAAAAAAAAA".to_vec(), recent(51));
+        assert!(vet(b, "u", 0).unwrap_err().contains("recent requests"));
     }
 }

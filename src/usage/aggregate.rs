@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::recent::{PER_KEY, Stored};
 use super::{
     Freshness, HOUR_MS, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN,
     Outcome, Usage, UsageLimits, UsageTotals,
@@ -51,6 +52,10 @@ pub(crate) struct UsageAgg {
     /// hour number → of its denied, those rate-limited or out of quota
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     limited: BTreeMap<i64, u64>,
+    /// The key's last verifications, oldest first, at most
+    /// [`recent::PER_KEY`](super::recent::PER_KEY).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) recent: Vec<Stored>,
 }
 
 pub(crate) fn clip(name: &str) -> &str {
@@ -250,6 +255,7 @@ impl UsageAgg {
                 }
             }
         }
+        self.add_recent(newer.recent.iter().cloned());
         for (name, n) in &newer.integrations {
             match self.integrations.get_mut(name) {
                 None => {
@@ -269,6 +275,34 @@ impl UsageAgg {
                 }
             }
         }
+    }
+
+    /// Adds later verifications, keeping the newest [`PER_KEY`].
+    pub(crate) fn add_recent(&mut self, newer: impl IntoIterator<Item = Stored>) {
+        self.recent.extend(newer);
+        let excess = self.recent.len().saturating_sub(PER_KEY);
+        self.recent.drain(..excess);
+    }
+
+    /// Whether a record another process wrote keeps the bounds this one
+    /// keeps (a process attached to the store writes usage through its owner).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.recent.len() > PER_KEY {
+            return Err(format!(
+                "{} recent requests; a key keeps {PER_KEY}",
+                self.recent.len()
+            ));
+        }
+        self.recent.iter().try_for_each(Stored::check)
+    }
+
+    /// The key's last verifications, newest first.
+    pub(crate) fn recent_requests(&self) -> Vec<super::RecentRequest> {
+        // Flushes from several processes interleave: newest first by time,
+        // and by arrival among requests of one millisecond.
+        let mut rows: Vec<&Stored> = self.recent.iter().rev().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.at()));
+        rows.into_iter().map(Stored::public).collect()
     }
 
     /// Applies the bounds: drops hourly buckets past retention and the least

@@ -8,6 +8,7 @@
 
 mod aggregate;
 mod pending;
+mod recent;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::verdict::{Denial, with_denials};
 pub(crate) use self::aggregate::UsageAgg;
 pub use self::pending::NoticeLimits;
 pub(crate) use self::pending::{Notice, Occurrence, UsageLog};
+pub use self::recent::{RECENT_PER_KEY, RecentRequest};
 
 const HOUR_MS: i64 = 3_600_000;
 /// Longest integration name kept; longer ones are cut at a character boundary.
@@ -41,6 +43,14 @@ pub struct Backlog {
     /// Notices that storage could not take in time, folded back into the
     /// counts a later notice carries.
     pub notices_deferred: u64,
+    /// Verifications held for the keys' recent-request lists, waiting
+    /// to be written (at most 20,000 in all, 50 per key).
+    #[serde(default)]
+    pub pending_recent_requests: usize,
+    /// Verifications not held for those lists because the store held its
+    /// most already (their counts are kept; only the entries are not).
+    #[serde(default)]
+    pub recent_requests_dropped: u64,
 }
 
 /// How much usage history a key keeps.

@@ -1,13 +1,14 @@
 //! Usage waiting for the next flush, and the notices of verification
 //! (refused IPs, old secrets) waiting to become outbox events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::aggregate::{Run, integration_name};
+use super::recent::{HELD_MAX, Held, PER_KEY};
 use super::{Freshness, Outcome, UsageAgg, UsageLimits};
 use crate::events::EventKind;
 use crate::key::{IdMap, KeyId};
@@ -148,6 +149,9 @@ impl Name {
 struct Pending {
     run: Option<(Run, Name)>,
     agg: UsageAgg,
+    /// Its latest verifications, oldest first (at most [`PER_KEY`]);
+    /// `agg.recent` holds older ones put back after a failed flush.
+    recent: VecDeque<Held>,
 }
 
 impl Pending {
@@ -158,8 +162,14 @@ impl Pending {
         }
     }
 
+    /// Entries held for the recent-request list, of either form.
+    fn recent_held(&self) -> usize {
+        self.recent.len() + self.agg.recent.len()
+    }
+
     fn into_agg(mut self) -> UsageAgg {
         self.settle();
+        self.agg.add_recent(self.recent.iter().map(Held::stored));
         self.agg
     }
 }
@@ -174,6 +184,10 @@ pub(crate) struct UsageLog {
     /// Per-address and per-integration rows dropped from pending usage to
     /// keep it bounded (totals stay exact).
     rows_dropped: AtomicU64,
+    /// Recent-request entries held by every key (at most [`HELD_MAX`]),
+    /// and those not held for it.
+    recent_held: AtomicUsize,
+    recent_dropped: AtomicU64,
 }
 
 fn shard_of(id: &KeyId) -> usize {
@@ -189,6 +203,8 @@ impl UsageLog {
             notice_limits,
             limits,
             rows_dropped: AtomicU64::new(0),
+            recent_held: AtomicUsize::new(0),
+            recent_dropped: AtomicU64::new(0),
         }
     }
 
@@ -210,9 +226,14 @@ impl UsageLog {
             pending_notices: n.pending.len(),
             usage_rows_dropped: self.rows_dropped.load(Ordering::Relaxed),
             notices_deferred: n.overflowed,
+            pending_recent_requests: self.recent_held.load(Ordering::Relaxed),
+            recent_requests_dropped: self.recent_dropped.load(Ordering::Relaxed),
         }
     }
 
+    /// Records one verification of key `id`: into its counts, and into
+    /// its recent requests (`scope`: the scope it asked for).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &self,
         id: KeyId,
@@ -221,10 +242,15 @@ impl UsageLog {
         integration: Option<&str>,
         outcome: Outcome,
         freshness: Freshness,
+        scope: Option<&str>,
     ) {
         let integration = integration_name(integration);
         let mut shard = lock(&self.shards[shard_of(&id)]);
         let p = shard.entry(id).or_default();
+        self.hold_recent(
+            p,
+            Held::new(now, ip, integration, outcome, freshness, scope),
+        );
         if let Some((run, name)) = &mut p.run
             && run.holds(now, ip)
             && name.is(integration)
@@ -243,6 +269,28 @@ impl UsageLog {
             None => p.agg.record(now, ip, integration, outcome, freshness),
         }
         self.bound(&mut p.agg, now);
+    }
+
+    /// Keeps `held` as the key's latest verification: a full list lets its
+    /// oldest go; a store holding its most keeps nothing new.
+    fn hold_recent(&self, p: &mut Pending, held: Held) {
+        if p.recent_held() >= PER_KEY {
+            if p.agg.recent.is_empty() {
+                p.recent.pop_front();
+            } else {
+                p.agg.recent.remove(0);
+            }
+        } else if self
+            .recent_held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < HELD_MAX).then_some(n + 1)
+            })
+            .is_err()
+        {
+            self.recent_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.recent.push_back(held);
     }
 
     /// Counts an occurrence; the first in its key and kind's window (within
@@ -319,11 +367,15 @@ impl UsageLog {
         if let Some((run, name)) = &p.run {
             agg.fold(run, name.get());
         }
+        agg.add_recent(p.recent.iter().map(Held::stored));
         Some(agg)
     }
 
     pub(crate) fn discard(&self, id: &KeyId) {
-        lock(&self.shards[shard_of(id)]).remove(id);
+        if let Some(p) = lock(&self.shards[shard_of(id)]).remove(id) {
+            self.recent_held
+                .fetch_sub(p.recent_held(), Ordering::Relaxed);
+        }
     }
 
     /// Takes every pending delta, leaving the log empty.
@@ -331,7 +383,11 @@ impl UsageLog {
         self.shards
             .iter()
             .flat_map(|s| std::mem::take(&mut *lock(s)))
-            .map(|(id, p)| (id, p.into_agg()))
+            .map(|(id, p)| {
+                self.recent_held
+                    .fetch_sub(p.recent_held(), Ordering::Relaxed);
+                (id, p.into_agg())
+            })
             .collect()
     }
 
@@ -340,15 +396,29 @@ impl UsageLog {
         for (id, mut older) in deltas {
             let mut shard = lock(&self.shards[shard_of(&id)]);
             if let Some(newer) = shard.remove(&id) {
+                self.recent_held
+                    .fetch_sub(newer.recent_held(), Ordering::Relaxed);
                 older.absorb(&newer.into_agg());
             }
             let now = older.latest();
             self.bound(&mut older, now);
+            // The entries held again count against the store's bound; past
+            // it, the older ones go.
+            let n = older.recent.len();
+            let held = self.recent_held.fetch_add(n, Ordering::Relaxed) + n;
+            let over = held.saturating_sub(HELD_MAX).min(n);
+            if over > 0 {
+                older.recent.drain(..over);
+                self.recent_held.fetch_sub(over, Ordering::Relaxed);
+                self.recent_dropped
+                    .fetch_add(over as u64, Ordering::Relaxed);
+            }
             shard.insert(
                 id,
                 Pending {
                     run: None,
                     agg: older,
+                    recent: VecDeque::new(),
                 },
             );
         }
@@ -495,7 +565,7 @@ mod tests {
             };
             let outcome = outcomes[dice.pick(6)];
             let fresh = freshness[dice.pick(3)];
-            log.record(keys[key], now, ip, name, outcome, fresh);
+            log.record(keys[key], now, ip, name, outcome, fresh, None);
             each[key].record(now, ip, name, outcome, fresh);
             model[key].record(now, ip, name, outcome);
             let shard = lock(&log.shards[shard_of(&keys[key])]);
@@ -524,5 +594,71 @@ mod tests {
             model[key].check(&usage);
         }
         assert!(in_runs > 2_000, "most requests went to a run");
+    }
+
+    fn wrong_secret(log: &UsageLog, id: KeyId, at: i64) {
+        log.record(
+            id,
+            at,
+            "203.0.113.9".parse().unwrap(),
+            Some("flood"),
+            Outcome::Denied(Denial::WrongSecret),
+            Freshness::Unknown,
+            Some("orders:read"),
+        );
+    }
+
+    /// A flood on one key (its id is public) keeps 50 entries, the newest;
+    /// its counts stay exact.
+    #[test]
+    fn a_flood_on_one_key_keeps_its_newest_fifty() {
+        let log = UsageLog::new(UsageLimits::default(), NoticeLimits::default());
+        let id = KeyId::random();
+        for i in 0..100_000 {
+            wrong_secret(&log, id, i);
+        }
+        assert_eq!(log.backlog().pending_recent_requests, PER_KEY);
+        let agg = log.pending(&id).unwrap();
+        let recent = agg.recent_requests();
+        assert_eq!(recent.len(), PER_KEY);
+        assert_eq!(recent[0].at.unix_millis(), 99_999, "newest first");
+        assert_eq!(recent[49].at.unix_millis(), 99_950);
+        assert_eq!(agg.to_usage(id).totals.denied, 100_000);
+        let taken = log.take_all();
+        assert_eq!(taken[0].1.recent.len(), PER_KEY);
+        assert_eq!(log.backlog().pending_recent_requests, 0);
+    }
+
+    /// Across keys the store holds at most HELD_MAX entries until a flush;
+    /// the rest are counted as dropped, and a failed flush put back keeps
+    /// within the bound too.
+    #[test]
+    fn every_key_together_holds_at_most_the_store_bound() {
+        let log = UsageLog::new(UsageLimits::default(), NoticeLimits::default());
+        let keys: Vec<KeyId> = (0..HELD_MAX / 10 + 100).map(|_| KeyId::random()).collect();
+        for round in 0..20 {
+            for id in &keys {
+                wrong_secret(&log, *id, round);
+            }
+        }
+        let b = log.backlog();
+        assert_eq!(b.pending_recent_requests, HELD_MAX);
+        assert_eq!(
+            b.recent_requests_dropped,
+            (keys.len() * 20 - HELD_MAX) as u64
+        );
+        let taken = log.take_all();
+        let held: usize = taken.iter().map(|(_, a)| a.recent.len()).sum();
+        assert_eq!(held, HELD_MAX);
+        assert_eq!(log.backlog().pending_recent_requests, 0);
+        // New requests while the flush fails, then the failed flush put back.
+        for id in &keys {
+            wrong_secret(&log, *id, 100);
+        }
+        log.restore(taken);
+        let b = log.backlog();
+        assert!(b.pending_recent_requests <= HELD_MAX, "{b:?}");
+        let held: usize = log.take_all().iter().map(|(_, a)| a.recent.len()).sum();
+        assert_eq!(held, b.pending_recent_requests);
     }
 }

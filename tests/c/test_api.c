@@ -437,6 +437,16 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_usage_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_usage_json(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_usage_json(store, "AAAAAAAAAAAA", &json), KW_STATUS_NOT_FOUND);
+    /* The key's last verifications, newest first: the old secret's came from c-test. */
+    CHECK_STATUS(kw_recent_requests_json(store, id, &json), KW_STATUS_OK);
+    CHECK(json && json[0] == '[' && strstr(json, "\"allowed\":true") && strstr(json, "\"stale_secret\":true"));
+    CHECK(json && strstr(json, "\"integration\":\"c-test\"") && strstr(json, fresh + 23) == NULL);
+    kw_string_free(json);
+    CHECK_STATUS(kw_recent_requests_json(NULL, id, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_recent_requests_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_recent_requests_json(store, id, NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_recent_requests_json(store, "\xff\xfe", &json), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_recent_requests_json(store, "AAAAAAAAAAAA", &json), KW_STATUS_NOT_FOUND);
     CHECK_STATUS(kw_events_json(store, 0, 1000, &json), KW_STATUS_OK);
     CHECK(json && strstr(json, "\"key.created\"") && strstr(json, "\"key.regenerated\"") && strstr(json, "\"whitelist.updated\""));
     CHECK(json && strstr(json, fresh + 23) == NULL && strstr(json, "argon2") == NULL);

@@ -56,10 +56,13 @@ pub const KW_ENTRY_ID_BUFFER_LEN: usize = 16;
 pub const KW_OWNER_BUFFER_LEN: usize = 129;
 /// Most keys one page of `kw_key_list_page_json` holds.
 pub const KW_MAX_PAGE: usize = 1000;
+/// Most verifications `kw_recent_requests_json` lists for one key.
+pub const KW_RECENT_PER_KEY: usize = 50;
 
 const _: () = assert!(KW_KEY_BUFFER_LEN > keyward::MAX_KEY_LEN);
 const _: () = assert!(KW_OWNER_BUFFER_LEN > keyward::MAX_OWNER_LEN);
 const _: () = assert!(KW_MAX_PAGE == keyward::MAX_PAGE);
+const _: () = assert!(KW_RECENT_PER_KEY == keyward::RECENT_PER_KEY);
 const _: () = assert!(KW_KEY_ID_BUFFER_LEN > keyward::KEY_ID_LEN);
 const _: () = assert!(KW_ENTRY_ID_BUFFER_LEN > ENTRY_ID_LEN);
 

@@ -66,6 +66,7 @@ pub(crate) fn shapes() -> Vec<Shape> {
     let roots = [
         schemars::schema_for!(keyward::KeyInfo),
         schemars::schema_for!(keyward::Usage),
+        schemars::schema_for!(keyward::RecentRequest),
         schemars::schema_for!(keyward::Whitelist),
         schemars::schema_for!(keyward::PluginInfo),
         schemars::schema_for!(keyward::Event),

@@ -23,6 +23,23 @@ pub unsafe extern "C" fn kw_usage_json(
     })
 }
 
+/// Key `id`'s last verifications, newest first (at most
+/// `KW_RECENT_PER_KEY`), as a JSON array of `RecentRequest` objects (see
+/// "JSON shapes" at the top of this header) to `*json_out` (free with
+/// `kw_string_free`). Includes requests not yet flushed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kw_recent_requests_json(
+    store: *const kw_store,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> kw_status {
+    boundary(|| {
+        let (store, id) = unsafe { store_and_key(store, id) }?;
+        not_null(json_out, "json_out")?;
+        unsafe { put_json(json_out, &store.recent_requests(&id)?) }
+    })
+}
+
 /// Outbox events with sequence number above `since`, oldest first, at most
 /// `limit`, as a JSON array of `Event` objects (see "JSON shapes" at the
 /// top of this header) to `*json_out` (free with `kw_string_free`).

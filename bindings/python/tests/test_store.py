@@ -234,6 +234,31 @@ def test_usage_and_events(store):
     assert c.key[16:59] not in repr(events)
 
 
+def test_recent_requests(store):
+    c = store.create_key("k", scopes=["orders:read"])
+    assert store.verify(c.key, "10.0.0.1", integration="n8n")
+    assert not store.verify(c.key, "10.0.0.2", scope="orders:write")
+    store.regenerate(c.info.id)  # the old secret is refused from now on
+    for _ in range(200):
+        assert not store.verify(c.key, "10.0.0.3")
+    recent = store.recent_requests(c.info.id)
+    assert len(recent) == 50, "the newest 50, whatever the traffic"
+    assert all(r.ip == "10.0.0.3" and not r.allowed and r.reason == "rotated" for r in recent)
+    store.flush()
+    assert store.recent_requests(c.info.id) == recent
+    other = store.create_key("other", scopes=["orders:read"])
+    assert store.verify(other.key, "10.0.0.1", integration="n8n")
+    assert not store.verify(other.key, "10.0.0.2", scope="orders:write")
+    first, second = reversed(store.recent_requests(other.info.id))
+    assert (first.ip, first.integration, first.allowed, first.reason) == ("10.0.0.1", "n8n", True, None)
+    assert first.at.tzinfo is not None and not first.stale_secret
+    assert (second.allowed, second.reason, second.scope) == (False, "scope_missing", "orders:write")
+    with pytest.raises(keyward.NotFound):
+        store.recent_requests("AAAAAAAAAAAA")
+    with pytest.raises(keyward.InvalidInput):
+        store.recent_requests("not an id")
+
+
 def test_every_error_class(store, store_path, tmp_path):
     with pytest.raises(keyward.NotFound):
         store.key("AAAAAAAAAAAA")

@@ -12,6 +12,8 @@
 
 #define KW_MAX_PAGE 1000
 
+#define KW_RECENT_PER_KEY 50
+
 #define KW_ABI_VERSION 1
 
 #define KW_VERSION_MAJOR 0
@@ -237,6 +239,10 @@ enum kw_status kw_store_backup_json(const struct kw_store *store,
 enum kw_status kw_store_copy_json(const struct kw_store *store, const char *dest, char **json_out);
 
 enum kw_status kw_usage_json(const struct kw_store *store, const char *id, char **json_out);
+
+enum kw_status kw_recent_requests_json(const struct kw_store *store,
+                                       const char *id,
+                                       char **json_out);
 
 enum kw_status kw_events_json(const struct kw_store *store,
                               uint64_t since,

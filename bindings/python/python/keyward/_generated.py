@@ -170,6 +170,40 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class RecentRequest:
+    """One verification of a key, newest first in
+    `Store::recent_requests`.
+    """
+
+    #: When it was verified.
+    at: datetime
+    #: The client address (IPv4-mapped IPv6 shown as IPv4).
+    ip: str
+    #: Admitted.
+    allowed: bool
+    #: It presented an older generation's secret (a rotated secret still in use).
+    stale_secret: bool
+    #: The integration it named, if any (cut to 128 bytes).
+    integration: Optional[str] = None
+    #: Why it was refused (a denial's name, e.g. `wrong_secret`), when it was.
+    reason: Optional[str] = None
+    #: The scope it asked for, if any.
+    scope: Optional[str] = None
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "RecentRequest":
+        return cls(
+            at=_time(d["at"]),
+            ip=d["ip"],
+            allowed=d["allowed"],
+            stale_secret=d["stale_secret"],
+            integration=d.get("integration"),
+            reason=d.get("reason"),
+            scope=d.get("scope"),
+        )
+
+
+@dataclass(frozen=True)
 class Whitelist:
     """A key's whitelist: the restriction toggle and its entries."""
 

@@ -23,6 +23,7 @@ from keyward._generated import (
     PluginMetrics,
     PluginInfo,
     PluginStatus,
+    RecentRequest,
     UsageTotals,
     Whitelist,
     WhitelistEntry,

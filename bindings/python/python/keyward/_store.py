@@ -28,6 +28,7 @@ from keyward._records import (
     Metrics,
     PluginInfo,
     Quota,
+    RecentRequest,
     Usage,
     Verdict,
     Whitelist,
@@ -655,6 +656,15 @@ class Store:
     def usage(self, key_id: str) -> Usage:
         """The key's Usage tab, including requests not yet flushed."""
         return Usage._from(self._json(lib.kw_usage_json, self._h(), _text(key_id, "key_id")))
+
+    @_in_flight
+    def recent_requests(self, key_id: str) -> List[RecentRequest]:
+        """The key's last verifications, newest first (at most 50): time,
+        client address, integration, result and reason, whether an old
+        secret was presented, the scope asked for. Includes requests not
+        yet flushed; another process's appear once it flushes."""
+        rows = self._json(lib.kw_recent_requests_json, self._h(), _text(key_id, "key_id"))
+        return [RecentRequest._from(r) for r in rows]
 
     @_in_flight
     def events(self, since: int = 0, limit: int = 1000) -> List[Event]:

@@ -1,5 +1,6 @@
 //! The Usage tab: client addresses and integrations, refusals by reason,
-//! clients still presenting an old secret, the hourly chart.
+//! clients still presenting an old secret, the hourly chart, and the last
+//! verifications one by one.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -14,7 +15,10 @@ use super::{Key, Tab, key_page};
 /// `GET /keys/{id}/usage`: the Usage tab.
 pub(crate) async fn usage(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -> Response {
     let key = info.id;
-    let u = match blocking(&app, move |app| app.store.usage(&key)).await {
+    let read = blocking(&app, move |app| {
+        Ok::<_, keyward::KeyError>((app.store.usage(&key)?, app.store.recent_requests(&key)?))
+    });
+    let (u, recent) = match read.await {
         Ok(u) => u,
         Err(e) => return view::failed("Reading usage", &e),
     };
@@ -39,6 +43,25 @@ pub(crate) async fn usage(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -
                     tr class=[(n == 0).then_some("muted")] { td { (reason.words()) } td.num data-reason=(reason.as_str()) { (n) } }
                 }
             } }
+        }
+        section.card {
+            h2 { "Recent requests" }
+            p.muted { "The last " (keyward::RECENT_PER_KEY) " verifications of this key, newest first." }
+            @if recent.is_empty() { p.muted { "No requests yet." } } @else {
+                table #recent {
+                    thead { tr { th { "Time" } th { "Client" } th { "Integration" } th { "Result" } th { "Scope asked" } th {} } }
+                    tbody { @for r in &recent {
+                        tr class=[(!r.allowed).then_some("denied")] {
+                            td { (view::when(Some(r.at))) }
+                            td { code { (r.ip) } }
+                            td { (r.integration.as_deref().unwrap_or("—")) }
+                            td data-reason=[r.reason.as_deref()] { (crate::usage::result(r)) }
+                            td { (r.scope.as_deref().unwrap_or("—")) }
+                            td { @if r.stale_secret { span.badge.warn { "old secret" } } }
+                        }
+                    } }
+                }
+            }
         }
         @if !stale_ips.is_empty() || !stale_integrations.is_empty() {
             section.card.warn #stale {
