@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use keyward::{Argon2Params, CreateOptions, Options, Store};
+use keyward::{Argon2Params, CreateOptions, EventQuery, Options, Store};
 
 const BATCH: usize = 10_000;
 
@@ -236,6 +236,41 @@ fn measure(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let warm_ns = started.elapsed().as_nanos() / (rounds * samples.len()) as u128;
+
+    // The audit trail: the outbox (a key.created per key) indexed by the
+    // background maintenance, then one account's events among them all.
+    let started = Instant::now();
+    let mut indexed = 0;
+    loop {
+        let step = store.maintain()?.events_indexed;
+        if step == 0 {
+            break;
+        }
+        indexed += step;
+    }
+    let index_time = started.elapsed();
+    let accounts = (n / 10).max(1);
+    let mut query_us: Vec<u128> = (0..100)
+        .map(|i| {
+            let owner = format!("account-{:07}", (i * 7919) % accounts);
+            let started = Instant::now();
+            let page = store
+                .events_query(&EventQuery::new().owner(owner))
+                .expect("query");
+            let us = started.elapsed().as_micros();
+            assert!(
+                !page.events.is_empty() && page.next.is_none(),
+                "an account's events"
+            );
+            us
+        })
+        .collect();
+    query_us.sort_unstable();
+    eprintln!(
+        "scale: indexed {indexed} events in {index_time:.1?}; one account's events: p50 {} µs, max {} µs",
+        query_us[query_us.len() / 2],
+        query_us[query_us.len() - 1]
+    );
     let per_key = |bytes: u64| bytes / (n.max(1) as u64);
     eprintln!(
         "scale: rss {} MiB (baseline {} MiB), index {} MiB, disk {} MiB, verify cold {cold_ns} ns",

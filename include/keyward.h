@@ -112,6 +112,36 @@
  *   "scope"?: string | null
  *       The scope it asked for, if any.
  *
+ * EventQuery: Which events `Store::events_query`
+ *   returns: every field given must match (`kinds`: any of them).
+ *   "actor"?: string | null
+ *       Changes made by this actor (`data.actor`).
+ *   "after"?: integer | null
+ *       Events numbered above this (a cursor going forward).
+ *   "before"?: integer | null
+ *       Events numbered below this (a cursor going back).
+ *   "key_id"?: string (key id) | null
+ *       Events of this key.
+ *   "kinds"?: [EventKind]
+ *       Events of these kinds (none: every kind).
+ *   "limit"?: integer | null
+ *       At most this many (default 100, at most 1000).
+ *   "newest_first"?: boolean
+ *       Newest first (else oldest first).
+ *   "owner"?: string | null
+ *       Events of this account's keys (`data.owner`).
+ *   "since_time"?: string (RFC 3339, UTC) | null
+ *       At or after this time.
+ *   "until_time"?: string (RFC 3339, UTC) | null
+ *       Before this time.
+ *
+ * EventPage: What one query found.
+ *   "events": [Event]
+ *       The events, in the order asked for.
+ *   "next"?: integer | null
+ *       Where to go on from when there may be more: the `after` (oldest
+ *       first) or `before` (newest first) of the next query. None: no more.
+ *
  * Whitelist: A key's whitelist: the restriction toggle and its entries.
  *   "enabled": boolean
  *       When true, only addresses covered by an entry are admitted; with no
@@ -325,6 +355,17 @@
  *   "ip": string (IP address)
  *       From which client address.
  *
+ * EventKind: What happened.
+ *   "key.created"  A key was created.
+ *   "key.regenerated"  A key got a new secret; `data.grace_until` says until when the old one works.
+ *   "key.deleted"  A key was deleted.
+ *   "key.updated"  A key was disabled, enabled, renamed, or its expiry or metadata changed.
+ *   "whitelist.updated"  A key's whitelist was switched on or off, or an entry added or removed.
+ *   "key.denied_ip"  A key was presented from an IP its whitelist refuses (at most once per key, IP and hour).
+ *   "key.stale_secret_used"  A client presented the secret of an older generation (in its grace period or after it), at most once per key, IP and hour: it must be updated with the regenerated key.
+ *   "key.leaked"  A live key was found where it should not be (`keyward scan`); `data` says where and what was done (`regenerated`, `disabled`).
+ *   "key.quota_exhausted"  A key's quota ran out: the first request refused for it, once per exhaustion across every process of the store (`data.refill_at` says when it is refilled, if it is).
+ *
  * WhitelistEntry: One named whitelist entry.
  *   "id": string
  *       Stable id of the entry, used to remove it.
@@ -357,17 +398,6 @@
  *       When the next attempt is due, while backing off.
  *   "pending"?: integer
  *       Events in the outbox after the cursor (subscribed or not).
- *
- * EventKind: What happened.
- *   "key.created"  A key was created.
- *   "key.regenerated"  A key got a new secret; `data.grace_until` says until when the old one works.
- *   "key.deleted"  A key was deleted.
- *   "key.updated"  A key was disabled, enabled, renamed, or its expiry or metadata changed.
- *   "whitelist.updated"  A key's whitelist was switched on or off, or an entry added or removed.
- *   "key.denied_ip"  A key was presented from an IP its whitelist refuses (at most once per key, IP and hour).
- *   "key.stale_secret_used"  A client presented the secret of an older generation (in its grace period or after it), at most once per key, IP and hour: it must be updated with the regenerated key.
- *   "key.leaked"  A live key was found where it should not be (`keyward scan`); `data` says where and what was done (`regenerated`, `disabled`).
- *   "key.quota_exhausted"  A key's quota ran out: the first request refused for it, once per exhaustion across every process of the store (`data.refill_at` says when it is refilled, if it is).
  *
  * PluginMetrics: One plugin's deliveries.
  *   "name": string
@@ -660,6 +690,11 @@ typedef struct kw_options {
    * NULL: only this user.
    */
   const char *attach_group;
+  /**
+   * Who this handle's changes are by: the `data.actor` of their events
+   * (a user, a service); NULL: `<os user>@<host name>`.
+   */
+  const char *actor;
 } kw_options;
 
 /**
@@ -1183,6 +1218,21 @@ enum kw_status kw_events_json(const struct kw_store *store,
  * the handle was opened. To `*json_out` (free with `kw_string_free`).
  */
 enum kw_status kw_metrics_json(const struct kw_store *store, char **json_out);
+
+/**
+ * The events `query_json` asks for, as an `EventPage` JSON object (see
+ * "JSON shapes" at the top of this header) to `*json_out` (free with
+ * `kw_string_free`). `query_json` is an `EventQuery` object: every field
+ * optional — `key_id`, `owner`, `actor`, `kinds` (event kind names),
+ * `since_time` and `until_time` (RFC 3339), `after` and `before` (event
+ * numbers), `newest_first`, `limit` (1 to `KW_MAX_PAGE`, default 100);
+ * `{}` is every event, oldest first. Continue from the page's `next`
+ * (as `after`, or `before` newest first) while it is not null. Answered
+ * through the outbox's index.
+ */
+enum kw_status kw_events_query_json(const struct kw_store *store,
+                                    const char *query_json,
+                                    char **json_out);
 
 /**
  * Releases a string returned through a `json_out` argument. NULL is fine.

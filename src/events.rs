@@ -155,6 +155,73 @@ pub(crate) fn append(
     );
 }
 
+/// The row of the outbox's index saying through which event it is complete
+/// (a sequence number, big-endian).
+pub(crate) const INDEXED_THROUGH: &[u8] = b"~";
+
+/// Fields of the index: the rows of one field and value, in event order.
+pub(crate) const BY_KEY: u8 = b'k';
+pub(crate) const BY_OWNER: u8 = b'o';
+pub(crate) const BY_ACTOR: u8 = b'a';
+pub(crate) const BY_KIND: u8 = b'n';
+/// The time rows: `t`, the time (ms, sign bit flipped, big-endian), the event.
+pub(crate) const BY_TIME: u8 = b't';
+
+/// The prefix of the index rows of `field` = `value`.
+pub(crate) fn index_prefix(field: u8, value: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(value.len() + 10);
+    row.push(field);
+    row.extend_from_slice(value);
+    row.push(0);
+    row
+}
+
+/// The first time row at or after `ms`.
+pub(crate) fn time_row(ms: i64) -> [u8; 9] {
+    let mut row = [BY_TIME; 9];
+    row[1..].copy_from_slice(&(ms.cast_unsigned() ^ (1 << 63)).to_be_bytes());
+    row
+}
+
+/// The time and event of a time row.
+pub(crate) fn time_of(row: &[u8]) -> Option<(i64, u64)> {
+    if row.len() != 17 || row[0] != BY_TIME {
+        return None;
+    }
+    let t = u64::from_be_bytes(row[1..9].try_into().ok()?) ^ (1 << 63);
+    Some((t.cast_signed(), indexed_seq(row)?))
+}
+
+/// The event an index row points at: its last 8 bytes.
+pub(crate) fn indexed_seq(row: &[u8]) -> Option<u64> {
+    let at = row.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(row[at..].try_into().ok()?))
+}
+
+/// The index rows of one event: by key, kind and time, and by owner and
+/// actor when it has them (`data.owner`, `data.actor`).
+pub(crate) fn index_rows(e: &Event) -> Vec<Vec<u8>> {
+    let seq = e.seq.to_be_bytes();
+    let text = |name: &str| e.data.get(name).and_then(Value::as_str);
+    let mut rows = vec![
+        index_prefix(BY_KEY, e.key_id.as_bytes()),
+        index_prefix(BY_KIND, e.kind.as_str().as_bytes()),
+    ];
+    if let Some(owner) = text("owner") {
+        rows.push(index_prefix(BY_OWNER, owner.as_bytes()));
+    }
+    if let Some(actor) = text("actor") {
+        rows.push(index_prefix(BY_ACTOR, actor.as_bytes()));
+    }
+    for row in &mut rows {
+        row.extend_from_slice(&seq);
+    }
+    let mut time = time_row(e.at.unix_millis()).to_vec();
+    time.extend_from_slice(&seq);
+    rows.push(time);
+    rows
+}
+
 /// Outbox events with sequence number greater than `since`, oldest first,
 /// at most `limit`.
 pub(crate) fn read(
@@ -243,8 +310,25 @@ pub(crate) fn prune(
                 break;
             }
             batch.delete(Table::Events, k.clone());
+            // Its index rows go with it (vetted: an attached process may
+            // delete only those of the events it prunes).
+            for row in index_rows(&event) {
+                batch.delete(Table::EventIndex, row);
+            }
         }
-        let n = batch.ops.len() as u64;
+        let n = batch
+            .ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    crate::backend::Op::Delete {
+                        table: Table::Events,
+                        ..
+                    }
+                )
+            })
+            .count() as u64;
         if n > 0 {
             backend.commit(batch, Durability::Lazy)?;
             pruned += n;

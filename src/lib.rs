@@ -97,10 +97,11 @@ pub use crate::policy::{
     RefillPeriod, Scopes,
 };
 pub use crate::store::{
-    CheckReport, CopyReport, CreateOptions, CreatedKey, IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo,
-    KeyPage, KeyUpdate, LeakState, MAX_DESCRIPTION_LEN, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN,
-    MAX_OWNER_LEN, MAX_PAGE, Maintenance, Metrics, Options, OwnerInfo, OwnerUsage,
-    PAST_GENERATIONS_KEPT, PluginMetrics, Problem, Role, Status, Store,
+    CLOCK_SKEW, CheckReport, CopyReport, CreateOptions, CreatedKey, EventPage, EventQuery,
+    IMPORT_PREFIX_LEN, ImportedSecret, KeyInfo, KeyPage, KeyUpdate, LeakState, MAX_DESCRIPTION_LEN,
+    MAX_EXAMINED, MAX_GRACE, MAX_METADATA_LEN, MAX_NAME_LEN, MAX_OWNER_LEN, MAX_PAGE, Maintenance,
+    Metrics, Options, OwnerInfo, OwnerUsage, PAST_GENERATIONS_KEPT, PluginMetrics, Problem, Role,
+    Status, Store,
 };
 pub use crate::time::Timestamp;
 

@@ -471,6 +471,14 @@ fn an_account_panel_serves_only_that_owner() {
         !events.contains("theirs"),
         "another owner's events are not shown"
     );
+    for filter in ["owner=globex", &format!("key={theirs}"), "kind=key.updated"] {
+        let (_, _, events) = panel.get(&format!("/events?{filter}"), Some(&cookie));
+        assert!(!events.contains("theirs"), "nor through a filter: {filter}");
+    }
+    let (_, _, mine_only) = panel.get(&format!("/events?key={mine}"), Some(&cookie));
+    assert!(mine_only.contains("mine") && mine_only.contains("key.created"));
+    let (_, _, bad) = panel.get("/events?since=last+tuesday", Some(&cookie));
+    assert!(bad.contains("id=\"filter-error\""), "{bad}");
     for tab in ["", "/usage", "/whitelist", "/regenerate", "/delete"] {
         let (status, _, _) = panel.get(&format!("/keys/{theirs}{tab}"), Some(&cookie));
         assert_eq!(status, 404, "GET {tab}");

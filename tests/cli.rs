@@ -814,6 +814,102 @@ fn cli_changes_name_their_actor() {
     }
 }
 
+/// `events` with filters: by key, account, actor, kinds and time, newest
+/// first, a limit; what a library handle did beside what the command line did.
+#[test]
+fn events_are_queried_by_key_owner_actor_kind_and_time() {
+    let cli = Cli::new();
+    let acme = cli.json(&["key", "create", "acme crm", "--owner", "acme"]);
+    let acme = acme["id"].as_str().unwrap().to_string();
+    cli.ok(&["key", "create", "globex crm", "--owner", "globex"]);
+    cli.ok(&["key", "disable", &acme]);
+    {
+        let mut o = common::fast_options();
+        o.actor = Some("billing-service".into());
+        let store = keyward::Store::open_with(&cli.db, &o).unwrap();
+        store
+            .regenerate(&acme.parse().unwrap(), Duration::ZERO)
+            .unwrap();
+        store.close().unwrap();
+    }
+    let seqs = |args: &[&str]| -> Vec<(String, String)> {
+        let mut all = vec!["events"];
+        all.extend_from_slice(args);
+        cli.json(&all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_string(),
+                    e["data"]["actor"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = format!("cli:{}", String::from_utf8_lossy(&me.stdout).trim());
+    let row = |k: &str, a: &str| (k.to_string(), a.to_string());
+    assert_eq!(
+        seqs(&["--owner", "acme"]),
+        [
+            row("key.created", &me),
+            row("key.updated", &me),
+            row("key.regenerated", "billing-service")
+        ]
+    );
+    assert_eq!(
+        seqs(&["--actor", "billing-service"]),
+        [row("key.regenerated", "billing-service")]
+    );
+    assert_eq!(seqs(&["--actor", &me]).len(), 3);
+    assert_eq!(
+        seqs(&[
+            "--key",
+            &acme,
+            "--kind",
+            "key.updated",
+            "--kind",
+            "key.regenerated"
+        ]),
+        [
+            row("key.updated", &me),
+            row("key.regenerated", "billing-service")
+        ]
+    );
+    assert_eq!(
+        seqs(&["--newest-first", "--limit", "2"]),
+        [
+            row("key.regenerated", "billing-service"),
+            row("key.updated", &me)
+        ]
+    );
+    assert_eq!(seqs(&["--since", "1h"]).len(), 4);
+    assert_eq!(
+        seqs(&["--since", "2"]).len(),
+        2,
+        "a number is an event number"
+    );
+    assert!(seqs(&["--until", "1h"]).is_empty());
+    assert_eq!(
+        seqs(&["--since", "2020-01-01T00:00:00Z", "--owner", "globex"]).len(),
+        1
+    );
+    let table = cli.ok(&["events", "--owner", "acme"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let err = cli.fails(&["events", "--kind", "key.exploded"], 4);
+    assert!(
+        err.contains("key.regenerated"),
+        "the kinds are listed: {err}"
+    );
+    let err = cli.fails(&["events", "--since", "last tuesday"], 4);
+    assert!(err.contains("RFC 3339"), "{err}");
+    cli.fails(&["events", "--key", "not-an-id"], 4);
+}
+
 /// `serve --metrics`: the store's metrics in the OpenMetrics text format,
 /// read at each scrape (keys created meanwhile are counted).
 #[test]

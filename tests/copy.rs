@@ -160,6 +160,21 @@ fn assert_same(original: &Store, copy: &Store, held: &[Held], last_event: u64) {
         "the quota goes on from what was spent"
     );
     assert!(copy.check(false).unwrap().is_clean());
+    // The audit trail answers alike (of the events copied: verifying on
+    // the copy may have told of a quota since): the copy builds its own
+    // index.
+    for query in [
+        keyward::EventQuery::new().limit(1000),
+        keyward::EventQuery::new().kind(keyward::EventKind::KeyRegenerated),
+        keyward::EventQuery::new().newest_first().limit(7),
+    ] {
+        let query = query.before(last_event + 1);
+        assert_eq!(
+            original.events_query(&query).unwrap().events,
+            copy.events_query(&query).unwrap().events,
+            "{query:?}"
+        );
+    }
     let next = copy.create("after", CreateOptions::new()).unwrap();
     // Spending the quota above tells of it too (on PostgreSQL, perhaps after
     // the create); the copy's own

@@ -121,14 +121,7 @@ enum Command {
         confirm: Confirm,
     },
     /// The event outbox.
-    Events {
-        /// Only events after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        since: u64,
-        /// Keep printing new events (re-reads the store every second).
-        #[arg(long)]
-        follow: bool,
-    },
+    Events(events::EventsArgs),
     /// Notifier plugins.
     #[cfg(feature = "plugins")]
     #[command(subcommand)]
@@ -346,12 +339,10 @@ fn run(cli: Cli) -> Result<u8> {
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let path = db_path(&cli);
-    if let Command::Events {
-        since,
-        follow: true,
-    } = cli.command
+    if let Command::Events(args) = &cli.command
+        && args.follow
     {
-        return events::follow_events(&path, since, &out);
+        return events::follow_events(&path, args, &out);
     }
     if let Command::Serve(args) = cli.command {
         return serve::serve_command(&path, &args, &out);
@@ -390,7 +381,7 @@ fn run(cli: Cli) -> Result<u8> {
             (integration.as_deref(), scope.as_deref()),
             &out,
         )?,
-        Command::Events { since, .. } => events::events_command(&store, since, &out)?,
+        Command::Events(args) => events::events_command(&store, &args, &out)?,
         Command::Scan {
             paths,
             follow,

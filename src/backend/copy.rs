@@ -29,7 +29,8 @@ pub(crate) const JOURNAL_MAX_BYTES: usize = 256 << 20;
 const REPLAY_OPS: usize = 1024;
 
 /// Every table a copy carries: all but the change feed, which belongs to
-/// one store's processes (the destination's start afresh).
+/// one store's processes (the destination's start afresh), and the
+/// outbox's index, derived from the events (the destination builds its own).
 pub(crate) const COPIED: [Table; 12] = [
     Table::Meta,
     Table::Keys,
@@ -154,13 +155,14 @@ impl Journals {
 }
 
 /// A batch as the rows it wrote: checks dropped, appends as puts under the
-/// numbers they took, the change feed left out.
+/// numbers they took, the tables a copy leaves behind (the change feed,
+/// the outbox's index) left out.
 fn as_applied(batch: &Batch, first_seq: u64) -> Vec<Op> {
     let mut seq = first_seq;
     let mut ops = Vec::new();
     for op in &batch.ops {
         match op {
-            Op::Put { table, .. } | Op::Delete { table, .. } if *table == Table::Feed => {}
+            Op::Put { table, .. } | Op::Delete { table, .. } if !COPIED.contains(table) => {}
             Op::Put { .. } | Op::Delete { .. } => ops.push(op.clone()),
             Op::Expect { .. } => {}
             Op::Append { table, value } => {

@@ -156,6 +156,10 @@ pub(crate) enum Table {
     /// deleted key's record cannot be put back by a process attached to
     /// the owner (see the store's `vet`).
     Gone,
+    /// The outbox's index, derived from the events (see
+    /// `events::index_rows`): field, value, NUL, sequence number → nothing;
+    /// `events::INDEXED_THROUGH` → the last event indexed.
+    EventIndex,
 }
 
 impl Table {
@@ -178,6 +182,7 @@ impl Table {
             Table::Imports => b'i',
             Table::Budgets => b'b',
             Table::Gone => b'g',
+            Table::EventIndex => b'x',
         }
     }
 }

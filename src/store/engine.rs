@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::audit::MAINTENANCE_INDEX_STEP;
 use super::index::{Index, Page};
 use super::options::Options;
 use super::record::{KeyInfo, KeyRecord, MetaRecord, SCHEMA_VERSION};
@@ -236,6 +237,14 @@ impl Engine {
     pub(crate) fn maintain(&self) -> Result<Maintenance, StorageError> {
         let events_pruned =
             crate::events::prune(self.backend.as_ref(), self.now_ms(), self.event_retention)?;
+        // The outbox's index keeps up, a bounded step each round.
+        let events_indexed = if self.writes_index() {
+            let before = self.indexed_through()?;
+            self.index_events(MAINTENANCE_INDEX_STEP)?
+                .saturating_sub(before)
+        } else {
+            0
+        };
         let changes_trimmed = self.backend.report_seen(
             &self.reader,
             self.seen_version.load(Ordering::Acquire),
@@ -244,6 +253,7 @@ impl Engine {
         Ok(Maintenance {
             events_pruned,
             changes_trimmed,
+            events_indexed,
         })
     }
 
@@ -369,6 +379,9 @@ pub struct Maintenance {
     pub events_pruned: u64,
     /// Change-feed rows trimmed (every process has read them).
     pub changes_trimmed: u64,
+    /// Events added to the outbox's index (a bounded step a round; 0 once
+    /// it has caught up).
+    pub events_indexed: u64,
 }
 
 /// Key records read at once while loading the index.

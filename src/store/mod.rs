@@ -11,6 +11,7 @@
 //! Reading and flushing usage lives in `crate::usage`, outbox writes in
 //! `crate::events`, whitelist entry rules in `crate::whitelist`.
 
+mod audit;
 mod budgets;
 mod check;
 mod codec;
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use self::audit::{CLOCK_SKEW, EventPage, EventQuery, MAX_EXAMINED};
 pub use self::check::{CheckReport, Problem};
 pub use self::copy::CopyReport;
 pub(crate) use self::engine::Engine;
@@ -679,6 +681,23 @@ impl Store {
     /// Storage errors.
     pub fn events(&self, since: u64, limit: usize) -> Result<Vec<Event>, StorageError> {
         events::read(self.engine.backend.as_ref(), since, limit)
+    }
+
+    /// The events `query` asks for — a key's, an account's, an actor's,
+    /// of some kinds, in a time range — in the order it asks, a page at a
+    /// time: [`EventPage::next`] is where the next page starts (the
+    /// query's `after`, or `before` newest first). Answered through the
+    /// outbox's index: one account's events among a million in
+    /// milliseconds. A page examines at most [`MAX_EXAMINED`] events (a
+    /// rare kind over a long range may come back short, with `next`).
+    /// Time ranges are exact while the clocks of the processes writing the
+    /// store agree within [`CLOCK_SKEW`].
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] for a limit outside 1 to [`MAX_PAGE`] or
+    /// a time range that ends before it starts; storage errors.
+    pub fn events_query(&self, query: &EventQuery) -> Result<EventPage, KeyError> {
+        self.engine.events_query(query)
     }
 
     // ----------------------------------------------------------- plugins

@@ -64,6 +64,7 @@ pub(crate) fn vet(
         deleted: HashSet::new(),
         events: Vec::new(),
         delivered: None,
+        pruned: HashSet::new(),
     };
     for op in batch.ops {
         v.op(op)?;
@@ -90,6 +91,8 @@ struct Vetting<'a> {
     events: Vec<Vec<u8>>,
     /// The lowest enabled plugin's cursor, once read.
     delivered: Option<u64>,
+    /// Events the batch prunes: their index rows may go with them.
+    pruned: HashSet<u64>,
 }
 
 impl Vetting<'_> {
@@ -123,6 +126,18 @@ impl Vetting<'_> {
                 ref key,
             } => {
                 self.check_prune(key)?;
+                self.writes.ops.push(op);
+            }
+            Op::Delete {
+                table: Table::EventIndex,
+                ref key,
+            } => {
+                // The index is the owner's to write, but for the rows of
+                // the events pruned before them in the batch: nobody hides
+                // an event from a query by deleting its rows.
+                if !crate::events::indexed_seq(key).is_some_and(|s| self.pruned.contains(&s)) {
+                    return Err("an index row is deleted only with its event".into());
+                }
                 self.writes.ops.push(op);
             }
             Op::Put {
@@ -245,6 +260,7 @@ impl Vetting<'_> {
         if seq > delivered {
             return Err(format!("event {seq} is still to be delivered"));
         }
+        self.pruned.insert(seq);
         Ok(())
     }
 }
@@ -527,6 +543,27 @@ mod tests {
         let mut b = Batch::default();
         b.delete(Table::Events, vec![1, 2, 3]);
         assert!(vet(b, "u", 0).is_err());
+        // The outbox's index: written by the owner; a row deleted only with
+        // its event.
+        let mut b = Batch::default();
+        b.put(
+            Table::EventIndex,
+            b"~".to_vec(),
+            9u64.to_be_bytes().to_vec(),
+        );
+        assert!(vet(b, "u", 0).unwrap_err().contains("owner's"));
+        let row = |seq: u64| {
+            let mut r = crate::events::index_prefix(crate::events::BY_OWNER, b"acme");
+            r.extend_from_slice(&seq.to_be_bytes());
+            r
+        };
+        let mut b = Batch::default();
+        b.delete(Table::EventIndex, row(7));
+        assert!(vet(b, "u", 0).unwrap_err().contains("only with its event"));
+        let mut b = Batch::default();
+        b.delete(Table::Events, 7u64.to_be_bytes().to_vec());
+        b.delete(Table::EventIndex, row(7));
+        assert!(vet(b, "u", 0).is_ok());
         let mut b = Batch::default();
         b.put(Table::Budgets, b"AAAAAAAAAAAAq".to_vec(), vec![0xff; 3]);
         assert!(vet(b, "u", 0).is_err());

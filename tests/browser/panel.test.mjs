@@ -269,6 +269,19 @@ test("events name the panel as their actor; the plugins page lists none", async 
   assert.match(text, /admin panel/);
   assert.ok(!text.includes(firstKey));
   await shot("events");
+  // Filtered by kind and actor through the form; the filters stay in the form.
+  await page.selectOption("#event-filters select[name=kind]", "whitelist.updated");
+  await page.fill("#event-filters input[name=actor]", "admin panel");
+  await page.click("#event-filters button[type=submit]");
+  await page.waitForLoadState();
+  const kinds = await page.locator("#events tbody tr td:nth-child(3)").allTextContents();
+  assert.ok(kinds.length >= 1);
+  assert.ok(kinds.every((k) => k === "whitelist.updated"), kinds.join(","));
+  assert.equal(await page.inputValue("#event-filters input[name=actor]"), "admin panel");
+  await page.fill("#event-filters input[name=actor]", "someone else");
+  await page.click("#event-filters button[type=submit]");
+  await page.waitForLoadState();
+  assert.match(await page.textContent("main"), /No events\./);
   const r = await page.goto(base + "/plugins");
   assert.equal(r.status(), 200);
   assert.match(await page.textContent("main"), /No plugins installed/);

@@ -74,9 +74,15 @@ int main(int argc, char **argv) {
     bad = cheap();
     bad.argon2_memory_kib = 1;
     CHECK_STATUS(kw_store_open(path, &bad, &store), KW_STATUS_INVALID_OPTIONS);
+    bad = cheap();
+    bad.actor = "tab\there";
+    CHECK_STATUS(kw_store_open(path, &bad, &store), KW_STATUS_INVALID_OPTIONS);
+    bad.actor = bad_utf8;
+    CHECK_STATUS(kw_store_open(path, &bad, &store), KW_STATUS_INVALID_UTF8);
     CHECK(store == NULL); /* outputs only on success */
 
     o.prefix = "acme_live";
+    o.actor = "billing-service"; /* data.actor of this handle's changes */
     CHECK_STATUS(kw_store_open(path, &o, &store), KW_STATUS_OK);
     CHECK(store != NULL);
     /* A second open of the same store in one process shares it. */
@@ -454,6 +460,28 @@ int main(int argc, char **argv) {
     CHECK_STATUS(kw_events_json(store, 1000000, 10, &json), KW_STATUS_OK);
     CHECK(json && strcmp(json, "[]") == 0);
     kw_string_free(json);
+    /* Queries: one key's regenerations; every event, newest first, a page of one. */
+    char query[128];
+    snprintf(query, sizeof query, "{\"key_id\": \"%s\", \"kinds\": [\"key.regenerated\"]}", id);
+    CHECK_STATUS(kw_events_query_json(store, query, &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"key.regenerated\"") && !strstr(json, "\"key.created\"") && strstr(json, "\"next\":null"));
+    CHECK(json && strstr(json, "\"actor\":\"billing-service\""));
+    kw_string_free(json);
+    CHECK_STATUS(kw_events_query_json(store, "{\"newest_first\": true, \"limit\": 1, \"actor\": \"billing-service\"}", &json), KW_STATUS_OK);
+    CHECK(json && strstr(json, "\"next\":") && !strstr(json, "\"next\":null"));
+    kw_string_free(json);
+    CHECK_STATUS(kw_events_query_json(store, "{\"owner\": \"nobody\"}", &json), KW_STATUS_OK);
+    CHECK(json && strcmp(json, "{\"events\":[],\"next\":null}") == 0);
+    kw_string_free(json);
+    CHECK_STATUS(kw_events_query_json(NULL, "{}", &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_events_query_json(store, NULL, &json), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_events_query_json(store, "{}", NULL), KW_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(kw_events_query_json(store, bad_utf8, &json), KW_STATUS_INVALID_UTF8);
+    CHECK_STATUS(kw_events_query_json(store, huge, &json), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_events_query_json(store, "[]", &json), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_events_query_json(store, "{\"colour\": 1}", &json), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_events_query_json(store, "{\"limit\": 0}", &json), KW_STATUS_INVALID_INPUT);
+    CHECK_STATUS(kw_events_query_json(store, "{\"kinds\": [\"key.exploded\"]}", &json), KW_STATUS_INVALID_INPUT);
     CHECK_STATUS(kw_events_json(NULL, 0, 10, &json), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_events_json(store, 0, 10, NULL), KW_STATUS_NULL_ARGUMENT);
     CHECK_STATUS(kw_store_flush(store), KW_STATUS_OK);

@@ -67,6 +67,8 @@ pub(crate) fn shapes() -> Vec<Shape> {
         schemars::schema_for!(keyward::KeyInfo),
         schemars::schema_for!(keyward::Usage),
         schemars::schema_for!(keyward::RecentRequest),
+        schemars::schema_for!(keyward::EventQuery),
+        schemars::schema_for!(keyward::EventPage),
         schemars::schema_for!(keyward::Whitelist),
         schemars::schema_for!(keyward::PluginInfo),
         schemars::schema_for!(keyward::Event),
@@ -302,7 +304,7 @@ pub(crate) fn c_doc() -> String {
 const PY_TUPLES: &[&str] = &["Limit"];
 /// Shapes the Python package holds otherwise (a flat `Quota` named tuple,
 /// `Usage.last_used_at`/`last_used_ip`, the keyword arguments of
-/// `create_key` and `update`): no class is generated for them.
+/// `create_key`, `update` and `events`): no class is generated for them.
 const PY_OWN: &[&str] = &[
     "Quota",
     "Refill",
@@ -310,6 +312,7 @@ const PY_OWN: &[&str] = &[
     "CreateOptions",
     "KeyUpdate",
     "NewEntry",
+    "EventQuery",
 ];
 
 /// A JSON field the Python records show otherwise: record, field, and

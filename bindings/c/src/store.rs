@@ -40,6 +40,9 @@ pub struct kw_options {
     /// this process owns (directory 0750, socket 0660, of that group);
     /// NULL: only this user.
     pub attach_group: *const c_char,
+    /// Who this handle's changes are by: the `data.actor` of their events
+    /// (a user, a service); NULL: `<os user>@<host name>`.
+    pub actor: *const c_char,
 }
 
 /// The size of the first published `kw_options` (with `size`): the least
@@ -168,6 +171,7 @@ pub unsafe extern "C" fn kw_store_open(
             o.require_owner = c.require_owner;
             o.attach_group =
                 unsafe { optional_text(c.attach_group, "options.attach_group") }?.map(String::from);
+            o.actor = unsafe { optional_text(c.actor, "options.actor") }?.map(String::from);
         }
         let store = Store::open_with(path, &o)?;
         // SAFETY: checked non-NULL above.

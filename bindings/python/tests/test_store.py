@@ -234,6 +234,37 @@ def test_usage_and_events(store):
     assert c.key[16:59] not in repr(events)
 
 
+def test_event_queries(tmp_path):
+    path = str(tmp_path / "audit")
+    ids = {}
+    for actor in ("alice", "bob"):
+        with keyward.Store(path, argon2=CHEAP, actor=actor) as s:
+            for owner in ("acme", "globex"):
+                c = s.create_key(f"{owner} by {actor}", owner=owner)
+                s.update(c.info.id, name=f"{owner} by {actor} (renamed)")
+                ids[(owner, actor)] = c.info.id
+    with keyward.Store(path, argon2=CHEAP) as store:
+        every = store.events()
+        assert len(every) == 8
+        acme = store.events(owner="acme")
+        assert [e.seq for e in acme] == [e.seq for e in every if e.data.get("owner") == "acme"]
+        assert {e.data["actor"] for e in store.events(actor="bob")} == {"bob"}
+        assert len(store.events(actor="bob")) == 4
+        one = store.events(key_id=ids[("globex", "alice")], kinds=["key.updated"])
+        assert [(e.kind, e.data["actor"]) for e in one] == [("key.updated", "alice")]
+        newest = store.events(owner="acme", newest_first=True, limit=3)
+        assert [e.seq for e in newest] == [e.seq for e in reversed(acme)][:3]
+        assert store.events(since=acme[1].seq, owner="acme") == acme[2:]
+        later = every[4].at
+        assert store.events(since_time=later) == [e for e in every if e.at >= later]
+        assert store.events(until_time=later) == [e for e in every if e.at < later]
+        assert store.events(owner="nobody") == []
+        for bad in (dict(kinds=["key.exploded"]), dict(kinds="key.created"),
+                    dict(since_time=datetime(2030, 1, 1)), dict(key_id="not an id")):
+            with pytest.raises(keyward.InvalidInput):
+                store.events(**bad)
+
+
 def test_recent_requests(store):
     c = store.create_key("k", scopes=["orders:read"])
     assert store.verify(c.key, "10.0.0.1", integration="n8n")

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use keyward::{Event, StorageError, Store};
+use keyward::{EventKind, EventQuery};
 use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
@@ -14,84 +14,82 @@ use super::{Shared, blocking};
 
 /// Events on one page.
 const PAGE: usize = 50;
-/// Events read at once, going back.
-const WINDOW: usize = 500;
-/// Events one request reads at most looking for an account's.
-const SCAN: usize = 20_000;
 
-/// The sequence number of the newest event, by a galloping then binary
-/// search over "is there an event after `s`" (the outbox reads forward
-/// only): a few dozen one-row reads whatever the outbox holds.
-fn newest_seq(store: &Store) -> Result<Option<(u64, u64)>, StorageError> {
-    let Some(first) = store.events(0, 1)?.first().map(|e| e.seq) else {
-        return Ok(None);
-    };
-    let after = |s: u64| store.events(s, 1).map(|e| !e.is_empty());
-    // Invariant: an event exists after `lo`... until `lo` is the newest.
-    let mut lo = first;
-    let mut step = 1u64;
-    while after(lo.saturating_add(step))? {
-        lo = lo.saturating_add(step);
-        step = step.saturating_mul(2);
-    }
-    // The newest is in [lo, lo + step].
-    let mut hi = lo.saturating_add(step);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if after(mid)? {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(Some((first, lo)))
-}
-
-struct EventPage {
-    events: Vec<Event>,
-    /// Where the next (older) page starts, exclusive.
-    older: Option<u64>,
-}
-
-fn newest_first(
-    store: &Store,
-    before: Option<u64>,
-    owner: Option<&str>,
-) -> Result<EventPage, StorageError> {
-    let Some((first, newest)) = newest_seq(store)? else {
-        return Ok(EventPage {
-            events: Vec::new(),
-            older: None,
-        });
-    };
-    let mut hi = before.unwrap_or(u64::MAX).min(newest.saturating_add(1));
-    let mut out = Vec::new();
-    let mut scanned = 0;
-    while hi > first && scanned < SCAN {
-        let lo = hi.saturating_sub(WINDOW as u64 + 1);
-        let mut chunk = store.events(lo, WINDOW)?;
-        chunk.retain(|e| e.seq < hi);
-        scanned += chunk.len();
-        for e in chunk.into_iter().rev() {
-            if owner.is_none_or(|o| e.data.get("owner").and_then(Value::as_str) == Some(o)) {
-                out.push(e);
-                if out.len() == PAGE {
-                    let older = out.last().map(|e| e.seq).filter(|s| *s > first);
-                    return Ok(EventPage { events: out, older });
-                }
-            }
-        }
-        hi = lo + 1;
-    }
-    Ok(EventPage {
-        events: out,
-        older: (hi > first).then_some(hi),
-    })
-}
-
-#[derive(Deserialize)]
+/// The Events page's filters, as the form sends them (empty: any).
+#[derive(Deserialize, Default)]
 pub(crate) struct EventsQuery {
     before: Option<u64>,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+}
+
+impl EventsQuery {
+    /// The store query these filters make, newest first, or what is wrong
+    /// with them. An account's panel sees that account's events only.
+    fn query(&self, account: Option<&str>) -> Result<EventQuery, String> {
+        let mut q = EventQuery::new().newest_first().limit(PAGE);
+        if let Some(b) = self.before {
+            q = q.before(b);
+        }
+        fn given(s: &str) -> Option<&str> {
+            Some(s.trim()).filter(|s| !s.is_empty())
+        }
+        if let Some(key) = given(&self.key) {
+            q = q.key(
+                key.parse()
+                    .map_err(|_| format!("{key:?} is not a key id"))?,
+            );
+        }
+        if let Some(owner) = account.or(given(&self.owner)) {
+            q = q.owner(owner);
+        }
+        if let Some(actor) = given(&self.actor) {
+            q = q.actor(actor);
+        }
+        if let Some(kind) = given(&self.kind) {
+            let k = EventKind::ALL
+                .iter()
+                .find(|k| k.as_str() == kind)
+                .ok_or_else(|| format!("{kind:?} is not an event kind"))?;
+            q = q.kind(*k);
+        }
+        if let Some(since) = given(&self.since) {
+            q = q.since_time(crate::events::time_ago("since", since).map_err(|f| f.message)?);
+        }
+        if let Some(until) = given(&self.until) {
+            q = q.until_time(crate::events::time_ago("until", until).map_err(|f| f.message)?);
+        }
+        Ok(q)
+    }
+
+    /// This page's filters as a query string, with `before`.
+    fn link(&self, before: u64) -> String {
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        url.append_pair("before", &before.to_string());
+        for (name, value) in [
+            ("key", &self.key),
+            ("owner", &self.owner),
+            ("actor", &self.actor),
+            ("kind", &self.kind),
+            ("since", &self.since),
+            ("until", &self.until),
+        ] {
+            if !value.is_empty() {
+                url.append_pair(name, value);
+            }
+        }
+        format!("/events?{}", url.finish())
+    }
 }
 
 /// The details of an event beyond its kind, key, owner and actor.
@@ -113,43 +111,65 @@ fn details(data: &Value) -> String {
     }
 }
 
-/// `GET /events`: the outbox, newest first.
+/// `GET /events`: the outbox, newest first, filtered by key, account,
+/// actor, kind and time.
 pub(crate) async fn events(
     State(app): State<Shared>,
     ctx: Ctx,
-    Query(q): Query<EventsQuery>,
+    Query(f): Query<EventsQuery>,
 ) -> Response {
-    let before = q.before;
-    let page = blocking(&app, move |app| {
-        newest_first(&app.store, before, app.owner.as_deref())
-    })
-    .await;
-    let page = match page {
-        Ok(p) => p,
-        Err(e) => return view::failed("Reading events", &e),
+    let query = f.query(app.owner.as_deref());
+    let found = match query.clone() {
+        Ok(q) => Some(blocking(&app, move |app| app.store.events_query(&q)).await),
+        Err(_) => None,
+    };
+    let page = match found {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return view::failed("Reading events", &e),
+        None => None,
     };
     let flash = app.sessions.take_flash(&ctx.session);
     let body = html! {
         div.heading { h1 { "Events" } }
-        p.muted { "What happened to keys, newest first: what plugins are told." }
-        @if page.events.is_empty() { p.muted { "No events." } } @else {
-            table #events {
-                thead { tr { th { "#" } th { "When" } th { "Event" } th { "Key" } th { "Owner" } th { "By" } th { "Details" } } }
-                tbody { @for e in &page.events {
-                    tr {
-                        td.num { (e.seq) }
-                        td { (view::when(Some(e.at))) }
-                        td { code { (e.kind.as_str()) } }
-                        td { a href=(format!("/keys/{}", e.key_id)) { (e.name) } br; code.small { (e.masked) } }
-                        td { (e.data.get("owner").and_then(Value::as_str).unwrap_or("—")) }
-                        td { (e.data.get("actor").and_then(Value::as_str).unwrap_or("—")) }
-                        td { code.small { (details(&e.data)) } }
-                    }
-                } }
+        p.muted { "What happened to keys, and who did it, newest first: what plugins are told." }
+        form.filters #event-filters method="get" action="/events" {
+            label { "Key " input type="text" name="key" value=(f.key) placeholder="key id" size="14"; }
+            @if app.owner.is_none() {
+                label { "Account " input type="text" name="owner" value=(f.owner) placeholder="owner" size="14"; }
             }
+            label { "By " input type="text" name="actor" value=(f.actor) placeholder="cli:alice, admin panel" size="16"; }
+            label { "Kind "
+                select name="kind" {
+                    option value="" { "any" }
+                    @for k in EventKind::NAMES { option value=(k) selected[f.kind == *k] { (k) } }
+                }
+            }
+            label { "Since " input type="text" name="since" value=(f.since) placeholder="7d or RFC 3339" size="12"; }
+            label { "Until " input type="text" name="until" value=(f.until) placeholder="1d or RFC 3339" size="12"; }
+            button type="submit" { "Filter" }
+            " " a href="/events" { "Clear" }
         }
-        @if let Some(older) = page.older {
-            p.pager { a href=(format!("/events?before={older}")) { "Older events →" } }
+        @if let Err(why) = &query { p.error #filter-error { (why) } }
+        @if let Some(page) = &page {
+            @if page.events.is_empty() { p.muted { "No events." } } @else {
+                table #events {
+                    thead { tr { th { "#" } th { "When" } th { "Event" } th { "Key" } th { "Owner" } th { "By" } th { "Details" } } }
+                    tbody { @for e in &page.events {
+                        tr {
+                            td.num { (e.seq) }
+                            td { (view::when(Some(e.at))) }
+                            td { code { (e.kind.as_str()) } }
+                            td { a href=(format!("/keys/{}", e.key_id)) { (e.name) } br; code.small { (e.masked) } }
+                            td { (e.data.get("owner").and_then(Value::as_str).unwrap_or("—")) }
+                            td { (e.data.get("actor").and_then(Value::as_str).unwrap_or("—")) }
+                            td { code.small { (details(&e.data)) } }
+                        }
+                    } }
+                }
+            }
+            @if let Some(older) = page.next {
+                p.pager { a href=(f.link(older)) { "Older events →" } }
+            }
         }
     };
     view::page(&app, &ctx, Nav::Events, "Events", &flash, body)

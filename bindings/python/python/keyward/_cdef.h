@@ -75,6 +75,7 @@ typedef struct kw_options {
   uint32_t max_concurrent_hashes;
   bool require_owner;
   const char *attach_group;
+  const char *actor;
 } kw_options;
 
 typedef struct kw_verdict {
@@ -250,6 +251,10 @@ enum kw_status kw_events_json(const struct kw_store *store,
                               char **json_out);
 
 enum kw_status kw_metrics_json(const struct kw_store *store, char **json_out);
+
+enum kw_status kw_events_query_json(const struct kw_store *store,
+                                    const char *query_json,
+                                    char **json_out);
 
 void kw_string_free(char *s);
 

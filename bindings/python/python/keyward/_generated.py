@@ -204,6 +204,24 @@ class RecentRequest:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """What one query found."""
+
+    #: The events, in the order asked for.
+    events: List[Event]
+    #: Where to go on from when there may be more: the `after` (oldest
+    #: first) or `before` (newest first) of the next query. None: no more.
+    next: Optional[int] = None
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "EventPage":
+        return cls(
+            events=[Event._from(x) for x in d["events"]],
+            next=d.get("next"),
+        )
+
+
+@dataclass(frozen=True)
 class Whitelist:
     """A key's whitelist: the restriction toggle and its entries."""
 

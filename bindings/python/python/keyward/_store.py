@@ -156,9 +156,11 @@ class Store:
     """An open key store: a directory (sled) or a ``postgresql://`` URL.
 
     ``Store(path, *, prefix=None, argon2=None, usage_flush_ms=None,
-    max_concurrent_hashes=None, require_owner=False, attach_group=None)``
-    where ``argon2`` is a mapping with ``memory_kib``, ``iterations`` and
-    ``parallelism``. Use it as a context manager, or call :meth:`close`.
+    max_concurrent_hashes=None, require_owner=False, attach_group=None,
+    actor=None)`` where ``argon2`` is a mapping with ``memory_kib``,
+    ``iterations`` and ``parallelism``, and ``actor`` names who this
+    handle's changes are by (``data.actor`` of their events; by default
+    ``<os user>@<host name>``). Use it as a context manager, or call :meth:`close`.
     Safe to share between threads.
 
     Any number of processes may open one sled store: the first owns it and
@@ -181,6 +183,7 @@ class Store:
         max_concurrent_hashes: Optional[int] = None,
         require_owner: bool = False,
         attach_group: Optional[Union[str, int]] = None,
+        actor: Optional[str] = None,
     ) -> None:
         self._life = _Handle(ffi.NULL)
         self._life.take()
@@ -208,6 +211,10 @@ class Store:
             g = ffi.new("char[]", _text(str(attach_group), "attach_group"))
             keep.append(g)
             opts.attach_group = g
+        if actor is not None:
+            a = ffi.new("char[]", _text(actor, "actor"))
+            keep.append(a)
+            opts.actor = a
         out = ffi.new("kw_store **")
         _check(lib.kw_store_open(_text(os.fspath(path), "path"), opts, out))
         self._life = _Handle(out[0])
@@ -667,11 +674,53 @@ class Store:
         return [RecentRequest._from(r) for r in rows]
 
     @_in_flight
-    def events(self, since: int = 0, limit: int = 1000) -> List[Event]:
-        """Outbox events after sequence number ``since``, oldest first."""
+    def events(
+        self,
+        since: int = 0,
+        limit: int = 1000,
+        *,
+        key_id: Optional[str] = None,
+        owner: Optional[str] = None,
+        actor: Optional[str] = None,
+        kinds: Optional[Sequence[str]] = None,
+        since_time: Optional[datetime] = None,
+        until_time: Optional[datetime] = None,
+        newest_first: bool = False,
+    ) -> List[Event]:
+        """Outbox events after sequence number ``since``, oldest first, at
+        most ``limit``. With ``key_id``, ``owner``, ``actor``, ``kinds``
+        (event kind names, any of them), ``since_time`` (at or after) or
+        ``until_time`` (before; aware datetimes), only the events matching
+        all of them, found through the outbox's index; ``newest_first``
+        turns the order (``since`` still bounds them from below)."""
         if since < 0 or limit < 0:
             raise InvalidInput("since and limit must be non-negative")
-        return [Event._from(d) for d in self._json(lib.kw_events_json, self._h(), since, limit)]
+        filtered = (key_id, owner, actor, kinds, since_time, until_time) != (None,) * 6
+        if not filtered and not newest_first:
+            return [Event._from(d) for d in self._json(lib.kw_events_json, self._h(), since, limit)]
+        if isinstance(kinds, str):
+            raise InvalidInput("kinds is a list of event kind names")
+        query: Dict[str, Any] = {"after": since, "newest_first": newest_first}
+        for name, value in (("key_id", key_id), ("owner", owner), ("actor", actor)):
+            if value is not None:
+                query[name] = value
+        if kinds is not None:
+            query["kinds"] = list(kinds)
+        if since_time is not None:
+            query["since_time"] = _rfc3339(since_time)
+        if until_time is not None:
+            query["until_time"] = _rfc3339(until_time)
+        found: List[Event] = []
+        # Page by page (each examines a bounded number of events) until
+        # `limit` are found or there are no more.
+        while len(found) < limit:
+            query["limit"] = min(limit - len(found), lib.KW_MAX_PAGE)
+            page = self._json(lib.kw_events_query_json, self._h(), _text(json.dumps(query), "query"))
+            found.extend(Event._from(d) for d in page["events"])
+            if page["next"] is None:
+                break
+            query["before" if newest_first else "after"] = page["next"]
+        return found
 
     # -- plugins ------------------------------------------------------
 
