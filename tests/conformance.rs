@@ -387,6 +387,31 @@ fn events_in_order(h: &dyn Harness) {
     );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(store.events(events[1].seq, 100).unwrap().len(), 2);
+    // The audit trail, through the outbox's index.
+    let other = store
+        .create("other", CreateOptions::new().owner("acme"))
+        .unwrap();
+    let q = |q: keyward::EventQuery| store.events_query(&q).unwrap().events;
+    assert_eq!(q(keyward::EventQuery::new().key(c.info.id)), events);
+    assert_eq!(
+        q(keyward::EventQuery::new().kind(keyward::EventKind::KeyCreated))
+            .iter()
+            .map(|e| e.key_id)
+            .collect::<Vec<_>>(),
+        [c.info.id, other.info.id]
+    );
+    let acme = q(keyward::EventQuery::new().owner("acme"));
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0].key_id, other.info.id);
+    let newest = store
+        .events_query(&keyward::EventQuery::new().newest_first().limit(2))
+        .unwrap();
+    assert_eq!(newest.events[0].key_id, other.info.id);
+    assert_eq!(newest.events[1].kind.as_str(), "key.deleted");
+    let rest = q(keyward::EventQuery::new()
+        .newest_first()
+        .before(newest.next.unwrap()));
+    assert_eq!(rest.len(), 3);
 }
 
 /// Under steady churn the outbox stays bounded: events older than the
@@ -427,6 +452,27 @@ fn retention_under_churn(h: &dyn Harness) {
     assert!(kept.last().unwrap().seq >= 10_000, "the newest stay");
     // The keys themselves are untouched.
     assert_eq!(store.list().unwrap().len(), live.len());
+    // The audit trail holds what the outbox holds: pruned events took
+    // their index rows with them.
+    let renames = keyward::EventQuery::new()
+        .kind(keyward::EventKind::KeyUpdated)
+        .limit(1000);
+    let mut found = Vec::new();
+    let mut q = renames;
+    loop {
+        let page = store.events_query(&q).unwrap();
+        found.extend(page.events);
+        match page.next {
+            Some(n) => q = q.after(n),
+            None => break,
+        }
+    }
+    let want: Vec<_> = kept
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "key.updated")
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(found, want);
 }
 
 fn bad_input_changes_nothing(h: &dyn Harness) {
