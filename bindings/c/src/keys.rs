@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use super::error::{Fail, boundary, fail};
 use super::generated::kw_status;
-use super::store::{kw_store, store_and_key, store_ref};
-use super::values::{key_len, not_null, optional_text, put, put_json, room, text};
+use super::store::{answer_json, key_answer_json, kw_store, store_and_key, store_ref};
+use super::values::{json_object, key_len, not_null, optional_text, put, put_json, room, text};
 use keyward::Timestamp;
-use keyward::{CreateOptions, ImportedSecret, KeyUpdate};
+use keyward::{CreateOptions, ImportedSecret, KeyUpdate, Store};
 use keyward::{Limit, Quota};
 use zeroize::Zeroizing;
 
@@ -402,16 +402,7 @@ pub unsafe extern "C" fn kw_key_update_json(
     boundary(|| {
         let (store, id) = unsafe { store_and_key(store, id) }?;
         let patch = unsafe { text(patch_json, "patch_json") }?;
-        let invalid = |e: serde_json::Error| {
-            fail(
-                kw_status::KW_STATUS_INVALID_INPUT,
-                format!("patch_json: {e}"),
-            )
-        };
-        // An object, not the array serde would also take for a struct.
-        let patch: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(patch).map_err(invalid)?;
-        let patch = KeyUpdate::deserialize(serde_json::Value::Object(patch)).map_err(invalid)?;
+        let patch: KeyUpdate = json_object(patch, "patch_json")?;
         let info = store.update(&id, patch)?;
         if json_out.is_null() {
             return Ok(());
@@ -429,11 +420,7 @@ pub unsafe extern "C" fn kw_key_get_json(
     id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let (store, id) = unsafe { store_and_key(store, id) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.get(&id)?) }
-    })
+    unsafe { key_answer_json(store, id, json_out, Store::get) }
 }
 
 /// Every key, oldest first, as a JSON array of the objects of
@@ -443,11 +430,7 @@ pub unsafe extern "C" fn kw_key_list_json(
     store: *const kw_store,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.list()?) }
-    })
+    unsafe { answer_json(store, json_out, |store| Ok(store.list()?)) }
 }
 
 /// Moves key `id` to the account `owner` (NUL-terminated UTF-8, 1–128
@@ -477,12 +460,12 @@ pub unsafe extern "C" fn kw_key_list_owner_json(
     owner: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let owner = unsafe { text(owner, "owner") }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.list_owner(owner)?) }
-    })
+    unsafe {
+        answer_json(store, json_out, |store| {
+            let owner = text(owner, "owner")?;
+            Ok(store.list_owner(owner)?)
+        })
+    }
 }
 
 /// One page of keys in id order, as `{"keys": [...], "next": "ID" | null}`

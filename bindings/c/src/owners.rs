@@ -5,8 +5,8 @@ use std::ffi::c_char;
 
 use super::error::boundary;
 use super::generated::kw_status;
-use super::store::{kw_store, store_ref};
-use super::values::{not_null, put_json, text};
+use super::store::{answer_json, kw_store, store_ref};
+use super::values::{not_null, text};
 
 /// Deletes every key of the account `owner` (and their usage) in one
 /// durable transaction, one `key.deleted` event each; their secrets stop
@@ -37,12 +37,12 @@ pub unsafe extern "C" fn kw_owner_usage_json(
     owner: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let owner = unsafe { text(owner, "owner") }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.owner_usage(owner)?) }
-    })
+    unsafe {
+        answer_json(store, json_out, |store| {
+            let owner = text(owner, "owner")?;
+            Ok(store.owner_usage(owner)?)
+        })
+    }
 }
 
 /// Every account with keys, by owner id, as a JSON array of
@@ -52,9 +52,5 @@ pub unsafe extern "C" fn kw_owners_json(
     store: *const kw_store,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.owners()?) }
-    })
+    unsafe { answer_json(store, json_out, |store| Ok(store.owners()?)) }
 }

@@ -89,6 +89,40 @@ pub(crate) unsafe fn store_and_key<'a>(
     Ok((unsafe { store_ref(store) }?, unsafe { key_id(id) }?))
 }
 
+/// What every call answering in JSON does: checks the handle and
+/// `json_out`, then writes what `answer` reads to `*json_out` (free with
+/// `kw_string_free`).
+pub(crate) unsafe fn answer_json<T: serde::Serialize>(
+    store: *const kw_store,
+    json_out: *mut *mut c_char,
+    answer: impl FnOnce(&Store) -> Result<T, Fail>,
+) -> kw_status {
+    boundary(|| {
+        let store = unsafe { store_ref(store) }?;
+        not_null(json_out, "json_out")?;
+        let value = answer(store)?;
+        unsafe { put_json(json_out, &value) }
+    })
+}
+
+/// [`answer_json`] of what `answer` reads of key `id`.
+pub(crate) unsafe fn key_answer_json<T: serde::Serialize, E>(
+    store: *const kw_store,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+    answer: impl FnOnce(&Store, &KeyId) -> Result<T, E>,
+) -> kw_status
+where
+    Fail: From<E>,
+{
+    unsafe {
+        answer_json(store, json_out, |store| {
+            let id = key_id(id)?;
+            Ok(answer(store, &id)?)
+        })
+    }
+}
+
 /// The store a handle holds: `NULL` and a handle from before a `fork()`
 /// are refused.
 pub(crate) unsafe fn store_ref<'a>(p: *const kw_store) -> Result<&'a Store, Fail> {
@@ -266,11 +300,7 @@ pub unsafe extern "C" fn kw_store_status_json(
     store: *const kw_store,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.status().to_json()) }
-    })
+    unsafe { answer_json(store, json_out, |store| Ok(store.status().to_json())) }
 }
 
 /// Walks every table of the store and reports what does not agree, as a

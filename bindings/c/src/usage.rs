@@ -2,13 +2,12 @@
 
 use std::ffi::c_char;
 
-use keyward::EventQuery;
-use serde::Deserialize;
+use keyward::{EventQuery, Store};
 
-use super::error::{boundary, fail};
 use super::generated::kw_status;
-use super::store::{kw_store, store_and_key, store_ref};
-use super::values::{not_null, put_json, text};
+use super::store::kw_store;
+use super::store::{answer_json, key_answer_json};
+use super::values::{json_object, text};
 
 /// Key `id`'s Usage tab as a `Usage` JSON object (see "JSON shapes" at the
 /// top of this header), to `*json_out` (free with `kw_string_free`).
@@ -19,11 +18,7 @@ pub unsafe extern "C" fn kw_usage_json(
     id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let (store, id) = unsafe { store_and_key(store, id) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.usage(&id)?) }
-    })
+    unsafe { key_answer_json(store, id, json_out, Store::usage) }
 }
 
 /// Key `id`'s last verifications, newest first (at most
@@ -36,11 +31,7 @@ pub unsafe extern "C" fn kw_recent_requests_json(
     id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let (store, id) = unsafe { store_and_key(store, id) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.recent_requests(&id)?) }
-    })
+    unsafe { key_answer_json(store, id, json_out, Store::recent_requests) }
 }
 
 /// Outbox events with sequence number above `since`, oldest first, at most
@@ -53,11 +44,7 @@ pub unsafe extern "C" fn kw_events_json(
     limit: usize,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.events(since, limit)?) }
-    })
+    unsafe { answer_json(store, json_out, |store| Ok(store.events(since, limit)?)) }
 }
 
 /// This handle's metrics as a `Metrics` JSON object (see "JSON shapes" at
@@ -70,11 +57,7 @@ pub unsafe extern "C" fn kw_metrics_json(
     store: *const kw_store,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.metrics()) }
-    })
+    unsafe { answer_json(store, json_out, |store| Ok(store.metrics())) }
 }
 
 /// The events `query_json` asks for, as an `EventPage` JSON object (see
@@ -92,20 +75,10 @@ pub unsafe extern "C" fn kw_events_query_json(
     query_json: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let store = unsafe { store_ref(store) }?;
-        let query = unsafe { text(query_json, "query_json") }?;
-        not_null(json_out, "json_out")?;
-        let invalid = |e: serde_json::Error| {
-            fail(
-                kw_status::KW_STATUS_INVALID_INPUT,
-                format!("query_json: {e}"),
-            )
-        };
-        // An object, not the array serde would also take for a struct.
-        let query: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(query).map_err(invalid)?;
-        let query = EventQuery::deserialize(serde_json::Value::Object(query)).map_err(invalid)?;
-        unsafe { put_json(json_out, &store.events_query(&query)?) }
-    })
+    unsafe {
+        answer_json(store, json_out, |store| {
+            let query = text(query_json, "query_json")?;
+            Ok(store.events_query(&json_object::<EventQuery>(query, "query_json")?)?)
+        })
+    }
 }

@@ -75,6 +75,20 @@ pub(crate) unsafe fn put(buf: *mut c_char, s: &str) {
     }
 }
 
+/// `json`, an object (not the array serde would also take for a struct),
+/// as the `T` it describes; what is wrong is `KW_STATUS_INVALID_INPUT`
+/// naming `what`.
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(
+    json: &str,
+    what: &str,
+) -> Result<T, Fail> {
+    let invalid =
+        |e: serde_json::Error| fail(kw_status::KW_STATUS_INVALID_INPUT, format!("{what}: {e}"));
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(invalid)?;
+    T::deserialize(serde_json::Value::Object(object)).map_err(invalid)
+}
+
 pub(crate) unsafe fn put_json(
     out: *mut *mut c_char,
     value: &impl serde::Serialize,

@@ -4,9 +4,9 @@ use std::ffi::c_char;
 
 use super::error::boundary;
 use super::generated::kw_status;
-use super::store::{kw_store, store_and_key};
-use super::values::{not_null, put, put_json, room, text};
-use keyward::ENTRY_ID_LEN;
+use super::store::{key_answer_json, kw_store, store_and_key};
+use super::values::{put, room, text};
+use keyward::{ENTRY_ID_LEN, Store};
 
 /// Turns "restrict key `id` to whitelisted IPs" on or off. On with no
 /// entries admits nobody. Durable before it returns.
@@ -70,9 +70,5 @@ pub unsafe extern "C" fn kw_whitelist_json(
     id: *const c_char,
     json_out: *mut *mut c_char,
 ) -> kw_status {
-    boundary(|| {
-        let (store, id) = unsafe { store_and_key(store, id) }?;
-        not_null(json_out, "json_out")?;
-        unsafe { put_json(json_out, &store.whitelist(&id)?) }
-    })
+    unsafe { key_answer_json(store, id, json_out, Store::whitelist) }
 }
