@@ -263,6 +263,38 @@ pub(crate) fn outbox_len(backend: &dyn Backend) -> Result<u64, StorageError> {
     }
 }
 
+/// The number of the newest event (`from` when none is after it): a
+/// galloping, then binary, search over "is there an event after n" — a
+/// few dozen one-row reads, nothing copied, whatever the outbox holds.
+pub(crate) fn newest_after(backend: &dyn Backend, from: u64) -> Result<u64, StorageError> {
+    let after = |n: u64| -> Result<bool, StorageError> {
+        let rows = RowsFrom {
+            table: Table::Events,
+            start: &n.saturating_add(1).to_be_bytes(),
+            limit: 1,
+        };
+        Ok(backend.visit_from(rows, &mut |_, _| {})? > 0)
+    };
+    let mut lo = from;
+    let mut step = 1u64;
+    while lo < u64::MAX && after(lo)? {
+        lo = lo.saturating_add(step);
+        step = step.saturating_mul(2);
+    }
+    // None is after `lo`; the newest is at least `lo - step / 2`.
+    let mut low = lo.saturating_sub(step / 2).max(from);
+    let mut high = lo;
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if after(mid)? {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    Ok(low)
+}
+
 /// The lowest cursor of the enabled plugins (`None` when there are none):
 /// events after it are still to be delivered.
 pub(crate) fn lowest_plugin_cursor(backend: &dyn Backend) -> Result<Option<u64>, StorageError> {
@@ -350,6 +382,30 @@ mod retention_tests {
             "key_id": "AAAAAAAAAAAA", "name": "k", "masked": "kw_…", "data": {}
         });
         batch.append(Table::Events, serde_json::to_vec(&event).unwrap());
+    }
+
+    #[test]
+    fn the_newest_event_is_found_in_a_few_reads_whatever_the_gaps() {
+        let backend = MemoryBackend::new(true);
+        assert_eq!(newest_after(&backend, 0).unwrap(), 0, "none yet");
+        for n in [1usize, 1, 5, 300, 1000] {
+            let mut batch = Batch::default();
+            for _ in 0..n {
+                event_at(&mut batch, 0);
+            }
+            backend.commit(batch, Durability::Durable).unwrap();
+            let last = read(&backend, 0, usize::MAX).unwrap().last().unwrap().seq;
+            assert_eq!(newest_after(&backend, 0).unwrap(), last);
+            assert_eq!(newest_after(&backend, last).unwrap(), last);
+            assert_eq!(newest_after(&backend, last / 2).unwrap(), last);
+        }
+        // The oldest pruned: a gap below.
+        let mut batch = Batch::default();
+        for seq in 1..=900u64 {
+            batch.delete(Table::Events, seq.to_be_bytes().to_vec());
+        }
+        backend.commit(batch, Durability::Durable).unwrap();
+        assert_eq!(newest_after(&backend, 0).unwrap(), 1307);
     }
 
     fn seqs(backend: &MemoryBackend) -> Vec<u64> {

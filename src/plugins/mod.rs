@@ -665,26 +665,7 @@ impl Shared {
     }
 
     fn last_event_seq(&self) -> Result<u64, StorageError> {
-        // Events are keyed by big-endian sequence numbers: the last key is the newest.
-        let mut last = 0;
-        let mut from = 0u64;
-        loop {
-            let page = self
-                .backend
-                .range_from(Table::Events, &from.to_be_bytes(), 1024)?;
-            let Some((k, _)) = page.last() else {
-                return Ok(last);
-            };
-            last = u64::from_be_bytes(
-                k.as_slice()
-                    .try_into()
-                    .map_err(|e| StorageError::with_source("bad event key", e))?,
-            );
-            if page.len() < 1024 {
-                return Ok(last);
-            }
-            from = last + 1;
-        }
+        crate::events::newest_after(self.backend.as_ref(), 0)
     }
 
     /// What a plugin's calls may reach: its manifest's origins, the

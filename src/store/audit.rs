@@ -488,7 +488,7 @@ impl Engine {
         walk: &mut Walk<'_>,
     ) -> Result<Stop, StorageError> {
         let mut hi = if hi == u64::MAX {
-            self.outbox_end(lo)?.saturating_add(1)
+            events::newest_after(self.backend.as_ref(), lo)?.saturating_add(1)
         } else {
             hi
         };
@@ -517,35 +517,6 @@ impl Engine {
             hi = start.saturating_add(1);
         }
         Ok(Stop::Ended)
-    }
-
-    /// The number of the newest event (`from` when none is after it): a
-    /// galloping, then binary, search over "is there an event after n".
-    fn outbox_end(&self, from: u64) -> Result<u64, StorageError> {
-        let after = |n: u64| -> Result<bool, StorageError> {
-            Ok(!self
-                .backend
-                .range_from(Table::Events, &n.saturating_add(1).to_be_bytes(), 1)?
-                .is_empty())
-        };
-        let mut lo = from;
-        let mut step = 1u64;
-        while lo < u64::MAX && after(lo)? {
-            lo = lo.saturating_add(step);
-            step = step.saturating_mul(2);
-        }
-        // The newest is in [lo - step/2, lo]: none after `lo`.
-        let mut low = lo.saturating_sub(step / 2).max(from);
-        let mut high = lo;
-        while low < high {
-            let mid = low + (high - low) / 2;
-            if after(mid)? {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
-        }
-        Ok(low)
     }
 }
 
