@@ -111,8 +111,9 @@ impl<'a> DjangoHash<'a> {
     }
 }
 
-/// The bytes of an even number of hexadecimal digits.
-fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+/// The bytes hex digits stand for (either case); none for an odd count
+/// or a character that is no hex digit.
+pub(crate) fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
     let digit = |b: u8| char::from(b).to_digit(16);
     hex.as_bytes()
         .chunks(2)

@@ -203,16 +203,7 @@ pub(crate) fn is_bcrypt(phc: &str) -> bool {
 
 /// The bytes of 64 hexadecimal digits.
 pub(crate) fn hex32(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let digit = |b: u8| char::from(b).to_digit(16);
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(bytes.chunks(2)) {
-        *o = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
+    crate::django::hex_bytes(hex)?.try_into().ok()
 }
 
 /// The SHA-256 of `data`.
