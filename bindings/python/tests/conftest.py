@@ -1,7 +1,9 @@
+import http.server
 import json
 import os
 import pathlib
 import subprocess
+import threading
 
 import pytest
 
@@ -65,3 +67,40 @@ def cli():
         return json.loads(out.stdout)
 
     return run
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records each POST as (path,
+    headers, body) in ``received``; answers the statuses in ``answers`` in
+    turn, then 200."""
+
+    def __init__(self):
+        self.received = []
+        self.answers = []
+        received, answers = self.received, self.answers
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.path, dict(self.headers.items()), body))
+                self.send_response(answers.pop(0) if answers else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()

@@ -1,9 +1,6 @@
 """Plugins from Python: install a component (a WAT fixture that POSTs each
 event kind), watch its deliveries reach a server on 127.0.0.1, and manage it."""
 
-import http.server
-import threading
-
 import pytest
 
 import keyward
@@ -29,30 +26,8 @@ def manifest(name: str, origin: str, events='["*"]') -> str:
     return f'name = "{name}"\nversion = "1.0.0"\napi = "0.1.0"\nevents = {events}\nallowed_hosts = ["{origin}"]\n'
 
 
-@pytest.fixture
-def webhook():
-    received = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length", 0))
-            received.append((self.path, self.rfile.read(length).decode()))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", received
-    server.shutdown()
-    server.server_close()
-
-
-def test_install_deliver_and_manage(store, webhook):
-    origin, received = webhook
+def test_install_deliver_and_manage(store, receiver):
+    origin, received = receiver.origin, receiver.received
     # The webhook is on loopback: only an operator's grant reaches it.
     info = store.install_plugin(component(origin + "/hook"), manifest("crm", origin), allow_private_network=True)
     assert (info.name, info.api, info.enabled, info.events) == ("crm", "0.1.0", True, ["*"])
@@ -60,7 +35,7 @@ def test_install_deliver_and_manage(store, webhook):
     c = store.create_key("k")
     store.regenerate(c.info.id)
     eventually("two deliveries", lambda: len(received) == 2)
-    assert received == [("/hook", "key.created"), ("/hook", "key.regenerated")]
+    assert [(path, body) for path, _, body in received] == [("/hook", b"key.created"), ("/hook", b"key.regenerated")]
     eventually("two deliveries counted", lambda: store.plugin("crm").status.delivered == 2)
     status = store.plugin("crm").status
     assert (status.pending, status.dead_letters, status.last_error) == (0, 0, None)
@@ -91,8 +66,8 @@ def test_plugin_errors(store, tmp_path):
         store.install_plugin(path, manifest("from-file", "http://127.0.0.1:1"))
 
 
-def test_an_operator_can_allow_private_networks_at_install(store, webhook):
-    origin, _ = webhook
+def test_an_operator_can_allow_private_networks_at_install(store, receiver):
+    origin = receiver.origin
     info = store.install_plugin(component(origin + "/hook"), manifest("internal", origin), allow_private_network=True)
     assert info.allow_private_network is True
     assert store.plugin("internal").allow_private_network is True

@@ -3,9 +3,7 @@
 built by plugins/build.sh, POST to a server on 127.0.0.1; the host signs
 their requests with the manifest's secrets."""
 
-import http.server
 import os
-import threading
 
 import pytest
 from standardwebhooks import Webhook
@@ -39,38 +37,15 @@ def manifest(name, component, origin, secrets):
     )
 
 
-@pytest.fixture
-def receiver():
-    """Records each request (headers, body); answers the statuses in
-    ``answers`` in turn, then 200."""
-    received, answers = [], []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.append((dict(self.headers.items()), body))
-            self.send_response(answers.pop(0) if answers else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", received, answers
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize("component", sorted(PLUGINS))
 def test_a_receiver_verifies_every_request_and_deduplicates_a_retry(store, receiver, component):
-    origin, received, answers = receiver
+    origin, answers = receiver.origin, receiver.answers
     store.install_plugin(built(component), manifest("crm", component, origin, f"{OLD} {NEW}"),
                          allow_private_network=True)
     answers.append(503)  # the first attempt fails: the event is retried
     created = store.create_key("Acme CRM")
-    eventually("the event and its retry", lambda: len(received) >= 2)
+    eventually("the event and its retry", lambda: len(receiver.received) >= 2)
+    received = [(headers, body) for _, headers, body in receiver.received]
 
     for headers, body in received:
         # Either secret verifies during the rotation (timestamp within the
@@ -98,12 +73,12 @@ def test_a_receiver_verifies_every_request_and_deduplicates_a_retry(store, recei
 
 
 def test_every_event_and_plugin_has_its_own_id(store, receiver):
-    origin, received, _ = receiver
+    origin = receiver.origin
     for i, component in enumerate(sorted(PLUGINS)):
         store.install_plugin(built(component), manifest(f"crm{i}", component, origin, NEW),
                              allow_private_network=True)
     store.create_key("one")
     store.create_key("two")
-    eventually("two events to two plugins", lambda: len(received) >= 4)
-    ids = [headers["webhook-id"] for headers, body in received if Webhook(NEW).verify(body, headers)]
+    eventually("two events to two plugins", lambda: len(receiver.received) >= 4)
+    ids = [headers["webhook-id"] for _, headers, body in receiver.received if Webhook(NEW).verify(body, headers)]
     assert len(set(ids)) == 4, ids
