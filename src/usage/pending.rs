@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::aggregate::{Run, integration_name};
-use super::recent::{HELD_MAX, Held, PER_KEY};
+use super::recent::{HELD_MAX, Held, PER_KEY, Text};
 use super::{Freshness, Outcome, UsageAgg, UsageLimits};
 use crate::events::EventKind;
 use crate::key::{IdMap, KeyId};
@@ -104,44 +104,9 @@ fn sample<T: PartialEq>(into: &mut Vec<T>, item: T) {
 /// An integration's name held inline (no allocation to compare with),
 /// or none; longer names are not held (their requests are added to the
 /// rows one by one).
-#[derive(Clone, Copy)]
-struct Name {
-    /// `NO_NAME`: no integration.
-    len: u8,
-    bytes: [u8; NAME_INLINE],
-}
+type Name = Text<NAME_INLINE>;
 
 const NAME_INLINE: usize = 46;
-const NO_NAME: u8 = u8::MAX;
-
-impl Name {
-    fn new(name: Option<&str>) -> Option<Self> {
-        let mut n = Name {
-            len: NO_NAME,
-            bytes: [0; NAME_INLINE],
-        };
-        if let Some(s) = name {
-            n.bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
-            n.len = u8::try_from(s.len()).ok()?;
-        }
-        Some(n)
-    }
-
-    fn is(&self, name: Option<&str>) -> bool {
-        match name {
-            None => self.len == NO_NAME,
-            Some(s) => usize::from(self.len) == s.len() && self.bytes[..s.len()] == *s.as_bytes(),
-        }
-    }
-
-    fn get(&self) -> Option<&str> {
-        if self.len == NO_NAME {
-            return None;
-        }
-        let bytes = &self.bytes[..usize::from(self.len)];
-        Some(std::str::from_utf8(bytes).expect("held from a str"))
-    }
-}
 
 /// One key's usage waiting for the next flush: the delta, and the run of
 /// requests from one address and integration not yet added into it.
@@ -260,7 +225,7 @@ impl UsageLog {
             return;
         }
         p.settle();
-        match Name::new(integration) {
+        match Name::fit(integration) {
             Some(name) => {
                 p.agg.count(outcome);
                 p.run = Some((Run::first(now, ip, outcome, freshness), name));

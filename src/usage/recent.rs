@@ -46,7 +46,7 @@ pub struct RecentRequest {
     pub scope: Option<String>,
 }
 
-/// Text up to `N` bytes held inline (cut at a character boundary), or none.
+/// Text up to `N` bytes (under 255) held inline, or none.
 #[derive(Clone, Copy)]
 pub(crate) struct Text<const N: usize> {
     /// `u8::MAX`: none.
@@ -55,24 +55,43 @@ pub(crate) struct Text<const N: usize> {
 }
 
 impl<const N: usize> Text<N> {
-    fn new(text: Option<&str>) -> Self {
-        let mut t = Text {
-            len: u8::MAX,
-            bytes: [0; N],
-        };
-        if let Some(s) = text {
+    const NONE: u8 = u8::MAX;
+
+    /// `text` cut to `N` bytes at a character boundary.
+    pub(crate) fn new(text: Option<&str>) -> Self {
+        let cut = text.map(|s| {
             let mut end = s.len().min(N);
             while !s.is_char_boundary(end) {
                 end -= 1;
             }
-            t.bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
-            t.len = u8::try_from(end).expect("N is under 255");
-        }
-        t
+            &s[..end]
+        });
+        Self::fit(cut).expect("cut to fit")
     }
 
-    fn get(&self) -> Option<&str> {
-        (self.len != u8::MAX).then(|| {
+    /// `text` when it fits in `N` bytes.
+    pub(crate) fn fit(text: Option<&str>) -> Option<Self> {
+        let mut t = Text {
+            len: Self::NONE,
+            bytes: [0; N],
+        };
+        if let Some(s) = text {
+            t.bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+            t.len = u8::try_from(s.len()).ok().filter(|&n| n != Self::NONE)?;
+        }
+        Some(t)
+    }
+
+    /// Whether it holds `text`.
+    pub(crate) fn is(&self, text: Option<&str>) -> bool {
+        match text {
+            None => self.len == Self::NONE,
+            Some(s) => usize::from(self.len) == s.len() && self.bytes[..s.len()] == *s.as_bytes(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<&str> {
+        (self.len != Self::NONE).then(|| {
             std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("cut at a boundary")
         })
     }
@@ -199,6 +218,11 @@ mod tests {
         assert_eq!(t.get(), Some("abé"));
         assert_eq!(Text::<4>::new(Some("")).get(), Some(""));
         assert_eq!(Text::<4>::new(None).get(), None);
+        assert!(Text::<4>::fit(Some("abcde")).is_none(), "fit does not cut");
+        let held = Text::<4>::fit(Some("abcd")).unwrap();
+        assert!(held.is(Some("abcd")) && !held.is(Some("abc")) && !held.is(None));
+        assert!(Text::<4>::fit(None).unwrap().is(None));
+        assert!(!Text::<4>::fit(Some("")).unwrap().is(None));
     }
 
     #[test]
