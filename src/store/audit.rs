@@ -33,7 +33,7 @@ const INDEX_PAGE: usize = 512;
 /// does the rest; a query reads what is not indexed one by one).
 const INDEX_ON_QUERY: usize = 10_000;
 /// Events the background maintenance indexes at most each round.
-pub(crate) const MAINTENANCE_INDEX_STEP: usize = 100_000;
+const MAINTENANCE_INDEX_STEP: usize = 100_000;
 /// Rows read at once.
 const READ_PAGE: usize = 256;
 /// Rows one window going back holds at most.
@@ -232,7 +232,7 @@ impl Walk<'_> {
 impl Engine {
     /// Whether this process writes the outbox's index (an attached
     /// process reads it; its owner writes it).
-    pub(crate) fn writes_index(&self) -> bool {
+    fn writes_index(&self) -> bool {
         self.backend
             .host()
             .is_none_or(crate::backend::HostBackend::is_owner)
@@ -245,6 +245,18 @@ impl Engine {
             .get(Table::EventIndex, events::INDEXED_THROUGH)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map_or(0, u64::from_be_bytes))
+    }
+
+    /// The maintenance's step: the index brought a bounded step nearer
+    /// the outbox's end, by the process that writes it; how far it moved.
+    pub(crate) fn keep_index_up(&self) -> Result<u64, StorageError> {
+        if !self.writes_index() {
+            return Ok(0);
+        }
+        let before = self.indexed_through()?;
+        Ok(self
+            .index_events(MAINTENANCE_INDEX_STEP)?
+            .saturating_sub(before))
     }
 
     /// Brings the index up to the outbox's end, at most `budget` events

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::audit::MAINTENANCE_INDEX_STEP;
 use super::index::{Index, Page};
 use super::options::Options;
 use super::record::{KeyInfo, KeyRecord, MetaRecord, SCHEMA_VERSION};
@@ -237,14 +236,7 @@ impl Engine {
     pub(crate) fn maintain(&self) -> Result<Maintenance, StorageError> {
         let events_pruned =
             crate::events::prune(self.backend.as_ref(), self.now_ms(), self.event_retention)?;
-        // The outbox's index keeps up, a bounded step each round.
-        let events_indexed = if self.writes_index() {
-            let before = self.indexed_through()?;
-            self.index_events(MAINTENANCE_INDEX_STEP)?
-                .saturating_sub(before)
-        } else {
-            0
-        };
+        let events_indexed = self.keep_index_up()?;
         let changes_trimmed = self.backend.report_seen(
             &self.reader,
             self.seen_version.load(Ordering::Acquire),
