@@ -564,7 +564,13 @@ fn plugin_commands() {
             && status["dead_letters"].is_array()
             && status["log"].is_array()
     );
-    assert!(cli.ok(&["plugin", "status", "crm"]).contains("delivered"));
+    let text = cli.ok(&["plugin", "status", "crm"]);
+    assert!(text.contains("delivered"), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim() == "signed        no"),
+        "{text}"
+    );
+    assert!(status["plugin"]["signing"].is_null());
     assert_eq!(cli.json(&["plugin", "retry", "crm"])["queued"], 0);
     cli.ok(&["plugin", "remove", "crm"]);
     cli.fails(&["plugin", "status", "crm"], 3);
