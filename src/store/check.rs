@@ -15,7 +15,7 @@ use super::engine::Engine;
 use super::imports;
 use super::record::KeyRecord;
 use crate::backend::{Batch, Durability, StorageError, Table};
-use crate::events::Event;
+use crate::events::{self, Event};
 use crate::key::KeyId;
 
 /// Rows read at once.
@@ -55,7 +55,8 @@ impl CheckReport {
 #[non_exhaustive]
 pub struct Problem {
     /// The table: `keys`, `owners`, `imports`, `budgets`, `usage`,
-    /// `events`, `plugins`, `plugin_state`, `dead_letters`, `meta`.
+    /// `events`, `event_index`, `plugins`, `plugin_state`, `dead_letters`,
+    /// `meta`.
     pub table: String,
     /// The row, as text (a key id, an owner row, an event number).
     pub row: String,
@@ -340,13 +341,86 @@ impl Walk<'_> {
         })
     }
 
-    /// The outbox, and what plugins have had of it.
+    /// The outbox, its index, and what plugins have had of it.
     fn outbox(&mut self) -> Result<(), StorageError> {
+        let backend = self.engine.backend.as_ref();
+        let through_row = backend.get(Table::EventIndex, events::INDEXED_THROUGH)?;
+        let through = through_row
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes);
         let mut last_event = 0;
+        // Events the index should hold whose rows it does not: how many,
+        // and the first.
+        let mut unindexed: (u64, Option<u64>) = (0, None);
+        let mut failed = None;
         self.each(Table::Events, |w, k, v| match Event::from_stored(&k, &v) {
-            Ok(e) => last_event = last_event.max(e.seq),
+            Ok(e) => {
+                last_event = last_event.max(e.seq);
+                if e.seq <= through {
+                    for row in events::index_rows(&e) {
+                        match w.engine.backend.get(Table::EventIndex, &row) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => {
+                                unindexed.0 += 1;
+                                unindexed.1.get_or_insert(e.seq);
+                                break;
+                            }
+                            Err(err) => failed = Some(err),
+                        }
+                    }
+                }
+            }
             Err(e) => w.problem("events", &k, format!("does not decode: {e}"), false),
         })?;
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        // The index is its writer's to repair (an attached process's
+        // owner's).
+        let can_rebuild = self.engine.writes_index();
+        let mut rebuild = false;
+        if let (n, Some(first)) = unindexed {
+            self.problem(
+                "event_index",
+                first.to_string().as_bytes(),
+                format!(
+                    "{n} events the index says it holds are missing from it (the first: event {first}); a repair has it built again"
+                ),
+                can_rebuild,
+            );
+            rebuild = true;
+        }
+        if through > last_event {
+            self.problem(
+                "event_index",
+                events::INDEXED_THROUGH,
+                format!("it ends at event {through}, past the last event {last_event}; a repair has it built again"),
+                can_rebuild,
+            );
+            rebuild = true;
+        }
+        if rebuild && can_rebuild && self.repair {
+            // Its end forgotten: the index is built again from the first
+            // event, on queries and by the maintenance.
+            let mut batch = Batch::default();
+            batch.expect(
+                Table::EventIndex,
+                events::INDEXED_THROUGH.to_vec(),
+                through_row,
+            );
+            batch.delete(Table::EventIndex, events::INDEXED_THROUGH.to_vec());
+            self.engine
+                .backend
+                .commit(batch, Durability::Durable)
+                .map_err(|e| match e {
+                    crate::backend::CommitError::Conflict => StorageError::new(
+                        "the store changed while it was checked: nothing was repaired; check again",
+                    ),
+                    crate::backend::CommitError::Storage(e)
+                    | crate::backend::CommitError::Unflushed(e) => e,
+                })?;
+        }
         #[cfg(feature = "plugins")]
         crate::plugins::check(
             self.engine.backend.as_ref(),

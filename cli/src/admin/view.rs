@@ -193,12 +193,21 @@ pub(crate) fn csrf(ctx: &Ctx) -> Markup {
 pub(crate) fn when(t: Option<Timestamp>) -> Markup {
     match t {
         None => html! { span.muted { "never" } },
-        Some(t) => {
-            let full = t.to_string();
-            let short = format!("{} {} UTC", &full[..10], &full[11..16]);
-            html! { time datetime=(full) title=(full) { (short) } }
-        }
+        Some(t) => stamp(t, 16),
     }
+}
+
+/// A moment to the second (requests one by one), the full time its title.
+pub(crate) fn moment(t: Timestamp) -> Markup {
+    stamp(t, 19)
+}
+
+/// `t` shown as its date and the first `end` characters of its RFC 3339
+/// form's time (16: minutes, 19: seconds).
+fn stamp(t: Timestamp, end: usize) -> Markup {
+    let full = t.to_string();
+    let short = format!("{} {} UTC", &full[..10], &full[11..end]);
+    html! { time datetime=(full) title=(full) { (short) } }
 }
 
 /// A key's state as the keys page shows it: its word and its colour.

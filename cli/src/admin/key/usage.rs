@@ -52,7 +52,7 @@ pub(crate) async fn usage(State(app): State<Shared>, ctx: Ctx, Key(info): Key) -
                     thead { tr { th { "Time" } th { "Client" } th { "Integration" } th { "Result" } th { "Scope asked" } th {} } }
                     tbody { @for r in &recent {
                         tr class=[(!r.allowed).then_some("denied")] {
-                            td { (view::when(Some(r.at))) }
+                            td { (view::moment(r.at)) }
                             td { code { (r.ip) } }
                             td { (r.integration.as_deref().unwrap_or("—")) }
                             td data-reason=[r.reason.as_deref()] { (crate::usage::result(r)) }
