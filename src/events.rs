@@ -70,6 +70,15 @@ macro_rules! define_event_kind {
                     $(EventKind::$variant => $name,)*
                 }
             }
+
+            /// The kind a dotted name names, if any.
+            #[must_use]
+            pub fn from_name(name: &str) -> Option<EventKind> {
+                match name {
+                    $($name => Some(EventKind::$variant),)*
+                    _ => None,
+                }
+            }
         }
     };
 }

@@ -46,7 +46,7 @@ pub(crate) struct EventsArgs {
 }
 
 /// A time argument: a duration back from now, or an RFC 3339 time.
-pub(crate) fn time_ago(flag: &str, s: &str) -> Result<Timestamp> {
+fn time_ago(what: &str, s: &str) -> Result<Timestamp> {
     if let Ok(d) = humantime::parse_duration(s) {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         return Ok(Timestamp::from_unix_millis(
@@ -55,42 +55,70 @@ pub(crate) fn time_ago(flag: &str, s: &str) -> Result<Timestamp> {
     }
     Timestamp::parse_rfc3339(s).map_err(|_| {
         invalid(format!(
-            "{flag} {s:?}: expected an event number, a duration back from now (7d) or an RFC 3339 time"
+            "{what} {s:?}: expected a duration back from now (7d) or an RFC 3339 time"
         ))
     })
+}
+
+/// The filters the command line and the panel both take, as text.
+#[derive(Default)]
+pub(crate) struct Filters<'a> {
+    pub key: Option<&'a str>,
+    pub owner: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub kinds: Vec<&'a str>,
+    /// A duration back from now or an RFC 3339 time (both also for `until`).
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
+impl Filters<'_> {
+    /// `q` narrowed by them, or what is wrong with one.
+    pub(crate) fn apply(&self, mut q: EventQuery) -> Result<EventQuery> {
+        if let Some(id) = self.key {
+            q = q.key(key_id(id)?);
+        }
+        if let Some(owner) = self.owner {
+            q = q.owner(owner);
+        }
+        if let Some(actor) = self.actor {
+            q = q.actor(actor);
+        }
+        for kind in &self.kinds {
+            let k = EventKind::from_name(kind).ok_or_else(|| {
+                invalid(format!(
+                    "kind {kind:?} is not an event kind (one of {})",
+                    EventKind::NAMES.join(", ")
+                ))
+            })?;
+            q = q.kind(k);
+        }
+        if let Some(since) = self.since {
+            q = q.since_time(time_ago("since", since)?);
+        }
+        if let Some(until) = self.until {
+            q = q.until_time(time_ago("until", until)?);
+        }
+        Ok(q)
+    }
 }
 
 impl EventsArgs {
     /// The query these arguments make (a page of `limit`).
     fn query(&self) -> Result<EventQuery> {
-        let mut q = EventQuery::new();
-        match self.since.parse::<u64>() {
-            Ok(seq) => q = q.after(seq),
-            Err(_) => q = q.since_time(time_ago("--since", &self.since)?),
-        }
-        if let Some(until) = &self.until {
-            q = q.until_time(time_ago("--until", until)?);
-        }
-        if let Some(id) = &self.key_id {
-            q = q.key(key_id(id)?);
-        }
-        if let Some(owner) = &self.owner {
-            q = q.owner(owner);
-        }
-        if let Some(actor) = &self.actor {
-            q = q.actor(actor);
-        }
-        for kind in &self.kinds {
-            let k = EventKind::ALL
-                .iter()
-                .find(|k| k.as_str() == kind)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "--kind {kind:?}: not an event kind (one of {})",
-                        EventKind::NAMES.join(", ")
-                    ))
-                })?;
-            q = q.kind(*k);
+        // A bare number is an event number, as it always was.
+        let after = self.since.parse::<u64>().ok();
+        let filters = Filters {
+            key: self.key_id.as_deref(),
+            owner: self.owner.as_deref(),
+            actor: self.actor.as_deref(),
+            kinds: self.kinds.iter().map(String::as_str).collect(),
+            since: after.is_none().then_some(self.since.as_str()),
+            until: self.until.as_deref(),
+        };
+        let mut q = filters.apply(EventQuery::new())?;
+        if let Some(seq) = after {
+            q = q.after(seq);
         }
         if self.newest_first {
             q = q.newest_first();

@@ -44,32 +44,15 @@ impl EventsQuery {
         fn given(s: &str) -> Option<&str> {
             Some(s.trim()).filter(|s| !s.is_empty())
         }
-        if let Some(key) = given(&self.key) {
-            q = q.key(
-                key.parse()
-                    .map_err(|_| format!("{key:?} is not a key id"))?,
-            );
-        }
-        if let Some(owner) = account.or(given(&self.owner)) {
-            q = q.owner(owner);
-        }
-        if let Some(actor) = given(&self.actor) {
-            q = q.actor(actor);
-        }
-        if let Some(kind) = given(&self.kind) {
-            let k = EventKind::ALL
-                .iter()
-                .find(|k| k.as_str() == kind)
-                .ok_or_else(|| format!("{kind:?} is not an event kind"))?;
-            q = q.kind(*k);
-        }
-        if let Some(since) = given(&self.since) {
-            q = q.since_time(crate::events::time_ago("since", since).map_err(|f| f.message)?);
-        }
-        if let Some(until) = given(&self.until) {
-            q = q.until_time(crate::events::time_ago("until", until).map_err(|f| f.message)?);
-        }
-        Ok(q)
+        let filters = crate::events::Filters {
+            key: given(&self.key),
+            owner: account.or(given(&self.owner)),
+            actor: given(&self.actor),
+            kinds: given(&self.kind).into_iter().collect(),
+            since: given(&self.since),
+            until: given(&self.until),
+        };
+        filters.apply(q).map_err(|f| f.message)
     }
 
     /// This page's filters as a query string, with `before`.
