@@ -192,6 +192,13 @@ pub(crate) fn time_row(ms: i64) -> [u8; 9] {
     row
 }
 
+/// The last event the index holds, as its `INDEXED_THROUGH` row says
+/// (0: none).
+pub(crate) fn indexed_through(row: Option<&[u8]>) -> u64 {
+    row.and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// The time and event of a time row.
 pub(crate) fn time_of(row: &[u8]) -> Option<(i64, u64)> {
     if row.len() != 17 || row[0] != BY_TIME {
@@ -244,6 +251,15 @@ pub(crate) fn read(
         .into_iter()
         .map(|(k, v)| Event::from_stored(&k, &v))
         .collect()
+}
+
+/// Event `seq`, if the outbox holds it.
+pub(crate) fn get(backend: &dyn Backend, seq: u64) -> Result<Option<Event>, StorageError> {
+    let key = seq.to_be_bytes();
+    backend
+        .get(Table::Events, &key)?
+        .map(|v| Event::from_stored(&key, &v))
+        .transpose()
 }
 
 /// How many events the outbox holds: read through a page at a time,
@@ -344,6 +360,7 @@ pub(crate) fn prune(
         let page = backend.range_from(Table::Events, &0u64.to_be_bytes(), 513)?;
         let mut batch = Batch::default();
         let mut done = page.len() < 513;
+        let mut n = 0;
         for (k, v) in &page[..page.len().saturating_sub(1)] {
             let event = Event::from_stored(k, v)?;
             if event.at.unix_millis() >= cutoff || event.seq > delivered {
@@ -351,25 +368,13 @@ pub(crate) fn prune(
                 break;
             }
             batch.delete(Table::Events, k.clone());
+            n += 1;
             // Its index rows go with it (vetted: an attached process may
             // delete only those of the events it prunes).
             for row in index_rows(&event) {
                 batch.delete(Table::EventIndex, row);
             }
         }
-        let n = batch
-            .ops
-            .iter()
-            .filter(|op| {
-                matches!(
-                    op,
-                    crate::backend::Op::Delete {
-                        table: Table::Events,
-                        ..
-                    }
-                )
-            })
-            .count() as u64;
         if n > 0 {
             backend.commit(batch, Durability::Lazy)?;
             pruned += n;

@@ -147,7 +147,7 @@ impl Shared {
             if !letter.requeued {
                 continue;
             }
-            let Some(event) = self.event(letter.seq)? else {
+            let Some(event) = crate::events::get(self.backend.as_ref(), letter.seq)? else {
                 self.save(name, &status, None, Some(letter.seq))?;
                 continue;
             };
@@ -246,13 +246,6 @@ impl Shared {
         status.last_error = Some(error);
         status.last_error_at = Some(letter.at);
         self.save(name, status, Some(&letter), None)
-    }
-
-    fn event(&self, seq: u64) -> Result<Option<Event>, PluginError> {
-        match self.backend.get(Table::Events, &seq.to_be_bytes())? {
-            Some(v) => Ok(Some(Event::from_stored(&seq.to_be_bytes(), &v)?)),
-            None => Ok(None),
-        }
     }
 }
 

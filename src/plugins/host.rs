@@ -427,7 +427,7 @@ impl Runtime {
             },
             http_limits: self.http_limits,
             log: Arc::clone(&plugin.log),
-            delivery_id: id,
+            delivery_id: id.clone(),
             at,
             signer: plugin.signer.clone(),
         };
@@ -437,7 +437,6 @@ impl Runtime {
         // The deadline is set before instantiation: start-up code counts too.
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        let id = store.data().delivery_id.clone();
         let outcome = match &plugin.pre {
             NotifierPre::V0_1(pre) => pre
                 .instantiate(&mut store)

@@ -240,11 +240,10 @@ impl Engine {
 
     /// The last event the index holds.
     pub(crate) fn indexed_through(&self) -> Result<u64, StorageError> {
-        Ok(self
+        let row = self
             .backend
-            .get(Table::EventIndex, events::INDEXED_THROUGH)?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes))
+            .get(Table::EventIndex, events::INDEXED_THROUGH)?;
+        Ok(events::indexed_through(row.as_deref()))
     }
 
     /// The maintenance's step: the index brought a bounded step nearer
@@ -268,10 +267,7 @@ impl Engine {
             let through_row = self
                 .backend
                 .get(Table::EventIndex, events::INDEXED_THROUGH)?;
-            let through = through_row
-                .as_deref()
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_be_bytes);
+            let through = events::indexed_through(through_row.as_deref());
             if indexed >= budget {
                 return Ok(through);
             }
@@ -432,22 +428,18 @@ impl Engine {
         hi: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Option<Event>)>, StorageError> {
-        let from = lo.saturating_add(1).to_be_bytes();
+        let backend = self.backend.as_ref();
         let Some(prefix) = source else {
-            let mut out = Vec::new();
-            for (k, v) in self.backend.range_from(Table::Events, &from, limit)? {
-                let e = Event::from_stored(&k, &v)?;
-                if e.seq >= hi {
-                    break;
-                }
-                out.push((e.seq, Some(e)));
-            }
-            return Ok(out);
+            return Ok(events::read(backend, lo, limit)?
+                .into_iter()
+                .take_while(|e| e.seq < hi)
+                .map(|e| (e.seq, Some(e)))
+                .collect());
         };
         let mut start = prefix.to_vec();
-        start.extend_from_slice(&from);
+        start.extend_from_slice(&lo.saturating_add(1).to_be_bytes());
         let mut out = Vec::new();
-        for (row, _) in self.backend.range_from(Table::EventIndex, &start, limit)? {
+        for (row, _) in backend.range_from(Table::EventIndex, &start, limit)? {
             if !row.starts_with(prefix) {
                 break;
             }
@@ -459,11 +451,7 @@ impl Engine {
             if seq >= hi {
                 break;
             }
-            let event = match self.backend.get(Table::Events, &seq.to_be_bytes())? {
-                Some(v) => Some(Event::from_stored(&seq.to_be_bytes(), &v)?),
-                None => None,
-            };
-            out.push((seq, event));
+            out.push((seq, events::get(backend, seq)?));
         }
         Ok(out)
     }

@@ -345,10 +345,7 @@ impl Walk<'_> {
     fn outbox(&mut self) -> Result<(), StorageError> {
         let backend = self.engine.backend.as_ref();
         let through_row = backend.get(Table::EventIndex, events::INDEXED_THROUGH)?;
-        let through = through_row
-            .as_deref()
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, u64::from_be_bytes);
+        let through = events::indexed_through(through_row.as_deref());
         let mut last_event = 0;
         // Events the index should hold whose rows it does not: how many,
         // and the first.

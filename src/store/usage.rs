@@ -33,22 +33,24 @@ impl Engine {
         Ok(self.usage_agg(id)?.last_used_at())
     }
 
-    pub(crate) fn usage(&self, id: &KeyId) -> Result<Usage, KeyError> {
+    /// [`Engine::usage_agg`] of a key that exists (`NotFound` otherwise).
+    fn key_usage_agg(&self, id: &KeyId) -> Result<UsageAgg, KeyError> {
         if !self.index.contains(id) {
             // Not in this process's index: maybe another writer's new key.
             self.record(id)?;
         }
-        let mut agg = self.usage_agg(id)?;
+        self.usage_agg(id)
+    }
+
+    pub(crate) fn usage(&self, id: &KeyId) -> Result<Usage, KeyError> {
+        let mut agg = self.key_usage_agg(id)?;
         agg.trim(&self.limits, self.now_ms());
         Ok(agg.to_usage(*id))
     }
 
     /// The key's last verifications (stored, then pending), newest first.
     pub(crate) fn recent_requests(&self, id: &KeyId) -> Result<Vec<RecentRequest>, KeyError> {
-        if !self.index.contains(id) {
-            self.record(id)?;
-        }
-        Ok(self.usage_agg(id)?.recent_requests())
+        Ok(self.key_usage_agg(id)?.recent_requests())
     }
 
     /// Moves pending usage and notices to storage. On failure they are kept

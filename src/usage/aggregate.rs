@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::recent::{PER_KEY, Stored};
+use super::recent::{RECENT_PER_KEY, Stored};
 use super::{
     Freshness, HOUR_MS, HourlyUsage, IntegrationUsage, IpUsage, LastUse, MAX_INTEGRATION_LEN,
     Outcome, Usage, UsageLimits, UsageTotals,
@@ -53,7 +53,7 @@ pub(crate) struct UsageAgg {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     limited: BTreeMap<i64, u64>,
     /// The key's last verifications, oldest first, at most
-    /// [`recent::PER_KEY`](super::recent::PER_KEY).
+    /// [`RECENT_PER_KEY`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) recent: Vec<Stored>,
 }
@@ -277,19 +277,19 @@ impl UsageAgg {
         }
     }
 
-    /// Adds later verifications, keeping the newest [`PER_KEY`].
+    /// Adds later verifications, keeping the newest [`RECENT_PER_KEY`].
     pub(crate) fn add_recent(&mut self, newer: impl IntoIterator<Item = Stored>) {
         self.recent.extend(newer);
-        let excess = self.recent.len().saturating_sub(PER_KEY);
+        let excess = self.recent.len().saturating_sub(RECENT_PER_KEY);
         self.recent.drain(..excess);
     }
 
     /// Whether a record another process wrote keeps the bounds this one
     /// keeps (a process attached to the store writes usage through its owner).
     pub(crate) fn check(&self) -> Result<(), String> {
-        if self.recent.len() > PER_KEY {
+        if self.recent.len() > RECENT_PER_KEY {
             return Err(format!(
-                "{} recent requests; a key keeps {PER_KEY}",
+                "{} recent requests; a key keeps {RECENT_PER_KEY}",
                 self.recent.len()
             ));
         }

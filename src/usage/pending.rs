@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::aggregate::{Run, integration_name};
-use super::recent::{HELD_MAX, Held, PER_KEY, Text};
+use super::recent::{HELD_MAX, Held, RECENT_PER_KEY, Text};
 use super::{Freshness, Outcome, UsageAgg, UsageLimits};
 use crate::events::EventKind;
 use crate::key::{IdMap, KeyId};
@@ -114,7 +114,7 @@ const NAME_INLINE: usize = 46;
 struct Pending {
     run: Option<(Run, Name)>,
     agg: UsageAgg,
-    /// Its latest verifications, oldest first (at most [`PER_KEY`]);
+    /// Its latest verifications, oldest first (at most [`RECENT_PER_KEY`]);
     /// `agg.recent` holds older ones put back after a failed flush.
     recent: VecDeque<Held>,
 }
@@ -239,7 +239,7 @@ impl UsageLog {
     /// Keeps `held` as the key's latest verification: a full list lets its
     /// oldest go; a store holding its most keeps nothing new.
     fn hold_recent(&self, p: &mut Pending, held: Held) {
-        if p.recent_held() >= PER_KEY {
+        if p.recent_held() >= RECENT_PER_KEY {
             if p.agg.recent.is_empty() {
                 p.recent.pop_front();
             } else {
@@ -582,15 +582,15 @@ mod tests {
         for i in 0..100_000 {
             wrong_secret(&log, id, i);
         }
-        assert_eq!(log.backlog().pending_recent_requests, PER_KEY);
+        assert_eq!(log.backlog().pending_recent_requests, RECENT_PER_KEY);
         let agg = log.pending(&id).unwrap();
         let recent = agg.recent_requests();
-        assert_eq!(recent.len(), PER_KEY);
+        assert_eq!(recent.len(), RECENT_PER_KEY);
         assert_eq!(recent[0].at.unix_millis(), 99_999, "newest first");
         assert_eq!(recent[49].at.unix_millis(), 99_950);
         assert_eq!(agg.to_usage(id).totals.denied, 100_000);
         let taken = log.take_all();
-        assert_eq!(taken[0].1.recent.len(), PER_KEY);
+        assert_eq!(taken[0].1.recent.len(), RECENT_PER_KEY);
         assert_eq!(log.backlog().pending_recent_requests, 0);
     }
 

@@ -4,8 +4,8 @@
 //! The verify path keeps them in a ring per key, without allocating
 //! ([`Held`]: names are copied into fixed buffers); a flush moves them
 //! into the key's stored usage record ([`Stored`]), which keeps the
-//! newest [`PER_KEY`]. However many requests arrive, a key holds at most
-//! [`PER_KEY`] and the store at most [`HELD_MAX`] waiting for a flush.
+//! newest [`RECENT_PER_KEY`]. However many requests arrive, a key holds at most
+//! [`RECENT_PER_KEY`] and the store at most [`HELD_MAX`] waiting for a flush.
 
 use std::net::IpAddr;
 
@@ -18,7 +18,6 @@ use crate::verdict::Denial;
 
 /// Verifications kept per key, the newest.
 pub const RECENT_PER_KEY: usize = 50;
-pub(crate) const PER_KEY: usize = RECENT_PER_KEY;
 /// Verifications the whole store holds in memory waiting for a flush
 /// (about 250 bytes each: some 5 MB); past it, a request's entry is not
 /// kept (its counts in the usage record still are).
@@ -147,7 +146,7 @@ fn denial(code: u32) -> Option<Denial> {
 }
 
 /// One verification in a stored usage record (short names: a record
-/// holds up to [`PER_KEY`] of them).
+/// holds up to [`RECENT_PER_KEY`] of them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Stored {
     t: i64,
